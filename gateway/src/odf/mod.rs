@@ -1,0 +1,18 @@
+//! The ODF model: metadata events and blocks, the DatasetSnapshot manifest, the FlatBuffers
+//! block codec, hashes and dataset identities. Knows nothing of networks or ingestion.
+
+pub mod codec;
+pub mod dataset_id;
+pub mod events;
+pub mod hash;
+pub mod polling;
+pub mod schema;
+pub mod source;
+mod spelling;
+
+pub use codec::{DecodeError, block_hash, decode_block, encode_block};
+pub use dataset_id::DatasetId;
+pub use events::*;
+pub use hash::Multihash;
+pub use schema::{DataField, DataSchema, DataType, TimeUnit};
+pub use source::{AddPushSource, MergeStrategy, ReadStep, Transform, TransformSql};
