@@ -1,0 +1,123 @@
+//! `odf-gateway add`: create datasets from DatasetSnapshot manifests.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+use super::Context;
+use crate::odf::{DatasetSnapshot, parse_snapshots};
+use crate::store::StoreError;
+
+/// Create datasets from DatasetSnapshot manifests (YAML files, folders of them, or stdin).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Manifest files, or folders whose *.yaml / *.yml files are manifests.
+    #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+    manifests: Vec<PathBuf>,
+
+    /// Read manifests from standard input.
+    #[arg(long)]
+    stdin: bool,
+
+    /// Descend into sub-folders of the folders given.
+    #[arg(short, long)]
+    recursive: bool,
+
+    /// Skip datasets that already exist instead of failing.
+    #[arg(long)]
+    if_not_exists: bool,
+}
+
+pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    let mut inputs = Vec::new();
+    if args.stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("read manifests from stdin")?;
+        inputs.push(("<stdin>".to_string(), text));
+    }
+    for path in &args.manifests {
+        for file in manifest_files(path, args.recursive)? {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("read {}", file.display()))?;
+            inputs.push((file.display().to_string(), text));
+        }
+    }
+
+    // Every manifest is checked before any dataset is created.
+    let mut snapshots: Vec<DatasetSnapshot> = Vec::new();
+    let mut errors = Vec::new();
+    for (origin, text) in &inputs {
+        match parse_snapshots(text, origin) {
+            Ok(parsed) => snapshots.extend(parsed),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for snapshot in &snapshots {
+        if !seen.insert(snapshot.name.clone()) {
+            errors.push(format!(
+                "dataset '{}' is defined more than once",
+                snapshot.name
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        bail!("no dataset was added: {} manifest error(s)", errors.len());
+    }
+
+    let data_dir = ctx.data_dir()?;
+    let (mut added, mut skipped) = (0, 0);
+    for snapshot in &snapshots {
+        match data_dir.create(snapshot, ctx.system_time()) {
+            Ok(dataset) => {
+                added += 1;
+                let id = dataset.state().dataset_id.as_ref().map(ToString::to_string);
+                eprintln!("Added {} ({})", snapshot.name, id.unwrap_or_default());
+            }
+            Err(StoreError::AlreadyExists(name)) if args.if_not_exists => {
+                skipped += 1;
+                eprintln!("Skipped {name}: it already exists");
+            }
+            Err(e) => return Err(e).with_context(|| format!("add dataset '{}'", snapshot.name)),
+        }
+    }
+    eprintln!(
+        "Added {added} dataset(s){}",
+        if skipped > 0 {
+            format!(", skipped {skipped}")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+fn manifest_files(path: &Path, recursive: bool) -> anyhow::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        if !path.exists() {
+            bail!("{}: no such file or folder", path.display());
+        }
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).with_context(|| format!("list {}", path.display()))? {
+        let entry = entry.with_context(|| format!("list {}", path.display()))?;
+        let p = entry.path();
+        if p.is_dir() {
+            if recursive {
+                files.extend(manifest_files(&p, true)?);
+            }
+        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
+}

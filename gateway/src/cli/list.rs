@@ -1,0 +1,73 @@
+//! `odf-gateway list`: the datasets in the data directory.
+
+use serde::Serialize;
+
+use super::Context;
+use super::output::{self, Format};
+
+/// List datasets: name, kind, head, blocks, records, size.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// How to print the list.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    output_format: Format,
+}
+
+#[derive(Serialize)]
+struct Row {
+    name: String,
+    id: String,
+    kind: &'static str,
+    head: String,
+    blocks: u64,
+    records: u64,
+    size: u64,
+}
+
+pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    let data_dir = ctx.data_dir()?;
+    let mut rows = Vec::new();
+    for name in data_dir.list()? {
+        let dataset = data_dir.open_dataset(name.as_str())?;
+        let state = dataset.state();
+        rows.push(Row {
+            name: name.to_string(),
+            id: state
+                .dataset_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            kind: "Root",
+            head: state
+                .head
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            blocks: state.blocks,
+            records: state.records(),
+            size: state.data_size,
+        });
+    }
+    match args.output_format {
+        Format::Json => {
+            for row in &rows {
+                println!("{}", serde_json::to_string(row)?);
+            }
+        }
+        Format::Table => {
+            let mut table = output::table(&["Name", "Kind", "Head", "Blocks", "Records", "Size"]);
+            for row in &rows {
+                table.add_row(vec![
+                    row.name.clone(),
+                    row.kind.to_string(),
+                    row.head.clone(),
+                    row.blocks.to_string(),
+                    row.records.to_string(),
+                    output::size(row.size),
+                ]);
+            }
+            println!("{table}");
+        }
+    }
+    Ok(())
+}

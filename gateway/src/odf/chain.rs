@@ -1,0 +1,350 @@
+//! Metadata chain rules for a root dataset. `ChainState` is folded over the blocks from the
+//! seed forward; each block must be a valid successor of the ones before it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::dataset_id::DatasetId;
+use super::events::{AddData, MetadataBlock, MetadataEvent};
+use super::hash::Multihash;
+use super::schema::DataSchema;
+use super::source::AddPushSource;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("block #{sequence_number} ({kind}): {reason}")]
+pub struct ChainError {
+    pub sequence_number: u64,
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+/// What the chain up to its head says. Cheap to keep beside an open dataset so that an
+/// append is checked without reading the chain again.
+#[derive(Debug, Clone, Default)]
+pub struct ChainState {
+    pub head: Option<Multihash>,
+    pub dataset_id: Option<DatasetId>,
+    pub blocks: u64,
+    pub last_system_time: Option<DateTime<Utc>>,
+    /// Push sources by name, with whether they are still enabled.
+    pub push_sources: BTreeMap<String, (AddPushSource, bool)>,
+    pub polling_source: bool,
+    pub schema: Option<DataSchema>,
+    pub event_time_column: Option<String>,
+    /// Offset of the last record, if any data was added.
+    pub last_offset: Option<u64>,
+    pub watermark: Option<DateTime<Utc>>,
+    pub last_checkpoint: Option<Multihash>,
+    /// Bytes of data slices, for listings.
+    pub data_size: u64,
+}
+
+impl ChainState {
+    /// Checks `block` (named `hash`) as the next block and takes it in.
+    pub fn apply(&mut self, hash: &Multihash, block: &MetadataBlock) -> Result<(), ChainError> {
+        let fail = |reason: String| ChainError {
+            sequence_number: block.sequence_number,
+            kind: block.event.kind(),
+            reason,
+        };
+        if block.sequence_number != self.blocks {
+            return Err(fail(format!("sequence number should be {}", self.blocks)));
+        }
+        if block.prev_block_hash != self.head {
+            return Err(fail(match &self.head {
+                Some(head) => format!("prevBlockHash should be {head}"),
+                None => "the first block has no prevBlockHash".into(),
+            }));
+        }
+        if self.last_system_time.is_some_and(|t| block.system_time < t) {
+            return Err(fail("systemTime goes back in time".into()));
+        }
+        let is_seed = matches!(block.event, MetadataEvent::Seed(_));
+        if is_seed != (self.blocks == 0) {
+            return Err(fail(
+                "Seed must be the first block, and only the first".into(),
+            ));
+        }
+        self.apply_event(&block.event).map_err(fail)?;
+        self.head = Some(hash.clone());
+        self.blocks += 1;
+        self.last_system_time = Some(block.system_time);
+        Ok(())
+    }
+
+    fn apply_event(&mut self, event: &MetadataEvent) -> Result<(), String> {
+        match event {
+            MetadataEvent::Seed(seed) => {
+                if seed.dataset_kind != super::events::DatasetKind::Root {
+                    return Err("only root datasets are supported".into());
+                }
+                self.dataset_id = Some(seed.dataset_id.clone());
+            }
+            MetadataEvent::AddPushSource(source) => {
+                if self.polling_source {
+                    return Err(
+                        "a dataset cannot have a push source while it has a polling source".into(),
+                    );
+                }
+                if self.push_sources.contains_key(&source.source_name) {
+                    return Err(format!(
+                        "push source '{}' is already defined",
+                        source.source_name
+                    ));
+                }
+                self.push_sources
+                    .insert(source.source_name.clone(), (source.clone(), true));
+            }
+            MetadataEvent::DisablePushSource(disable) => {
+                match self.push_sources.get_mut(&disable.source_name) {
+                    Some((_, enabled @ true)) => *enabled = false,
+                    Some((_, false)) => {
+                        return Err(format!(
+                            "push source '{}' is already disabled",
+                            disable.source_name
+                        ));
+                    }
+                    None => {
+                        return Err(format!(
+                            "there is no push source '{}' to disable (defined: {})",
+                            disable.source_name,
+                            self.source_names().join(", ")
+                        ));
+                    }
+                }
+            }
+            MetadataEvent::SetPollingSource(_) => {
+                if self.push_sources.values().any(|(_, enabled)| *enabled) {
+                    return Err(
+                        "a dataset cannot have a polling source while it has push sources".into(),
+                    );
+                }
+                self.polling_source = true;
+            }
+            MetadataEvent::DisablePollingSource(_) => {
+                if !self.polling_source {
+                    return Err("there is no polling source to disable".into());
+                }
+                self.polling_source = false;
+            }
+            MetadataEvent::SetVocab(vocab) => {
+                self.event_time_column = vocab.event_time_column.clone()
+            }
+            MetadataEvent::SetDataSchema(set) => match (&self.schema, &set.schema) {
+                (_, None) => return Err("SetDataSchema without a schema".into()),
+                (Some(old), Some(new)) if old == new => {
+                    return Err("the schema is unchanged".into());
+                }
+                (_, Some(new)) => self.schema = Some(new.clone()),
+            },
+            MetadataEvent::AddData(add) => self.apply_add_data(add)?,
+            MetadataEvent::SetInfo(_)
+            | MetadataEvent::SetLicense(_)
+            | MetadataEvent::SetAttachments(_) => {}
+        }
+        Ok(())
+    }
+
+    fn apply_add_data(&mut self, add: &AddData) -> Result<(), String> {
+        if add.prev_offset != self.last_offset {
+            return Err(format!(
+                "prevOffset should be {}",
+                describe(self.last_offset)
+            ));
+        }
+        if add.prev_checkpoint != self.last_checkpoint {
+            return Err(format!(
+                "prevCheckpoint should be {}",
+                describe(self.last_checkpoint.as_ref())
+            ));
+        }
+        match (self.watermark, add.new_watermark) {
+            (Some(_), None) => return Err("a watermark, once set, must be carried".into()),
+            (Some(old), Some(new)) if new < old => {
+                return Err(format!("watermark goes back from {old} to {new}"));
+            }
+            _ => {}
+        }
+        if let Some(slice) = &add.new_data {
+            if self.schema.is_none() {
+                return Err("data is added before SetDataSchema".into());
+            }
+            let expected = self.last_offset.map_or(0, |o| o + 1);
+            let interval = slice.offset_interval;
+            if interval.start != expected || interval.end < interval.start {
+                return Err(format!(
+                    "offsets [{}; {}] should start at {expected} and not be empty",
+                    interval.start, interval.end
+                ));
+            }
+            self.last_offset = Some(interval.end);
+            self.data_size += slice.size;
+        }
+        let changes_something = add.new_data.is_some()
+            || add.new_watermark != self.watermark
+            || add.new_checkpoint.as_ref().map(|c| &c.physical_hash)
+                != self.last_checkpoint.as_ref()
+            || add.new_source_state.is_some();
+        if !changes_something {
+            return Err("AddData changes nothing".into());
+        }
+        self.watermark = add.new_watermark;
+        self.last_checkpoint = add.new_checkpoint.as_ref().map(|c| c.physical_hash.clone());
+        Ok(())
+    }
+
+    pub fn source_names(&self) -> Vec<String> {
+        self.push_sources.keys().cloned().collect()
+    }
+
+    /// Enabled push sources, in name order.
+    pub fn active_sources(&self) -> impl Iterator<Item = &AddPushSource> {
+        self.push_sources
+            .values()
+            .filter(|(_, enabled)| *enabled)
+            .map(|(source, _)| source)
+    }
+
+    /// Records in the dataset: offsets are contiguous from 0.
+    pub fn records(&self) -> u64 {
+        self.last_offset.map_or(0, |o| o + 1)
+    }
+}
+
+fn describe<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "absent".to_string(), |v| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::odf::events::*;
+    use crate::odf::source::*;
+    use crate::odf::{DatasetId, codec};
+
+    fn chain(events: Vec<MetadataEvent>) -> Result<ChainState, ChainError> {
+        let mut state = ChainState::default();
+        for (i, event) in events.into_iter().enumerate() {
+            let block = MetadataBlock {
+                system_time: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+                prev_block_hash: state.head.clone(),
+                sequence_number: i as u64,
+                event,
+            };
+            let hash = codec::block_hash(&codec::encode_block(&block));
+            state.apply(&hash, &block)?;
+        }
+        Ok(state)
+    }
+
+    fn seed() -> MetadataEvent {
+        MetadataEvent::Seed(Seed {
+            dataset_id: DatasetId::generate().unwrap().0,
+            dataset_kind: DatasetKind::Root,
+        })
+    }
+
+    fn push(name: &str) -> MetadataEvent {
+        MetadataEvent::AddPushSource(AddPushSource {
+            source_name: name.into(),
+            read: ReadStep::NdJson(Default::default()),
+            preprocess: None,
+            merge: MergeStrategy::Append(MergeStrategyAppend {}),
+        })
+    }
+
+    fn add(prev: Option<u64>, start: u64, end: u64) -> MetadataEvent {
+        MetadataEvent::AddData(AddData {
+            prev_offset: prev,
+            new_data: Some(DataSlice {
+                logical_hash: Multihash::sha3_256(b"l"),
+                physical_hash: Multihash::sha3_256(b"p"),
+                offset_interval: OffsetInterval { start, end },
+                size: 10,
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn schema() -> MetadataEvent {
+        MetadataEvent::SetDataSchema(SetDataSchema {
+            raw_arrow_schema: None,
+            schema: Some(DataSchema {
+                fields: vec![],
+                extra: None,
+            }),
+        })
+    }
+
+    #[test]
+    fn a_valid_chain_is_accepted() {
+        let state = chain(vec![
+            seed(),
+            push("a"),
+            schema(),
+            add(None, 0, 9),
+            add(Some(9), 10, 10),
+        ])
+        .unwrap();
+        assert_eq!(state.records(), 11);
+        assert_eq!(state.blocks, 5);
+    }
+
+    #[test]
+    fn broken_rules_are_named() {
+        let cases: Vec<(Vec<MetadataEvent>, &str)> = vec![
+            (vec![push("a")], "Seed must be the first block"),
+            (vec![seed(), seed()], "Seed must be the first block"),
+            (
+                vec![seed(), push("a"), push("a")],
+                "push source 'a' is already defined",
+            ),
+            (
+                vec![
+                    seed(),
+                    MetadataEvent::DisablePushSource(DisablePushSource {
+                        source_name: "b".into(),
+                    }),
+                ],
+                "there is no push source 'b' to disable",
+            ),
+            (
+                vec![seed(), add(None, 0, 1)],
+                "data is added before SetDataSchema",
+            ),
+            (vec![seed(), schema(), add(None, 1, 2)], "should start at 0"),
+            (
+                vec![seed(), schema(), add(None, 0, 2), add(Some(2), 4, 5)],
+                "should start at 3",
+            ),
+            (
+                vec![seed(), schema(), add(None, 0, 2), add(Some(1), 3, 5)],
+                "prevOffset should be 2",
+            ),
+            (vec![seed(), schema(), schema()], "the schema is unchanged"),
+        ];
+        for (events, expected) in cases {
+            let e = chain(events).unwrap_err().to_string();
+            assert!(e.contains(expected), "expected '{expected}' in: {e}");
+        }
+    }
+
+    #[test]
+    fn watermark_never_goes_back() {
+        let at = |h| Some(Utc.with_ymd_and_hms(2026, 1, 1, h, 0, 0).unwrap());
+        let mark = |w| {
+            MetadataEvent::AddData(AddData {
+                new_watermark: w,
+                ..Default::default()
+            })
+        };
+        assert!(chain(vec![seed(), mark(at(1)), mark(at(2))]).is_ok());
+        let e = chain(vec![seed(), mark(at(2)), mark(at(1))])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("watermark goes back"), "{e}");
+    }
+}

@@ -1,0 +1,222 @@
+//! One dataset on disk, in the layout the ODF Simple Transfer Protocol serves as-is:
+//!
+//! ```text
+//! <dataset>/refs/head              multibase hash of the newest block, no newline
+//! <dataset>/blocks/<hash>          metadata blocks (Manifest-wrapped FlatBuffers)
+//! <dataset>/data/<hash>            Parquet data slices, named by physical hash
+//! <dataset>/checkpoints/<hash>     merge-strategy state, named by physical hash
+//! <dataset>/info/                  local only, never served: the identity key and the lock
+//! ```
+//!
+//! Objects are named by their content hash, so writing one is idempotent. A commit writes its
+//! objects durably, then swaps `refs/head`: until that rename the previous head stands.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+use super::error::StoreError;
+use super::fsio::{self, Context};
+use crate::odf::{self, ChainState, DatasetName, MetadataBlock, MetadataEvent, Multihash};
+
+pub const HEAD: &str = "refs/head";
+pub const BLOCKS: &str = "blocks";
+pub const DATA: &str = "data";
+pub const CHECKPOINTS: &str = "checkpoints";
+pub const INFO: &str = "info";
+/// The Ed25519 secret whose public half is the dataset id (hex, owner-only).
+pub const KEY_FILE: &str = "info/dataset-key";
+const LOCK_FILE: &str = "info/lock";
+
+/// An open dataset with the state of its chain at the head it last saw.
+#[derive(Debug)]
+pub struct Dataset {
+    root: PathBuf,
+    name: DatasetName,
+    state: ChainState,
+}
+
+impl Dataset {
+    /// Opens the dataset at `root`, reading and checking its whole chain.
+    pub fn open(root: &Path, name: DatasetName) -> Result<Dataset, StoreError> {
+        let mut dataset = Dataset {
+            root: root.to_owned(),
+            name,
+            state: ChainState::default(),
+        };
+        dataset.reload()?;
+        Ok(dataset)
+    }
+
+    /// Lays out an empty dataset (no head yet) at `root`.
+    pub(super) fn create_empty(root: &Path, name: DatasetName) -> Result<Dataset, StoreError> {
+        for dir in ["refs", BLOCKS, DATA, CHECKPOINTS, INFO] {
+            fsio::create_dir(&root.join(dir))?;
+        }
+        Ok(Dataset {
+            root: root.to_owned(),
+            name,
+            state: ChainState::default(),
+        })
+    }
+
+    pub fn name(&self) -> &DatasetName {
+        &self.name
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn state(&self) -> &ChainState {
+        &self.state
+    }
+
+    pub fn head(&self) -> Option<&Multihash> {
+        self.state.head.as_ref()
+    }
+
+    pub fn block_path(&self, hash: &Multihash) -> PathBuf {
+        self.root.join(BLOCKS).join(hash.to_string())
+    }
+
+    pub fn data_path(&self, hash: &Multihash) -> PathBuf {
+        self.root.join(DATA).join(hash.to_string())
+    }
+
+    pub fn checkpoint_path(&self, hash: &Multihash) -> PathBuf {
+        self.root.join(CHECKPOINTS).join(hash.to_string())
+    }
+
+    /// The head as written in `refs/head`, or `None` for a dataset still being created.
+    pub fn read_head(&self) -> Result<Option<Multihash>, StoreError> {
+        let path = self.root.join(HEAD);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).context("read", &path)?,
+        };
+        text.parse().map(Some).map_err(|e| StoreError::NotADataset {
+            path: path.display().to_string(),
+            reason: format!("refs/head does not hold a block hash: {e}"),
+        })
+    }
+
+    /// Reads a block and checks that its bytes hash to its name.
+    pub fn read_block(&self, hash: &Multihash) -> Result<MetadataBlock, StoreError> {
+        let path = self.block_path(hash);
+        let bytes = fs::read(&path).map_err(|e| StoreError::BadBlock {
+            hash: hash.clone(),
+            reason: format!("cannot read {}: {e}", path.display()),
+        })?;
+        let actual = odf::block_hash(&bytes);
+        if &actual != hash {
+            return Err(StoreError::BadBlock {
+                hash: hash.clone(),
+                reason: format!("content hashes to {actual}: the file is corrupted"),
+            });
+        }
+        odf::decode_block(&bytes).map_err(|source| StoreError::Undecodable {
+            hash: hash.clone(),
+            source,
+        })
+    }
+
+    /// Every block, newest first, following `prevBlockHash` from the head.
+    pub fn blocks(&self) -> Result<Vec<(Multihash, MetadataBlock)>, StoreError> {
+        let mut blocks = Vec::with_capacity(self.state.blocks as usize);
+        let mut next = self.head().cloned();
+        while let Some(hash) = next {
+            let block = self.read_block(&hash)?;
+            next = block.prev_block_hash.clone();
+            blocks.push((hash, block));
+        }
+        Ok(blocks)
+    }
+
+    /// Re-reads the chain from `refs/head` (after another writer committed).
+    fn reload(&mut self) -> Result<(), StoreError> {
+        let head = self.read_head()?;
+        let mut state = ChainState::default();
+        if head.is_some() {
+            self.state.head = head;
+            for (hash, block) in self.blocks()?.iter().rev() {
+                state.apply(hash, block)?;
+            }
+        }
+        self.state = state;
+        Ok(())
+    }
+
+    /// Takes the dataset's write lock: one writer at a time, across processes.
+    /// Released when the returned file is dropped.
+    fn lock(&self) -> Result<File, StoreError> {
+        Ok(fsio::lock_file(&self.root.join(LOCK_FILE))?)
+    }
+
+    /// Appends `events` as new blocks and moves the head to the last of them. Every block is
+    /// checked against the chain before anything is written; nothing is visible until the
+    /// head moves.
+    pub fn commit(
+        &mut self,
+        events: Vec<MetadataEvent>,
+        system_time: DateTime<Utc>,
+    ) -> Result<Multihash, StoreError> {
+        let _lock = self.lock()?;
+        if self.read_head()? != self.state.head {
+            tracing::debug!(dataset = %self.name, "head moved since open; re-reading the chain");
+            self.reload()?;
+        }
+        for dir in [BLOCKS, DATA, CHECKPOINTS] {
+            fsio::remove_temp_files(&self.root.join(dir))?;
+        }
+
+        let mut state = self.state.clone();
+        let mut encoded = Vec::with_capacity(events.len());
+        for event in events {
+            // The chain's system time never goes back, even if the clock does.
+            let system_time = state
+                .last_system_time
+                .map_or(system_time, |last| last.max(system_time));
+            let block = MetadataBlock {
+                system_time,
+                prev_block_hash: state.head.clone(),
+                sequence_number: state.blocks,
+                event,
+            };
+            let bytes = odf::encode_block(&block);
+            let hash = odf::block_hash(&bytes);
+            state.apply(&hash, &block)?;
+            encoded.push((hash, bytes));
+        }
+        let Some(head) = state.head.clone() else {
+            return Err(StoreError::NotADataset {
+                path: self.root.display().to_string(),
+                reason: "a commit with no events".into(),
+            });
+        };
+
+        let blocks_dir = self.root.join(BLOCKS);
+        for (hash, bytes) in &encoded {
+            self.write_object(&blocks_dir, hash, bytes)?;
+        }
+        fsio::sync_dir(&blocks_dir)?;
+        fsio::write_atomic(&self.root.join(HEAD), head.to_string().as_bytes())?;
+        self.state = state;
+        Ok(head)
+    }
+
+    /// Writes a content-addressed object unless it is already there.
+    fn write_object(&self, dir: &Path, hash: &Multihash, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = dir.join(hash.to_string());
+        if path.exists() {
+            return Ok(());
+        }
+        let temp = fsio::temp_path(dir);
+        fsio::write_synced(&temp, bytes)?;
+        fs::rename(&temp, &path).context("rename into place", &path)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,47 @@
+use crate::odf::{ChainError, DatasetName, DecodeError, Multihash};
+
+use super::fsio::IoError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+
+    #[error("dataset '{name}' does not exist in {data_dir}{}", known_list(.known))]
+    NotFound {
+        name: String,
+        data_dir: String,
+        known: Vec<DatasetName>,
+    },
+
+    #[error("dataset '{0}' already exists")]
+    AlreadyExists(DatasetName),
+
+    #[error("{path} is not a dataset: {reason}")]
+    NotADataset { path: String, reason: String },
+
+    #[error("block {hash}: {reason}")]
+    BadBlock { hash: Multihash, reason: String },
+
+    #[error("block {hash}: {source}")]
+    Undecodable {
+        hash: Multihash,
+        source: DecodeError,
+    },
+
+    #[error("metadata chain: {0}")]
+    Chain(#[from] ChainError),
+
+    #[error("cannot make a dataset identity: {0}")]
+    Identity(String),
+}
+
+fn known_list(known: &[DatasetName]) -> String {
+    if known.is_empty() {
+        " (it has no datasets; create one with `odf-gateway add <manifest>`)".into()
+    } else {
+        let names: Vec<&str> = known.iter().map(DatasetName::as_str).collect();
+        format!(" (datasets: {})", names.join(", "))
+    }
+}

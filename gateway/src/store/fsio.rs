@@ -1,0 +1,163 @@
+//! Durable file operations. A file becomes visible under its final name only once its bytes
+//! are on disk: write a temp file beside it, fsync it, rename it over the target, fsync the
+//! folder. A crash at any instant leaves either the old file or the new one, never a torn one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Temp files start with this; whatever a crash left behind is removed by `remove_temp_files`.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {path}: {source}")]
+pub struct IoError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+pub trait Context<T> {
+    fn context(self, action: &'static str, path: &Path) -> Result<T, IoError>;
+}
+
+impl<T> Context<T> for io::Result<T> {
+    fn context(self, action: &'static str, path: &Path) -> Result<T, IoError> {
+        self.map_err(|source| IoError {
+            action,
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// A name for a temp file in `dir` that no other writer picks.
+pub fn temp_path(dir: &Path) -> PathBuf {
+    let mut nonce = [0u8; 8];
+    // Falling back to the clock is fine: the pid and time still make the name unique here.
+    if getrandom::fill(&mut nonce).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        nonce = (now.as_nanos() as u64).to_le_bytes();
+    }
+    dir.join(format!(
+        "{TEMP_PREFIX}{}-{}",
+        std::process::id(),
+        hex::encode(nonce)
+    ))
+}
+
+/// Replaces (or creates) `path` with `bytes`, atomically and durably.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
+    let dir = parent(path);
+    let temp = temp_path(dir);
+    let result = (|| {
+        write_synced(&temp, bytes)?;
+        fs::rename(&temp, path).context("rename into place", path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Writes a new file and waits until its bytes are on disk.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
+    let mut file = File::create(path).context("create", path)?;
+    file.write_all(bytes).context("write", path)?;
+    file.sync_all().context("sync", path)
+}
+
+/// Makes a folder's entries (new names, renames) durable.
+pub fn sync_dir(dir: &Path) -> Result<(), IoError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .context("sync folder", dir)
+}
+
+pub fn create_dir(dir: &Path) -> Result<(), IoError> {
+    fs::create_dir_all(dir).context("create folder", dir)
+}
+
+/// Writes a secret readable by its owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).context("create", path)?;
+    file.write_all(bytes).context("write", path)?;
+    file.sync_all().context("sync", path)
+}
+
+/// Takes an exclusive lock on `path` (created if missing), waiting for other holders,
+/// across processes. Released when the returned file is dropped.
+pub fn lock_file(path: &Path) -> Result<File, IoError> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .context("open", path)?;
+    file.lock().context("lock", path)?;
+    Ok(file)
+}
+
+/// Removes temp files (and folders) a crash left in `dir`. Call only while holding the dataset's lock.
+pub fn remove_temp_files(dir: &Path) -> Result<(), IoError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).context("list", dir),
+    };
+    for entry in entries {
+        let entry = entry.context("list", dir)?;
+        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.context("remove stale temp file", &path)?;
+        }
+    }
+    Ok(())
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("head");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(temp_path(dir.path()), b"half").unwrap();
+        fs::write(dir.path().join("keep"), b"x").unwrap();
+        remove_temp_files(dir.path()).unwrap();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["keep"]);
+    }
+}
