@@ -10,7 +10,5 @@ struct Args {}
 
 fn main() -> anyhow::Result<()> {
     Args::parse();
-    anyhow::bail!(
-        "device-sim has no traffic generators yet; they come with the MQTT/CoAP/HTTP transports"
-    )
+    anyhow::bail!("device-sim has no traffic generators yet; they come with the MQTT/CoAP/HTTP transports")
 }

@@ -34,15 +34,12 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let mut inputs = Vec::new();
     if args.stdin {
         let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("read manifests from stdin")?;
+        std::io::stdin().read_to_string(&mut text).context("read manifests from stdin")?;
         inputs.push(("<stdin>".to_string(), text));
     }
     for path in &args.manifests {
         for file in manifest_files(path, args.recursive)? {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("read {}", file.display()))?;
+            let text = std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
             inputs.push((file.display().to_string(), text));
         }
     }
@@ -59,10 +56,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let mut seen = BTreeSet::new();
     for snapshot in &snapshots {
         if !seen.insert(snapshot.name.clone()) {
-            errors.push(format!(
-                "dataset '{}' is defined more than once",
-                snapshot.name
-            ));
+            errors.push(format!("dataset '{}' is defined more than once", snapshot.name));
         }
     }
     if !errors.is_empty() {
@@ -90,11 +84,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     }
     eprintln!(
         "Added {added} dataset(s){}",
-        if skipped > 0 {
-            format!(", skipped {skipped}")
-        } else {
-            String::new()
-        }
+        if skipped > 0 { format!(", skipped {skipped}") } else { String::new() }
     );
     Ok(())
 }

@@ -32,17 +32,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         let state = dataset.state();
         rows.push(Row {
             name: name.to_string(),
-            id: state
-                .dataset_id
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
+            id: state.dataset_id.as_ref().map(ToString::to_string).unwrap_or_default(),
             kind: "Root",
-            head: state
-                .head
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
+            head: state.head.as_ref().map(ToString::to_string).unwrap_or_default(),
             blocks: state.blocks,
             records: state.records(),
             size: state.data_size,

@@ -30,13 +30,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let dataset = ctx.data_dir()?.open_dataset(&args.dataset)?;
     let limit = args.limit.unwrap_or(usize::MAX);
     for (hash, block) in dataset.blocks()?.iter().take(limit) {
-        let manifest = Manifest {
-            kind: "MetadataBlock",
-            version: METADATA_BLOCK_VERSION,
-            content: block,
-        };
-        let yaml =
-            serde_yaml_ng::to_string(&manifest).with_context(|| format!("print block {hash}"))?;
+        let manifest = Manifest { kind: "MetadataBlock", version: METADATA_BLOCK_VERSION, content: block };
+        let yaml = serde_yaml_ng::to_string(&manifest).with_context(|| format!("print block {hash}"))?;
         println!("---\n# Block: {hash}\n{yaml}");
     }
     Ok(())

@@ -19,12 +19,7 @@ use crate::store::DataDir;
 #[command(name = "odf-gateway", version, about, propagate_version = true)]
 pub struct Cli {
     /// Where datasets live: one folder per dataset, in the ODF layout.
-    #[arg(
-        long,
-        global = true,
-        env = "ODF_GATEWAY_DATA_DIR",
-        default_value = "odf-data"
-    )]
+    #[arg(long, global = true, env = "ODF_GATEWAY_DATA_DIR", default_value = "odf-data")]
     pub data_dir: PathBuf,
 
     /// Use this time (RFC 3339) as the system time of everything written, instead of the
@@ -69,10 +64,7 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = Context {
-        data_dir: cli.data_dir,
-        system_time: cli.system_time,
-    };
+    let ctx = Context { data_dir: cli.data_dir, system_time: cli.system_time };
     match cli.command {
         Command::Add(args) => add::run(&ctx, args),
         Command::List(args) => list::run(&ctx, args),

@@ -21,15 +21,10 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let data_dir = ctx.data_dir()?;
-    let names = if args.all {
-        data_dir.list()?.iter().map(ToString::to_string).collect()
-    } else {
-        args.datasets
-    };
+    let names =
+        if args.all { data_dir.list()?.iter().map(ToString::to_string).collect() } else { args.datasets };
     for name in names {
-        let dataset = data_dir
-            .open_dataset(&name)
-            .with_context(|| format!("verify {name}"))?;
+        let dataset = data_dir.open_dataset(&name).with_context(|| format!("verify {name}"))?;
         let bar = output::progress(dataset.state().blocks, &format!("verify {name}"));
         let report = store::verify(&dataset, |done, _| bar.set_position(done));
         bar.finish_and_clear();

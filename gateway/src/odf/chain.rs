@@ -62,9 +62,7 @@ impl ChainState {
         }
         let is_seed = matches!(block.event, MetadataEvent::Seed(_));
         if is_seed != (self.blocks == 0) {
-            return Err(fail(
-                "Seed must be the first block, and only the first".into(),
-            ));
+            return Err(fail("Seed must be the first block, and only the first".into()));
         }
         self.apply_event(&block.event).map_err(fail)?;
         self.head = Some(hash.clone());
@@ -83,27 +81,18 @@ impl ChainState {
             }
             MetadataEvent::AddPushSource(source) => {
                 if self.polling_source {
-                    return Err(
-                        "a dataset cannot have a push source while it has a polling source".into(),
-                    );
+                    return Err("a dataset cannot have a push source while it has a polling source".into());
                 }
                 if self.push_sources.contains_key(&source.source_name) {
-                    return Err(format!(
-                        "push source '{}' is already defined",
-                        source.source_name
-                    ));
+                    return Err(format!("push source '{}' is already defined", source.source_name));
                 }
-                self.push_sources
-                    .insert(source.source_name.clone(), (source.clone(), true));
+                self.push_sources.insert(source.source_name.clone(), (source.clone(), true));
             }
             MetadataEvent::DisablePushSource(disable) => {
                 match self.push_sources.get_mut(&disable.source_name) {
                     Some((_, enabled @ true)) => *enabled = false,
                     Some((_, false)) => {
-                        return Err(format!(
-                            "push source '{}' is already disabled",
-                            disable.source_name
-                        ));
+                        return Err(format!("push source '{}' is already disabled", disable.source_name));
                     }
                     None => {
                         return Err(format!(
@@ -116,9 +105,7 @@ impl ChainState {
             }
             MetadataEvent::SetPollingSource(_) => {
                 if self.push_sources.values().any(|(_, enabled)| *enabled) {
-                    return Err(
-                        "a dataset cannot have a polling source while it has push sources".into(),
-                    );
+                    return Err("a dataset cannot have a polling source while it has push sources".into());
                 }
                 self.polling_source = true;
             }
@@ -128,9 +115,7 @@ impl ChainState {
                 }
                 self.polling_source = false;
             }
-            MetadataEvent::SetVocab(vocab) => {
-                self.event_time_column = vocab.event_time_column.clone()
-            }
+            MetadataEvent::SetVocab(vocab) => self.event_time_column = vocab.event_time_column.clone(),
             MetadataEvent::SetDataSchema(set) => match (&self.schema, &set.schema) {
                 (_, None) => return Err("SetDataSchema without a schema".into()),
                 (Some(old), Some(new)) if old == new => {
@@ -139,25 +124,17 @@ impl ChainState {
                 (_, Some(new)) => self.schema = Some(new.clone()),
             },
             MetadataEvent::AddData(add) => self.apply_add_data(add)?,
-            MetadataEvent::SetInfo(_)
-            | MetadataEvent::SetLicense(_)
-            | MetadataEvent::SetAttachments(_) => {}
+            MetadataEvent::SetInfo(_) | MetadataEvent::SetLicense(_) | MetadataEvent::SetAttachments(_) => {}
         }
         Ok(())
     }
 
     fn apply_add_data(&mut self, add: &AddData) -> Result<(), String> {
         if add.prev_offset != self.last_offset {
-            return Err(format!(
-                "prevOffset should be {}",
-                describe(self.last_offset)
-            ));
+            return Err(format!("prevOffset should be {}", describe(self.last_offset)));
         }
         if add.prev_checkpoint != self.last_checkpoint {
-            return Err(format!(
-                "prevCheckpoint should be {}",
-                describe(self.last_checkpoint.as_ref())
-            ));
+            return Err(format!("prevCheckpoint should be {}", describe(self.last_checkpoint.as_ref())));
         }
         match (self.watermark, add.new_watermark) {
             (Some(_), None) => return Err("a watermark, once set, must be carried".into()),
@@ -183,8 +160,7 @@ impl ChainState {
         }
         let changes_something = add.new_data.is_some()
             || add.new_watermark != self.watermark
-            || add.new_checkpoint.as_ref().map(|c| &c.physical_hash)
-                != self.last_checkpoint.as_ref()
+            || add.new_checkpoint.as_ref().map(|c| &c.physical_hash) != self.last_checkpoint.as_ref()
             || add.new_source_state.is_some();
         if !changes_something {
             return Err("AddData changes nothing".into());
@@ -194,16 +170,23 @@ impl ChainState {
         Ok(())
     }
 
+    /// Checks the events a snapshot declares, as they would follow a seed. Returns the
+    /// index of the first bad event and why.
+    pub fn check_declared(events: &[MetadataEvent]) -> Result<(), (usize, String)> {
+        let mut state = ChainState::default();
+        for (i, event) in events.iter().enumerate() {
+            state.apply_event(event).map_err(|reason| (i, format!("{}: {reason}", event.kind())))?;
+        }
+        Ok(())
+    }
+
     pub fn source_names(&self) -> Vec<String> {
         self.push_sources.keys().cloned().collect()
     }
 
     /// Enabled push sources, in name order.
     pub fn active_sources(&self) -> impl Iterator<Item = &AddPushSource> {
-        self.push_sources
-            .values()
-            .filter(|(_, enabled)| *enabled)
-            .map(|(source, _)| source)
+        self.push_sources.values().filter(|(_, enabled)| *enabled).map(|(source, _)| source)
     }
 
     /// Records in the dataset: offsets are contiguous from 0.
@@ -272,23 +255,13 @@ mod tests {
     fn schema() -> MetadataEvent {
         MetadataEvent::SetDataSchema(SetDataSchema {
             raw_arrow_schema: None,
-            schema: Some(DataSchema {
-                fields: vec![],
-                extra: None,
-            }),
+            schema: Some(DataSchema { fields: vec![], extra: None }),
         })
     }
 
     #[test]
     fn a_valid_chain_is_accepted() {
-        let state = chain(vec![
-            seed(),
-            push("a"),
-            schema(),
-            add(None, 0, 9),
-            add(Some(9), 10, 10),
-        ])
-        .unwrap();
+        let state = chain(vec![seed(), push("a"), schema(), add(None, 0, 9), add(Some(9), 10, 10)]).unwrap();
         assert_eq!(state.records(), 11);
         assert_eq!(state.blocks, 5);
     }
@@ -298,32 +271,15 @@ mod tests {
         let cases: Vec<(Vec<MetadataEvent>, &str)> = vec![
             (vec![push("a")], "Seed must be the first block"),
             (vec![seed(), seed()], "Seed must be the first block"),
+            (vec![seed(), push("a"), push("a")], "push source 'a' is already defined"),
             (
-                vec![seed(), push("a"), push("a")],
-                "push source 'a' is already defined",
-            ),
-            (
-                vec![
-                    seed(),
-                    MetadataEvent::DisablePushSource(DisablePushSource {
-                        source_name: "b".into(),
-                    }),
-                ],
+                vec![seed(), MetadataEvent::DisablePushSource(DisablePushSource { source_name: "b".into() })],
                 "there is no push source 'b' to disable",
             ),
-            (
-                vec![seed(), add(None, 0, 1)],
-                "data is added before SetDataSchema",
-            ),
+            (vec![seed(), add(None, 0, 1)], "data is added before SetDataSchema"),
             (vec![seed(), schema(), add(None, 1, 2)], "should start at 0"),
-            (
-                vec![seed(), schema(), add(None, 0, 2), add(Some(2), 4, 5)],
-                "should start at 3",
-            ),
-            (
-                vec![seed(), schema(), add(None, 0, 2), add(Some(1), 3, 5)],
-                "prevOffset should be 2",
-            ),
+            (vec![seed(), schema(), add(None, 0, 2), add(Some(2), 4, 5)], "should start at 3"),
+            (vec![seed(), schema(), add(None, 0, 2), add(Some(1), 3, 5)], "prevOffset should be 2"),
             (vec![seed(), schema(), schema()], "the schema is unchanged"),
         ];
         for (events, expected) in cases {
@@ -335,16 +291,9 @@ mod tests {
     #[test]
     fn watermark_never_goes_back() {
         let at = |h| Some(Utc.with_ymd_and_hms(2026, 1, 1, h, 0, 0).unwrap());
-        let mark = |w| {
-            MetadataEvent::AddData(AddData {
-                new_watermark: w,
-                ..Default::default()
-            })
-        };
+        let mark = |w| MetadataEvent::AddData(AddData { new_watermark: w, ..Default::default() });
         assert!(chain(vec![seed(), mark(at(1)), mark(at(2))]).is_ok());
-        let e = chain(vec![seed(), mark(at(2)), mark(at(1))])
-            .unwrap_err()
-            .to_string();
+        let e = chain(vec![seed(), mark(at(2)), mark(at(1))]).unwrap_err().to_string();
         assert!(e.contains("watermark goes back"), "{e}");
     }
 }

@@ -39,27 +39,17 @@ impl DatasetId {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DatasetIdError> {
-        let error = |reason| DatasetIdError {
-            input: hex::encode(bytes),
-            reason,
-        };
-        let key = bytes
-            .strip_prefix(&ED25519_PUB[..])
-            .ok_or_else(|| error("not an ed25519-pub multicodec"))?;
-        let key: [u8; 32] = key
-            .try_into()
-            .map_err(|_| error("an Ed25519 public key is 32 bytes"))?;
+        let error = |reason| DatasetIdError { input: hex::encode(bytes), reason };
+        let key =
+            bytes.strip_prefix(&ED25519_PUB[..]).ok_or_else(|| error("not an ed25519-pub multicodec"))?;
+        let key: [u8; 32] = key.try_into().map_err(|_| error("an Ed25519 public key is 32 bytes"))?;
         Ok(DatasetId(key))
     }
 }
 
 impl fmt::Display for DatasetId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{PREFIX}{}",
-            multibase::encode(multibase::Base::Base16Lower, self.to_bytes())
-        )
+        write!(f, "{PREFIX}{}", multibase::encode(multibase::Base::Base16Lower, self.to_bytes()))
     }
 }
 
@@ -73,13 +63,8 @@ impl FromStr for DatasetId {
     type Err = DatasetIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let error = |reason| DatasetIdError {
-            input: s.to_owned(),
-            reason,
-        };
-        let encoded = s
-            .strip_prefix(PREFIX)
-            .ok_or_else(|| error("missing 'did:odf:' prefix"))?;
+        let error = |reason| DatasetIdError { input: s.to_owned(), reason };
+        let encoded = s.strip_prefix(PREFIX).ok_or_else(|| error("missing 'did:odf:' prefix"))?;
         let (_, bytes) = multibase::decode(encoded).map_err(|_| error("not multibase"))?;
         DatasetId::from_bytes(&bytes).map_err(|e| error(e.reason))
     }
@@ -93,9 +78,7 @@ impl Serialize for DatasetId {
 
 impl<'de> Deserialize<'de> for DatasetId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -124,13 +107,7 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_errors() {
-        for s in [
-            "",
-            "did:odf:",
-            "did:key:fed01",
-            "did:odf:fed0100",
-            "did:odf:f1620aa",
-        ] {
+        for s in ["", "did:odf:", "did:key:fed01", "did:odf:fed0100", "did:odf:f1620aa"] {
             assert!(s.parse::<DatasetId>().is_err(), "{s}");
         }
     }

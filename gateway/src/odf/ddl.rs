@@ -42,32 +42,18 @@ const SCALARS: &[(&str, fn() -> DataType)] = &[
     ("BINARY", || DataType::Binary { fixed_length: None }),
     ("BYTEA", || DataType::Binary { fixed_length: None }),
     ("DATE", || DataType::Date),
-    ("TIME", || DataType::Time {
-        unit: Some(TimeUnit::Millisecond),
-    }),
+    ("TIME", || DataType::Time { unit: Some(TimeUnit::Millisecond) }),
     ("TIMESTAMP", DataType::timestamp_millis_utc),
 ];
 
 pub fn parse_ddl_schema(columns: &[String]) -> Result<DataSchema, DdlError> {
-    let fields = columns
-        .iter()
-        .map(|c| parse_column(c))
-        .collect::<Result<_, _>>()?;
-    Ok(DataSchema {
-        fields,
-        extra: None,
-    })
+    let fields = columns.iter().map(|c| parse_column(c)).collect::<Result<_, _>>()?;
+    Ok(DataSchema { fields, extra: None })
 }
 
 pub fn parse_column(column: &str) -> Result<DataField, DdlError> {
-    let error = |reason: String| DdlError {
-        column: column.to_owned(),
-        reason,
-    };
-    let mut parser = Parser {
-        tokens: tokenize(column).map_err(error)?,
-        next: 0,
-    };
+    let error = |reason: String| DdlError { column: column.to_owned(), reason };
+    let mut parser = Parser { tokens: tokenize(column).map_err(error)?, next: 0 };
     let field = parser.column().map_err(error)?;
     match parser.peek() {
         None => Ok(field),
@@ -90,10 +76,7 @@ fn tokenize(input: &str) -> Result<Vec<String>, String> {
             chars.next();
         } else if c.is_alphanumeric() || c == '_' || c == '-' {
             let mut word = String::new();
-            while let Some(&w) = chars
-                .peek()
-                .filter(|w| w.is_alphanumeric() || **w == '_' || **w == '-')
-            {
+            while let Some(&w) = chars.peek().filter(|w| w.is_alphanumeric() || **w == '_' || **w == '-') {
                 word.push(w);
                 chars.next();
             }
@@ -116,11 +99,8 @@ impl Parser {
     }
 
     fn take(&mut self, what: &str) -> Result<String, String> {
-        let token = self
-            .tokens
-            .get(self.next)
-            .cloned()
-            .ok_or_else(|| format!("expected {what}, found the end"))?;
+        let token =
+            self.tokens.get(self.next).cloned().ok_or_else(|| format!("expected {what}, found the end"))?;
         self.next += 1;
         Ok(token)
     }
@@ -158,11 +138,7 @@ impl Parser {
         } else {
             data_type.optional()
         };
-        Ok(DataField {
-            name,
-            data_type,
-            extra: None,
-        })
+        Ok(DataField { name, data_type, extra: None })
     }
 
     fn data_type(&mut self, depth: usize) -> Result<DataType, String> {
@@ -182,20 +158,16 @@ impl Parser {
                     0
                 };
                 self.expect(")")?;
-                let precision = u32::try_from(precision)
-                    .map_err(|_| format!("precision {precision} is negative"))?;
-                let scale =
-                    i32::try_from(scale).map_err(|_| format!("scale {scale} is out of range"))?;
+                let precision =
+                    u32::try_from(precision).map_err(|_| format!("precision {precision} is negative"))?;
+                let scale = i32::try_from(scale).map_err(|_| format!("scale {scale} is out of range"))?;
                 Ok(DataType::Decimal { precision, scale })
             }
             "ARRAY" => {
                 self.expect("<")?;
                 let item = self.data_type(depth + 1)?;
                 self.expect(">")?;
-                Ok(DataType::List {
-                    item_type: Box::new(item.optional()),
-                    fixed_length: None,
-                })
+                Ok(DataType::List { item_type: Box::new(item.optional()), fixed_length: None })
             }
             "MAP" => {
                 self.expect("<")?;
@@ -218,11 +190,7 @@ impl Parser {
                         self.next += 1;
                     }
                     let data_type = self.data_type(depth + 1)?.optional();
-                    fields.push(DataField {
-                        name,
-                        data_type,
-                        extra: None,
-                    });
+                    fields.push(DataField { name, data_type, extra: None });
                     match self.take("',' or '>'")?.as_str() {
                         "," => continue,
                         ">" => break,
@@ -267,9 +235,7 @@ impl Parser {
 
     fn number(&mut self) -> Result<i64, String> {
         let token = self.take("a number")?;
-        token
-            .parse()
-            .map_err(|_| format!("expected a number, found '{token}'"))
+        token.parse().map_err(|_| format!("expected a number, found '{token}'"))
     }
 }
 
@@ -283,10 +249,7 @@ mod tests {
 
     #[test]
     fn seed_columns() {
-        assert_eq!(
-            field("t TIMESTAMP").data_type,
-            DataType::timestamp_millis_utc().optional()
-        );
+        assert_eq!(field("t TIMESTAMP").data_type, DataType::timestamp_millis_utc().optional());
         assert_eq!(field("long DOUBLE").data_type, DataType::Float64.optional());
         assert_eq!(field("lat double not null").data_type, DataType::Float64);
         assert_eq!(field("`device id` STRING").name, "device id");
@@ -296,21 +259,14 @@ mod tests {
     fn parameterised_and_nested_types() {
         assert_eq!(
             field("d DECIMAL(10, 2) NOT NULL").data_type,
-            DataType::Decimal {
-                precision: 10,
-                scale: 2
-            }
+            DataType::Decimal { precision: 10, scale: 2 }
         );
         assert_eq!(field("n INT UNSIGNED NOT NULL").data_type, DataType::UInt32);
         assert_eq!(field("s VARCHAR(20) NOT NULL").data_type, DataType::String);
-        let DataType::Option { inner } =
-            field("p STRUCT<lat: DOUBLE, tags ARRAY<STRING>>").data_type
-        else {
+        let DataType::Option { inner } = field("p STRUCT<lat: DOUBLE, tags ARRAY<STRING>>").data_type else {
             panic!("nullable")
         };
-        let DataType::Struct { fields } = *inner else {
-            panic!("struct")
-        };
+        let DataType::Struct { fields } = *inner else { panic!("struct") };
         assert_eq!(fields[1].name, "tags");
     }
 

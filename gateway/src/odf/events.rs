@@ -130,11 +130,7 @@ pub struct SetLicense {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetDataSchema {
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "optional_hex"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_hex")]
     pub raw_arrow_schema: Option<Vec<u8>>,
     pub schema: Option<DataSchema>,
 }

@@ -64,8 +64,7 @@ impl FromStr for Multihash {
     type Err = HashParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (_, bytes) =
-            multibase::decode(s).map_err(|e| HashParseError::Multibase(s.to_owned(), e))?;
+        let (_, bytes) = multibase::decode(s).map_err(|e| HashParseError::Multibase(s.to_owned(), e))?;
         Self::from_bytes(&bytes).map_err(|e| HashParseError::Multihash(s.to_owned(), e))
     }
 }
@@ -102,10 +101,7 @@ mod tests {
     #[test]
     fn sha3_256_of_prev_matches_the_conformance_figure() {
         let h = Multihash::sha3_256(b"prev");
-        assert_eq!(
-            h.to_string(),
-            "f16209eb949bd8ff0bb1d827f11809aebc6bd0d5955c7f368469a913c70d196620272"
-        );
+        assert_eq!(h.to_string(), "f16209eb949bd8ff0bb1d827f11809aebc6bd0d5955c7f368469a913c70d196620272");
         assert_eq!(h.to_string().parse::<Multihash>().unwrap(), h);
     }
 

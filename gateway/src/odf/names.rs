@@ -13,21 +13,14 @@ pub struct NameError {
 }
 
 fn check(what: &'static str, value: &str) -> Result<(), NameError> {
-    let error = |reason| NameError {
-        what,
-        value: value.to_owned(),
-        reason,
-    };
+    let error = |reason| NameError { what, value: value.to_owned(), reason };
     if value.is_empty() || value.len() > 100 {
         return Err(error("must be 1 to 100 characters long"));
     }
     if !value.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         return Err(error("must start with a letter or digit"));
     }
-    if !value
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
+    if !value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
         return Err(error("may only contain letters, digits, '-', '_' and '.'"));
     }
     if value.ends_with('.') || value.contains("..") {
@@ -89,9 +82,7 @@ mod tests {
         for ok in ["gps", "air-quality", "org.example.gps", "v2_raw", "0x"] {
             assert!(ok.parse::<DatasetName>().is_ok(), "{ok}");
         }
-        for bad in [
-            "", ".", "..", "a/b", "-gps", "gps.", "a..b", "a b", "ünï", "a+b", "a#",
-        ] {
+        for bad in ["", ".", "..", "a/b", "-gps", "gps.", "a..b", "a b", "ünï", "a+b", "a#"] {
             let e = bad.parse::<DatasetName>().unwrap_err().to_string();
             assert!(e.contains("is not a valid dataset name"), "{bad}: {e}");
         }

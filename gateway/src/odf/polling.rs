@@ -38,11 +38,7 @@ pub enum EventTimeSource {
     FromSystemTime(Empty),
 }
 
-odf_union!(EventTimeSource {
-    FromMetadata,
-    FromPath,
-    FromSystemTime
-});
+odf_union!(EventTimeSource { FromMetadata, FromPath, FromSystemTime });
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind")]
@@ -128,13 +124,7 @@ pub enum FetchStep {
     EthereumLogs(FetchStepEthereumLogs),
 }
 
-odf_union!(FetchStep {
-    Url,
-    FilesGlob,
-    Container,
-    Mqtt,
-    EthereumLogs
-});
+odf_union!(FetchStep { Url, FilesGlob, Container, Mqtt, EthereumLogs });
 
 #[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -40,18 +40,11 @@ odf_enum! {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all_fields = "camelCase")]
 pub enum DataType {
-    Binary {
-        fixed_length: Option<u64>,
-    },
+    Binary { fixed_length: Option<u64> },
     Bool,
     Date,
-    Decimal {
-        precision: u32,
-        scale: i32,
-    },
-    Duration {
-        unit: Option<TimeUnit>,
-    },
+    Decimal { precision: u32, scale: i32 },
+    Duration { unit: Option<TimeUnit> },
     Float16,
     Float32,
     Float64,
@@ -63,29 +56,13 @@ pub enum DataType {
     UInt16,
     UInt32,
     UInt64,
-    List {
-        item_type: Box<DataType>,
-        fixed_length: Option<u64>,
-    },
-    Map {
-        key_type: Box<DataType>,
-        value_type: Box<DataType>,
-        keys_sorted: Option<bool>,
-    },
+    List { item_type: Box<DataType>, fixed_length: Option<u64> },
+    Map { key_type: Box<DataType>, value_type: Box<DataType>, keys_sorted: Option<bool> },
     Null,
-    Option {
-        inner: Box<DataType>,
-    },
-    Struct {
-        fields: Vec<DataField>,
-    },
-    Time {
-        unit: Option<TimeUnit>,
-    },
-    Timestamp {
-        unit: Option<TimeUnit>,
-        timezone: Option<String>,
-    },
+    Option { inner: Box<DataType> },
+    Struct { fields: Vec<DataField> },
+    Time { unit: Option<TimeUnit> },
+    Timestamp { unit: Option<TimeUnit>, timezone: Option<String> },
     String,
 }
 
@@ -149,19 +126,14 @@ impl DataType {
 
     /// Milliseconds in UTC: what ODF requires of `system_time` and the event time column.
     pub fn timestamp_millis_utc() -> Self {
-        DataType::Timestamp {
-            unit: Some(TimeUnit::Millisecond),
-            timezone: Some("UTC".into()),
-        }
+        DataType::Timestamp { unit: Some(TimeUnit::Millisecond), timezone: Some("UTC".into()) }
     }
 
     /// Wraps in `Option` (a nullable column), unless it already is one.
     pub fn optional(self) -> Self {
         match self {
             DataType::Option { .. } => self,
-            other => DataType::Option {
-                inner: Box::new(other),
-            },
+            other => DataType::Option { inner: Box::new(other) },
         }
     }
 }
@@ -186,9 +158,7 @@ struct Params {
 impl Params {
     fn build(self, kind: &str) -> Result<DataType, String> {
         Ok(match kind {
-            "Binary" => DataType::Binary {
-                fixed_length: self.fixed_length,
-            },
+            "Binary" => DataType::Binary { fixed_length: self.fixed_length },
             "Bool" => DataType::Bool,
             "Date" => DataType::Date,
             "Decimal" => DataType::Decimal {
@@ -217,17 +187,10 @@ impl Params {
                 keys_sorted: self.keys_sorted,
             },
             "Null" => DataType::Null,
-            "Option" => DataType::Option {
-                inner: required(kind, self.inner, "inner")?,
-            },
-            "Struct" => DataType::Struct {
-                fields: required(kind, self.fields, "fields")?,
-            },
+            "Option" => DataType::Option { inner: required(kind, self.inner, "inner")? },
+            "Struct" => DataType::Struct { fields: required(kind, self.fields, "fields")? },
             "Time" => DataType::Time { unit: self.unit },
-            "Timestamp" => DataType::Timestamp {
-                unit: self.unit,
-                timezone: self.timezone,
-            },
+            "Timestamp" => DataType::Timestamp { unit: self.unit, timezone: self.timezone },
             "String" => DataType::String,
             other => return Err(format!("unknown DataType kind '{other}'")),
         })
@@ -293,47 +256,29 @@ mod tests {
         assert_eq!(parse("UInt8").unwrap(), DataType::UInt8);
         assert_eq!(parse("{kind: Int64}").unwrap(), DataType::Int64);
         assert_eq!(parse("{kind: string}").unwrap(), DataType::String);
-        assert_eq!(
-            parse("timestamp").unwrap(),
-            DataType::Timestamp {
-                unit: None,
-                timezone: None
-            }
-        );
+        assert_eq!(parse("timestamp").unwrap(), DataType::Timestamp { unit: None, timezone: None });
         assert_eq!(
             parse("{kind: Timestamp, unit: millisecond, timezone: UTC}").unwrap(),
             DataType::timestamp_millis_utc()
         );
-        assert_eq!(
-            parse("{kind: Option, inner: float64}").unwrap(),
-            DataType::Float64.optional()
-        );
+        assert_eq!(parse("{kind: Option, inner: float64}").unwrap(), DataType::Float64.optional());
     }
 
     #[test]
     fn bad_types_are_named() {
         let e = parse("int65").unwrap_err().to_string();
         assert!(e.contains("unknown DataType 'int65'"), "{e}");
-        let e = parse("{kind: Decimal, precision: 3}")
-            .unwrap_err()
-            .to_string();
+        let e = parse("{kind: Decimal, precision: 3}").unwrap_err().to_string();
         assert!(e.contains("missing field 'scale'"), "{e}");
-        let e = parse("{kind: Int64, unit: Second}")
-            .unwrap_err()
-            .to_string();
+        let e = parse("{kind: Int64, unit: Second}").unwrap_err().to_string();
         assert!(e.contains("Int64: unknown field 'unit'"), "{e}");
-        let e = parse("{kind: Timestamp, unit: Fortnight}")
-            .unwrap_err()
-            .to_string();
+        let e = parse("{kind: Timestamp, unit: Fortnight}").unwrap_err().to_string();
         assert!(e.contains("unknown TimeUnit 'Fortnight'"), "{e}");
     }
 
     #[test]
     fn serializes_in_the_tagged_form() {
-        let t = DataType::List {
-            item_type: Box::new(DataType::Int32),
-            fixed_length: None,
-        };
+        let t = DataType::List { item_type: Box::new(DataType::Int32), fixed_length: None };
         let yaml = serde_yaml_ng::to_string(&t).unwrap();
         assert_eq!(yaml, "kind: List\nitemType:\n  kind: Int32\n");
         assert_eq!(parse(&yaml).unwrap(), t);

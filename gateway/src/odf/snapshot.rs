@@ -16,6 +16,7 @@
 
 use serde::Deserialize;
 
+use super::chain::ChainState;
 use super::ddl::parse_ddl_schema;
 use super::events::{DatasetKind, MetadataEvent};
 use super::names::{DatasetName, SourceName};
@@ -61,23 +62,19 @@ struct Content {
 /// `origin` names the input in errors (a path, or `<stdin>`).
 pub fn parse_snapshots(text: &str, origin: &str) -> Result<Vec<DatasetSnapshot>, SnapshotError> {
     let mut snapshots = Vec::new();
-    let error = |message: String| SnapshotError {
-        origin: origin.to_owned(),
-        message,
-    };
+    let error = |message: String| SnapshotError { origin: origin.to_owned(), message };
     for document in serde_yaml_ng::Deserializer::from_str(text) {
         // Syntax first, where the parser knows the line; then structure, by field path.
-        let value = serde_yaml_ng::Value::deserialize(document)
-            .map_err(|e| error(describe_syntax_error(&e)))?;
+        let value =
+            serde_yaml_ng::Value::deserialize(document).map_err(|e| error(describe_syntax_error(&e)))?;
         if value.is_null() {
             continue;
         }
         let manifest: Manifest =
             serde_path_to_error::deserialize(value).map_err(|e| error(describe_field_error(e)))?;
-        snapshots.push(validate(manifest).map_err(|message| SnapshotError {
-            origin: origin.to_owned(),
-            message,
-        })?);
+        snapshots.push(
+            validate(manifest).map_err(|message| SnapshotError { origin: origin.to_owned(), message })?,
+        );
     }
     if snapshots.is_empty() {
         return Err(SnapshotError {
@@ -103,19 +100,12 @@ fn describe_syntax_error(e: &serde_yaml_ng::Error) -> String {
 fn describe_field_error(e: serde_path_to_error::Error<serde_yaml_ng::Error>) -> String {
     let path = e.path().to_string();
     let message = e.into_inner().to_string();
-    if path == "." {
-        message
-    } else {
-        format!("{path}: {message}")
-    }
+    if path == "." { message } else { format!("{path}: {message}") }
 }
 
 fn validate(manifest: Manifest) -> Result<DatasetSnapshot, String> {
     if manifest.kind != "DatasetSnapshot" {
-        return Err(format!(
-            "kind: expected DatasetSnapshot, found '{}'",
-            manifest.kind
-        ));
+        return Err(format!("kind: expected DatasetSnapshot, found '{}'", manifest.kind));
     }
     if manifest.version != 1 {
         return Err(format!(
@@ -124,36 +114,25 @@ fn validate(manifest: Manifest) -> Result<DatasetSnapshot, String> {
         ));
     }
     let content = manifest.content;
-    let name: DatasetName = content
-        .name
-        .parse()
-        .map_err(|e| format!("content.name: {e}"))?;
+    let name: DatasetName = content.name.parse().map_err(|e| format!("content.name: {e}"))?;
     if content.kind != DatasetKind::Root {
-        return Err(format!(
-            "content.kind: {}: only Root datasets take pushed data",
-            content.kind.name()
-        ));
+        return Err(format!("content.kind: {}: only Root datasets take pushed data", content.kind.name()));
     }
     let mut metadata = Vec::with_capacity(content.metadata.len());
     for (i, event) in content.metadata.into_iter().enumerate() {
         let event = validate_event(event).map_err(|e| format!("content.metadata[{i}]: {e}"))?;
         metadata.push(event);
     }
-    Ok(DatasetSnapshot {
-        name,
-        kind: content.kind,
-        metadata,
-    })
+    ChainState::check_declared(&metadata).map_err(|(i, e)| format!("content.metadata[{i}]: {e}"))?;
+    Ok(DatasetSnapshot { name, kind: content.kind, metadata })
 }
 
 fn validate_event(event: MetadataEvent) -> Result<MetadataEvent, String> {
     match event {
-        MetadataEvent::Seed(_) | MetadataEvent::AddData(_) | MetadataEvent::SetDataSchema(_) => {
-            Err(format!(
-                "{}: this event is written by the gateway and cannot be declared in a snapshot",
-                event.kind()
-            ))
-        }
+        MetadataEvent::Seed(_) | MetadataEvent::AddData(_) | MetadataEvent::SetDataSchema(_) => Err(format!(
+            "{}: this event is written by the gateway and cannot be declared in a snapshot",
+            event.kind()
+        )),
         MetadataEvent::AddPushSource(source) => {
             validate_push_source(source).map(MetadataEvent::AddPushSource)
         }
@@ -171,8 +150,7 @@ fn validate_event(event: MetadataEvent) -> Result<MetadataEvent, String> {
 fn validate_push_source(mut source: AddPushSource) -> Result<AddPushSource, String> {
     let name = source.source_name.clone();
     let at = |what: &str| format!("AddPushSource '{name}': {what}");
-    name.parse::<SourceName>()
-        .map_err(|e| format!("AddPushSource.sourceName: {e}"))?;
+    name.parse::<SourceName>().map_err(|e| format!("AddPushSource.sourceName: {e}"))?;
 
     let format = source.read.kind();
     if !PUSH_READ_FORMATS.contains(&format) {
@@ -190,17 +168,13 @@ fn validate_push_source(mut source: AddPushSource) -> Result<AddPushSource, Stri
                 sql.engine
             )));
         }
-        let sql = sql
-            .normalized()
-            .map_err(|e| at(&format!("preprocess: {e}")))?;
+        let sql = sql.normalized().map_err(|e| at(&format!("preprocess: {e}")))?;
         let steps = sql.queries.as_deref().unwrap_or_default();
         match steps.split_last() {
             None => return Err(at("preprocess: no query given")),
             Some((last, earlier)) => {
                 if last.alias.is_some() {
-                    return Err(at(
-                        "preprocess: the last query is the output and takes no alias",
-                    ));
+                    return Err(at("preprocess: the last query is the output and takes no alias"));
                 }
                 if earlier.iter().any(|q| q.alias.is_none()) {
                     return Err(at("preprocess: every query but the last needs an alias"));
@@ -306,42 +280,18 @@ content:
                 SEED_EXAMPLE.replace("kind: SetVocab", "kind: SetVocabulary"),
                 "unknown MetadataEvent 'SetVocabulary'",
             ),
-            (
-                SEED_EXAMPLE.replace("kind: NdJson", "kind: NDJSON"),
-                "unknown ReadStep 'NDJSON'",
-            ),
-            (
-                SEED_EXAMPLE.replace("long DOUBLE", "long DOUBL"),
-                "unknown type 'DOUBL'",
-            ),
-            (
-                SEED_EXAMPLE.replace("      sourceName: default\n", ""),
-                "missing field `sourceName`",
-            ),
-            (
-                SEED_EXAMPLE.replace("  name: gps\n", ""),
-                "content: missing field `name`",
-            ),
+            (SEED_EXAMPLE.replace("kind: NdJson", "kind: NDJSON"), "unknown ReadStep 'NDJSON'"),
+            (SEED_EXAMPLE.replace("long DOUBLE", "long DOUBL"), "unknown type 'DOUBL'"),
+            (SEED_EXAMPLE.replace("      sourceName: default\n", ""), "missing field `sourceName`"),
+            (SEED_EXAMPLE.replace("  name: gps\n", ""), "content: missing field `name`"),
             (
                 SEED_EXAMPLE.replace("kind: Append", "kind: Ledger\n        primaryKey: [id]"),
                 "names column 'id'",
             ),
-            (
-                SEED_EXAMPLE.replace("kind: NdJson", "kind: GeoJson"),
-                "read format GeoJson is not supported",
-            ),
-            (
-                SEED_EXAMPLE.replace("version: 1", "version: 2"),
-                "only version 1",
-            ),
-            (
-                SEED_EXAMPLE.replace("  name: gps", "  name: g/ps"),
-                "is not a valid dataset name",
-            ),
-            (
-                SEED_EXAMPLE.replace("kind: Root", "kind: Derivative"),
-                "only Root datasets",
-            ),
+            (SEED_EXAMPLE.replace("kind: NdJson", "kind: GeoJson"), "read format GeoJson is not supported"),
+            (SEED_EXAMPLE.replace("version: 1", "version: 2"), "only version 1"),
+            (SEED_EXAMPLE.replace("  name: gps", "  name: g/ps"), "is not a valid dataset name"),
+            (SEED_EXAMPLE.replace("kind: Root", "kind: Derivative"), "only Root datasets"),
         ];
         for (yaml, expected) in cases {
             let e = error_of(&yaml);
@@ -352,18 +302,16 @@ content:
 
     #[test]
     fn errors_point_into_the_event() {
-        let e = error_of(&SEED_EXAMPLE.replace(
-            "sourceName: default",
-            "sourceName: default\n      extraField: 1",
-        ));
+        let e = error_of(
+            &SEED_EXAMPLE.replace("sourceName: default", "sourceName: default\n      extraField: 1"),
+        );
         assert!(e.contains("content.metadata[0]"), "{e}");
         assert!(e.contains("unknown field `extraField`"), "{e}");
     }
 
     #[test]
     fn syntax_errors_carry_the_line() {
-        let e =
-            error_of("kind: DatasetSnapshot\nversion: 1\ncontent:\n  name: gps\n   kind: Root\n");
+        let e = error_of("kind: DatasetSnapshot\nversion: 1\ncontent:\n  name: gps\n   kind: Root\n");
         assert!(e.contains("line "), "{e}");
     }
 }

@@ -108,9 +108,7 @@ fn legacy_read_schema(_kind: &str, fields: &mut Value) -> Result<(), String> {
         return Ok(());
     }
     if map.contains_key("ddlSchema") {
-        return Err(
-            "both 'schema' (as a list of DDL strings) and 'ddlSchema' are given; keep one".into(),
-        );
+        return Err("both 'schema' (as a list of DDL strings) and 'ddlSchema' are given; keep one".into());
     }
     if let Some(ddl) = map.remove("schema") {
         map.insert("ddlSchema".into(), ddl);
@@ -164,10 +162,7 @@ impl TransformSql {
                 queries: Some(vec![SqlQueryStep { alias: None, query }]),
                 ..self
             }),
-            (None, _) => Ok(TransformSql {
-                query: None,
-                ..self
-            }),
+            (None, _) => Ok(TransformSql { query: None, ..self }),
         }
     }
 }
@@ -202,28 +197,19 @@ pub enum MergeStrategy {
     UpsertStream(PrimaryKey),
 }
 
-odf_union!(MergeStrategy {
-    Append,
-    Ledger,
-    Snapshot,
-    ChangelogStream,
-    UpsertStream
-});
+odf_union!(MergeStrategy { Append, Ledger, Snapshot, ChangelogStream, UpsertStream });
 
 impl MergeStrategy {
     /// Columns named by the strategy, which must exist in the data.
     pub fn key_columns(&self) -> Vec<&str> {
         match self {
             MergeStrategy::Append(_) => Vec::new(),
-            MergeStrategy::Ledger(k)
-            | MergeStrategy::ChangelogStream(k)
-            | MergeStrategy::UpsertStream(k) => k.primary_key.iter().map(String::as_str).collect(),
-            MergeStrategy::Snapshot(s) => s
-                .primary_key
-                .iter()
-                .chain(s.compare_columns.iter().flatten())
-                .map(String::as_str)
-                .collect(),
+            MergeStrategy::Ledger(k) | MergeStrategy::ChangelogStream(k) | MergeStrategy::UpsertStream(k) => {
+                k.primary_key.iter().map(String::as_str).collect()
+            }
+            MergeStrategy::Snapshot(s) => {
+                s.primary_key.iter().chain(s.compare_columns.iter().flatten()).map(String::as_str).collect()
+            }
         }
     }
 }
@@ -264,8 +250,7 @@ mod tests {
     #[test]
     fn single_query_becomes_queries() {
         let t: Transform =
-            serde_yaml_ng::from_str("kind: Sql\nengine: datafusion\nquery: SELECT * FROM input")
-                .unwrap();
+            serde_yaml_ng::from_str("kind: Sql\nengine: datafusion\nquery: SELECT * FROM input").unwrap();
         let Transform::Sql(sql) = t;
         let sql = sql.normalized().unwrap();
         assert_eq!(sql.query, None);

@@ -10,9 +10,10 @@ use serde_yaml_ng::Value;
 
 /// The canonical name that `input` spells, if it spells one of `names` (all PascalCase).
 pub fn canonical<'a>(input: &str, names: &[&'a str]) -> Option<&'a str> {
-    names.iter().copied().find(|name| {
-        input == *name || input == lower_first(name) || input == name.to_ascii_lowercase()
-    })
+    names
+        .iter()
+        .copied()
+        .find(|name| input == *name || input == lower_first(name) || input == name.to_ascii_lowercase())
 }
 
 fn lower_first(name: &str) -> String {
@@ -24,10 +25,7 @@ fn lower_first(name: &str) -> String {
 }
 
 pub fn unknown_name(what: &str, input: &str, names: &[&str]) -> String {
-    format!(
-        "unknown {what} '{input}', expected one of: {}",
-        names.join(", ")
-    )
+    format!("unknown {what} '{input}', expected one of: {}", names.join(", "))
 }
 
 /// Splits a union value into its canonical tag and the remaining fields.
@@ -41,8 +39,7 @@ pub fn split_kind<E: serde::de::Error>(
     let mut map = match value {
         Value::Mapping(map) => map,
         Value::String(s) if shorthand => {
-            let kind =
-                canonical(&s, names).ok_or_else(|| E::custom(unknown_name(union, &s, names)))?;
+            let kind = canonical(&s, names).ok_or_else(|| E::custom(unknown_name(union, &s, names)))?;
             return Ok((kind, Value::Mapping(Default::default())));
         }
         other => {
@@ -55,20 +52,13 @@ pub fn split_kind<E: serde::de::Error>(
     let kind = match map.remove("kind") {
         Some(Value::String(s)) => s,
         Some(other) => {
-            return Err(E::custom(format!(
-                "'kind' must be a string, found {}",
-                describe(&other)
-            )));
+            return Err(E::custom(format!("'kind' must be a string, found {}", describe(&other))));
         }
         None => {
-            return Err(E::custom(format!(
-                "missing field 'kind' of {union} (one of: {})",
-                names.join(", ")
-            )));
+            return Err(E::custom(format!("missing field 'kind' of {union} (one of: {})", names.join(", "))));
         }
     };
-    let kind =
-        canonical(&kind, names).ok_or_else(|| E::custom(unknown_name(union, &kind, names)))?;
+    let kind = canonical(&kind, names).ok_or_else(|| E::custom(unknown_name(union, &kind, names)))?;
     Ok((kind, Value::Mapping(map)))
 }
 

@@ -21,9 +21,7 @@ impl DataDir {
     /// The data directory at `root`, created if missing.
     pub fn open(root: &Path) -> Result<DataDir, StoreError> {
         fsio::create_dir(root)?;
-        Ok(DataDir {
-            root: root.to_owned(),
-        })
+        Ok(DataDir { root: root.to_owned() })
     }
 
     pub fn root(&self) -> &Path {
@@ -85,13 +83,8 @@ impl DataDir {
             let mut dataset = Dataset::create_empty(&staging, snapshot.name.clone())?;
             let key_path = staging.join(KEY_FILE);
             fsio::write_private(&key_path, hex::encode(key.to_bytes()).as_bytes())?;
-            let seed = MetadataEvent::Seed(Seed {
-                dataset_id: id,
-                dataset_kind: DatasetKind::Root,
-            });
-            let events = std::iter::once(seed)
-                .chain(snapshot.metadata.iter().cloned())
-                .collect();
+            let seed = MetadataEvent::Seed(Seed { dataset_id: id, dataset_kind: DatasetKind::Root });
+            let events = std::iter::once(seed).chain(snapshot.metadata.iter().cloned()).collect();
             dataset.commit(events, system_time)?;
             fs::rename(&staging, &target).context("rename into place", &target)?;
             fsio::sync_dir(&self.root)?;

@@ -41,11 +41,7 @@ pub struct Dataset {
 impl Dataset {
     /// Opens the dataset at `root`, reading and checking its whole chain.
     pub fn open(root: &Path, name: DatasetName) -> Result<Dataset, StoreError> {
-        let mut dataset = Dataset {
-            root: root.to_owned(),
-            name,
-            state: ChainState::default(),
-        };
+        let mut dataset = Dataset { root: root.to_owned(), name, state: ChainState::default() };
         dataset.reload()?;
         Ok(dataset)
     }
@@ -55,11 +51,7 @@ impl Dataset {
         for dir in ["refs", BLOCKS, DATA, CHECKPOINTS, INFO] {
             fsio::create_dir(&root.join(dir))?;
         }
-        Ok(Dataset {
-            root: root.to_owned(),
-            name,
-            state: ChainState::default(),
-        })
+        Ok(Dataset { root: root.to_owned(), name, state: ChainState::default() })
     }
 
     pub fn name(&self) -> &DatasetName {
@@ -118,10 +110,7 @@ impl Dataset {
                 reason: format!("content hashes to {actual}: the file is corrupted"),
             });
         }
-        odf::decode_block(&bytes).map_err(|source| StoreError::Undecodable {
-            hash: hash.clone(),
-            source,
-        })
+        odf::decode_block(&bytes).map_err(|source| StoreError::Undecodable { hash: hash.clone(), source })
     }
 
     /// Every block, newest first, following `prevBlockHash` from the head.
@@ -177,9 +166,7 @@ impl Dataset {
         let mut encoded = Vec::with_capacity(events.len());
         for event in events {
             // The chain's system time never goes back, even if the clock does.
-            let system_time = state
-                .last_system_time
-                .map_or(system_time, |last| last.max(system_time));
+            let system_time = state.last_system_time.map_or(system_time, |last| last.max(system_time));
             let block = MetadataBlock {
                 system_time,
                 prev_block_hash: state.head.clone(),

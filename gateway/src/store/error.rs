@@ -9,11 +9,7 @@ pub enum StoreError {
     Io(#[from] IoError),
 
     #[error("dataset '{name}' does not exist in {data_dir}{}", known_list(.known))]
-    NotFound {
-        name: String,
-        data_dir: String,
-        known: Vec<DatasetName>,
-    },
+    NotFound { name: String, data_dir: String, known: Vec<DatasetName> },
 
     #[error("dataset '{0}' already exists")]
     AlreadyExists(DatasetName),
@@ -25,10 +21,7 @@ pub enum StoreError {
     BadBlock { hash: Multihash, reason: String },
 
     #[error("block {hash}: {source}")]
-    Undecodable {
-        hash: Multihash,
-        source: DecodeError,
-    },
+    Undecodable { hash: Multihash, source: DecodeError },
 
     #[error("metadata chain: {0}")]
     Chain(#[from] ChainError),

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 /// Temp files start with this; whatever a crash left behind is removed by `remove_temp_files`.
 pub const TEMP_PREFIX: &str = ".tmp-";
 
+/// An I/O failure with what was being done and to which path. The `io::Error` is part of
+/// the message rather than a `source`, so that error chains do not print it twice.
 #[derive(Debug, thiserror::Error)]
-#[error("{action} {path}: {source}")]
+#[error("{action} {path}: {error}")]
 pub struct IoError {
     pub action: &'static str,
     pub path: PathBuf,
-    #[source]
-    pub source: io::Error,
+    pub error: io::Error,
 }
 
 pub trait Context<T> {
@@ -24,11 +25,7 @@ pub trait Context<T> {
 
 impl<T> Context<T> for io::Result<T> {
     fn context(self, action: &'static str, path: &Path) -> Result<T, IoError> {
-        self.map_err(|source| IoError {
-            action,
-            path: path.to_owned(),
-            source,
-        })
+        self.map_err(|error| IoError { action, path: path.to_owned(), error })
     }
 }
 
@@ -37,16 +34,10 @@ pub fn temp_path(dir: &Path) -> PathBuf {
     let mut nonce = [0u8; 8];
     // Falling back to the clock is fine: the pid and time still make the name unique here.
     if getrandom::fill(&mut nonce).is_err() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         nonce = (now.as_nanos() as u64).to_le_bytes();
     }
-    dir.join(format!(
-        "{TEMP_PREFIX}{}-{}",
-        std::process::id(),
-        hex::encode(nonce)
-    ))
+    dir.join(format!("{TEMP_PREFIX}{}-{}", std::process::id(), hex::encode(nonce)))
 }
 
 /// Replaces (or creates) `path` with `bytes`, atomically and durably.
@@ -73,9 +64,7 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
 
 /// Makes a folder's entries (new names, renames) durable.
 pub fn sync_dir(dir: &Path) -> Result<(), IoError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .context("sync folder", dir)
+    File::open(dir).and_then(|d| d.sync_all()).context("sync folder", dir)
 }
 
 pub fn create_dir(dir: &Path) -> Result<(), IoError> {
@@ -96,12 +85,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
 /// Takes an exclusive lock on `path` (created if missing), waiting for other holders,
 /// across processes. Released when the returned file is dropped.
 pub fn lock_file(path: &Path) -> Result<File, IoError> {
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .context("open", path)?;
+    let file = File::options().create(true).truncate(false).write(true).open(path).context("open", path)?;
     file.lock().context("lock", path)?;
     Ok(file)
 }
@@ -117,11 +101,7 @@ pub fn remove_temp_files(dir: &Path) -> Result<(), IoError> {
         let entry = entry.context("list", dir)?;
         if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
             let path = entry.path();
-            let removed = if path.is_dir() {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
-            };
+            let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
             removed.context("remove stale temp file", &path)?;
         }
     }
@@ -129,9 +109,7 @@ pub fn remove_temp_files(dir: &Path) -> Result<(), IoError> {
 }
 
 fn parent(path: &Path) -> &Path {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 #[cfg(test)]
@@ -154,10 +132,7 @@ mod tests {
         fs::write(temp_path(dir.path()), b"half").unwrap();
         fs::write(dir.path().join("keep"), b"x").unwrap();
         remove_temp_files(dir.path()).unwrap();
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["keep"]);
     }
 }

@@ -12,3 +12,6 @@ pub use dataset::Dataset;
 pub use error::StoreError;
 pub use fsio::IoError;
 pub use verify::{VerifyError, VerifyReport, hash_file, verify};
+
+#[cfg(test)]
+mod tests;

@@ -25,12 +25,7 @@ pub enum VerifyError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{kind} {hash} (referenced by block #{block}): {reason}")]
-    BadObject {
-        kind: &'static str,
-        hash: Multihash,
-        block: u64,
-        reason: String,
-    },
+    BadObject { kind: &'static str, hash: Multihash, block: u64, reason: String },
 }
 
 /// SHA3-256 of a file, streamed, and its size.
@@ -47,36 +42,21 @@ pub fn hash_file(path: &Path) -> io::Result<(Multihash, u64)> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    Ok((
-        Multihash::from_digest(SHA3_256, &hasher.finalize().into()),
-        size,
-    ))
+    Ok((Multihash::from_digest(SHA3_256, &hasher.finalize().into()), size))
 }
 
 /// Checks `dataset`, calling `progress(done, total)` after each block's objects.
-pub fn verify(
-    dataset: &Dataset,
-    mut progress: impl FnMut(u64, u64),
-) -> Result<VerifyReport, VerifyError> {
+pub fn verify(dataset: &Dataset, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport, VerifyError> {
     // Opening the dataset already re-hashed, decoded and replayed every block; read them
     // again in case the files changed since.
     let blocks = dataset.blocks()?;
     let total = blocks.len() as u64;
-    let mut report = VerifyReport {
-        blocks: total,
-        ..Default::default()
-    };
+    let mut report = VerifyReport { blocks: total, ..Default::default() };
     for (done, (_, block)) in blocks.iter().rev().enumerate() {
         if let MetadataEvent::AddData(add) = &block.event {
             if let Some(slice) = &add.new_data {
                 let path = dataset.data_path(&slice.physical_hash);
-                check_object(
-                    "data slice",
-                    &path,
-                    &slice.physical_hash,
-                    slice.size,
-                    block.sequence_number,
-                )?;
+                check_object("data slice", &path, &slice.physical_hash, slice.size, block.sequence_number)?;
                 report.data_files += 1;
                 report.bytes_hashed += slice.size;
             }
@@ -108,23 +88,14 @@ fn check_object(
     size: u64,
     block: u64,
 ) -> Result<(), VerifyError> {
-    let bad = |reason: String| VerifyError::BadObject {
-        kind,
-        hash: expected.clone(),
-        block,
-        reason,
-    };
+    let bad = |reason: String| VerifyError::BadObject { kind, hash: expected.clone(), block, reason };
     let (actual, actual_size) =
         hash_file(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
     if actual_size != size {
-        return Err(bad(format!(
-            "file is {actual_size} bytes, the block says {size}"
-        )));
+        return Err(bad(format!("file is {actual_size} bytes, the block says {size}")));
     }
     if &actual != expected {
-        return Err(bad(format!(
-            "content hashes to {actual}: the file is corrupted"
-        )));
+        return Err(bad(format!("content hashes to {actual}: the file is corrupted")));
     }
     Ok(())
 }

@@ -27,9 +27,7 @@ fn hash(t: &Table, index: u16, field: &str) -> Result<Option<Multihash>> {
 }
 
 fn timestamp(t: &Table, index: u16) -> Result<Option<DateTime<Utc>>> {
-    t.inline::<16>(index)?
-        .map(|raw| Timestamp::from_bytes(raw).to_time())
-        .transpose()
+    t.inline::<16>(index)?.map(|raw| Timestamp::from_bytes(raw).to_time()).transpose()
 }
 
 /// The member table and kind name of a union at `index`, if set.
@@ -61,25 +59,14 @@ pub fn block(t: &Table) -> Result<MetadataBlock> {
     let system_time = required(timestamp(t, 0)?, "MetadataBlock.systemTime")?;
     let prev_block_hash = hash(t, 1, "MetadataBlock.prevBlockHash")?;
     let sequence_number = t.scalar(2, 0u64)?;
-    let (kind, member) = required(
-        union(t, 3, super::encode::event_kinds(), "MetadataEvent")?,
-        "MetadataBlock.event",
-    )?;
-    Ok(MetadataBlock {
-        system_time,
-        prev_block_hash,
-        sequence_number,
-        event: event(kind, &member)?,
-    })
+    let (kind, member) =
+        required(union(t, 3, super::encode::event_kinds(), "MetadataEvent")?, "MetadataBlock.event")?;
+    Ok(MetadataBlock { system_time, prev_block_hash, sequence_number, event: event(kind, &member)? })
 }
 
 /// The content of a Manifest: (kind, version, content bytes).
 pub fn manifest<'a>(t: &Table<'a>) -> Result<(i64, i32, &'a [u8])> {
-    Ok((
-        t.scalar(0, 0i64)?,
-        t.scalar(1, 0i32)?,
-        required(t.bytes(2)?, "Manifest.content")?,
-    ))
+    Ok((t.scalar(0, 0i64)?, t.scalar(1, 0i32)?, required(t.bytes(2)?, "Manifest.content")?))
 }
 
 fn event(kind: &str, t: &Table) -> Result<MetadataEvent> {
@@ -88,13 +75,8 @@ fn event(kind: &str, t: &Table) -> Result<MetadataEvent> {
         "Seed" => {
             let id = required(t.bytes(0)?, "Seed.datasetId")?;
             MetadataEvent::Seed(Seed {
-                dataset_id: DatasetId::from_bytes(id)
-                    .map_err(|e| DecodeError::new(e.to_string()))?,
-                dataset_kind: enum_value(
-                    DatasetKind::ALL,
-                    t.scalar(1, 0i32)?.into(),
-                    "DatasetKind",
-                )?,
+                dataset_id: DatasetId::from_bytes(id).map_err(|e| DecodeError::new(e.to_string()))?,
+                dataset_kind: enum_value(DatasetKind::ALL, t.scalar(1, 0i32)?.into(), "DatasetKind")?,
             })
         }
         "SetPollingSource" => MetadataEvent::SetPollingSource(set_polling_source(t)?),
@@ -105,10 +87,8 @@ fn event(kind: &str, t: &Table) -> Result<MetadataEvent> {
             event_time_column: t.string(3)?,
         }),
         "SetAttachments" => {
-            let (_, embedded) = required(
-                union(t, 0, &["Embedded"], "Attachments")?,
-                "SetAttachments.attachments",
-            )?;
+            let (_, embedded) =
+                required(union(t, 0, &["Embedded"], "Attachments")?, "SetAttachments.attachments")?;
             let items = required(embedded.tables(0)?, "AttachmentsEmbedded.items")?
                 .iter()
                 .map(|item| {
@@ -122,10 +102,7 @@ fn event(kind: &str, t: &Table) -> Result<MetadataEvent> {
                 attachments: Attachments::Embedded(AttachmentsEmbedded { items }),
             })
         }
-        "SetInfo" => MetadataEvent::SetInfo(SetInfo {
-            description: t.string(0)?,
-            keywords: t.strings(1)?,
-        }),
+        "SetInfo" => MetadataEvent::SetInfo(SetInfo { description: t.string(0)?, keywords: t.strings(1)? }),
         "SetLicense" => MetadataEvent::SetLicense(SetLicense {
             short_name: required(t.string(0)?, "SetLicense.shortName")?,
             name: required(t.string(1)?, "SetLicense.name")?,
@@ -160,14 +137,8 @@ fn add_data(t: &Table) -> Result<AddData> {
         .map(|d| -> Result<DataSlice> {
             let interval = required(d.table(2)?, "DataSlice.offsetInterval")?;
             Ok(DataSlice {
-                logical_hash: required(
-                    hash(&d, 0, "DataSlice.logicalHash")?,
-                    "DataSlice.logicalHash",
-                )?,
-                physical_hash: required(
-                    hash(&d, 1, "DataSlice.physicalHash")?,
-                    "DataSlice.physicalHash",
-                )?,
+                logical_hash: required(hash(&d, 0, "DataSlice.logicalHash")?, "DataSlice.logicalHash")?,
+                physical_hash: required(hash(&d, 1, "DataSlice.physicalHash")?, "DataSlice.physicalHash")?,
                 offset_interval: OffsetInterval {
                     start: interval.scalar(0, 0u64)?,
                     end: interval.scalar(1, 0u64)?,
@@ -180,10 +151,7 @@ fn add_data(t: &Table) -> Result<AddData> {
         .table(3)?
         .map(|c| -> Result<Checkpoint> {
             Ok(Checkpoint {
-                physical_hash: required(
-                    hash(&c, 0, "Checkpoint.physicalHash")?,
-                    "Checkpoint.physicalHash",
-                )?,
+                physical_hash: required(hash(&c, 0, "Checkpoint.physicalHash")?, "Checkpoint.physicalHash")?,
                 size: c.scalar(1, 0u64)?,
             })
         })
@@ -222,10 +190,7 @@ fn extra(t: &Table, index: u16) -> Result<Option<ExtraAttributes>> {
 }
 
 fn data_schema(t: &Table, depth: usize) -> Result<DataSchema> {
-    Ok(DataSchema {
-        fields: data_fields(t, 0, depth)?,
-        extra: extra(t, 1)?,
-    })
+    Ok(DataSchema { fields: data_fields(t, 0, depth)?, extra: extra(t, 1)? })
 }
 
 fn data_fields(t: &Table, index: u16, depth: usize) -> Result<Vec<DataField>> {
@@ -242,16 +207,12 @@ fn data_fields(t: &Table, index: u16, depth: usize) -> Result<Vec<DataField>> {
 }
 
 fn time_unit(t: &Table, index: u16) -> Result<Option<TimeUnit>> {
-    t.optional::<i16>(index)?
-        .map(|u| enum_value(TimeUnit::ALL, u.into(), "TimeUnit"))
-        .transpose()
+    t.optional::<i16>(index)?.map(|u| enum_value(TimeUnit::ALL, u.into(), "TimeUnit")).transpose()
 }
 
 fn data_type(t: &Table, index: u16, depth: usize) -> Result<Option<DataType>> {
     if depth > MAX_TYPE_DEPTH {
-        return Err(DecodeError::new(format!(
-            "data types nested deeper than {MAX_TYPE_DEPTH}"
-        )));
+        return Err(DecodeError::new(format!("data types nested deeper than {MAX_TYPE_DEPTH}")));
     }
     let Some((kind, m)) = union(t, index, DataType::KINDS, "DataType")? else {
         return Ok(None);
@@ -260,18 +221,11 @@ fn data_type(t: &Table, index: u16, depth: usize) -> Result<Option<DataType>> {
         Ok(Box::new(required(data_type(&m, index, depth + 1)?, field)?))
     };
     Ok(Some(match kind {
-        "Binary" => DataType::Binary {
-            fixed_length: m.optional(0)?,
-        },
+        "Binary" => DataType::Binary { fixed_length: m.optional(0)? },
         "Bool" => DataType::Bool,
         "Date" => DataType::Date,
-        "Decimal" => DataType::Decimal {
-            precision: m.scalar(0, 0u32)?,
-            scale: m.scalar(1, 0i32)?,
-        },
-        "Duration" => DataType::Duration {
-            unit: time_unit(&m, 0)?,
-        },
+        "Decimal" => DataType::Decimal { precision: m.scalar(0, 0u32)?, scale: m.scalar(1, 0i32)? },
+        "Duration" => DataType::Duration { unit: time_unit(&m, 0)? },
         "Float16" => DataType::Float16,
         "Float32" => DataType::Float32,
         "Float64" => DataType::Float64,
@@ -283,29 +237,17 @@ fn data_type(t: &Table, index: u16, depth: usize) -> Result<Option<DataType>> {
         "UInt16" => DataType::UInt16,
         "UInt32" => DataType::UInt32,
         "UInt64" => DataType::UInt64,
-        "List" => DataType::List {
-            item_type: nested(0, "List.itemType")?,
-            fixed_length: m.optional(2)?,
-        },
+        "List" => DataType::List { item_type: nested(0, "List.itemType")?, fixed_length: m.optional(2)? },
         "Map" => DataType::Map {
             key_type: nested(0, "Map.keyType")?,
             value_type: nested(2, "Map.valueType")?,
             keys_sorted: m.optional(4)?,
         },
         "Null" => DataType::Null,
-        "Option" => DataType::Option {
-            inner: nested(0, "Option.inner")?,
-        },
-        "Struct" => DataType::Struct {
-            fields: data_fields(&m, 0, depth + 1)?,
-        },
-        "Time" => DataType::Time {
-            unit: time_unit(&m, 0)?,
-        },
-        "Timestamp" => DataType::Timestamp {
-            unit: time_unit(&m, 0)?,
-            timezone: m.string(1)?,
-        },
+        "Option" => DataType::Option { inner: nested(0, "Option.inner")? },
+        "Struct" => DataType::Struct { fields: data_fields(&m, 0, depth + 1)? },
+        "Time" => DataType::Time { unit: time_unit(&m, 0)? },
+        "Timestamp" => DataType::Timestamp { unit: time_unit(&m, 0)?, timezone: m.string(1)? },
         _ => DataType::String,
     }))
 }
@@ -319,10 +261,7 @@ fn read_step(t: &Table, index: u16) -> Result<Option<ReadStep>> {
         return Ok(None);
     };
     let schema_only = |r: &Table| -> Result<ReadSchemaOnly> {
-        Ok(ReadSchemaOnly {
-            ddl_schema: r.strings(0)?,
-            schema: schema(r, 1)?,
-        })
+        Ok(ReadSchemaOnly { ddl_schema: r.strings(0)?, schema: schema(r, 1)? })
     };
     Ok(Some(match kind {
         "Csv" => ReadStep::Csv(ReadStepCsv {
@@ -410,9 +349,7 @@ fn merge_strategy(t: &Table, index: u16) -> Result<Option<MergeStrategy>> {
         return Ok(None);
     };
     let key = |m: &Table| -> Result<PrimaryKey> {
-        Ok(PrimaryKey {
-            primary_key: required(m.strings(0)?, "primaryKey")?,
-        })
+        Ok(PrimaryKey { primary_key: required(m.strings(0)?, "primaryKey")? })
     };
     Ok(Some(match kind {
         "Append" => MergeStrategy::Append(MergeStrategyAppend {}),
@@ -430,10 +367,7 @@ fn set_polling_source(t: &Table) -> Result<SetPollingSource> {
     let prepare = t
         .tables(2)?
         .map(|steps| {
-            steps
-                .iter()
-                .map(|w| required(prep_step(w)?, "PrepStepWrapper.value"))
-                .collect::<Result<Vec<_>>>()
+            steps.iter().map(|w| required(prep_step(w)?, "PrepStepWrapper.value")).collect::<Result<Vec<_>>>()
         })
         .transpose()?;
     Ok(SetPollingSource {
@@ -475,8 +409,7 @@ fn event_time_source(t: &Table, index: u16) -> Result<Option<EventTimeSource>> {
 }
 
 fn caching(t: &Table, index: u16) -> Result<Option<SourceCaching>> {
-    Ok(union(t, index, SourceCaching::KINDS, "SourceCaching")?
-        .map(|_| SourceCaching::Forever(Empty {})))
+    Ok(union(t, index, SourceCaching::KINDS, "SourceCaching")?.map(|_| SourceCaching::Forever(Empty {})))
 }
 
 fn fetch_step(t: &Table, index: u16) -> Result<Option<FetchStep>> {
@@ -538,15 +471,9 @@ fn prep_step(wrapper: &Table) -> Result<Option<PrepStep>> {
     };
     Ok(Some(match kind {
         "Decompress" => PrepStep::Decompress(PrepStepDecompress {
-            format: enum_value(
-                CompressionFormat::ALL,
-                p.scalar(0, 0i32)?.into(),
-                "CompressionFormat",
-            )?,
+            format: enum_value(CompressionFormat::ALL, p.scalar(0, 0i32)?.into(), "CompressionFormat")?,
             sub_path: p.string(1)?,
         }),
-        _ => PrepStep::Pipe(PrepStepPipe {
-            command: required(p.strings(0)?, "Pipe.command")?,
-        }),
+        _ => PrepStep::Pipe(PrepStepPipe { command: required(p.strings(0)?, "Pipe.command")? }),
     }))
 }

@@ -68,8 +68,7 @@ fn table(b: &mut Builder, fill: impl FnOnce(&mut Fields)) -> Off {
 }
 
 fn string(b: &mut Builder, s: &Option<String>) -> Option<Off> {
-    s.as_deref()
-        .map(|s| WIPOffset::new(b.create_string(s).value()))
+    s.as_deref().map(|s| WIPOffset::new(b.create_string(s).value()))
 }
 
 fn text(b: &mut Builder, s: &str) -> Option<Off> {
@@ -89,21 +88,14 @@ fn string_list(b: &mut Builder, list: &[String]) -> Option<Off> {
     Some(WIPOffset::new(b.create_vector(&offs).value()))
 }
 
-fn tables<T>(
-    b: &mut Builder,
-    list: Option<&[T]>,
-    each: impl Fn(&mut Builder, &T) -> Off,
-) -> Option<Off> {
+fn tables<T>(b: &mut Builder, list: Option<&[T]>, each: impl Fn(&mut Builder, &T) -> Off) -> Option<Off> {
     let offs: Vec<Off> = list?.iter().map(|item| each(b, item)).collect();
     Some(WIPOffset::new(b.create_vector(&offs).value()))
 }
 
 /// Member position (1-based) of `kind` in a union's member list.
 fn position(kinds: &[&str], kind: &str) -> u8 {
-    kinds
-        .iter()
-        .position(|k| *k == kind)
-        .map_or(0, |i| i as u8 + 1)
+    kinds.iter().position(|k| *k == kind).map_or(0, |i| i as u8 + 1)
 }
 
 impl Push for Timestamp {
@@ -123,14 +115,7 @@ impl Push for Timestamp {
 }
 
 pub fn block(b: &mut Builder, block: &MetadataBlock) -> Off {
-    let prev = bytes(
-        b,
-        block
-            .prev_block_hash
-            .as_ref()
-            .map(|h| h.to_bytes())
-            .as_deref(),
-    );
+    let prev = bytes(b, block.prev_block_hash.as_ref().map(|h| h.to_bytes()).as_deref());
     let event = event(b, &block.event);
     table(b, |t| {
         t.timestamp(0, Some(Timestamp::from(block.system_time)));
@@ -188,9 +173,7 @@ fn event(b: &mut Builder, e: &MetadataEvent) -> Member {
                 string(b, &e.system_time_column),
                 string(b, &e.event_time_column),
             ];
-            table(b, |t| {
-                cols.into_iter().zip(0..).for_each(|(c, i)| t.child(i, c))
-            })
+            table(b, |t| cols.into_iter().zip(0..).for_each(|(c, i)| t.child(i, c)))
         }
         MetadataEvent::SetAttachments(e) => {
             let Attachments::Embedded(embedded) = &e.attachments;
@@ -214,15 +197,9 @@ fn event(b: &mut Builder, e: &MetadataEvent) -> Member {
             })
         }
         MetadataEvent::SetLicense(e) => {
-            let fields = [
-                text(b, &e.short_name),
-                text(b, &e.name),
-                string(b, &e.spdx_id),
-                text(b, &e.website_url),
-            ];
-            table(b, |t| {
-                fields.into_iter().zip(0..).for_each(|(f, i)| t.child(i, f))
-            })
+            let fields =
+                [text(b, &e.short_name), text(b, &e.name), string(b, &e.spdx_id), text(b, &e.website_url)];
+            table(b, |t| fields.into_iter().zip(0..).for_each(|(f, i)| t.child(i, f)))
         }
         MetadataEvent::SetDataSchema(e) => {
             let raw = bytes(b, e.raw_arrow_schema.as_deref());
@@ -254,10 +231,7 @@ fn event(b: &mut Builder, e: &MetadataEvent) -> Member {
 }
 
 fn add_data(b: &mut Builder, e: &AddData) -> Off {
-    let prev_checkpoint = bytes(
-        b,
-        e.prev_checkpoint.as_ref().map(|h| h.to_bytes()).as_deref(),
-    );
+    let prev_checkpoint = bytes(b, e.prev_checkpoint.as_ref().map(|h| h.to_bytes()).as_deref());
     let new_data = e.new_data.as_ref().map(|d| {
         let logical = bytes(b, Some(&d.logical_hash.to_bytes()));
         let physical = bytes(b, Some(&d.physical_hash.to_bytes()));
@@ -281,9 +255,7 @@ fn add_data(b: &mut Builder, e: &AddData) -> Off {
     });
     let source_state = e.new_source_state.as_ref().map(|s| {
         let fields = [text(b, &s.source_name), text(b, &s.kind), text(b, &s.value)];
-        table(b, |t| {
-            fields.into_iter().zip(0..).for_each(|(f, i)| t.child(i, f))
-        })
+        table(b, |t| fields.into_iter().zip(0..).for_each(|(f, i)| t.child(i, f)))
     });
     let extra = extra(b, &e.extra);
     table(b, |t| {
@@ -298,9 +270,7 @@ fn add_data(b: &mut Builder, e: &AddData) -> Off {
 }
 
 fn extra(b: &mut Builder, extra: &Option<ExtraAttributes>) -> Option<Off> {
-    let json = extra
-        .as_ref()
-        .map(|e| serde_json::Value::Object(e.clone()).to_string());
+    let json = extra.as_ref().map(|e| serde_json::Value::Object(e.clone()).to_string());
     let entries = string(b, &json);
     entries.map(|entries| table(b, |t| t.child(0, Some(entries))))
 }
@@ -333,24 +303,15 @@ fn data_type(b: &mut Builder, dt: &DataType) -> Member {
             t.scalar(0, *precision, 0u32);
             t.scalar(1, *scale, 0i32);
         }),
-        DataType::Duration { unit: u } | DataType::Time { unit: u } => {
-            table(b, |t| t.optional(0, unit(u)))
-        }
-        DataType::List {
-            item_type,
-            fixed_length,
-        } => {
+        DataType::Duration { unit: u } | DataType::Time { unit: u } => table(b, |t| t.optional(0, unit(u))),
+        DataType::List { item_type, fixed_length } => {
             let item = data_type(b, item_type);
             table(b, |t| {
                 t.union(0, Some(item));
                 t.optional(2, *fixed_length);
             })
         }
-        DataType::Map {
-            key_type,
-            value_type,
-            keys_sorted,
-        } => {
+        DataType::Map { key_type, value_type, keys_sorted } => {
             let key = data_type(b, key_type);
             let value = data_type(b, value_type);
             table(b, |t| {
@@ -403,11 +364,7 @@ fn read_step(b: &mut Builder, r: &ReadStep) -> Member {
                 string(b, &r.quote),
                 string(b, &r.escape),
             ];
-            let tail = [
-                string(b, &r.null_value),
-                string(b, &r.date_format),
-                string(b, &r.timestamp_format),
-            ];
+            let tail = [string(b, &r.null_value), string(b, &r.date_format), string(b, &r.timestamp_format)];
             let schema = r.schema.as_ref().map(|s| data_schema(b, s));
             table(b, |t| {
                 fields.into_iter().zip(0..).for_each(|(f, i)| t.child(i, f));
@@ -488,10 +445,7 @@ fn transform(b: &mut Builder, tr: &Transform) -> Member {
         })
     });
     let off = table(b, |t| {
-        [engine, version, query, queries, temporal]
-            .into_iter()
-            .zip(0..)
-            .for_each(|(f, i)| t.child(i, f));
+        [engine, version, query, queries, temporal].into_iter().zip(0..).for_each(|(f, i)| t.child(i, f));
     });
     (1, off)
 }
@@ -499,9 +453,7 @@ fn transform(b: &mut Builder, tr: &Transform) -> Member {
 fn merge_strategy(b: &mut Builder, m: &MergeStrategy) -> Member {
     let off = match m {
         MergeStrategy::Append(_) => table(b, |_| {}),
-        MergeStrategy::Ledger(k)
-        | MergeStrategy::ChangelogStream(k)
-        | MergeStrategy::UpsertStream(k) => {
+        MergeStrategy::Ledger(k) | MergeStrategy::ChangelogStream(k) | MergeStrategy::UpsertStream(k) => {
             let key = string_list(b, &k.primary_key);
             table(b, |t| t.child(0, key))
         }
@@ -597,10 +549,7 @@ fn fetch_step(b: &mut Builder, f: &FetchStep) -> Member {
             let args = strings(b, &c.args);
             let env = name_values(b, &c.env);
             table(b, |t| {
-                [image, command, args, env]
-                    .into_iter()
-                    .zip(0..)
-                    .for_each(|(f, i)| t.child(i, f));
+                [image, command, args, env].into_iter().zip(0..).for_each(|(f, i)| t.child(i, f));
             })
         }
         FetchStep::Mqtt(m) => {

@@ -36,12 +36,7 @@ pub fn encode_block(block: &MetadataBlock) -> Vec<u8> {
     let content = b.finished_data().to_vec();
 
     let mut b = FlatBufferBuilder::new();
-    let root = encode::manifest(
-        &mut b,
-        METADATA_BLOCK_KIND,
-        METADATA_BLOCK_VERSION,
-        &content,
-    );
+    let root = encode::manifest(&mut b, METADATA_BLOCK_KIND, METADATA_BLOCK_VERSION, &content);
     b.finish_minimal(root);
     b.finished_data().to_vec()
 }
@@ -110,15 +105,11 @@ impl Timestamp {
 
     fn to_time(self) -> Result<DateTime<Utc>, DecodeError> {
         let date = NaiveDate::from_yo_opt(self.year, self.ordinal.into());
-        let time = NaiveTime::from_num_seconds_from_midnight_opt(
-            self.seconds_from_midnight,
-            self.nanoseconds,
-        );
+        let time =
+            NaiveTime::from_num_seconds_from_midnight_opt(self.seconds_from_midnight, self.nanoseconds);
         match (date, time) {
             (Some(date), Some(time)) => Ok(date.and_time(time).and_utc()),
-            _ => Err(DecodeError::new(format!(
-                "{self:?} is not a valid timestamp"
-            ))),
+            _ => Err(DecodeError::new(format!("{self:?} is not a valid timestamp"))),
         }
     }
 }

@@ -41,15 +41,9 @@ impl Scalar for bool {
 }
 
 fn read<T: Scalar>(buf: &[u8], pos: usize) -> Result<T, DecodeError> {
-    pos.checked_add(T::SIZE)
-        .and_then(|end| buf.get(pos..end))
-        .map(T::from_le)
-        .ok_or_else(|| {
-            DecodeError::new(format!(
-                "offset {pos} is past the end of the buffer ({} bytes)",
-                buf.len()
-            ))
-        })
+    pos.checked_add(T::SIZE).and_then(|end| buf.get(pos..end)).map(T::from_le).ok_or_else(|| {
+        DecodeError::new(format!("offset {pos} is past the end of the buffer ({} bytes)", buf.len()))
+    })
 }
 
 impl<'a> Table<'a> {
@@ -62,24 +56,14 @@ impl<'a> Table<'a> {
     fn at(buf: &'a [u8], pos: usize) -> Result<Self, DecodeError> {
         let back: i32 = read(buf, pos)?;
         let vtable = i64::try_from(pos).unwrap_or(i64::MAX) - i64::from(back);
-        let vtable = usize::try_from(vtable).map_err(|_| {
-            DecodeError::new(format!(
-                "table at {pos} points to a vtable before the buffer"
-            ))
-        })?;
+        let vtable = usize::try_from(vtable)
+            .map_err(|_| DecodeError::new(format!("table at {pos} points to a vtable before the buffer")))?;
         let vtable_len = read::<u16>(buf, vtable)? as usize;
         let table_len = read::<u16>(buf, vtable + 2)? as usize;
         if vtable_len < 4 || vtable + vtable_len > buf.len() || pos + table_len > buf.len() {
-            return Err(DecodeError::new(format!(
-                "table at {pos} has a vtable out of bounds"
-            )));
+            return Err(DecodeError::new(format!("table at {pos} has a vtable out of bounds")));
         }
-        Ok(Table {
-            buf,
-            pos,
-            vtable,
-            vtable_len,
-        })
+        Ok(Table { buf, pos, vtable, vtable_len })
     }
 
     /// Where field `index` (schema field index; a union takes two) is stored, if present.
@@ -103,8 +87,7 @@ impl<'a> Table<'a> {
     /// Follows the uoffset stored at `pos`.
     fn follow(&self, pos: usize) -> Result<usize, DecodeError> {
         let offset = read::<u32>(self.buf, pos)? as usize;
-        pos.checked_add(offset)
-            .ok_or_else(|| DecodeError::new(format!("offset at {pos} overflows")))
+        pos.checked_add(offset).ok_or_else(|| DecodeError::new(format!("offset at {pos} overflows")))
     }
 
     pub fn table(&self, index: u16) -> Result<Option<Table<'a>>, DecodeError> {
@@ -115,11 +98,7 @@ impl<'a> Table<'a> {
     }
 
     /// A vector's element count and the position of its first element.
-    fn vector(
-        &self,
-        index: u16,
-        element_size: usize,
-    ) -> Result<Option<(usize, usize)>, DecodeError> {
+    fn vector(&self, index: u16, element_size: usize) -> Result<Option<(usize, usize)>, DecodeError> {
         let Some(p) = self.field(index)? else {
             return Ok(None);
         };
@@ -130,17 +109,13 @@ impl<'a> Table<'a> {
             .and_then(|n| n.checked_add(start + 4))
             .is_some_and(|end| end <= self.buf.len());
         if !fits {
-            return Err(DecodeError::new(format!(
-                "vector at {start} runs past the buffer"
-            )));
+            return Err(DecodeError::new(format!("vector at {start} runs past the buffer")));
         }
         Ok(Some((len, start + 4)))
     }
 
     pub fn bytes(&self, index: u16) -> Result<Option<&'a [u8]>, DecodeError> {
-        Ok(self
-            .vector(index, 1)?
-            .map(|(len, start)| &self.buf[start..start + len]))
+        Ok(self.vector(index, 1)?.map(|(len, start)| &self.buf[start..start + len]))
     }
 
     fn string_at(&self, pos: usize) -> Result<String, DecodeError> {
@@ -162,20 +137,14 @@ impl<'a> Table<'a> {
         let Some((len, start)) = self.vector(index, 4)? else {
             return Ok(None);
         };
-        (0..len)
-            .map(|i| self.string_at(start + 4 * i))
-            .collect::<Result<_, _>>()
-            .map(Some)
+        (0..len).map(|i| self.string_at(start + 4 * i)).collect::<Result<_, _>>().map(Some)
     }
 
     pub fn tables(&self, index: u16) -> Result<Option<Vec<Table<'a>>>, DecodeError> {
         let Some((len, start)) = self.vector(index, 4)? else {
             return Ok(None);
         };
-        (0..len)
-            .map(|i| Table::at(self.buf, self.follow(start + 4 * i)?))
-            .collect::<Result<_, _>>()
-            .map(Some)
+        (0..len).map(|i| Table::at(self.buf, self.follow(start + 4 * i)?)).collect::<Result<_, _>>().map(Some)
     }
 
     /// An inline struct of `N` bytes.

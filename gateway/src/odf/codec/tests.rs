@@ -39,21 +39,13 @@ fn every_conformance_vector_hashes_as_published() {
     assert_eq!(cases.len(), 5);
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let event: MetadataEvent = serde_yaml_ng::from_value(case["event"].clone())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let event: MetadataEvent =
+            serde_yaml_ng::from_value(case["event"].clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let block = envelope(event);
         let encoded = encode_block(&block);
         let hash = block_hash(&encoded);
-        assert_eq!(
-            hex::encode(hash.digest()),
-            case["sha3_256_hex"].as_str().unwrap(),
-            "{name}"
-        );
-        assert_eq!(
-            decode_block(&encoded).unwrap(),
-            block,
-            "{name} decodes to what was encoded"
-        );
+        assert_eq!(hex::encode(hash.digest()), case["sha3_256_hex"].as_str().unwrap(), "{name}");
+        assert_eq!(decode_block(&encoded).unwrap(), block, "{name} decodes to what was encoded");
     }
 }
 
@@ -94,43 +86,26 @@ fn data_type() -> impl Strategy<Value = DataType> {
         Just(DataType::Float64),
         Just(DataType::String),
         Just(DataType::Date),
-        proptest::option::of(any::<u64>())
-            .prop_map(|fixed_length| DataType::Binary { fixed_length }),
-        (any::<u32>(), any::<i32>())
-            .prop_map(|(precision, scale)| DataType::Decimal { precision, scale }),
+        proptest::option::of(any::<u64>()).prop_map(|fixed_length| DataType::Binary { fixed_length }),
+        (any::<u32>(), any::<i32>()).prop_map(|(precision, scale)| DataType::Decimal { precision, scale }),
         time_unit().prop_map(|unit| DataType::Duration { unit }),
         (time_unit(), proptest::option::of("UTC|\\+07:30"))
             .prop_map(|(unit, timezone)| DataType::Timestamp { unit, timezone }),
     ];
     leaf.prop_recursive(4, 16, 3, |inner| {
         prop_oneof![
-            (inner.clone(), proptest::option::of(any::<u64>())).prop_map(|(t, fixed_length)| {
-                DataType::List {
-                    item_type: Box::new(t),
-                    fixed_length,
+            (inner.clone(), proptest::option::of(any::<u64>()))
+                .prop_map(|(t, fixed_length)| { DataType::List { item_type: Box::new(t), fixed_length } }),
+            (inner.clone(), inner.clone(), proptest::option::of(any::<bool>())).prop_map(
+                |(k, v, keys_sorted)| {
+                    DataType::Map { key_type: Box::new(k), value_type: Box::new(v), keys_sorted }
                 }
-            }),
-            (
-                inner.clone(),
-                inner.clone(),
-                proptest::option::of(any::<bool>())
-            )
-                .prop_map(|(k, v, keys_sorted)| {
-                    DataType::Map {
-                        key_type: Box::new(k),
-                        value_type: Box::new(v),
-                        keys_sorted,
-                    }
-                }),
+            ),
             inner.clone().prop_map(DataType::optional),
             proptest::collection::vec((name(), inner), 0..3).prop_map(|fields| DataType::Struct {
                 fields: fields
                     .into_iter()
-                    .map(|(name, data_type)| DataField {
-                        name,
-                        data_type,
-                        extra: None
-                    })
+                    .map(|(name, data_type)| DataField { name, data_type, extra: None })
                     .collect()
             }),
         ]
@@ -141,11 +116,7 @@ fn schema() -> impl Strategy<Value = DataSchema> {
     proptest::collection::vec((name(), data_type()), 1..5).prop_map(|fields| DataSchema {
         fields: fields
             .into_iter()
-            .map(|(name, data_type)| DataField {
-                name,
-                data_type,
-                extra: None,
-            })
+            .map(|(name, data_type)| DataField { name, data_type, extra: None })
             .collect(),
         extra: None,
     })
@@ -160,35 +131,20 @@ fn read_step() -> impl Strategy<Value = ReadStep> {
             proptest::option::of(any::<bool>()),
             proptest::option::of(";|,")
         )
-            .prop_map(|(ddl_schema, schema, header, separator)| ReadStep::Csv(
-                ReadStepCsv {
-                    ddl_schema,
-                    schema,
-                    header,
-                    separator,
-                    ..Default::default()
-                }
-            )),
-        (ddl.clone(), proptest::option::of(schema())).prop_map(|(ddl_schema, schema)| {
-            ReadStep::NdJson(ReadStepNdJson {
+            .prop_map(|(ddl_schema, schema, header, separator)| ReadStep::Csv(ReadStepCsv {
                 ddl_schema,
                 schema,
-                ..Default::default()
-            })
-        }),
-        (
-            proptest::option::of("[a-z.]{1,8}"),
-            proptest::option::of(schema())
-        )
-            .prop_map(|(sub_path, schema)| ReadStep::Json(ReadStepJson {
-                sub_path,
-                schema,
+                header,
+                separator,
                 ..Default::default()
             })),
-        ddl.prop_map(|ddl_schema| ReadStep::Parquet(ReadSchemaOnly {
-            ddl_schema,
-            schema: None
-        })),
+        (ddl.clone(), proptest::option::of(schema())).prop_map(|(ddl_schema, schema)| {
+            ReadStep::NdJson(ReadStepNdJson { ddl_schema, schema, ..Default::default() })
+        }),
+        (proptest::option::of("[a-z.]{1,8}"), proptest::option::of(schema())).prop_map(
+            |(sub_path, schema)| ReadStep::Json(ReadStepJson { sub_path, schema, ..Default::default() })
+        ),
+        ddl.prop_map(|ddl_schema| ReadStep::Parquet(ReadSchemaOnly { ddl_schema, schema: None })),
     ]
 }
 
@@ -196,18 +152,13 @@ fn merge() -> impl Strategy<Value = MergeStrategy> {
     let key = proptest::collection::vec(name(), 1..3);
     prop_oneof![
         Just(MergeStrategy::Append(MergeStrategyAppend {})),
-        key.clone()
-            .prop_map(|primary_key| MergeStrategy::Ledger(PrimaryKey { primary_key })),
-        (
-            key.clone(),
-            proptest::option::of(proptest::collection::vec(name(), 1..3))
-        )
-            .prop_map(|(primary_key, compare_columns)| MergeStrategy::Snapshot(
-                MergeStrategySnapshot {
-                    primary_key,
-                    compare_columns
-                }
-            )),
+        key.clone().prop_map(|primary_key| MergeStrategy::Ledger(PrimaryKey { primary_key })),
+        (key.clone(), proptest::option::of(proptest::collection::vec(name(), 1..3))).prop_map(
+            |(primary_key, compare_columns)| MergeStrategy::Snapshot(MergeStrategySnapshot {
+                primary_key,
+                compare_columns
+            })
+        ),
         key.prop_map(|primary_key| MergeStrategy::UpsertStream(PrimaryKey { primary_key })),
     ]
 }
@@ -221,33 +172,26 @@ fn event() -> impl Strategy<Value = MetadataEvent> {
         proptest::option::of(time()),
         proptest::option::of((name(), "[a-z/]{1,10}", "[ -~]{0,10}")),
     )
-        .prop_map(
-            |(prev_checkpoint, prev_offset, data, checkpoint, new_watermark, state)| {
-                MetadataEvent::AddData(AddData {
-                    prev_checkpoint,
-                    prev_offset,
-                    new_data: data.map(|(logical_hash, physical_hash, start, end, size)| {
-                        DataSlice {
-                            logical_hash,
-                            physical_hash,
-                            offset_interval: OffsetInterval { start, end },
-                            size,
-                        }
-                    }),
-                    new_checkpoint: checkpoint.map(|(physical_hash, size)| Checkpoint {
-                        physical_hash,
-                        size,
-                    }),
-                    new_watermark,
-                    new_source_state: state.map(|(source_name, kind, value)| SourceState {
-                        source_name,
-                        kind,
-                        value,
-                    }),
-                    extra: None,
-                })
-            },
-        );
+        .prop_map(|(prev_checkpoint, prev_offset, data, checkpoint, new_watermark, state)| {
+            MetadataEvent::AddData(AddData {
+                prev_checkpoint,
+                prev_offset,
+                new_data: data.map(|(logical_hash, physical_hash, start, end, size)| DataSlice {
+                    logical_hash,
+                    physical_hash,
+                    offset_interval: OffsetInterval { start, end },
+                    size,
+                }),
+                new_checkpoint: checkpoint.map(|(physical_hash, size)| Checkpoint { physical_hash, size }),
+                new_watermark,
+                new_source_state: state.map(|(source_name, kind, value)| SourceState {
+                    source_name,
+                    kind,
+                    value,
+                }),
+                extra: None,
+            })
+        });
     prop_oneof![
         add_data,
         any::<[u8; 32]>().prop_map(|secret| {
@@ -264,44 +208,27 @@ fn event() -> impl Strategy<Value = MetadataEvent> {
                 ..Default::default()
             })
         ),
-        (
-            proptest::option::of("[ -~]{0,30}"),
-            proptest::option::of(proptest::collection::vec(name(), 0..3))
-        )
-            .prop_map(|(description, keywords)| MetadataEvent::SetInfo(SetInfo {
-                description,
-                keywords
-            })),
+        (proptest::option::of("[ -~]{0,30}"), proptest::option::of(proptest::collection::vec(name(), 0..3)))
+            .prop_map(|(description, keywords)| MetadataEvent::SetInfo(SetInfo { description, keywords })),
         schema().prop_map(|s| MetadataEvent::SetDataSchema(SetDataSchema {
             raw_arrow_schema: None,
             schema: Some(s)
         })),
-        (
-            name(),
-            read_step(),
-            proptest::option::of("SELECT [a-z]+ FROM input"),
-            merge()
-        )
-            .prop_map(
-                |(source_name, read, query, merge)| MetadataEvent::AddPushSource(AddPushSource {
-                    source_name,
-                    read,
-                    preprocess: query.map(|q| Transform::Sql(TransformSql {
-                        engine: "datafusion".into(),
-                        version: None,
-                        query: None,
-                        queries: Some(vec![SqlQueryStep {
-                            alias: None,
-                            query: q
-                        }]),
-                        temporal_tables: None,
-                    })),
-                    merge,
-                })
-            ),
-        name().prop_map(
-            |source_name| MetadataEvent::DisablePushSource(DisablePushSource { source_name })
+        (name(), read_step(), proptest::option::of("SELECT [a-z]+ FROM input"), merge()).prop_map(
+            |(source_name, read, query, merge)| MetadataEvent::AddPushSource(AddPushSource {
+                source_name,
+                read,
+                preprocess: query.map(|q| Transform::Sql(TransformSql {
+                    engine: "datafusion".into(),
+                    version: None,
+                    query: None,
+                    queries: Some(vec![SqlQueryStep { alias: None, query: q }]),
+                    temporal_tables: None,
+                })),
+                merge,
+            })
         ),
+        name().prop_map(|source_name| MetadataEvent::DisablePushSource(DisablePushSource { source_name })),
     ]
 }
 

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite. On a fresh Debian machine it first installs what the tests need and
+# is missing (Debian packages with apt-get, Python packages with pip), then runs every test:
+# the Rust unit and CLI tests, then the interop tests that read our output with other tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+# Debian peers: none are needed yet (mosquitto, libcoap3-bin come with the transports).
+debian_packages=()
+missing=()
+for pkg in "${debian_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    log "installing Debian packages: ${missing[*]}"
+    sudo_cmd=(); [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}"
+fi
+
+# Python peers, pinned in tests/interop/requirements.txt.
+if ! python3 - tests/interop/requirements.txt <<'PY'
+import sys
+from importlib.metadata import version, PackageNotFoundError
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if not line:
+        continue
+    name, wanted = line.split("==")
+    try:
+        if version(name) != wanted:
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)
+PY
+then
+    log "installing Python packages from tests/interop/requirements.txt"
+    python3 -m pip install -q --disable-pip-version-check -r tests/interop/requirements.txt \
+        || python3 -m pip install -q --disable-pip-version-check --break-system-packages -r tests/interop/requirements.txt
+fi
+
+log "Rust tests"
+cargo test --workspace --locked
+
+log "interop tests"
+cargo build --locked -p odf-gateway --bin odf-gateway
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+ODF_GATEWAY_BIN="$target_dir/debug/odf-gateway" python3 -m pytest -q tests/interop
