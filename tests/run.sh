@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
-# Debian peers: none are needed yet (mosquitto, libcoap3-bin come with the transports).
+# Debian peers (mosquitto and libcoap3-bin join with the transports). Python is needed by the
+# interop tests; any python3 on the PATH will do.
 debian_packages=()
+command -v python3 >/dev/null || debian_packages+=(python3 python3-pip)
 missing=()
 for pkg in "${debian_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

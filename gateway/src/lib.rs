@@ -9,12 +9,17 @@
 //!   FlatBuffers block codec with its hashes, `did:odf` identities, the chain rules.
 //! - [`store`]: one dataset on disk in the layout ODF tools read (`refs/head`, `blocks/`,
 //!   `data/`, `checkpoints/`); atomic commits; reading the chain back; `verify`.
+//! - [`ingest`]: the push ingest engine. Readers (NdJson, Json, CSV, CBOR) coercing to the
+//!   source's schema, DataFusion preprocessing, merge strategies with their state, the
+//!   Parquet slice writer and the commit.
+//! - [`query`]: reading committed data back: `tail`, and SQL over every dataset.
 //! - `cli`: the `odf-gateway` subcommands; thin, each calls the library.
 //!
-//! Still to come, in the places DESIGN.md gives them: `ingest` (readers, preprocess, merge,
-//! slice writer), `pipeline` (write-ahead log, batching), `transport` (MQTT, CoAP, HTTP),
-//! `routes`, `query` and `config`.
+//! Still to come, in the places DESIGN.md gives them: `pipeline` (write-ahead log,
+//! batching), `transport` (MQTT, CoAP, HTTP), `routes` and `config`.
 
 pub mod cli;
+pub mod ingest;
 pub mod odf;
+pub mod query;
 pub mod store;

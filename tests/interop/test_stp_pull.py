@@ -94,3 +94,12 @@ def test_pull_the_whole_chain_over_http(served):
     seed = flatbuffers.table.Table(seed_block.Bytes, seed_block.Indirect(seed_block.Offset(12) + seed_block.Pos))
     dataset_id = field_bytes(seed, 4)
     assert dataset_id[:2] == b"\xed\x01" and len(dataset_id) == 34
+
+
+def test_the_served_folder_holds_no_secret(served, gateway):
+    """The identity key stays outside the served folder, beside the datasets."""
+    keys = list((gateway.data_dir / ".keys").glob("fed01*.key"))
+    assert len(keys) == 1
+    secret = keys[0].read_text().strip()
+    served_files = [p for p in (gateway.data_dir / "gps").rglob("*") if p.is_file()]
+    assert served_files and all(secret.encode() not in p.read_bytes() for p in served_files)

@@ -53,23 +53,38 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             Err(e) => errors.push(e.to_string()),
         }
     }
+    // What can be checked of push sources before data arrives: schema types, read options,
+    // preprocess queries planned against the read schema.
+    for snapshot in &snapshots {
+        for event in &snapshot.metadata {
+            if let crate::odf::MetadataEvent::AddPushSource(source) = event {
+                if let Err(e) = ctx.block_on(crate::ingest::check_push_source(source))? {
+                    errors.push(format!("dataset '{}', push source '{}': {e}", snapshot.name, source.source_name));
+                }
+            }
+        }
+    }
     let mut seen = BTreeSet::new();
     for snapshot in &snapshots {
         if !seen.insert(snapshot.name.clone()) {
             errors.push(format!("dataset '{}' is defined more than once", snapshot.name));
         }
     }
-    if !errors.is_empty() {
-        for e in &errors {
-            eprintln!("error: {e}");
+    match errors.as_slice() {
+        [] => {}
+        [only] => bail!("{only}"),
+        many => {
+            for e in many {
+                eprintln!("error: {e}");
+            }
+            bail!("no dataset was added: {} manifest errors", many.len());
         }
-        bail!("no dataset was added: {} manifest error(s)", errors.len());
     }
 
-    let data_dir = ctx.data_dir()?;
+    let data_dir = crate::store::DataDir::create(&ctx.data_dir)?;
     let (mut added, mut skipped) = (0, 0);
     for snapshot in &snapshots {
-        match data_dir.create(snapshot, ctx.system_time()) {
+        match data_dir.create_dataset(snapshot, ctx.system_time()) {
             Ok(dataset) => {
                 added += 1;
                 let id = dataset.state().dataset_id.as_ref().map(ToString::to_string);

@@ -28,7 +28,14 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let data_dir = ctx.data_dir()?;
     let mut rows = Vec::new();
     for name in data_dir.list()? {
-        let dataset = data_dir.open_dataset(name.as_str())?;
+        // One broken dataset must not hide the others: show it, and why.
+        let dataset = match data_dir.open_dataset(name.as_str()) {
+            Ok(dataset) => dataset,
+            Err(e) => {
+                eprintln!("warning: {name}: {e} (run `odf-gateway verify {name}`)");
+                continue;
+            }
+        };
         let state = dataset.state();
         rows.push(Row {
             name: name.to_string(),

@@ -2,9 +2,12 @@
 //! and prints. The only place (with `main`) that uses `anyhow`.
 
 mod add;
+mod ingest;
 mod list;
 mod log;
 mod output;
+mod sql;
+mod tail;
 mod verify;
 
 use std::path::PathBuf;
@@ -34,8 +37,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Add(add::Args),
+    Ingest(ingest::Args),
     List(list::Args),
     Log(log::Args),
+    Sql(sql::Args),
+    Tail(tail::Args),
     Verify(verify::Args),
 }
 
@@ -48,6 +54,12 @@ pub struct Context {
 impl Context {
     pub fn data_dir(&self) -> anyhow::Result<DataDir> {
         Ok(DataDir::open(&self.data_dir)?)
+    }
+
+    /// Runs async library code (DataFusion) to completion on a runtime made for the command.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> anyhow::Result<F::Output> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Ok(runtime.block_on(future))
     }
 
     /// The injected system time, or now; milliseconds, as ODF data columns hold.
@@ -67,8 +79,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Context { data_dir: cli.data_dir, system_time: cli.system_time };
     match cli.command {
         Command::Add(args) => add::run(&ctx, args),
+        Command::Ingest(args) => ingest::run(&ctx, args),
         Command::List(args) => list::run(&ctx, args),
         Command::Log(args) => log::run(&ctx, args),
+        Command::Sql(args) => sql::run(&ctx, args),
+        Command::Tail(args) => tail::run(&ctx, args),
         Command::Verify(args) => verify::run(&ctx, args),
     }
 }

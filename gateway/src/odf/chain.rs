@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::dataset_id::DatasetId;
-use super::events::{AddData, MetadataBlock, MetadataEvent};
+use super::events::{AddData, Checkpoint, MetadataBlock, MetadataEvent, SetVocab};
 use super::hash::Multihash;
 use super::schema::DataSchema;
 use super::source::AddPushSource;
@@ -31,11 +31,11 @@ pub struct ChainState {
     pub push_sources: BTreeMap<String, (AddPushSource, bool)>,
     pub polling_source: bool,
     pub schema: Option<DataSchema>,
-    pub event_time_column: Option<String>,
+    pub vocab: Option<SetVocab>,
     /// Offset of the last record, if any data was added.
     pub last_offset: Option<u64>,
     pub watermark: Option<DateTime<Utc>>,
-    pub last_checkpoint: Option<Multihash>,
+    pub last_checkpoint: Option<Checkpoint>,
     /// Bytes of data slices, for listings.
     pub data_size: u64,
 }
@@ -115,7 +115,7 @@ impl ChainState {
                 }
                 self.polling_source = false;
             }
-            MetadataEvent::SetVocab(vocab) => self.event_time_column = vocab.event_time_column.clone(),
+            MetadataEvent::SetVocab(vocab) => self.vocab = Some(vocab.clone()),
             MetadataEvent::SetDataSchema(set) => match (&self.schema, &set.schema) {
                 (_, None) => return Err("SetDataSchema without a schema".into()),
                 (Some(old), Some(new)) if old == new => {
@@ -133,8 +133,9 @@ impl ChainState {
         if add.prev_offset != self.last_offset {
             return Err(format!("prevOffset should be {}", describe(self.last_offset)));
         }
-        if add.prev_checkpoint != self.last_checkpoint {
-            return Err(format!("prevCheckpoint should be {}", describe(self.last_checkpoint.as_ref())));
+        let last_checkpoint = self.last_checkpoint.as_ref().map(|c| &c.physical_hash);
+        if add.prev_checkpoint.as_ref() != last_checkpoint {
+            return Err(format!("prevCheckpoint should be {}", describe(last_checkpoint)));
         }
         match (self.watermark, add.new_watermark) {
             (Some(_), None) => return Err("a watermark, once set, must be carried".into()),
@@ -147,7 +148,7 @@ impl ChainState {
             if self.schema.is_none() {
                 return Err("data is added before SetDataSchema".into());
             }
-            let expected = self.last_offset.map_or(0, |o| o + 1);
+            let expected = next_offset(self.last_offset)?;
             let interval = slice.offset_interval;
             if interval.start != expected || interval.end < interval.start {
                 return Err(format!(
@@ -156,17 +157,17 @@ impl ChainState {
                 ));
             }
             self.last_offset = Some(interval.end);
-            self.data_size += slice.size;
+            self.data_size = self.data_size.saturating_add(slice.size);
         }
         let changes_something = add.new_data.is_some()
             || add.new_watermark != self.watermark
-            || add.new_checkpoint.as_ref().map(|c| &c.physical_hash) != self.last_checkpoint.as_ref()
+            || add.new_checkpoint != self.last_checkpoint
             || add.new_source_state.is_some();
         if !changes_something {
             return Err("AddData changes nothing".into());
         }
         self.watermark = add.new_watermark;
-        self.last_checkpoint = add.new_checkpoint.as_ref().map(|c| c.physical_hash.clone());
+        self.last_checkpoint = add.new_checkpoint.clone();
         Ok(())
     }
 
@@ -191,7 +192,19 @@ impl ChainState {
 
     /// Records in the dataset: offsets are contiguous from 0.
     pub fn records(&self) -> u64 {
-        self.last_offset.map_or(0, |o| o + 1)
+        self.last_offset.map_or(0, |o| o.saturating_add(1))
+    }
+
+    /// The offset the next record gets.
+    pub fn next_offset(&self) -> Result<u64, String> {
+        next_offset(self.last_offset)
+    }
+}
+
+fn next_offset(last: Option<u64>) -> Result<u64, String> {
+    match last {
+        None => Ok(0),
+        Some(last) => last.checked_add(1).ok_or_else(|| "offsets are exhausted".to_string()),
     }
 }
 

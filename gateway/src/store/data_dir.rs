@@ -5,12 +5,15 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use super::dataset::{Dataset, HEAD, KEY_FILE};
+use super::dataset::{Dataset, HEAD};
 use super::error::StoreError;
 use super::fsio::{self, Context};
 use crate::odf::{DatasetId, DatasetKind, DatasetName, DatasetSnapshot, MetadataEvent, Seed};
 
 const LOCK_FILE: &str = ".lock";
+/// Dataset identity keys: `<id>.key` (the id without `did:odf:`) holds the hex Ed25519 secret whose public half is the
+/// dataset id. Kept beside the datasets, not in them, so a dataset folder can be served as-is.
+pub const KEYS_DIR: &str = ".keys";
 
 #[derive(Debug, Clone)]
 pub struct DataDir {
@@ -19,8 +22,17 @@ pub struct DataDir {
 
 impl DataDir {
     /// The data directory at `root`, created if missing.
-    pub fn open(root: &Path) -> Result<DataDir, StoreError> {
+    pub fn create(root: &Path) -> Result<DataDir, StoreError> {
         fsio::create_dir(root)?;
+        Ok(DataDir { root: root.to_owned() })
+    }
+
+    /// The data directory at `root`, which must exist: a mistyped path is an error, not a
+    /// new empty directory.
+    pub fn open(root: &Path) -> Result<DataDir, StoreError> {
+        if !root.is_dir() {
+            return Err(StoreError::NoDataDir(root.display().to_string()));
+        }
         Ok(DataDir { root: root.to_owned() })
     }
 
@@ -65,7 +77,7 @@ impl DataDir {
     /// Creates a dataset from a snapshot: a new identity (Seed), then the snapshot's events.
     /// The dataset is built in a temp folder and renamed into place, so a crash never leaves
     /// a half-made dataset under its name, and every event is checked before any is written.
-    pub fn create(
+    pub fn create_dataset(
         &self,
         snapshot: &DatasetSnapshot,
         system_time: DateTime<Utc>,
@@ -77,15 +89,23 @@ impl DataDir {
         }
         fsio::remove_temp_files(&self.root)?;
 
-        let (id, key) = DatasetId::generate().map_err(|e| StoreError::Identity(e.to_string()))?;
+        let (id, key) = DatasetId::generate().map_err(StoreError::Identity)?;
+        let keys = self.root.join(KEYS_DIR);
+        fsio::create_dir(&keys)?;
+        let key_name = format!("{}.key", id.to_string().trim_start_matches("did:odf:"));
+        fsio::write_private(&keys.join(key_name), hex::encode(key.to_bytes()).as_bytes())?;
+        fsio::sync_dir(&keys)?;
+
         let staging = fsio::temp_path(&self.root);
         let result = (|| {
             let mut dataset = Dataset::create_empty(&staging, snapshot.name.clone())?;
-            let key_path = staging.join(KEY_FILE);
-            fsio::write_private(&key_path, hex::encode(key.to_bytes()).as_bytes())?;
             let seed = MetadataEvent::Seed(Seed { dataset_id: id, dataset_kind: DatasetKind::Root });
             let events = std::iter::once(seed).chain(snapshot.metadata.iter().cloned()).collect();
             dataset.commit(events, system_time)?;
+            // The folder's entries must be durable before it appears under its name.
+            for dir in ["refs", "blocks", "data", "checkpoints", "info", ""] {
+                fsio::sync_dir(&staging.join(dir))?;
+            }
             fs::rename(&staging, &target).context("rename into place", &target)?;
             fsio::sync_dir(&self.root)?;
             Ok(())

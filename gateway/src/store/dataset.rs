@@ -5,7 +5,7 @@
 //! <dataset>/blocks/<hash>          metadata blocks (Manifest-wrapped FlatBuffers)
 //! <dataset>/data/<hash>            Parquet data slices, named by physical hash
 //! <dataset>/checkpoints/<hash>     merge-strategy state, named by physical hash
-//! <dataset>/info/                  local only, never served: the identity key and the lock
+//! <dataset>/info/lock              local only: the writers' lock
 //! ```
 //!
 //! Objects are named by their content hash, so writing one is idempotent. A commit writes its
@@ -26,9 +26,12 @@ pub const BLOCKS: &str = "blocks";
 pub const DATA: &str = "data";
 pub const CHECKPOINTS: &str = "checkpoints";
 pub const INFO: &str = "info";
-/// The Ed25519 secret whose public half is the dataset id (hex, owner-only).
-pub const KEY_FILE: &str = "info/dataset-key";
 const LOCK_FILE: &str = "info/lock";
+
+/// Proof that the dataset's write lock is held.
+pub struct WriteLock {
+    _file: File,
+}
 
 /// An open dataset with the state of its chain at the head it last saw.
 #[derive(Debug)]
@@ -110,13 +113,17 @@ impl Dataset {
                 reason: format!("content hashes to {actual}: the file is corrupted"),
             });
         }
-        odf::decode_block(&bytes).map_err(|source| StoreError::Undecodable { hash: hash.clone(), source })
+        odf::decode_block(&bytes).map_err(|reason| StoreError::Undecodable { hash: hash.clone(), reason })
     }
 
     /// Every block, newest first, following `prevBlockHash` from the head.
     pub fn blocks(&self) -> Result<Vec<(Multihash, MetadataBlock)>, StoreError> {
+        self.blocks_from(self.head().cloned())
+    }
+
+    fn blocks_from(&self, head: Option<Multihash>) -> Result<Vec<(Multihash, MetadataBlock)>, StoreError> {
         let mut blocks = Vec::with_capacity(self.state.blocks as usize);
-        let mut next = self.head().cloned();
+        let mut next = head;
         while let Some(hash) = next {
             let block = self.read_block(&hash)?;
             next = block.prev_block_hash.clone();
@@ -125,43 +132,47 @@ impl Dataset {
         Ok(blocks)
     }
 
-    /// Re-reads the chain from `refs/head` (after another writer committed).
+    /// Re-reads the chain from `refs/head` (after another writer committed). The handle's
+    /// state changes only once the whole chain has been read and checked.
     fn reload(&mut self) -> Result<(), StoreError> {
-        let head = self.read_head()?;
         let mut state = ChainState::default();
-        if head.is_some() {
-            self.state.head = head;
-            for (hash, block) in self.blocks()?.iter().rev() {
-                state.apply(hash, block)?;
-            }
+        for (hash, block) in self.blocks_from(self.read_head()?)?.iter().rev() {
+            state.apply(hash, block)?;
         }
         self.state = state;
         Ok(())
     }
 
-    /// Takes the dataset's write lock: one writer at a time, across processes.
-    /// Released when the returned file is dropped.
-    fn lock(&self) -> Result<File, StoreError> {
-        Ok(fsio::lock_file(&self.root.join(LOCK_FILE))?)
-    }
-
-    /// Appends `events` as new blocks and moves the head to the last of them. Every block is
-    /// checked against the chain before anything is written; nothing is visible until the
-    /// head moves.
-    pub fn commit(
-        &mut self,
-        events: Vec<MetadataEvent>,
-        system_time: DateTime<Utc>,
-    ) -> Result<Multihash, StoreError> {
-        let _lock = self.lock()?;
+    /// Takes the dataset's write lock (one writer at a time, across processes) and catches
+    /// up with whatever another writer committed. Held until the guard is dropped; a writer
+    /// that reads the state, prepares a commit and commits holds it throughout.
+    pub fn lock(&mut self) -> Result<WriteLock, StoreError> {
+        let file = fsio::lock_file(&self.root.join(LOCK_FILE))?;
         if self.read_head()? != self.state.head {
             tracing::debug!(dataset = %self.name, "head moved since open; re-reading the chain");
             self.reload()?;
         }
-        for dir in [BLOCKS, DATA, CHECKPOINTS] {
+        for dir in ["refs", BLOCKS, DATA, CHECKPOINTS] {
             fsio::remove_temp_files(&self.root.join(dir))?;
         }
+        Ok(WriteLock { _file: file })
+    }
 
+    /// Appends `events` as new blocks, taking the lock for just this commit.
+    pub fn commit(&mut self, events: Vec<MetadataEvent>, system_time: DateTime<Utc>) -> Result<Multihash, StoreError> {
+        let lock = self.lock()?;
+        self.commit_locked(&lock, events, system_time)
+    }
+
+    /// Appends `events` as new blocks and moves the head to the last of them. Every block is
+    /// checked against the chain before anything is written; nothing is visible until the
+    /// head moves. Objects the blocks refer to (data, checkpoints) must already be in place.
+    pub fn commit_locked(
+        &mut self,
+        _lock: &WriteLock,
+        events: Vec<MetadataEvent>,
+        system_time: DateTime<Utc>,
+    ) -> Result<Multihash, StoreError> {
         let mut state = self.state.clone();
         let mut encoded = Vec::with_capacity(events.len());
         for event in events {
@@ -175,15 +186,16 @@ impl Dataset {
             };
             let bytes = odf::encode_block(&block);
             let hash = odf::block_hash(&bytes);
+            // Never write a block this gateway could not read back (e.g. a schema nested
+            // deeper than the decoder allows): the dataset would become unreadable.
+            odf::decode_block(&bytes).map_err(|reason| StoreError::Undecodable { hash: hash.clone(), reason })?;
             state.apply(&hash, &block)?;
             encoded.push((hash, bytes));
         }
-        let Some(head) = state.head.clone() else {
-            return Err(StoreError::NotADataset {
-                path: self.root.display().to_string(),
-                reason: "a commit with no events".into(),
-            });
-        };
+        if encoded.is_empty() {
+            return Err(StoreError::EmptyCommit);
+        }
+        let head = state.head.clone().ok_or(StoreError::EmptyCommit)?;
 
         let blocks_dir = self.root.join(BLOCKS);
         for (hash, bytes) in &encoded {
@@ -195,10 +207,31 @@ impl Dataset {
         Ok(head)
     }
 
-    /// Writes a content-addressed object unless it is already there.
+    /// Moves a staged, synced file into `data/` or `checkpoints/` under its hash.
+    pub fn publish(&self, staged: &Path, path: &Path) -> Result<(), StoreError> {
+        fs::rename(staged, path).context("rename into place", path)?;
+        fsio::sync_dir(path.parent().unwrap_or(&self.root))?;
+        Ok(())
+    }
+
+    /// Stores a checkpoint file under its hash; returns the hash and size.
+    pub fn put_checkpoint(&self, bytes: &[u8]) -> Result<(Multihash, u64), StoreError> {
+        let hash = Multihash::sha3_256(bytes);
+        let dir = self.root.join(CHECKPOINTS);
+        self.write_object(&dir, &hash, bytes)?;
+        fsio::sync_dir(&dir)?;
+        Ok((hash, bytes.len() as u64))
+    }
+
+    /// A temp path in `data/` for staging a file (removed by the next writer if abandoned).
+    pub fn staging_path(&self) -> PathBuf {
+        fsio::temp_path(&self.root.join(DATA))
+    }
+
+    /// Writes a content-addressed object unless it is already there intact.
     fn write_object(&self, dir: &Path, hash: &Multihash, bytes: &[u8]) -> Result<(), StoreError> {
         let path = dir.join(hash.to_string());
-        if path.exists() {
+        if fs::read(&path).is_ok_and(|existing| existing == bytes) {
             return Ok(());
         }
         let temp = fsio::temp_path(dir);

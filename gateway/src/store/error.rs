@@ -20,14 +20,20 @@ pub enum StoreError {
     #[error("block {hash}: {reason}")]
     BadBlock { hash: Multihash, reason: String },
 
-    #[error("block {hash}: {source}")]
-    Undecodable { hash: Multihash, source: DecodeError },
+    #[error("block {hash}: {reason}")]
+    Undecodable { hash: Multihash, reason: DecodeError },
 
-    #[error("metadata chain: {0}")]
+    #[error(transparent)]
     Chain(#[from] ChainError),
 
-    #[error("cannot make a dataset identity: {0}")]
-    Identity(String),
+    #[error("cannot make a dataset identity: no randomness from the OS: {0}")]
+    Identity(getrandom::Error),
+
+    #[error("a commit needs at least one event")]
+    EmptyCommit,
+
+    #[error("data directory {0} does not exist (create it, or add a dataset there first)")]
+    NoDataDir(String),
 }
 
 fn known_list(known: &[DatasetName]) -> String {

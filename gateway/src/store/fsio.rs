@@ -90,7 +90,8 @@ pub fn lock_file(path: &Path) -> Result<File, IoError> {
     Ok(file)
 }
 
-/// Removes temp files (and folders) a crash left in `dir`. Call only while holding the dataset's lock.
+/// Removes temp files (and folders) that writers which are no longer running left in `dir`.
+/// Files of live processes are kept: another writer may be staging them.
 pub fn remove_temp_files(dir: &Path) -> Result<(), IoError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -99,13 +100,22 @@ pub fn remove_temp_files(dir: &Path) -> Result<(), IoError> {
     };
     for entry in entries {
         let entry = entry.context("list", dir)?;
-        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.strip_prefix(TEMP_PREFIX).is_some_and(|rest| !writer_alive(rest)) {
             let path = entry.path();
             let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
             removed.context("remove stale temp file", &path)?;
         }
     }
     Ok(())
+}
+
+/// Whether the process that named a temp file `<pid>-<nonce>` may still be writing it.
+/// Where that cannot be known (no /proc), it is assumed alive and its files are kept.
+fn writer_alive(name: &str) -> bool {
+    let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { return false };
+    let proc = Path::new("/proc");
+    !proc.is_dir() || proc.join(pid.to_string()).exists()
 }
 
 fn parent(path: &Path) -> &Path {
@@ -129,10 +139,18 @@ mod tests {
     #[test]
     fn stale_temp_files_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(temp_path(dir.path()), b"half").unwrap();
+        // A pid no process has (beyond pid_max), and a malformed name.
+        fs::write(dir.path().join(format!("{TEMP_PREFIX}4294967295-00")), b"half").unwrap();
+        fs::write(dir.path().join(format!("{TEMP_PREFIX}junk")), b"half").unwrap();
+        // This process is alive: its file may be in the middle of being staged.
+        let live = temp_path(dir.path());
+        fs::write(&live, b"staging").unwrap();
         fs::write(dir.path().join("keep"), b"x").unwrap();
         remove_temp_files(dir.path()).unwrap();
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, ["keep"]);
+        let mut names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        names.sort();
+        let mut expected = vec![dir.path().join("keep"), live];
+        expected.sort();
+        assert_eq!(names, expected);
     }
 }

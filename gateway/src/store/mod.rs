@@ -8,7 +8,7 @@ mod fsio;
 mod verify;
 
 pub use data_dir::DataDir;
-pub use dataset::Dataset;
+pub use dataset::{Dataset, WriteLock};
 pub use error::StoreError;
 pub use fsio::IoError;
 pub use verify::{VerifyError, VerifyReport, hash_file, verify};

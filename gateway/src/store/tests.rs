@@ -10,9 +10,9 @@ fn info(text: &str) -> MetadataEvent {
 }
 
 fn created(dir: &std::path::Path) -> (DataDir, Dataset) {
-    let data_dir = DataDir::open(dir).unwrap();
+    let data_dir = DataDir::create(dir).unwrap();
     let snapshot = parse_snapshots(FLEET, "fleet.yaml").unwrap().remove(0);
-    let dataset = data_dir.create(&snapshot, Utc::now()).unwrap();
+    let dataset = data_dir.create_dataset(&snapshot, Utc::now()).unwrap();
     (data_dir, dataset)
 }
 
@@ -32,7 +32,7 @@ fn a_commit_cut_short_before_the_head_moved_leaves_the_previous_head() {
     };
     let bytes = odf::encode_block(&orphan);
     std::fs::write(dataset.block_path(&odf::block_hash(&bytes)), &bytes).unwrap();
-    std::fs::write(dataset.root().join("blocks/.tmp-1-dead"), &bytes[..10]).unwrap();
+    std::fs::write(dataset.root().join("blocks/.tmp-4294967295-dead"), &bytes[..10]).unwrap();
 
     let mut reopened = data_dir.open_dataset("fleet").unwrap();
     assert_eq!(reopened.head(), Some(&head));
@@ -40,7 +40,7 @@ fn a_commit_cut_short_before_the_head_moved_leaves_the_previous_head() {
 
     // The next commit goes on from the old head and sweeps the temp file away.
     reopened.commit(vec![info("after the crash")], Utc::now()).unwrap();
-    assert!(!dataset.root().join("blocks/.tmp-1-dead").exists());
+    assert!(!dataset.root().join("blocks/.tmp-4294967295-dead").exists());
     assert_eq!(reopened.blocks().unwrap()[1].0, head);
 }
 

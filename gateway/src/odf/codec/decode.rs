@@ -1,5 +1,7 @@
 //! FlatBuffers -> MetadataBlock; the mirror of `encode.rs`, field slot for field slot.
 
+use std::cell::Cell;
+
 use chrono::{DateTime, Utc};
 
 use super::reader::Table;
@@ -7,16 +9,15 @@ use super::{DecodeError, Timestamp};
 use crate::odf::dataset_id::DatasetId;
 use crate::odf::events::*;
 use crate::odf::hash::Multihash;
-use crate::odf::polling::*;
 use crate::odf::schema::{DataField, DataSchema, DataType, ExtraAttributes, TimeUnit};
 use crate::odf::source::*;
 
-type Result<T> = std::result::Result<T, DecodeError>;
+pub(super) type Result<T> = std::result::Result<T, DecodeError>;
 
 /// Nested data types deeper than this are refused rather than risking the stack.
 const MAX_TYPE_DEPTH: usize = 64;
 
-fn required<T>(value: Option<T>, field: &str) -> Result<T> {
+pub(super) fn required<T>(value: Option<T>, field: &str) -> Result<T> {
     value.ok_or_else(|| DecodeError::new(format!("required field {field} is missing")))
 }
 
@@ -31,7 +32,7 @@ fn timestamp(t: &Table, index: u16) -> Result<Option<DateTime<Utc>>> {
 }
 
 /// The member table and kind name of a union at `index`, if set.
-fn union<'a>(
+pub(super) fn union<'a>(
     t: &Table<'a>,
     index: u16,
     kinds: &[&'static str],
@@ -48,7 +49,13 @@ fn union<'a>(
     Ok(Some((kind, member)))
 }
 
-fn enum_value<E: Copy>(all: &[E], raw: i64, name: &str) -> Result<E> {
+/// A kind name taken from a union's own list that this decoder has no arm for: a bug here,
+/// reported as an error rather than decoded as something else.
+pub(super) fn unknown_member(union: &str, kind: &str) -> DecodeError {
+    DecodeError::new(format!("{union} member {kind} is not handled"))
+}
+
+pub(super) fn enum_value<E: Copy>(all: &[E], raw: i64, name: &str) -> Result<E> {
     usize::try_from(raw)
         .ok()
         .and_then(|i| all.get(i).copied())
@@ -60,7 +67,7 @@ pub fn block(t: &Table) -> Result<MetadataBlock> {
     let prev_block_hash = hash(t, 1, "MetadataBlock.prevBlockHash")?;
     let sequence_number = t.scalar(2, 0u64)?;
     let (kind, member) =
-        required(union(t, 3, super::encode::event_kinds(), "MetadataEvent")?, "MetadataBlock.event")?;
+        required(union(t, 3, super::EVENT_KINDS, "MetadataEvent")?, "MetadataBlock.event")?;
     Ok(MetadataBlock { system_time, prev_block_hash, sequence_number, event: event(kind, &member)? })
 }
 
@@ -79,7 +86,7 @@ fn event(kind: &str, t: &Table) -> Result<MetadataEvent> {
                 dataset_kind: enum_value(DatasetKind::ALL, t.scalar(1, 0i32)?.into(), "DatasetKind")?,
             })
         }
-        "SetPollingSource" => MetadataEvent::SetPollingSource(set_polling_source(t)?),
+        "SetPollingSource" => MetadataEvent::SetPollingSource(super::polling::decode(t)?),
         "SetVocab" => MetadataEvent::SetVocab(SetVocab {
             offset_column: t.string(0)?,
             operation_type_column: t.string(1)?,
@@ -111,7 +118,7 @@ fn event(kind: &str, t: &Table) -> Result<MetadataEvent> {
         }),
         "SetDataSchema" => MetadataEvent::SetDataSchema(SetDataSchema {
             raw_arrow_schema: t.bytes(0)?.map(<[u8]>::to_vec),
-            schema: t.table(1)?.map(|s| data_schema(&s, 0)).transpose()?,
+            schema: schema(t, 1)?,
         }),
         "AddPushSource" => MetadataEvent::AddPushSource(AddPushSource {
             source_name: required(t.string(0)?, "AddPushSource.sourceName")?,
@@ -189,17 +196,38 @@ fn extra(t: &Table, index: u16) -> Result<Option<ExtraAttributes>> {
         .map_err(|e| DecodeError::new(format!("ExtraAttributes is not a JSON object: {e}")))
 }
 
-fn data_schema(t: &Table, depth: usize) -> Result<DataSchema> {
-    Ok(DataSchema { fields: data_fields(t, 0, depth)?, extra: extra(t, 1)? })
+/// Bounds on decoding one schema. Tables may share children, so a small buffer could
+/// describe an exponentially large tree: every decoded type node is counted against the
+/// buffer's size, which an honest schema never exceeds.
+struct Budget {
+    nodes_left: Cell<usize>,
 }
 
-fn data_fields(t: &Table, index: u16, depth: usize) -> Result<Vec<DataField>> {
+impl Budget {
+    fn take(&self, depth: usize) -> Result<()> {
+        if depth > MAX_TYPE_DEPTH {
+            return Err(DecodeError::new(format!("data types nested deeper than {MAX_TYPE_DEPTH}")));
+        }
+        let left = self.nodes_left.get().checked_sub(1).ok_or_else(|| {
+            DecodeError::new("the schema has more type nodes than its buffer has room for")
+        })?;
+        self.nodes_left.set(left);
+        Ok(())
+    }
+}
+
+fn data_schema(t: &Table) -> Result<DataSchema> {
+    let budget = Budget { nodes_left: Cell::new(t.buffer_len()) };
+    Ok(DataSchema { fields: data_fields(t, 0, 0, &budget)?, extra: extra(t, 1)? })
+}
+
+fn data_fields(t: &Table, index: u16, depth: usize, budget: &Budget) -> Result<Vec<DataField>> {
     required(t.tables(index)?, "fields")?
         .iter()
         .map(|f| {
             Ok(DataField {
                 name: required(f.string(0)?, "DataField.name")?,
-                data_type: required(data_type(f, 1, depth)?, "DataField.type")?,
+                data_type: required(data_type(f, 1, depth, budget)?, "DataField.type")?,
                 extra: extra(f, 3)?,
             })
         })
@@ -210,15 +238,13 @@ fn time_unit(t: &Table, index: u16) -> Result<Option<TimeUnit>> {
     t.optional::<i16>(index)?.map(|u| enum_value(TimeUnit::ALL, u.into(), "TimeUnit")).transpose()
 }
 
-fn data_type(t: &Table, index: u16, depth: usize) -> Result<Option<DataType>> {
-    if depth > MAX_TYPE_DEPTH {
-        return Err(DecodeError::new(format!("data types nested deeper than {MAX_TYPE_DEPTH}")));
-    }
+fn data_type(t: &Table, index: u16, depth: usize, budget: &Budget) -> Result<Option<DataType>> {
+    budget.take(depth)?;
     let Some((kind, m)) = union(t, index, DataType::KINDS, "DataType")? else {
         return Ok(None);
     };
     let nested = |index: u16, field: &str| -> Result<Box<DataType>> {
-        Ok(Box::new(required(data_type(&m, index, depth + 1)?, field)?))
+        Ok(Box::new(required(data_type(&m, index, depth + 1, budget)?, field)?))
     };
     Ok(Some(match kind {
         "Binary" => DataType::Binary { fixed_length: m.optional(0)? },
@@ -245,18 +271,19 @@ fn data_type(t: &Table, index: u16, depth: usize) -> Result<Option<DataType>> {
         },
         "Null" => DataType::Null,
         "Option" => DataType::Option { inner: nested(0, "Option.inner")? },
-        "Struct" => DataType::Struct { fields: data_fields(&m, 0, depth + 1)? },
+        "Struct" => DataType::Struct { fields: data_fields(&m, 0, depth + 1, budget)? },
         "Time" => DataType::Time { unit: time_unit(&m, 0)? },
         "Timestamp" => DataType::Timestamp { unit: time_unit(&m, 0)?, timezone: m.string(1)? },
-        _ => DataType::String,
+        "String" => DataType::String,
+        other => return Err(unknown_member("DataType", other)),
     }))
 }
 
 fn schema(t: &Table, index: u16) -> Result<Option<DataSchema>> {
-    t.table(index)?.map(|s| data_schema(&s, 0)).transpose()
+    t.table(index)?.map(|s| data_schema(&s)).transpose()
 }
 
-fn read_step(t: &Table, index: u16) -> Result<Option<ReadStep>> {
+pub(super) fn read_step(t: &Table, index: u16) -> Result<Option<ReadStep>> {
     let Some((kind, r)) = union(t, index, ReadStep::KINDS, "ReadStep")? else {
         return Ok(None);
     };
@@ -299,11 +326,12 @@ fn read_step(t: &Table, index: u16) -> Result<Option<ReadStep>> {
             timestamp_format: r.string(3)?,
             schema: schema(&r, 4)?,
         }),
-        _ => ReadStep::NdGeoJson(schema_only(&r)?),
+        "NdGeoJson" => ReadStep::NdGeoJson(schema_only(&r)?),
+        other => return Err(unknown_member("ReadStep", other)),
     }))
 }
 
-fn transform(t: &Table, index: u16) -> Result<Option<Transform>> {
+pub(super) fn transform(t: &Table, index: u16) -> Result<Option<Transform>> {
     let Some((_, s)) = union(t, index, Transform::KINDS, "Transform")? else {
         return Ok(None);
     };
@@ -344,7 +372,7 @@ fn transform(t: &Table, index: u16) -> Result<Option<Transform>> {
     })))
 }
 
-fn merge_strategy(t: &Table, index: u16) -> Result<Option<MergeStrategy>> {
+pub(super) fn merge_strategy(t: &Table, index: u16) -> Result<Option<MergeStrategy>> {
     let Some((kind, m)) = union(t, index, MergeStrategy::KINDS, "MergeStrategy")? else {
         return Ok(None);
     };
@@ -359,121 +387,8 @@ fn merge_strategy(t: &Table, index: u16) -> Result<Option<MergeStrategy>> {
             compare_columns: m.strings(1)?,
         }),
         "ChangelogStream" => MergeStrategy::ChangelogStream(key(&m)?),
-        _ => MergeStrategy::UpsertStream(key(&m)?),
+        "UpsertStream" => MergeStrategy::UpsertStream(key(&m)?),
+        other => return Err(unknown_member("MergeStrategy", other)),
     }))
 }
 
-fn set_polling_source(t: &Table) -> Result<SetPollingSource> {
-    let prepare = t
-        .tables(2)?
-        .map(|steps| {
-            steps.iter().map(|w| required(prep_step(w)?, "PrepStepWrapper.value")).collect::<Result<Vec<_>>>()
-        })
-        .transpose()?;
-    Ok(SetPollingSource {
-        fetch: required(fetch_step(t, 0)?, "SetPollingSource.fetch")?,
-        prepare,
-        read: required(read_step(t, 3)?, "SetPollingSource.read")?,
-        preprocess: transform(t, 5)?,
-        merge: required(merge_strategy(t, 7)?, "SetPollingSource.merge")?,
-    })
-}
-
-fn name_values(t: &Table, index: u16) -> Result<Option<Vec<NameValue>>> {
-    t.tables(index)?
-        .map(|list| {
-            list.iter()
-                .map(|nv| {
-                    Ok(NameValue {
-                        name: required(nv.string(0)?, "name")?,
-                        value: required(nv.string(1)?, "value")?,
-                    })
-                })
-                .collect()
-        })
-        .transpose()
-}
-
-fn event_time_source(t: &Table, index: u16) -> Result<Option<EventTimeSource>> {
-    let Some((kind, s)) = union(t, index, EventTimeSource::KINDS, "EventTimeSource")? else {
-        return Ok(None);
-    };
-    Ok(Some(match kind {
-        "FromMetadata" => EventTimeSource::FromMetadata(Empty {}),
-        "FromPath" => EventTimeSource::FromPath(EventTimeSourceFromPath {
-            pattern: required(s.string(0)?, "FromPath.pattern")?,
-            timestamp_format: s.string(1)?,
-        }),
-        _ => EventTimeSource::FromSystemTime(Empty {}),
-    }))
-}
-
-fn caching(t: &Table, index: u16) -> Result<Option<SourceCaching>> {
-    Ok(union(t, index, SourceCaching::KINDS, "SourceCaching")?.map(|_| SourceCaching::Forever(Empty {})))
-}
-
-fn fetch_step(t: &Table, index: u16) -> Result<Option<FetchStep>> {
-    let Some((kind, f)) = union(t, index, FetchStep::KINDS, "FetchStep")? else {
-        return Ok(None);
-    };
-    Ok(Some(match kind {
-        "Url" => FetchStep::Url(FetchStepUrl {
-            url: required(f.string(0)?, "Url.url")?,
-            event_time: event_time_source(&f, 1)?,
-            cache: caching(&f, 3)?,
-            headers: name_values(&f, 5)?,
-        }),
-        "FilesGlob" => FetchStep::FilesGlob(FetchStepFilesGlob {
-            path: required(f.string(0)?, "FilesGlob.path")?,
-            event_time: event_time_source(&f, 1)?,
-            cache: caching(&f, 3)?,
-            order: f
-                .optional::<i32>(5)?
-                .map(|o| enum_value(SourceOrdering::ALL, o.into(), "SourceOrdering"))
-                .transpose()?,
-        }),
-        "Container" => FetchStep::Container(FetchStepContainer {
-            image: required(f.string(0)?, "Container.image")?,
-            command: f.strings(1)?,
-            args: f.strings(2)?,
-            env: name_values(&f, 3)?,
-        }),
-        "Mqtt" => FetchStep::Mqtt(FetchStepMqtt {
-            host: required(f.string(0)?, "Mqtt.host")?,
-            port: f.scalar(1, 0i32)?,
-            username: f.string(2)?,
-            password: f.string(3)?,
-            topics: required(f.tables(4)?, "Mqtt.topics")?
-                .iter()
-                .map(|topic| {
-                    Ok(MqttTopicSubscription {
-                        path: required(topic.string(0)?, "MqttTopicSubscription.path")?,
-                        qos: topic
-                            .optional::<i32>(1)?
-                            .map(|q| enum_value(MqttQos::ALL, q.into(), "MqttQos"))
-                            .transpose()?,
-                    })
-                })
-                .collect::<Result<_>>()?,
-        }),
-        _ => FetchStep::EthereumLogs(FetchStepEthereumLogs {
-            chain_id: f.optional(0)?,
-            node_url: f.string(1)?,
-            filter: f.string(2)?,
-            signature: f.string(3)?,
-        }),
-    }))
-}
-
-fn prep_step(wrapper: &Table) -> Result<Option<PrepStep>> {
-    let Some((kind, p)) = union(wrapper, 0, PrepStep::KINDS, "PrepStep")? else {
-        return Ok(None);
-    };
-    Ok(Some(match kind {
-        "Decompress" => PrepStep::Decompress(PrepStepDecompress {
-            format: enum_value(CompressionFormat::ALL, p.scalar(0, 0i32)?.into(), "CompressionFormat")?,
-            sub_path: p.string(1)?,
-        }),
-        _ => PrepStep::Pipe(PrepStepPipe { command: required(p.strings(0)?, "Pipe.command")? }),
-    }))
-}

@@ -8,48 +8,47 @@ use flatbuffers::{FlatBufferBuilder, Push, UnionWIPOffset, WIPOffset};
 
 use super::Timestamp;
 use crate::odf::events::*;
-use crate::odf::polling::*;
 use crate::odf::schema::{DataField, DataSchema, DataType, ExtraAttributes};
 use crate::odf::source::*;
 
-type Builder<'f> = FlatBufferBuilder<'f>;
-type Off = WIPOffset<UnionWIPOffset>;
+pub(super) type Builder<'f> = FlatBufferBuilder<'f>;
+pub(super) type Off = WIPOffset<UnionWIPOffset>;
 
 /// A union member: its 1-based position in the union, and its table.
-type Member = (u8, Off);
+pub(super) type Member = (u8, Off);
 
 /// Adds fields to a started table.
-struct Fields<'b, 'f> {
+pub(super) struct Fields<'b, 'f> {
     b: &'b mut Builder<'f>,
 }
 
 impl Fields<'_, '_> {
-    fn child(&mut self, field: u16, off: Option<Off>) {
+    pub(super) fn child(&mut self, field: u16, off: Option<Off>) {
         if let Some(off) = off {
             self.b.push_slot_always(slot(field), off);
         }
     }
 
     /// A scalar with a schema default: not written when equal to it.
-    fn scalar<X: Push + PartialEq>(&mut self, field: u16, x: X, default: X) {
+    pub(super) fn scalar<X: Push + PartialEq>(&mut self, field: u16, x: X, default: X) {
         self.b.push_slot(slot(field), x, default);
     }
 
     /// An optional scalar (`= null` in the schema): written whenever present.
-    fn optional<X: Push>(&mut self, field: u16, x: Option<X>) {
+    pub(super) fn optional<X: Push>(&mut self, field: u16, x: Option<X>) {
         if let Some(x) = x {
             self.b.push_slot_always(slot(field), x);
         }
     }
 
-    fn union(&mut self, field: u16, member: Option<Member>) {
+    pub(super) fn union(&mut self, field: u16, member: Option<Member>) {
         if let Some((kind, off)) = member {
             self.scalar(field, kind, 0u8);
             self.child(field + 1, Some(off));
         }
     }
 
-    fn timestamp(&mut self, field: u16, t: Option<Timestamp>) {
+    pub(super) fn timestamp(&mut self, field: u16, t: Option<Timestamp>) {
         if let Some(t) = t {
             self.b.push_slot_always(slot(field), &t);
         }
@@ -60,18 +59,18 @@ fn slot(field: u16) -> flatbuffers::VOffsetT {
     4 + 2 * field
 }
 
-fn table(b: &mut Builder, fill: impl FnOnce(&mut Fields)) -> Off {
+pub(super) fn table(b: &mut Builder, fill: impl FnOnce(&mut Fields)) -> Off {
     let start = b.start_table();
     fill(&mut Fields { b: &mut *b });
     let end = b.end_table(start);
     WIPOffset::new(end.value())
 }
 
-fn string(b: &mut Builder, s: &Option<String>) -> Option<Off> {
+pub(super) fn string(b: &mut Builder, s: &Option<String>) -> Option<Off> {
     s.as_deref().map(|s| WIPOffset::new(b.create_string(s).value()))
 }
 
-fn text(b: &mut Builder, s: &str) -> Option<Off> {
+pub(super) fn text(b: &mut Builder, s: &str) -> Option<Off> {
     Some(WIPOffset::new(b.create_string(s).value()))
 }
 
@@ -79,23 +78,24 @@ fn bytes(b: &mut Builder, bytes: Option<&[u8]>) -> Option<Off> {
     bytes.map(|v| WIPOffset::new(b.create_vector(v).value()))
 }
 
-fn strings(b: &mut Builder, list: &Option<Vec<String>>) -> Option<Off> {
+pub(super) fn strings(b: &mut Builder, list: &Option<Vec<String>>) -> Option<Off> {
     string_list(b, list.as_ref()?)
 }
 
-fn string_list(b: &mut Builder, list: &[String]) -> Option<Off> {
+pub(super) fn string_list(b: &mut Builder, list: &[String]) -> Option<Off> {
     let offs: Vec<_> = list.iter().map(|s| b.create_string(s)).collect();
     Some(WIPOffset::new(b.create_vector(&offs).value()))
 }
 
-fn tables<T>(b: &mut Builder, list: Option<&[T]>, each: impl Fn(&mut Builder, &T) -> Off) -> Option<Off> {
+pub(super) fn tables<T>(b: &mut Builder, list: Option<&[T]>, each: impl Fn(&mut Builder, &T) -> Off) -> Option<Off> {
     let offs: Vec<Off> = list?.iter().map(|item| each(b, item)).collect();
     Some(WIPOffset::new(b.create_vector(&offs).value()))
 }
 
 /// Member position (1-based) of `kind` in a union's member list.
-fn position(kinds: &[&str], kind: &str) -> u8 {
-    kinds.iter().position(|k| *k == kind).map_or(0, |i| i as u8 + 1)
+pub(super) fn position(kinds: &[&str], kind: &str) -> u8 {
+    let index = kinds.iter().position(|k| *k == kind).expect("kind() names a member of its union's KINDS");
+    index as u8 + 1
 }
 
 impl Push for Timestamp {
@@ -134,27 +134,6 @@ pub fn manifest(b: &mut Builder, kind: i64, version: i32, content: &[u8]) -> Off
     })
 }
 
-/// MetadataEvent member positions, including the derivative-only events we never write.
-const EVENT_KINDS: &[&str] = &[
-    "AddData",
-    "ExecuteTransform",
-    "Seed",
-    "SetPollingSource",
-    "SetTransform",
-    "SetVocab",
-    "SetAttachments",
-    "SetInfo",
-    "SetLicense",
-    "SetDataSchema",
-    "AddPushSource",
-    "DisablePushSource",
-    "DisablePollingSource",
-];
-
-pub(super) fn event_kinds() -> &'static [&'static str] {
-    EVENT_KINDS
-}
-
 fn event(b: &mut Builder, e: &MetadataEvent) -> Member {
     let off = match e {
         MetadataEvent::AddData(e) => add_data(b, e),
@@ -165,7 +144,7 @@ fn event(b: &mut Builder, e: &MetadataEvent) -> Member {
                 t.scalar(1, e.dataset_kind as i32, 0i32);
             })
         }
-        MetadataEvent::SetPollingSource(e) => set_polling_source(b, e),
+        MetadataEvent::SetPollingSource(e) => super::polling::encode(b, e),
         MetadataEvent::SetVocab(e) => {
             let cols = [
                 string(b, &e.offset_column),
@@ -227,7 +206,7 @@ fn event(b: &mut Builder, e: &MetadataEvent) -> Member {
         }
         MetadataEvent::DisablePollingSource(_) => table(b, |_| {}),
     };
-    (position(EVENT_KINDS, e.kind()), off)
+    (position(super::EVENT_KINDS, e.kind()), off)
 }
 
 fn add_data(b: &mut Builder, e: &AddData) -> Off {
@@ -354,7 +333,7 @@ fn data_type(b: &mut Builder, dt: &DataType) -> Member {
     (position(DataType::KINDS, dt.kind()), off)
 }
 
-fn read_step(b: &mut Builder, r: &ReadStep) -> Member {
+pub(super) fn read_step(b: &mut Builder, r: &ReadStep) -> Member {
     let off = match r {
         ReadStep::Csv(r) => {
             let fields = [
@@ -423,7 +402,7 @@ fn read_step(b: &mut Builder, r: &ReadStep) -> Member {
     (position(ReadStep::KINDS, r.kind()), off)
 }
 
-fn transform(b: &mut Builder, tr: &Transform) -> Member {
+pub(super) fn transform(b: &mut Builder, tr: &Transform) -> Member {
     let Transform::Sql(sql) = tr;
     let engine = text(b, &sql.engine);
     let version = string(b, &sql.version);
@@ -450,7 +429,7 @@ fn transform(b: &mut Builder, tr: &Transform) -> Member {
     (1, off)
 }
 
-fn merge_strategy(b: &mut Builder, m: &MergeStrategy) -> Member {
+pub(super) fn merge_strategy(b: &mut Builder, m: &MergeStrategy) -> Member {
     let off = match m {
         MergeStrategy::Append(_) => table(b, |_| {}),
         MergeStrategy::Ledger(k) | MergeStrategy::ChangelogStream(k) | MergeStrategy::UpsertStream(k) => {
@@ -469,136 +448,3 @@ fn merge_strategy(b: &mut Builder, m: &MergeStrategy) -> Member {
     (position(MergeStrategy::KINDS, m.kind()), off)
 }
 
-fn set_polling_source(b: &mut Builder, e: &SetPollingSource) -> Off {
-    let fetch = fetch_step(b, &e.fetch);
-    let prepare = tables(b, e.prepare.as_deref(), |b, step| {
-        let member = prep_step(b, step);
-        table(b, |t| t.union(0, Some(member)))
-    });
-    let read = read_step(b, &e.read);
-    let preprocess = e.preprocess.as_ref().map(|p| transform(b, p));
-    let merge = merge_strategy(b, &e.merge);
-    table(b, |t| {
-        t.union(0, Some(fetch));
-        t.child(2, prepare);
-        t.union(3, Some(read));
-        t.union(5, preprocess);
-        t.union(7, Some(merge));
-    })
-}
-
-fn name_values(b: &mut Builder, list: &Option<Vec<NameValue>>) -> Option<Off> {
-    tables(b, list.as_deref(), |b, nv| {
-        let name = text(b, &nv.name);
-        let value = text(b, &nv.value);
-        table(b, |t| {
-            t.child(0, name);
-            t.child(1, value);
-        })
-    })
-}
-
-fn event_time_source(b: &mut Builder, s: &EventTimeSource) -> Member {
-    let off = match s {
-        EventTimeSource::FromMetadata(_) | EventTimeSource::FromSystemTime(_) => table(b, |_| {}),
-        EventTimeSource::FromPath(p) => {
-            let pattern = text(b, &p.pattern);
-            let format = string(b, &p.timestamp_format);
-            table(b, |t| {
-                t.child(0, pattern);
-                t.child(1, format);
-            })
-        }
-    };
-    (position(EventTimeSource::KINDS, s.kind()), off)
-}
-
-fn caching(b: &mut Builder, c: &SourceCaching) -> Member {
-    let SourceCaching::Forever(_) = c;
-    (1, table(b, |_| {}))
-}
-
-fn fetch_step(b: &mut Builder, f: &FetchStep) -> Member {
-    let off = match f {
-        FetchStep::Url(u) => {
-            let url = text(b, &u.url);
-            let event_time = u.event_time.as_ref().map(|e| event_time_source(b, e));
-            let cache = u.cache.as_ref().map(|c| caching(b, c));
-            let headers = name_values(b, &u.headers);
-            table(b, |t| {
-                t.child(0, url);
-                t.union(1, event_time);
-                t.union(3, cache);
-                t.child(5, headers);
-            })
-        }
-        FetchStep::FilesGlob(g) => {
-            let path = text(b, &g.path);
-            let event_time = g.event_time.as_ref().map(|e| event_time_source(b, e));
-            let cache = g.cache.as_ref().map(|c| caching(b, c));
-            table(b, |t| {
-                t.child(0, path);
-                t.union(1, event_time);
-                t.union(3, cache);
-                t.optional(5, g.order.map(|o| o as i32));
-            })
-        }
-        FetchStep::Container(c) => {
-            let image = text(b, &c.image);
-            let command = strings(b, &c.command);
-            let args = strings(b, &c.args);
-            let env = name_values(b, &c.env);
-            table(b, |t| {
-                [image, command, args, env].into_iter().zip(0..).for_each(|(f, i)| t.child(i, f));
-            })
-        }
-        FetchStep::Mqtt(m) => {
-            let host = text(b, &m.host);
-            let username = string(b, &m.username);
-            let password = string(b, &m.password);
-            let topics = tables(b, Some(&m.topics), |b, topic| {
-                let path = text(b, &topic.path);
-                table(b, |t| {
-                    t.child(0, path);
-                    t.optional(1, topic.qos.map(|q| q as i32));
-                })
-            });
-            table(b, |t| {
-                t.child(0, host);
-                t.scalar(1, m.port, 0i32);
-                t.child(2, username);
-                t.child(3, password);
-                t.child(4, topics);
-            })
-        }
-        FetchStep::EthereumLogs(e) => {
-            let node_url = string(b, &e.node_url);
-            let filter = string(b, &e.filter);
-            let signature = string(b, &e.signature);
-            table(b, |t| {
-                t.optional(0, e.chain_id);
-                t.child(1, node_url);
-                t.child(2, filter);
-                t.child(3, signature);
-            })
-        }
-    };
-    (position(FetchStep::KINDS, f.kind()), off)
-}
-
-fn prep_step(b: &mut Builder, p: &PrepStep) -> Member {
-    let off = match p {
-        PrepStep::Decompress(d) => {
-            let sub_path = string(b, &d.sub_path);
-            table(b, |t| {
-                t.scalar(0, d.format as i32, 0i32);
-                t.child(1, sub_path);
-            })
-        }
-        PrepStep::Pipe(pipe) => {
-            let command = string_list(b, &pipe.command);
-            table(b, |t| t.child(0, command))
-        }
-    };
-    (position(PrepStep::KINDS, p.kind()), off)
-}

@@ -4,6 +4,7 @@
 
 mod decode;
 mod encode;
+mod polling;
 mod reader;
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Timelike, Utc};
@@ -17,6 +18,24 @@ pub const METADATA_BLOCK_KIND: i64 = 0x0040_0000;
 /// Manifest version 3: the layout with 4-byte alignment of the Timestamp struct. Versions 1
 /// and 2 laid structs out differently and are refused on read.
 pub const METADATA_BLOCK_VERSION: i32 = 3;
+
+/// MetadataEvent members in union order (the type tag is the position plus one), including
+/// the derivative-dataset events this gateway never writes.
+const EVENT_KINDS: &[&str] = &[
+    "AddData",
+    "ExecuteTransform",
+    "Seed",
+    "SetPollingSource",
+    "SetTransform",
+    "SetVocab",
+    "SetAttachments",
+    "SetInfo",
+    "SetLicense",
+    "SetDataSchema",
+    "AddPushSource",
+    "DisablePushSource",
+    "DisablePollingSource",
+];
 
 #[derive(Debug, thiserror::Error)]
 #[error("malformed metadata block: {0}")]

@@ -66,6 +66,10 @@ impl<'a> Table<'a> {
         Ok(Table { buf, pos, vtable, vtable_len })
     }
 
+    pub fn buffer_len(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Where field `index` (schema field index; a union takes two) is stored, if present.
     fn field(&self, index: u16) -> Result<Option<usize>, DecodeError> {
         let slot = 4 + 2 * index as usize;

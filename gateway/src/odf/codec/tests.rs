@@ -79,13 +79,26 @@ fn time_unit() -> impl Strategy<Value = Option<TimeUnit>> {
 }
 
 fn data_type() -> impl Strategy<Value = DataType> {
+    let simple = proptest::sample::select(vec![
+        DataType::Bool,
+        DataType::Date,
+        DataType::Float16,
+        DataType::Float32,
+        DataType::Float64,
+        DataType::Int8,
+        DataType::Int16,
+        DataType::Int32,
+        DataType::Int64,
+        DataType::UInt8,
+        DataType::UInt16,
+        DataType::UInt32,
+        DataType::UInt64,
+        DataType::Null,
+        DataType::String,
+    ]);
     let leaf = prop_oneof![
-        Just(DataType::Bool),
-        Just(DataType::Int64),
-        Just(DataType::UInt8),
-        Just(DataType::Float64),
-        Just(DataType::String),
-        Just(DataType::Date),
+        simple,
+        time_unit().prop_map(|unit| DataType::Time { unit }),
         proptest::option::of(any::<u64>()).prop_map(|fixed_length| DataType::Binary { fixed_length }),
         (any::<u32>(), any::<i32>()).prop_map(|(precision, scale)| DataType::Decimal { precision, scale }),
         time_unit().prop_map(|unit| DataType::Duration { unit }),
@@ -112,13 +125,21 @@ fn data_type() -> impl Strategy<Value = DataType> {
     })
 }
 
+fn extra() -> impl Strategy<Value = Option<crate::odf::schema::ExtraAttributes>> {
+    let entries = proptest::collection::btree_map("[a-z]{1,5}\\.dev/[a-z]{1,5}", any::<i32>(), 1..3);
+    proptest::option::of(entries)
+        .prop_map(|map| map.map(|m| m.into_iter().map(|(k, v)| (k, serde_json::Value::from(v))).collect()))
+}
+
 fn schema() -> impl Strategy<Value = DataSchema> {
-    proptest::collection::vec((name(), data_type()), 1..5).prop_map(|fields| DataSchema {
-        fields: fields
-            .into_iter()
-            .map(|(name, data_type)| DataField { name, data_type, extra: None })
-            .collect(),
-        extra: None,
+    (proptest::collection::vec((name(), data_type(), extra()), 1..5), extra()).prop_map(|(fields, extra)| {
+        DataSchema {
+            fields: fields
+                .into_iter()
+                .map(|(name, data_type, extra)| DataField { name, data_type, extra })
+                .collect(),
+            extra,
+        }
     })
 }
 
@@ -138,13 +159,35 @@ fn read_step() -> impl Strategy<Value = ReadStep> {
                 separator,
                 ..Default::default()
             })),
+        (any::<bool>(), proptest::option::of("\\\\|'"), proptest::option::of("NULL|"))
+            .prop_map(|(infer_schema, escape, null_value)| ReadStep::Csv(ReadStepCsv {
+                infer_schema: Some(infer_schema),
+                escape,
+                null_value,
+                quote: Some("'".into()),
+                encoding: Some("utf8".into()),
+                date_format: Some("rfc3339".into()),
+                timestamp_format: Some("%s".into()),
+                ..Default::default()
+            })),
         (ddl.clone(), proptest::option::of(schema())).prop_map(|(ddl_schema, schema)| {
             ReadStep::NdJson(ReadStepNdJson { ddl_schema, schema, ..Default::default() })
         }),
-        (proptest::option::of("[a-z.]{1,8}"), proptest::option::of(schema())).prop_map(
-            |(sub_path, schema)| ReadStep::Json(ReadStepJson { sub_path, schema, ..Default::default() })
-        ),
-        ddl.prop_map(|ddl_schema| ReadStep::Parquet(ReadSchemaOnly { ddl_schema, schema: None })),
+        (proptest::option::of("[a-z.]{1,8}"), proptest::option::of(schema()), proptest::option::of("rfc3339|%Y"))
+            .prop_map(|(sub_path, schema, date_format)| ReadStep::Json(ReadStepJson {
+                sub_path,
+                schema,
+                date_format,
+                encoding: Some("utf8".into()),
+                ..Default::default()
+            })),
+        ddl.clone().prop_map(|ddl_schema| ReadStep::Parquet(ReadSchemaOnly { ddl_schema, schema: None })),
+        ddl.clone().prop_map(|ddl_schema| ReadStep::GeoJson(ReadSchemaOnly { ddl_schema, schema: None })),
+        proptest::option::of(schema())
+            .prop_map(|schema| ReadStep::NdGeoJson(ReadSchemaOnly { ddl_schema: None, schema })),
+        (ddl, proptest::option::of("[a-z/]{1,8}")).prop_map(|(ddl_schema, sub_path)| {
+            ReadStep::EsriShapefile(ReadStepEsriShapefile { ddl_schema, sub_path, schema: None })
+        }),
     ]
 }
 
@@ -159,8 +202,74 @@ fn merge() -> impl Strategy<Value = MergeStrategy> {
                 compare_columns
             })
         ),
+        key.clone().prop_map(|primary_key| MergeStrategy::ChangelogStream(PrimaryKey { primary_key })),
         key.prop_map(|primary_key| MergeStrategy::UpsertStream(PrimaryKey { primary_key })),
     ]
+}
+
+fn transform() -> impl Strategy<Value = Transform> {
+    (
+        proptest::collection::vec((proptest::option::of(name()), "SELECT [a-z]+ FROM input"), 1..3),
+        proptest::option::of("[0-9]\\.[0-9]"),
+        proptest::option::of(proptest::collection::vec((name(), proptest::collection::vec(name(), 1..2)), 1..2)),
+    )
+        .prop_map(|(steps, version, temporal)| {
+            Transform::Sql(TransformSql {
+                engine: "datafusion".into(),
+                version,
+                query: None,
+                queries: Some(steps.into_iter().map(|(alias, query)| SqlQueryStep { alias, query }).collect()),
+                temporal_tables: temporal.map(|t| {
+                    t.into_iter().map(|(name, primary_key)| TemporalTable { name, primary_key }).collect()
+                }),
+            })
+        })
+}
+
+fn polling_source() -> impl Strategy<Value = MetadataEvent> {
+    use crate::odf::polling::*;
+    let event_time = proptest::option::of(prop_oneof![
+        Just(EventTimeSource::FromMetadata(Empty {})),
+        Just(EventTimeSource::FromSystemTime(Empty {})),
+        (name(), proptest::option::of("%Y-%m-%d")).prop_map(|(pattern, timestamp_format)| {
+            EventTimeSource::FromPath(EventTimeSourceFromPath { pattern, timestamp_format })
+        }),
+    ]);
+    let header = (name(), name()).prop_map(|(name, value)| NameValue { name, value });
+    let fetch = prop_oneof![
+        (name(), event_time.clone(), any::<bool>(), proptest::option::of(proptest::collection::vec(header.clone(), 1..3)))
+            .prop_map(|(url, event_time, cache, headers)| FetchStep::Url(FetchStepUrl {
+                url,
+                event_time,
+                cache: cache.then_some(SourceCaching::Forever(Empty {})),
+                headers,
+            })),
+        (name(), event_time, proptest::option::of(proptest::sample::select(SourceOrdering::ALL.to_vec())))
+            .prop_map(|(path, event_time, order)| FetchStep::FilesGlob(FetchStepFilesGlob { path, event_time, cache: None, order })),
+        (name(), proptest::option::of(proptest::collection::vec(name(), 1..3)), proptest::option::of(proptest::collection::vec(header, 1..2)))
+            .prop_map(|(image, args, env)| FetchStep::Container(FetchStepContainer { image, command: None, args, env })),
+        (name(), any::<i32>(), proptest::option::of(name()), proptest::option::of(proptest::sample::select(MqttQos::ALL.to_vec())))
+            .prop_map(|(host, port, username, qos)| FetchStep::Mqtt(FetchStepMqtt {
+                host,
+                port,
+                username,
+                password: None,
+                topics: vec![MqttTopicSubscription { path: "a/+/b".into(), qos }],
+            })),
+        (proptest::option::of(any::<u64>()), proptest::option::of(name()))
+            .prop_map(|(chain_id, node_url)| FetchStep::EthereumLogs(FetchStepEthereumLogs { chain_id, node_url, filter: None, signature: None })),
+    ];
+    let prepare = proptest::option::of(proptest::collection::vec(
+        prop_oneof![
+            (proptest::sample::select(CompressionFormat::ALL.to_vec()), proptest::option::of(name()))
+                .prop_map(|(format, sub_path)| PrepStep::Decompress(PrepStepDecompress { format, sub_path })),
+            proptest::collection::vec(name(), 1..3).prop_map(|command| PrepStep::Pipe(PrepStepPipe { command })),
+        ],
+        1..3,
+    ));
+    (fetch, prepare, read_step(), proptest::option::of(transform()), merge()).prop_map(|(fetch, prepare, read, preprocess, merge)| {
+        MetadataEvent::SetPollingSource(SetPollingSource { fetch, prepare, read, preprocess, merge })
+    })
 }
 
 fn event() -> impl Strategy<Value = MetadataEvent> {
@@ -171,8 +280,9 @@ fn event() -> impl Strategy<Value = MetadataEvent> {
         proptest::option::of((hash(), any::<u64>())),
         proptest::option::of(time()),
         proptest::option::of((name(), "[a-z/]{1,10}", "[ -~]{0,10}")),
+        extra(),
     )
-        .prop_map(|(prev_checkpoint, prev_offset, data, checkpoint, new_watermark, state)| {
+        .prop_map(|(prev_checkpoint, prev_offset, data, checkpoint, new_watermark, state, extra)| {
             MetadataEvent::AddData(AddData {
                 prev_checkpoint,
                 prev_offset,
@@ -189,7 +299,7 @@ fn event() -> impl Strategy<Value = MetadataEvent> {
                     kind,
                     value,
                 }),
-                extra: None,
+                extra,
             })
         });
     prop_oneof![
@@ -214,20 +324,23 @@ fn event() -> impl Strategy<Value = MetadataEvent> {
             raw_arrow_schema: None,
             schema: Some(s)
         })),
-        (name(), read_step(), proptest::option::of("SELECT [a-z]+ FROM input"), merge()).prop_map(
-            |(source_name, read, query, merge)| MetadataEvent::AddPushSource(AddPushSource {
+        (name(), read_step(), proptest::option::of(transform()), merge()).prop_map(
+            |(source_name, read, preprocess, merge)| MetadataEvent::AddPushSource(AddPushSource {
                 source_name,
                 read,
-                preprocess: query.map(|q| Transform::Sql(TransformSql {
-                    engine: "datafusion".into(),
-                    version: None,
-                    query: None,
-                    queries: Some(vec![SqlQueryStep { alias: None, query: q }]),
-                    temporal_tables: None,
-                })),
+                preprocess,
                 merge,
             })
         ),
+        polling_source(),
+        Just(MetadataEvent::DisablePollingSource(DisablePollingSource {})),
+        ("[A-Z-]{1,8}", "[ -~]{1,20}", proptest::option::of("[A-Z0-9.-]{1,8}"), "https://[a-z]{1,8}\\.org/")
+            .prop_map(|(short_name, name, spdx_id, website_url)| MetadataEvent::SetLicense(SetLicense { short_name, name, spdx_id, website_url })),
+        proptest::collection::vec((name(), "[ -~]{0,40}"), 0..3).prop_map(|items| MetadataEvent::SetAttachments(SetAttachments {
+            attachments: Attachments::Embedded(AttachmentsEmbedded {
+                items: items.into_iter().map(|(path, content)| AttachmentEmbedded { path, content }).collect(),
+            }),
+        })),
         name().prop_map(|source_name| MetadataEvent::DisablePushSource(DisablePushSource { source_name })),
     ]
 }

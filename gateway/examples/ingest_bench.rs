@@ -1,0 +1,199 @@
+//! Ingest benchmark: 1,000,000 GPS records of NdJson from a file, three ways, each in its own
+//! process so peak memory is its own:
+//!
+//! - reference: the same bytes decoded with arrow-json and written to Parquet (zstd), no ODF;
+//! - append: `DatasetWriter` into a dataset with an Append merge (read, coerce, slice, hashes,
+//!   commit);
+//! - ledger: the same with a Ledger merge on (device_id, seq).
+//!
+//! Prints rows/s, MB/s, peak memory, and the ratios the project tracks (append vs reference,
+//! ledger cost on top of append).
+//!
+//!     cargo run --release --example ingest_bench [-- --rows N]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use chrono::Utc;
+use odf_gateway::ingest::{DatasetWriter, IngestOptions, IngestRequest, Message};
+use odf_gateway::odf::parse_snapshots;
+use odf_gateway::store::DataDir;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+const MANIFEST: &str = "
+kind: DatasetSnapshot
+version: 1
+content:
+  name: gps
+  kind: Root
+  metadata:
+    - kind: AddPushSource
+      sourceName: default
+      read:
+        kind: NdJson
+        schema:
+          fields:
+            - { name: device_id, type: string }
+            - { name: seq, type: int64 }
+            - { name: t, type: timestamp }
+            - { name: lat, type: float64 }
+            - { name: long, type: float64 }
+            - { name: speed, type: { kind: Option, inner: float64 } }
+            - { name: heading, type: { kind: Option, inner: float64 } }
+            - { name: battery, type: { kind: Option, inner: float64 } }
+      merge:
+        kind: MERGE
+    - kind: SetVocab
+      eventTimeColumn: t
+";
+
+/// Deterministic tracks: 1,000 devices reporting every 10 s, wandering around Vancouver.
+fn generate(path: &Path, rows: usize) -> anyhow::Result<u64> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % 10_000) as f64 / 10_000.0
+    };
+    let start = 1_767_225_600i64;
+    for i in 0..rows {
+        let device = i % 1000;
+        let seq = i / 1000;
+        let t = chrono::DateTime::from_timestamp(start + (seq as i64) * 10, 0).unwrap_or_default();
+        writeln!(
+            out,
+            r#"{{"device_id":"T-{device:04}","seq":{seq},"t":"{}","lat":{:.6},"long":{:.6},"speed":{:.1},"heading":{:.0},"battery":{:.0}}}"#,
+            t.format("%Y-%m-%dT%H:%M:%SZ"),
+            49.2 + next() * 0.1,
+            -123.2 + next() * 0.1,
+            next() * 90.0,
+            next() * 360.0,
+            100.0 - next() * 60.0,
+        )?;
+    }
+    out.flush()?;
+    Ok(std::fs::metadata(path)?.len())
+}
+
+fn reference(input: &Path, out_dir: &Path) -> anyhow::Result<usize> {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("device_id", DataType::Utf8, false),
+        Field::new("seq", DataType::Int64, false),
+        Field::new("t", ts, false),
+        Field::new("lat", DataType::Float64, false),
+        Field::new("long", DataType::Float64, false),
+        Field::new("speed", DataType::Float64, true),
+        Field::new("heading", DataType::Float64, true),
+        Field::new("battery", DataType::Float64, true),
+    ]));
+    let bytes = std::fs::read(input)?;
+    let reader = arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(1 << 16).build(bytes.as_slice())?;
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    let batch = arrow::compute::concat_batches(&schema, &batches)?;
+    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+    let mut writer = ArrowWriter::try_new(std::fs::File::create(out_dir.join("reference.parquet"))?, schema, Some(props))?;
+    writer.write(&batch)?;
+    writer.into_inner()?.sync_all()?;
+    Ok(batch.num_rows())
+}
+
+fn odf(input: &Path, out_dir: &Path, merge: &str) -> anyhow::Result<usize> {
+    let merge = if merge == "ledger" { "Ledger\n        primaryKey: [device_id, seq]" } else { "Append" };
+    let snapshot = parse_snapshots(&MANIFEST.replace("MERGE", merge), "bench")?.remove(0);
+    let data_dir = DataDir::create(&out_dir.join("odf"))?;
+    let dataset = data_dir.create_dataset(&snapshot, Utc::now())?;
+    let bytes = std::fs::read(input)?;
+    let request = IngestRequest {
+        source: None,
+        messages: vec![Message { bytes: &bytes, format: None, origin: "bench".into() }],
+        event_time: None,
+    };
+    let options = IngestOptions { system_time: Utc::now(), skip_bad_records: false };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let outcome = runtime.block_on(DatasetWriter::new(dataset).ingest(request, &options))?;
+    let committed = outcome.committed.context("nothing was committed")?;
+    Ok(committed.records as usize)
+}
+
+/// Peak resident memory of this process, in MiB.
+fn peak_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// In a child: runs one phase and prints "rows seconds peak_mib".
+fn phase(name: &str, input: &Path) -> anyhow::Result<()> {
+    let out_dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let rows = match name {
+        "reference" => reference(input, out_dir.path())?,
+        "append" | "ledger" => odf(input, out_dir.path(), name)?,
+        other => bail!("unknown phase {other}"),
+    };
+    println!("{rows} {} {}", started.elapsed().as_secs_f64(), peak_mib());
+    Ok(())
+}
+
+fn run_phase(name: &str, input: &Path) -> anyhow::Result<(usize, f64, f64)> {
+    let output = Command::new(std::env::current_exe()?).args(["--phase", name]).arg(input).output()?;
+    if !output.status.success() {
+        bail!("{name}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let text = String::from_utf8(output.stdout)?;
+    let fields: Vec<f64> = text.split_whitespace().map(str::parse).collect::<Result<_, _>>()?;
+    match fields.as_slice() {
+        [rows, seconds, peak] => Ok((*rows as usize, *seconds, *peak)),
+        _ => bail!("{name}: unexpected output {text}"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, name, input] = args.as_slice() {
+        if flag == "--phase" {
+            return phase(name, &PathBuf::from(input));
+        }
+    }
+    let rows = match args.as_slice() {
+        [_, flag, n] if flag == "--rows" => n.parse()?,
+        _ => 1_000_000,
+    };
+    let dir = tempfile::tempdir()?;
+    let input = dir.path().join("gps.ndjson");
+    let bytes = generate(&input, rows)?;
+    let mb = bytes as f64 / 1e6;
+    println!("input: {rows} GPS records, {mb:.1} MB of NdJson");
+    println!("{:<10} {:>10} {:>12} {:>10} {:>10}", "run", "seconds", "rows/s", "MB/s", "peak MiB");
+    let mut results = Vec::new();
+    for name in ["reference", "append", "ledger"] {
+        let (done, seconds, peak) = run_phase(name, &input)?;
+        if done != rows {
+            bail!("{name} wrote {done} rows, expected {rows}");
+        }
+        println!(
+            "{name:<10} {seconds:>10.2} {:>12.0} {:>10.1} {peak:>10.0}",
+            rows as f64 / seconds,
+            mb / seconds
+        );
+        results.push(seconds);
+    }
+    let (reference, append, ledger) = (results[0], results[1], results[2]);
+    println!("append throughput / reference: {:.2} (target >= 0.70)", reference / append);
+    println!("ledger cost on top of append: {:+.0}% (target < 25%)", (ledger / append - 1.0) * 100.0);
+    Ok(())
+}

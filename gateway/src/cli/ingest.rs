@@ -1,0 +1,138 @@
+//! `odf-gateway ingest`: push files or stdin into a dataset's push source (like `kamu ingest`).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use chrono::{DateTime, Utc};
+
+use super::{output, parse_time, Context};
+use crate::ingest::{DatasetWriter, IngestError, IngestOptions, IngestRequest, InputFormat, Message};
+
+/// Push data from files or stdin into a dataset, through one of its push sources.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The dataset.
+    dataset: String,
+
+    /// Files to ingest (folders too, with --recursive). One commit for all of them.
+    #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+    files: Vec<PathBuf>,
+
+    /// Read the data from standard input.
+    #[arg(long)]
+    stdin: bool,
+
+    /// The push source; needed when the dataset has several.
+    #[arg(long)]
+    source_name: Option<String>,
+
+    /// Format of the input (ndjson, json, csv, cbor), when it is not the source's own and the
+    /// file extension does not say.
+    #[arg(long, value_parser = |s: &str| s.parse::<InputFormat>())]
+    input_format: Option<InputFormat>,
+
+    /// Event time (RFC 3339) for records whose data has none; else the system time.
+    #[arg(long, value_parser = parse_time)]
+    event_time: Option<DateTime<Utc>>,
+
+    /// Ingest the files of the folders given, and of their sub-folders.
+    #[arg(short, long)]
+    recursive: bool,
+
+    /// Commit the records that fit, and list the ones that did not (else commit nothing).
+    #[arg(long)]
+    skip_bad_records: bool,
+}
+
+struct Input {
+    origin: String,
+    bytes: Vec<u8>,
+    format: Option<InputFormat>,
+}
+
+pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    let dataset = ctx.data_dir()?.open_dataset(&args.dataset)?;
+    let mut inputs = Vec::new();
+    if args.stdin {
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes).context("read stdin")?;
+        inputs.push(Input { origin: "<stdin>".into(), bytes, format: args.input_format });
+    } else {
+        let files = files(&args.files, args.recursive)?;
+        let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+        let bar = output::bytes_progress(total, "read");
+        for file in files {
+            let bytes = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
+            bar.inc(bytes.len() as u64);
+            let format = args.input_format.or_else(|| InputFormat::from_extension(&file));
+            inputs.push(Input { origin: file.display().to_string(), bytes, format });
+        }
+        bar.finish_and_clear();
+    }
+
+    let request = IngestRequest {
+        source: args.source_name.as_deref(),
+        messages: inputs.iter().map(|i| Message { bytes: &i.bytes, format: i.format, origin: i.origin.clone() }).collect(),
+        event_time: args.event_time,
+    };
+    let options = IngestOptions { system_time: ctx.system_time(), skip_bad_records: args.skip_bad_records };
+    let mut writer = DatasetWriter::new(dataset);
+    let spinner = output::spinner("merge and commit");
+    let result = ctx.block_on(writer.ingest(request, &options));
+    spinner.finish_and_clear();
+    let outcome = match result? {
+        Ok(outcome) => outcome,
+        Err(IngestError::BadRecords(rejected)) => {
+            for e in &rejected {
+                eprintln!("error: {e}");
+            }
+            bail!("{} record(s) rejected; nothing was committed (--skip-bad-records commits the rest)", rejected.len());
+        }
+        Err(e) => return Err(e).with_context(|| format!("ingest into '{}'", args.dataset)),
+    };
+    for e in &outcome.rejected {
+        eprintln!("skipped: {e}");
+    }
+    match outcome.committed {
+        Some(c) => eprintln!(
+            "Dataset updated: {} record(s) via source '{}' at offsets {}..={}, head {}",
+            c.records, outcome.source, c.offsets.start, c.offsets.end, c.head
+        ),
+        None => eprintln!("Dataset up-to-date: {} record(s) read, nothing new to commit", outcome.records_read),
+    }
+    Ok(())
+}
+
+fn files(paths: &[PathBuf], recursive: bool) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        collect(path, recursive, true, &mut files)?;
+    }
+    Ok(files)
+}
+
+fn collect(path: &Path, recursive: bool, given: bool, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    if !path.is_dir() {
+        if !path.exists() {
+            bail!("{}: no such file or folder", path.display());
+        }
+        files.push(path.to_owned());
+        return Ok(());
+    }
+    if !given && !recursive {
+        return Ok(());
+    }
+    if given && !recursive {
+        bail!("{} is a folder; pass --recursive to ingest the files in it", path.display());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("list {}", path.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    entries.sort();
+    for entry in entries {
+        collect(&entry, recursive, false, files)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,366 @@
+//! Coercion of one input value to a column's kind. Every reader (JSON, CSV, CBOR) reduces its
+//! values to `Input`, so the rules are the same whatever the format:
+//!
+//! - integers: integers in range, floats with no fraction, numeric strings;
+//! - floats: any number, numeric strings;
+//! - booleans: booleans, 0/1, `true`/`false`/`yes`/`no` in any case;
+//! - strings: strings, and numbers or booleans as their text;
+//! - timestamps: RFC 3339 strings (an offset is converted to UTC; no offset means UTC),
+//!   strings in the source's `timestampFormat`, epoch numbers in the column's unit, CBOR
+//!   epoch times (tag 1) in seconds;
+//! - dates: `YYYY-MM-DD` or the source's `dateFormat`, or days since the epoch;
+//! - decimals: numbers and decimal strings, rejected if they need more digits than declared;
+//! - binary: byte strings (CBOR), base64 strings.
+
+use std::fmt;
+
+use arrow::datatypes::TimeUnit;
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+
+use super::read_schema::Kind;
+
+/// A value as a reader found it, before coercion.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(&'a str),
+    Bytes(&'a [u8]),
+    /// A time given as seconds since the epoch whatever the column's unit (CBOR tag 1).
+    EpochSeconds(f64),
+}
+
+impl fmt::Display for Input<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Input::Null => f.write_str("null"),
+            Input::Bool(b) => write!(f, "{b}"),
+            Input::Int(i) => write!(f, "{i}"),
+            Input::UInt(u) => write!(f, "{u}"),
+            Input::Float(x) => write!(f, "{x}"),
+            Input::Str(s) if s.chars().count() > 60 => {
+                write!(f, "\"{}…\"", s.chars().take(60).collect::<String>())
+            }
+            Input::Str(s) => write!(f, "\"{s}\""),
+            Input::Bytes(b) => write!(f, "{} bytes", b.len()),
+            Input::EpochSeconds(s) => write!(f, "epoch time {s}"),
+        }
+    }
+}
+
+/// A coerced value, ready for the column's Arrow builder. Dates and timestamps are `Int`
+/// (days, or units since the epoch).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+    Decimal(i128),
+}
+
+/// Formats from the read step; `None` means RFC 3339.
+#[derive(Debug, Clone, Default)]
+pub struct Formats {
+    pub date: Option<String>,
+    pub timestamp: Option<String>,
+}
+
+impl Formats {
+    /// `rfc3339` (any case) is the spec's name for the default.
+    pub fn new(date: Option<&str>, timestamp: Option<&str>) -> Formats {
+        let custom = |f: Option<&str>| f.filter(|f| !f.eq_ignore_ascii_case("rfc3339")).map(str::to_owned);
+        Formats { date: custom(date), timestamp: custom(timestamp) }
+    }
+}
+
+/// Why a value does not fit: shown after "value X is not a <kind>: ".
+pub type Reason = String;
+
+pub fn coerce(kind: &Kind, input: Input, formats: &Formats) -> Result<Value, Reason> {
+    if let Input::Null = input {
+        return Ok(Value::Null);
+    }
+    match kind {
+        Kind::Bool => to_bool(input).map(Value::Bool),
+        Kind::Int(bits) => to_int(input, *bits).map(Value::Int),
+        Kind::UInt(bits) => to_uint(input, *bits).map(Value::UInt),
+        Kind::Float32 | Kind::Float64 => to_float(input).map(Value::Float),
+        Kind::String => to_text(input).map(Value::Text),
+        Kind::Binary => to_bytes(input).map(Value::Bytes),
+        Kind::Date => to_date(input, formats).map(Value::Int),
+        Kind::Timestamp { unit, .. } => to_timestamp(input, *unit, formats).map(Value::Int),
+        Kind::Decimal { precision, scale } => to_decimal(input, *precision, *scale).map(Value::Decimal),
+    }
+}
+
+fn wrong_shape(input: Input) -> Reason {
+    let shape = match input {
+        Input::Bool(_) => "a boolean",
+        Input::Bytes(_) => "a byte string",
+        Input::Str(_) => "a string",
+        _ => "a number",
+    };
+    format!("{shape} does not convert to it")
+}
+
+fn to_bool(input: Input) -> Result<bool, Reason> {
+    match input {
+        Input::Bool(b) => Ok(b),
+        Input::Int(0) | Input::UInt(0) => Ok(false),
+        Input::Int(1) | Input::UInt(1) => Ok(true),
+        Input::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" => Ok(true),
+            "false" | "no" | "0" => Ok(false),
+            _ => Err("expected true or false".into()),
+        },
+        other => Err(wrong_shape(other)),
+    }
+}
+
+fn int_range(bits: u8) -> (i64, i64) {
+    match bits {
+        8 => (i8::MIN.into(), i8::MAX.into()),
+        16 => (i16::MIN.into(), i16::MAX.into()),
+        32 => (i32::MIN.into(), i32::MAX.into()),
+        _ => (i64::MIN, i64::MAX),
+    }
+}
+
+fn to_int(input: Input, bits: u8) -> Result<i64, Reason> {
+    let value: i128 = match input {
+        Input::Int(i) => i.into(),
+        Input::UInt(u) => u.into(),
+        Input::Float(f) if f.fract() == 0.0 && f.abs() < 1e19 => f as i128,
+        Input::Float(_) => return Err("it has a fraction".into()),
+        Input::Str(s) => s.trim().parse::<i128>().map_err(|_| "not an integer".to_string())?,
+        other => return Err(wrong_shape(other)),
+    };
+    let (min, max) = int_range(bits);
+    i64::try_from(value)
+        .ok()
+        .filter(|v| (min..=max).contains(v))
+        .ok_or_else(|| format!("out of range {min}..={max}"))
+}
+
+fn to_uint(input: Input, bits: u8) -> Result<u64, Reason> {
+    let value: i128 = match input {
+        Input::Int(i) => i.into(),
+        Input::UInt(u) => u.into(),
+        Input::Float(f) if f.fract() == 0.0 && f.abs() < 1e20 => f as i128,
+        Input::Float(_) => return Err("it has a fraction".into()),
+        Input::Str(s) => s.trim().parse::<i128>().map_err(|_| "not an integer".to_string())?,
+        other => return Err(wrong_shape(other)),
+    };
+    let max = if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+    u64::try_from(value).ok().filter(|v| *v <= max).ok_or_else(|| format!("out of range 0..={max}"))
+}
+
+fn to_float(input: Input) -> Result<f64, Reason> {
+    match input {
+        Input::Int(i) => Ok(i as f64),
+        Input::UInt(u) => Ok(u as f64),
+        Input::Float(f) => Ok(f),
+        Input::Str(s) => s.trim().parse::<f64>().map_err(|_| "not a number".into()),
+        other => Err(wrong_shape(other)),
+    }
+}
+
+fn to_text(input: Input) -> Result<String, Reason> {
+    match input {
+        Input::Str(s) => Ok(s.to_owned()),
+        Input::Bool(b) => Ok(b.to_string()),
+        Input::Int(i) => Ok(i.to_string()),
+        Input::UInt(u) => Ok(u.to_string()),
+        Input::Float(f) => Ok(f.to_string()),
+        Input::Bytes(b) => String::from_utf8(b.to_vec()).map_err(|_| "bytes that are not UTF-8".into()),
+        other => Err(wrong_shape(other)),
+    }
+}
+
+fn to_bytes(input: Input) -> Result<Vec<u8>, Reason> {
+    match input {
+        Input::Bytes(b) => Ok(b.to_vec()),
+        Input::Str(s) => {
+            base64::engine::general_purpose::STANDARD.decode(s.trim()).map_err(|e| format!("not base64: {e}"))
+        }
+        other => Err(wrong_shape(other)),
+    }
+}
+
+fn to_date(input: Input, formats: &Formats) -> Result<i64, Reason> {
+    let date = match input {
+        Input::Int(days) => return Ok(days),
+        Input::UInt(days) => return i64::try_from(days).map_err(|_| "out of range".into()),
+        Input::Str(s) => {
+            let format = formats.date.as_deref().unwrap_or("%Y-%m-%d");
+            NaiveDate::parse_from_str(s.trim(), format).map_err(|e| format!("not a date in format {format}: {e}"))?
+        }
+        other => return Err(wrong_shape(other)),
+    };
+    Ok(date.signed_duration_since(NaiveDate::default()).num_days())
+}
+
+fn to_timestamp(input: Input, unit: TimeUnit, formats: &Formats) -> Result<i64, Reason> {
+    let time = match input {
+        Input::Int(n) => return Ok(n),
+        Input::UInt(n) => return i64::try_from(n).map_err(|_| "out of range".into()),
+        Input::Float(f) => return Ok(f.round() as i64),
+        Input::EpochSeconds(s) => {
+            let per_second = match unit {
+                TimeUnit::Second => 1.0,
+                TimeUnit::Millisecond => 1e3,
+                TimeUnit::Microsecond => 1e6,
+                TimeUnit::Nanosecond => 1e9,
+            };
+            return Ok((s * per_second).round() as i64);
+        }
+        Input::Str(s) => parse_time(s.trim(), formats.timestamp.as_deref())?,
+        other => return Err(wrong_shape(other)),
+    };
+    match unit {
+        TimeUnit::Second => Ok(time.timestamp()),
+        TimeUnit::Millisecond => Ok(time.timestamp_millis()),
+        TimeUnit::Microsecond => Ok(time.timestamp_micros()),
+        TimeUnit::Nanosecond => time.timestamp_nanos_opt().ok_or_else(|| "out of the nanosecond range".into()),
+    }
+}
+
+/// An RFC 3339 time (or one without an offset, taken as UTC), or one in `format`.
+pub fn parse_time(s: &str, format: Option<&str>) -> Result<DateTime<Utc>, Reason> {
+    if let Some(format) = format {
+        return DateTime::parse_from_str(s, format)
+            .map(|t| t.with_timezone(&Utc))
+            .or_else(|_| NaiveDateTime::parse_from_str(s, format).map(|t| t.and_utc()))
+            .map_err(|e| format!("not a time in format {format}: {e}"));
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for naive in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, naive) {
+            return Ok(t.and_utc());
+        }
+    }
+    Err("not an RFC 3339 time such as 2026-01-31T12:00:00Z".into())
+}
+
+fn to_decimal(input: Input, precision: u8, scale: i8) -> Result<i128, Reason> {
+    let scaled: i128 = match input {
+        Input::Int(i) => scale_up(i.into(), scale)?,
+        Input::UInt(u) => scale_up(u.into(), scale)?,
+        Input::Float(f) => {
+            let scaled = f * 10f64.powi(scale.into());
+            if !scaled.is_finite() || scaled.abs() >= 1e38 {
+                return Err("out of range".into());
+            }
+            scaled.round() as i128
+        }
+        Input::Str(s) => parse_decimal(s.trim(), scale)?,
+        other => return Err(wrong_shape(other)),
+    };
+    let limit = 10i128.pow(precision.into());
+    if scaled.abs() >= limit {
+        return Err(format!("needs more than {precision} digits"));
+    }
+    Ok(scaled)
+}
+
+fn scale_up(value: i128, scale: i8) -> Result<i128, Reason> {
+    if scale >= 0 {
+        value.checked_mul(10i128.pow(scale as u32)).ok_or_else(|| "out of range".into())
+    } else {
+        Ok(value / 10i128.pow(scale.unsigned_abs().into()))
+    }
+}
+
+/// `-12.345` with scale 3 is -12345; digits past the scale are an error, not rounded.
+fn parse_decimal(s: &str, scale: i8) -> Result<i128, Reason> {
+    let bad = || format!("not a decimal number with at most {scale} decimal places");
+    let (negative, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let all_digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && fraction.is_empty() || !all_digits(whole) || !all_digits(fraction) {
+        return Err(bad());
+    }
+    let scale = usize::try_from(scale).map_err(|_| bad())?;
+    if fraction.trim_end_matches('0').len() > scale {
+        return Err(bad());
+    }
+    let padded = format!("{whole}{fraction:0<scale$}");
+    let magnitude: i128 = padded[..whole.len() + scale].parse().map_err(|_| bad())?;
+    Ok(if negative { -magnitude } else { magnitude })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(kind: Kind, input: Input) -> Value {
+        coerce(&kind, input, &Formats::default()).unwrap_or_else(|e| panic!("{input}: {e}"))
+    }
+
+    fn err(kind: Kind, input: Input) -> String {
+        coerce(&kind, input, &Formats::default()).unwrap_err()
+    }
+
+    fn ms() -> Kind {
+        Kind::Timestamp { unit: TimeUnit::Millisecond, timezone: "UTC".into() }
+    }
+
+    #[test]
+    fn timestamps_from_strings_and_epochs() {
+        assert_eq!(ok(ms(), Input::Str("2020-01-01T00:00:00Z")), Value::Int(1_577_836_800_000));
+        assert_eq!(ok(ms(), Input::Str("2020-01-01T01:00:00+01:00")), Value::Int(1_577_836_800_000));
+        assert_eq!(ok(ms(), Input::Str("2020-01-01 00:00:00.5")), Value::Int(1_577_836_800_500));
+        assert_eq!(ok(ms(), Input::Int(1_577_836_800_000)), Value::Int(1_577_836_800_000));
+        assert_eq!(ok(ms(), Input::EpochSeconds(1_577_836_800.25)), Value::Int(1_577_836_800_250));
+        let seconds = Kind::Timestamp { unit: TimeUnit::Second, timezone: "UTC".into() };
+        assert_eq!(ok(seconds, Input::Int(1_577_836_800)), Value::Int(1_577_836_800));
+        assert!(err(ms(), Input::Str("yesterday")).contains("RFC 3339"));
+        assert!(err(ms(), Input::Bool(true)).contains("a boolean"));
+        let custom = Formats::new(None, Some("%d/%m/%Y %H:%M"));
+        assert_eq!(coerce(&ms(), Input::Str("01/01/2020 00:01"), &custom), Ok(Value::Int(1_577_836_860_000)));
+    }
+
+    #[test]
+    fn numbers_widen_and_are_range_checked() {
+        assert_eq!(ok(Kind::Float64, Input::Int(3)), Value::Float(3.0));
+        assert_eq!(ok(Kind::Int(64), Input::Float(3.0)), Value::Int(3));
+        assert_eq!(ok(Kind::Int(32), Input::Str(" 42 ")), Value::Int(42));
+        assert_eq!(ok(Kind::UInt(8), Input::UInt(255)), Value::UInt(255));
+        assert!(err(Kind::UInt(8), Input::Int(256)).contains("out of range 0..=255"));
+        assert!(err(Kind::UInt(8), Input::Int(-1)).contains("out of range"));
+        assert!(err(Kind::Int(8), Input::Float(1.5)).contains("fraction"));
+        assert!(err(Kind::Float64, Input::Str("abc")).contains("not a number"));
+    }
+
+    #[test]
+    fn decimals_keep_exact_digits() {
+        let kind = || Kind::Decimal { precision: 6, scale: 2 };
+        assert_eq!(ok(kind(), Input::Str("-12.3")), Value::Decimal(-1230));
+        assert_eq!(ok(kind(), Input::Int(7)), Value::Decimal(700));
+        assert_eq!(ok(kind(), Input::Float(0.125)), Value::Decimal(13));
+        assert!(err(kind(), Input::Str("1.234")).contains("at most 2 decimal places"));
+        assert!(err(kind(), Input::Str("12345.6")).contains("more than 6 digits"));
+    }
+
+    #[test]
+    fn other_kinds() {
+        assert_eq!(ok(Kind::Bool, Input::Str("Yes")), Value::Bool(true));
+        assert_eq!(ok(Kind::String, Input::Int(5)), Value::Text("5".into()));
+        assert_eq!(ok(Kind::Date, Input::Str("1970-01-02")), Value::Int(1));
+        assert_eq!(ok(Kind::Binary, Input::Str("AQI=")), Value::Bytes(vec![1, 2]));
+        assert_eq!(ok(Kind::Int(64), Input::Null), Value::Null);
+    }
+}

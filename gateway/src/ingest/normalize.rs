@@ -1,0 +1,132 @@
+//! Shapes preprocessed records into the dataset's columns: the event time column first (from
+//! the data, else the request's event time, else the system time), timestamps in
+//! milliseconds UTC, user columns nullable, and, once the dataset has a schema, exactly its
+//! columns in its order and types.
+
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, Array, ArrayRef, TimestampMillisecondArray};
+use arrow::compute::{cast_with_options, CastOptions};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use chrono::{DateTime, Utc};
+
+use super::error::IngestError;
+use super::slice::{timestamp_ms_utc, Vocab};
+
+/// Records ready to merge, and the `op` column the input carried (changelog and upsert
+/// sources say per record what happened).
+pub struct Normalized {
+    pub batch: RecordBatch,
+    pub op: Option<ArrayRef>,
+}
+
+const STRICT: CastOptions<'static> = CastOptions { safe: false, format_options: arrow::util::display::FormatOptions::new() };
+
+fn cast(column: &ArrayRef, to: &DataType, name: &str) -> Result<ArrayRef, IngestError> {
+    if column.data_type() == to {
+        return Ok(column.clone());
+    }
+    cast_with_options(column, to, &STRICT).map_err(|e| IngestError::Schema(format!(
+        "column '{name}' is {} where {to} is needed: {e}",
+        column.data_type()
+    )))
+}
+
+/// `takes_op`: whether the merge strategy reads an `op` column from the input.
+pub fn normalize(
+    input: RecordBatch,
+    vocab: &Vocab,
+    takes_op: bool,
+    fallback_event_time: DateTime<Utc>,
+    dataset_schema: Option<&SchemaRef>,
+) -> Result<Normalized, IngestError> {
+    let schema = input.schema();
+    for reserved in [&vocab.offset, &vocab.system_time] {
+        if schema.index_of(reserved).is_ok() {
+            return Err(IngestError::Schema(format!("column '{reserved}' is a system column; rename it")));
+        }
+    }
+    let mut op = None;
+    let mut event_time = None;
+    let mut fields: Vec<Arc<Field>> = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (field, column) in schema.fields().iter().zip(input.columns()) {
+        if field.name() == &vocab.op {
+            if !takes_op {
+                return Err(IngestError::Schema(format!(
+                    "column '{}' is a system column (only ChangelogStream and UpsertStream sources send it)",
+                    vocab.op
+                )));
+            }
+            op = Some(cast(column, &DataType::Int32, &vocab.op)?);
+        } else if field.name() == &vocab.event_time {
+            event_time = Some(event_time_column(column, &vocab.event_time, fallback_event_time)?);
+        } else {
+            let column = match column.data_type() {
+                DataType::Timestamp(_, _) => cast(column, &timestamp_ms_utc(), field.name())?,
+                _ => column.clone(),
+            };
+            fields.push(Arc::new(Field::new(field.name(), column.data_type().clone(), true)));
+            columns.push(column);
+        }
+    }
+    let rows = input.num_rows();
+    let event_time = event_time.unwrap_or_else(|| {
+        Arc::new(TimestampMillisecondArray::from(vec![fallback_event_time.timestamp_millis(); rows]).with_timezone("UTC"))
+    });
+    fields.insert(0, Arc::new(Field::new(&vocab.event_time, timestamp_ms_utc(), false)));
+    columns.insert(0, event_time);
+
+    let batch = match dataset_schema {
+        None => RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?,
+        Some(target) => align(&fields, columns, target, rows)?,
+    };
+    Ok(Normalized { batch, op })
+}
+
+/// The event time as Timestamp(ms, UTC); missing values get the fallback time.
+fn event_time_column(column: &ArrayRef, name: &str, fallback: DateTime<Utc>) -> Result<ArrayRef, IngestError> {
+    let column = match column.data_type() {
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => cast(column, &timestamp_ms_utc(), name)?,
+        other => {
+            return Err(IngestError::Schema(format!(
+                "the event time column '{name}' is {other}; it must be a timestamp or a date"
+            )));
+        }
+    };
+    if column.null_count() == 0 {
+        return Ok(column);
+    }
+    let Some(times) = column.as_any().downcast_ref::<TimestampMillisecondArray>() else { return Ok(column) };
+    let fallback = fallback.timestamp_millis();
+    let filled: TimestampMillisecondArray = times.iter().map(|t| Some(t.unwrap_or(fallback))).collect();
+    Ok(Arc::new(filled.with_timezone("UTC")))
+}
+
+/// Puts the columns in the dataset's order and types. Extra or missing columns are errors:
+/// every source of a dataset must produce its schema.
+fn align(fields: &[Arc<Field>], columns: Vec<ArrayRef>, target: &SchemaRef, rows: usize) -> Result<RecordBatch, IngestError> {
+    let names = |fs: &mut dyn Iterator<Item = &String>| fs.cloned().collect::<Vec<_>>().join(", ");
+    let extra: Vec<&String> =
+        fields.iter().map(|f| f.name()).filter(|n| target.index_of(n).is_err()).collect();
+    if !extra.is_empty() {
+        return Err(IngestError::Schema(format!(
+            "columns {} are not in the dataset schema ({})",
+            names(&mut extra.into_iter()),
+            names(&mut target.fields().iter().map(|f| f.name()))
+        )));
+    }
+    let mut aligned = Vec::with_capacity(target.fields().len());
+    for field in target.fields() {
+        let column = match fields.iter().position(|f| f.name() == field.name()) {
+            Some(i) => cast(&columns[i], field.data_type(), field.name())?,
+            None if field.is_nullable() => new_null_array(field.data_type(), rows),
+            None => {
+                return Err(IngestError::Schema(format!("column '{}' of the dataset schema is missing", field.name())));
+            }
+        };
+        aligned.push(column);
+    }
+    Ok(RecordBatch::try_new(target.clone(), aligned)?)
+}

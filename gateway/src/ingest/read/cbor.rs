@@ -1,0 +1,102 @@
+//! CBOR: one map, an array of maps, or a CBOR sequence of either (RFC 8742). Standard
+//! date/time tags are understood: tag 0 (an RFC 3339 string), tag 1 (epoch seconds).
+
+use std::io::Cursor;
+
+use ciborium::Value;
+
+use super::{Position, Problem};
+use crate::ingest::coerce::Input;
+use crate::ingest::sink::{FieldError, RecordSink};
+
+type Reject<'r> = dyn FnMut(usize, Option<Position>, Problem) + 'r;
+
+pub fn read(bytes: &[u8], sink: &mut RecordSink, reject: &mut Reject) {
+    let mut cursor = Cursor::new(bytes);
+    let mut record = 0;
+    while (cursor.position() as usize) < bytes.len() {
+        let start = cursor.position();
+        let item: Value = match ciborium::de::from_reader(&mut cursor) {
+            Ok(item) => item,
+            Err(e) => {
+                let message = match e {
+                    ciborium::de::Error::Syntax(at) => format!("malformed CBOR at byte {at}"),
+                    ciborium::de::Error::Io(_) => "CBOR item cut short".to_string(),
+                    ciborium::de::Error::RecursionLimitExceeded => "CBOR nested too deeply".to_string(),
+                    ciborium::de::Error::Semantic(at, m) => {
+                        format!("invalid CBOR{}: {m}", at.map(|a| format!(" at byte {a}")).unwrap_or_default())
+                    }
+                };
+                // The rest of a sequence cannot be found after a broken item.
+                return reject(record + 1, Some(Position::Byte(start)), Problem::Malformed(message));
+            }
+        };
+        let maps = match item {
+            Value::Array(items) => items,
+            map @ Value::Map(_) => vec![map],
+            _ => {
+                record += 1;
+                let problem = Problem::Malformed("expected a CBOR map or an array of maps".into());
+                reject(record, Some(Position::Byte(start)), problem);
+                continue;
+            }
+        };
+        for map in maps {
+            record += 1;
+            let position = Some(Position::Byte(start));
+            match read_record(&map, sink) {
+                Ok(()) => {}
+                Err(problem) => reject(record, position, problem),
+            }
+        }
+    }
+}
+
+fn read_record(map: &Value, sink: &mut RecordSink) -> Result<(), Problem> {
+    let Value::Map(entries) = map else {
+        return Err(Problem::Malformed("expected a CBOR map".into()));
+    };
+    sink.begin();
+    for (key, value) in entries {
+        let Some(column) = key.as_text().and_then(|k| sink.column(k)) else { continue };
+        let input = input_of(value).map_err(|what| {
+            let field = &sink.schema().fields[column];
+            Problem::Field(FieldError {
+                field: field.name.clone(),
+                value: Some(what.to_owned()),
+                expected: field.kind.name(),
+                reason: "nested values are not read into scalar columns".into(),
+            })
+        })?;
+        sink.set(column, input).map_err(Problem::Field)?;
+    }
+    sink.commit().map_err(Problem::Field)
+}
+
+/// A scalar CBOR value as reader input; `Err` names a value that is not a scalar.
+fn input_of(value: &Value) -> Result<Input<'_>, &'static str> {
+    Ok(match value {
+        Value::Null => Input::Null,
+        Value::Bool(b) => Input::Bool(*b),
+        Value::Integer(i) => {
+            let i = i128::from(*i);
+            match i64::try_from(i) {
+                Ok(i) => Input::Int(i),
+                Err(_) => Input::UInt(u64::try_from(i).map_err(|_| "an integer beyond 64 bits")?),
+            }
+        }
+        Value::Float(f) => Input::Float(*f),
+        Value::Text(s) => Input::Str(s),
+        Value::Bytes(b) => Input::Bytes(b),
+        Value::Tag(1, inner) => match inner.as_ref() {
+            Value::Integer(i) => Input::EpochSeconds(i128::from(*i) as f64),
+            Value::Float(f) => Input::EpochSeconds(*f),
+            _ => return Err("a tag-1 time that is not a number"),
+        },
+        // Tag 0 (RFC 3339 text) and any other tag: the value inside.
+        Value::Tag(_, inner) => input_of(inner)?,
+        Value::Array(_) => return Err("a list"),
+        Value::Map(_) => return Err("a map"),
+        _ => return Err("an unknown CBOR value"),
+    })
+}

@@ -1,0 +1,178 @@
+//! `RecordSink`: where readers put records, one field at a time. A record is staged whole and
+//! appended only once every field fits, so a bad record leaves nothing behind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
+    UInt64Builder,
+};
+use arrow::compute::cast;
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+
+use super::coerce::{coerce, Formats, Input, Value};
+use super::read_schema::{Kind, ReadSchema};
+
+/// A field that did not fit its column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub field: String,
+    /// The value as received, rendered for people; `None` when the field was missing.
+    pub value: Option<String>,
+    pub expected: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.value {
+            Some(value) => write!(f, "field '{}': {value} is not a {}: {}", self.field, self.expected, self.reason),
+            None => write!(f, "field '{}': {}", self.field, self.reason),
+        }
+    }
+}
+
+enum Column {
+    Bool(BooleanBuilder),
+    Int(Int64Builder),
+    UInt(UInt64Builder),
+    Float(Float64Builder),
+    Text(StringBuilder),
+    Bytes(BinaryBuilder),
+    Decimal(Decimal128Builder),
+}
+
+impl Column {
+    fn new(kind: &Kind) -> Column {
+        match kind {
+            Kind::Bool => Column::Bool(BooleanBuilder::new()),
+            Kind::Int(_) | Kind::Date | Kind::Timestamp { .. } => Column::Int(Int64Builder::new()),
+            Kind::UInt(_) => Column::UInt(UInt64Builder::new()),
+            Kind::Float32 | Kind::Float64 => Column::Float(Float64Builder::new()),
+            Kind::String => Column::Text(StringBuilder::new()),
+            Kind::Binary => Column::Bytes(BinaryBuilder::new()),
+            Kind::Decimal { .. } => Column::Decimal(Decimal128Builder::new()),
+        }
+    }
+
+    /// `value` was made by `coerce` for this column's kind, so its shape matches.
+    fn append(&mut self, value: Option<Value>) {
+        match (self, value) {
+            (Column::Bool(b), Some(Value::Bool(v))) => b.append_value(v),
+            (Column::Int(b), Some(Value::Int(v))) => b.append_value(v),
+            (Column::UInt(b), Some(Value::UInt(v))) => b.append_value(v),
+            (Column::Float(b), Some(Value::Float(v))) => b.append_value(v),
+            (Column::Text(b), Some(Value::Text(v))) => b.append_value(v),
+            (Column::Bytes(b), Some(Value::Bytes(v))) => b.append_value(v),
+            (Column::Decimal(b), Some(Value::Decimal(v))) => b.append_value(v),
+            (Column::Bool(b), _) => b.append_null(),
+            (Column::Int(b), _) => b.append_null(),
+            (Column::UInt(b), _) => b.append_null(),
+            (Column::Float(b), _) => b.append_null(),
+            (Column::Text(b), _) => b.append_null(),
+            (Column::Bytes(b), _) => b.append_null(),
+            (Column::Decimal(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self, kind: &Kind) -> Result<ArrayRef, ArrowError> {
+        let array: ArrayRef = match self {
+            Column::Bool(b) => Arc::new(b.finish()),
+            Column::Int(b) => Arc::new(b.finish()),
+            Column::UInt(b) => Arc::new(b.finish()),
+            Column::Float(b) => Arc::new(b.finish()),
+            Column::Text(b) => Arc::new(b.finish()),
+            Column::Bytes(b) => Arc::new(b.finish()),
+            Column::Decimal(b) => {
+                let Kind::Decimal { precision, scale } = kind else { unreachable!("decimal column") };
+                return Ok(Arc::new(b.finish().with_precision_and_scale(*precision, *scale)?));
+            }
+        };
+        // Values were range-checked when coerced, so narrowing casts are exact.
+        let target = kind.arrow();
+        if array.data_type() == &target { Ok(array) } else { cast(&array, &target) }
+    }
+}
+
+pub struct RecordSink {
+    schema: ReadSchema,
+    formats: Formats,
+    by_name: HashMap<String, usize>,
+    staged: Vec<Option<Value>>,
+    columns: Vec<Column>,
+    rows: usize,
+}
+
+impl RecordSink {
+    pub fn new(schema: ReadSchema, formats: Formats) -> RecordSink {
+        let by_name = schema.fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+        let columns = schema.fields.iter().map(|f| Column::new(&f.kind)).collect();
+        let staged = vec![None; schema.fields.len()];
+        RecordSink { schema, formats, by_name, staged, columns, rows: 0 }
+    }
+
+    pub fn schema(&self) -> &ReadSchema {
+        &self.schema
+    }
+
+    /// The column a field name fills, if any; unknown fields are ignored by readers.
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Starts a record, dropping whatever a failed one staged.
+    pub fn begin(&mut self) {
+        self.staged.iter_mut().for_each(|v| *v = None);
+    }
+
+    pub fn set(&mut self, column: usize, input: Input) -> Result<(), FieldError> {
+        let field = &self.schema.fields[column];
+        let value = coerce(&field.kind, input, &self.formats).map_err(|reason| FieldError {
+            field: field.name.clone(),
+            value: Some(input.to_string()),
+            expected: field.kind.name(),
+            reason,
+        })?;
+        self.staged[column] = Some(value);
+        Ok(())
+    }
+
+    /// Appends the staged record, if every required field has a value.
+    pub fn commit(&mut self) -> Result<(), FieldError> {
+        for (field, value) in self.schema.fields.iter().zip(&self.staged) {
+            let missing = matches!(value, None | Some(Value::Null));
+            if missing && !field.nullable {
+                let reason = if value.is_none() { "is missing" } else { "is null" };
+                return Err(FieldError {
+                    field: field.name.clone(),
+                    value: None,
+                    expected: field.kind.name(),
+                    reason: format!("{reason}, but the schema requires it"),
+                });
+            }
+        }
+        for (column, value) in self.columns.iter_mut().zip(self.staged.iter_mut()) {
+            column.append(value.take());
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Everything committed so far, as one batch in the read schema.
+    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        let arrays = self
+            .columns
+            .iter_mut()
+            .zip(&self.schema.fields)
+            .map(|(column, field)| column.finish(&field.kind))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.rows = 0;
+        RecordBatch::try_new(self.schema.arrow(), arrays)
+    }
+}

@@ -1,0 +1,119 @@
+//! The data slice: system columns in front of the merged records, written as Parquet with
+//! the spec's physical types, then hashed (physical: SHA3-256 of the file; logical:
+//! arrow-digest over the records, multicodec 0x300016).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use arrow_digest::{RecordDigest, RecordDigestV0};
+use chrono::{DateTime, Utc};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use sha3::Sha3_256;
+
+use super::error::IngestError;
+use crate::odf::hash::ARROW_SHA3_256;
+use crate::odf::Multihash;
+use crate::store::hash_file;
+
+/// Names of the system columns (ODF's defaults; SetVocab may rename them).
+#[derive(Debug, Clone)]
+pub struct Vocab {
+    pub offset: String,
+    pub op: String,
+    pub system_time: String,
+    pub event_time: String,
+}
+
+impl Vocab {
+    pub fn of(vocab: Option<&crate::odf::SetVocab>) -> Vocab {
+        let pick = |name: Option<&Option<String>>, default: &str| {
+            name.and_then(Option::as_deref).unwrap_or(default).to_owned()
+        };
+        Vocab {
+            offset: pick(vocab.map(|v| &v.offset_column), "offset"),
+            op: pick(vocab.map(|v| &v.operation_type_column), "op"),
+            system_time: pick(vocab.map(|v| &v.system_time_column), "system_time"),
+            event_time: pick(vocab.map(|v| &v.event_time_column), "event_time"),
+        }
+    }
+}
+
+pub fn timestamp_ms_utc() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+/// Prepends `offset` (from `first_offset`) and `system_time` to a merged batch that starts
+/// with `op`, giving the slice layout: offset, op, system_time, event_time, columns...
+pub fn with_system_columns(
+    merged: &RecordBatch,
+    vocab: &Vocab,
+    first_offset: u64,
+    system_time: DateTime<Utc>,
+) -> Result<RecordBatch, IngestError> {
+    let rows = merged.num_rows();
+    let first = i64::try_from(first_offset).map_err(|_| IngestError::OffsetsExhausted)?;
+    let offsets: ArrayRef = Arc::new(Int64Array::from_iter_values((0..rows as i64).map(|i| first + i)));
+    let system: ArrayRef = Arc::new(
+        TimestampMillisecondArray::from(vec![system_time.timestamp_millis(); rows]).with_timezone("UTC"),
+    );
+    let mut fields = vec![
+        Arc::new(Field::new(&vocab.offset, DataType::Int64, false)),
+        merged.schema().fields()[0].clone(),
+        Arc::new(Field::new(&vocab.system_time, timestamp_ms_utc(), false)),
+    ];
+    fields.extend(merged.schema().fields().iter().skip(1).cloned());
+    let mut columns = vec![offsets, merged.column(0).clone(), system];
+    columns.extend(merged.columns().iter().skip(1).cloned());
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+/// A slice written to a temp file beside its final place, with its hashes.
+pub struct StagedSlice {
+    pub temp: PathBuf,
+    pub physical_hash: Multihash,
+    pub logical_hash: Multihash,
+    pub size: u64,
+    pub rows: u64,
+}
+
+fn properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(1 << 20))
+        .build()
+}
+
+/// Writes `batch` as Parquet to `temp` (fsynced) and hashes it.
+pub fn stage(batch: &RecordBatch, temp: &Path) -> Result<StagedSlice, IngestError> {
+    let io = |e: std::io::Error| IngestError::Io(format!("write {}: {e}", temp.display()));
+    let file = File::create(temp).map_err(io)?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties()))?;
+    writer.write(batch)?;
+    let file = writer.into_inner()?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    let (physical_hash, size) = hash_file(temp).map_err(io)?;
+    Ok(StagedSlice {
+        temp: temp.to_owned(),
+        physical_hash,
+        logical_hash: logical_hash(&batch.schema(), std::slice::from_ref(batch)),
+        size,
+        rows: batch.num_rows() as u64,
+    })
+}
+
+/// arrow-digest of the records, as ODF's logical hash.
+pub fn logical_hash(schema: &SchemaRef, batches: &[RecordBatch]) -> Multihash {
+    let mut digest = RecordDigestV0::<Sha3_256>::new(schema);
+    for batch in batches {
+        digest.update(batch);
+    }
+    Multihash::from_digest(ARROW_SHA3_256, &digest.finalize().into())
+}

@@ -1,0 +1,107 @@
+//! Reading committed data back: the last records of a dataset (`tail`), and SQL over every
+//! dataset of a data directory (each a table by its name) with DataFusion. Only slices the
+//! chain references are read, never a file being staged.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::ingest::{dataset_arrow_schema, IngestError};
+use crate::odf::{AddData, MetadataEvent, Multihash};
+use crate::store::{DataDir, Dataset};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Schema(#[from] IngestError),
+    #[error("sql: {0}")]
+    Sql(#[from] datafusion::error::DataFusionError),
+    #[error("read {path}: {reason}")]
+    Read { path: String, reason: String },
+}
+
+/// Data slices, oldest first.
+fn slices(dataset: &Dataset) -> Result<Vec<Multihash>, QueryError> {
+    let mut hashes: Vec<Multihash> = dataset
+        .blocks()?
+        .into_iter()
+        .filter_map(|(_, block)| match block.event {
+            MetadataEvent::AddData(AddData { new_data: Some(slice), .. }) => Some(slice.physical_hash),
+            _ => None,
+        })
+        .collect();
+    hashes.reverse();
+    Ok(hashes)
+}
+
+fn read_slice(dataset: &Dataset, hash: &Multihash) -> Result<Vec<RecordBatch>, QueryError> {
+    let path = dataset.data_path(hash);
+    let error = |reason: String| QueryError::Read { path: path.display().to_string(), reason };
+    let file = File::open(&path).map_err(|e| error(e.to_string()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(|e| error(e.to_string()))?;
+    reader.collect::<Result<Vec<_>, _>>().map_err(|e| error(e.to_string()))
+}
+
+/// The last `n` records (by offset), oldest first; `None` when the dataset has no schema yet.
+pub fn tail(dataset: &Dataset, n: usize) -> Result<Option<RecordBatch>, QueryError> {
+    let Some(schema) = dataset_arrow_schema(dataset)? else { return Ok(None) };
+    let mut newest_first: Vec<RecordBatch> = Vec::new();
+    let mut rows = 0;
+    for hash in slices(dataset)?.iter().rev() {
+        if rows >= n {
+            break;
+        }
+        for batch in read_slice(dataset, hash)?.into_iter().rev() {
+            rows += batch.num_rows();
+            newest_first.push(batch);
+        }
+    }
+    newest_first.reverse();
+    let all = arrow::compute::concat_batches(&schema, &newest_first).map_err(IngestError::from)?;
+    let skip = all.num_rows().saturating_sub(n);
+    Ok(Some(all.slice(skip, all.num_rows() - skip)))
+}
+
+/// A session where every dataset of `data_dir` is a table named after it.
+pub async fn session(data_dir: &DataDir) -> Result<SessionContext, QueryError> {
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+    for name in data_dir.list()? {
+        let dataset = data_dir.open_dataset(name.as_str())?;
+        let Some(schema) = dataset_arrow_schema(&dataset)? else { continue };
+        let files = slices(&dataset)?;
+        let table: Arc<dyn datafusion::datasource::TableProvider> = if files.is_empty() {
+            Arc::new(MemTable::try_new(schema, vec![vec![]])?)
+        } else {
+            listing(&dataset, &files, schema)?
+        };
+        ctx.register_table(name.as_str(), table)?;
+    }
+    Ok(ctx)
+}
+
+fn listing(dataset: &Dataset, files: &[Multihash], schema: SchemaRef) -> Result<Arc<ListingTable>, QueryError> {
+    let urls = files
+        .iter()
+        .map(|hash| ListingTableUrl::parse(dataset.data_path(hash).to_string_lossy()))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Slice files have no extension: they are named by their hash.
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
+    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+pub async fn sql(data_dir: &DataDir, query: &str) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+    let ctx = session(data_dir).await?;
+    let frame = ctx.sql(query).await?;
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    Ok((schema, frame.collect().await?))
+}

@@ -1,0 +1,469 @@
+//! The ingest engine through the real binary: ingest, tail, sql, verify.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+const SYSTEM_TIME: &str = "2026-01-31T12:00:00Z";
+
+struct Gateway {
+    dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    fn new() -> Gateway {
+        Gateway { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_odf-gateway"));
+        cmd.env("ODF_GATEWAY_DATA_DIR", self.data()).env("ODF_GATEWAY_SYSTEM_TIME", SYSTEM_TIME).env_remove("RUST_LOG");
+        cmd
+    }
+
+    fn add(&self, manifest: &str) {
+        let out = self.cmd().args(["add", "--stdin"]).write_stdin(manifest).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Runs the command; returns (success, stdout, stderr).
+    fn run(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+        let out = self.cmd().args(args).write_stdin(stdin).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    }
+
+    fn ok(&self, args: &[&str], stdin: &str) -> String {
+        let (ok, stdout, stderr) = self.run(args, stdin);
+        assert!(ok, "{args:?} failed: {stderr}");
+        stdout + &stderr
+    }
+
+    fn fails(&self, args: &[&str], stdin: &str) -> String {
+        let (ok, _, stderr) = self.run(args, stdin);
+        assert!(!ok, "{args:?} succeeded");
+        stderr
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// All records, oldest first, as JSON objects.
+    fn records(&self, dataset: &str) -> Vec<Value> {
+        let out = self.ok(&["tail", dataset, "-n", "1000000", "-o", "json"], "");
+        out.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    fn blocks(&self, dataset: &str) -> usize {
+        self.ok(&["log", dataset], "").matches("# Block: ").count()
+    }
+
+    fn verify(&self, dataset: &str) {
+        let out = self.ok(&["verify", dataset], "");
+        assert!(out.contains(&format!("{dataset}: ok")), "{out}");
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const SEED_GPS: &str = "
+kind: DatasetSnapshot
+version: 1
+content:
+  name: gps
+  kind: Root
+  metadata:
+    - kind: AddPushSource
+      sourceName: default
+      read:
+        kind: NdJson
+        schema:
+          - t TIMESTAMP
+          - long DOUBLE
+          - lat DOUBLE
+      merge:
+        kind: Append
+    - kind: SetVocab
+      eventTimeColumn: t
+";
+
+#[test]
+fn the_seed_example() {
+    let gw = Gateway::new();
+    gw.add(SEED_GPS);
+    let record = r#"{"t": "2020-01-01T00:00:00Z", "long": -123.12, "lat": 49.28}"#;
+    let out = gw.ok(&["ingest", "gps", "--stdin"], record);
+    assert!(out.contains("Dataset updated: 1 record(s)"), "{out}");
+
+    let table = gw.ok(&["tail", "gps"], "");
+    let header = table.lines().find(|l| l.contains("offset")).unwrap();
+    let columns: Vec<&str> = header.split(['│', '┆']).map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert_eq!(columns, ["offset", "op", "system_time", "t", "long", "lat"]);
+    let row = table.lines().find(|l| l.contains("+A")).unwrap();
+    let cells: Vec<&str> = row.split(['│', '┆']).map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert_eq!(cells, ["0", "+A", "2026-01-31T12:00:00Z", "2020-01-01T00:00:00Z", "-123.12", "49.28"]);
+    gw.verify("gps");
+}
+
+#[test]
+fn csv_and_json_pushed_into_an_ndjson_source() {
+    let gw = Gateway::new();
+    gw.add(SEED_GPS);
+    let csv = gw.write("points.csv", b"t,long,lat\n2020-01-01T00:00:00Z,-123.12,49.28\n2020-01-01T00:01:00Z,-123.13,49.29\n");
+    gw.ok(&["ingest", "gps", path(&csv)], "");
+    // Headerless CSV maps columns by position; the format comes from the flag.
+    gw.ok(&["ingest", "gps", "--stdin", "--input-format", "csv"], "2020-01-01T00:02:00Z,-123.14,49.30\n");
+    gw.ok(&["ingest", "gps", "--stdin", "--input-format", "json"], r#"[{"t": "2020-01-01T00:03:00Z", "long": 1, "lat": 2}]"#);
+    let records = gw.records("gps");
+    let lats: Vec<f64> = records.iter().map(|r| r["lat"].as_f64().unwrap()).collect();
+    assert_eq!(lats, [49.28, 49.29, 49.30, 2.0]);
+    assert_eq!(records[3]["long"], 1.0, "integers widen to doubles");
+    gw.verify("gps");
+}
+
+#[test]
+fn cbor_pushed_in_every_shape() {
+    use ciborium::Value as C;
+    let gw = Gateway::new();
+    gw.add(SEED_GPS);
+    let record = |t: C, lat: f64| {
+        C::Map(vec![(C::Text("t".into()), t), (C::Text("long".into()), C::Float(-1.5)), (C::Text("lat".into()), C::Float(lat))])
+    };
+    let mut bytes = Vec::new();
+    // A map with an RFC 3339 time (tag 0), an array of maps with epoch times (tag 1, and a
+    // bare number: milliseconds, the column's unit), as one CBOR sequence.
+    ciborium::into_writer(&record(C::Tag(0, Box::new(C::Text("2020-01-01T00:00:00Z".into()))), 1.0), &mut bytes).unwrap();
+    let array = C::Array(vec![
+        record(C::Tag(1, Box::new(C::Integer(1_577_836_860.into()))), 2.0),
+        record(C::Integer(1_577_836_920_000i64.into()), 3.0),
+    ]);
+    ciborium::into_writer(&array, &mut bytes).unwrap();
+    let file = gw.write("points.cbor", &bytes);
+    gw.ok(&["ingest", "gps", path(&file)], "");
+    let records = gw.records("gps");
+    let times: Vec<&str> = records.iter().map(|r| r["t"].as_str().unwrap()).collect();
+    assert_eq!(times, ["2020-01-01T00:00:00Z", "2020-01-01T00:01:00Z", "2020-01-01T00:02:00Z"]);
+    gw.verify("gps");
+}
+
+const LEDGER: &str = "
+kind: DatasetSnapshot
+version: 1
+content:
+  name: trackers
+  kind: Root
+  metadata:
+    - kind: AddPushSource
+      sourceName: vendorA
+      read:
+        kind: NdJson
+        schema:
+          fields:
+            - { name: device_id, type: string }
+            - { name: seq, type: int64 }
+            - { name: t, type: timestamp }
+            - { name: lat, type: float64 }
+      merge:
+        kind: Ledger
+        primaryKey: [device_id, seq]
+    - kind: SetVocab
+      eventTimeColumn: t
+";
+
+fn reports(device: &str, seqs: std::ops::RangeInclusive<i64>) -> String {
+    seqs.map(|s| format!(r#"{{"device_id":"{device}","seq":{s},"t":"2026-01-01T00:00:{s:02}Z","lat":{s}.5}}"#) + "\n")
+        .collect()
+}
+
+#[test]
+fn ledger_dedup_across_three_ingests() {
+    let gw = Gateway::new();
+    gw.add(LEDGER);
+    gw.ok(&["ingest", "trackers", "--stdin"], &(reports("A", 1..=5) + &reports("B", 1..=2)));
+    // Overlaps the first ingest, and repeats a key inside the batch: only seq 6, 7 are new.
+    let second = reports("A", 4..=7) + &reports("A", 6..=6);
+    let out = gw.ok(&["ingest", "trackers", "--stdin"], &second);
+    assert!(out.contains("2 record(s)"), "{out}");
+    // Nothing new at all: nothing is committed.
+    let blocks = gw.blocks("trackers");
+    let out = gw.ok(&["ingest", "trackers", "--stdin"], &(reports("A", 1..=3) + &reports("B", 2..=2)));
+    assert!(out.contains("Dataset up-to-date"), "{out}");
+    assert_eq!(gw.blocks("trackers"), blocks);
+
+    let records = gw.records("trackers");
+    let keys: Vec<(String, i64)> =
+        records.iter().map(|r| (r["device_id"].as_str().unwrap().to_owned(), r["seq"].as_i64().unwrap())).collect();
+    let expected: Vec<(String, i64)> =
+        [("A", 1), ("A", 2), ("A", 3), ("A", 4), ("A", 5), ("B", 1), ("B", 2), ("A", 6), ("A", 7)]
+            .iter()
+            .map(|(d, s)| (d.to_string(), *s))
+            .collect();
+    assert_eq!(keys, expected);
+    let offsets: Vec<i64> = records.iter().map(|r| r["offset"].as_i64().unwrap()).collect();
+    assert_eq!(offsets, (0..9).collect::<Vec<_>>());
+    gw.verify("trackers");
+}
+
+const FLEET: &str = "
+kind: DatasetSnapshot
+version: 1
+content:
+  name: fleet
+  kind: Root
+  metadata:
+    - kind: AddPushSource
+      sourceName: registry
+      read:
+        kind: Csv
+        header: true
+        schema:
+          fields:
+            - { name: device_id, type: string }
+            - { name: vehicle, type: string }
+            - { name: active, type: bool }
+      merge:
+        kind: Snapshot
+        primaryKey: [device_id]
+";
+
+#[test]
+fn snapshot_cdc_across_three_ingests() {
+    let gw = Gateway::new();
+    gw.add(FLEET);
+    gw.ok(&["ingest", "fleet", "--stdin"], "device_id,vehicle,active\nA,van-1,true\nB,van-2,true\nC,truck-1,true\n");
+    // B changes vehicle, C disappears, D appears.
+    gw.ok(&["ingest", "fleet", "--stdin"], "device_id,vehicle,active\nA,van-1,true\nB,van-3,true\nD,bike-1,false\n");
+    // Unchanged rows emit nothing; A is deactivated; D is removed.
+    gw.ok(&["ingest", "fleet", "--stdin"], "device_id,vehicle,active\nA,van-1,false\nB,van-3,true\n");
+
+    let ops: Vec<(String, String, String)> = gw
+        .records("fleet")
+        .iter()
+        .map(|r| {
+            let op = match r["op"].as_i64().unwrap() {
+                0 => "+A",
+                1 => "-R",
+                2 => "-C",
+                3 => "+C",
+                _ => "??",
+            };
+            (op.into(), r["device_id"].as_str().unwrap().into(), format!("{}/{}", r["vehicle"].as_str().unwrap(), r["active"]))
+        })
+        .collect();
+    let expected = [
+        ("+A", "A", "van-1/true"),
+        ("+A", "B", "van-2/true"),
+        ("+A", "C", "truck-1/true"),
+        ("-C", "B", "van-2/true"),
+        ("+C", "B", "van-3/true"),
+        ("-R", "C", "truck-1/true"),
+        ("+A", "D", "bike-1/false"),
+        ("-C", "A", "van-1/true"),
+        ("+C", "A", "van-1/false"),
+        ("-R", "D", "bike-1/false"),
+    ];
+    let expected: Vec<(String, String, String)> =
+        expected.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
+    assert_eq!(ops, expected);
+    gw.verify("fleet");
+}
+
+const PREPROCESSED: &str = "
+kind: DatasetSnapshot
+version: 1
+content:
+  name: positions
+  kind: Root
+  metadata:
+    - kind: AddPushSource
+      sourceName: vendorC
+      read:
+        kind: NdJson
+        schema:
+          fields:
+            - { name: i, type: string }
+            - { name: ts, type: { kind: Timestamp, unit: Second } }
+            - { name: v, type: { kind: Option, inner: float32 } }
+            - { name: b, type: { kind: Option, inner: uint8 } }
+      preprocess:
+        kind: Sql
+        engine: datafusion
+        query: SELECT ts AS t, i AS device_id, CAST(v AS DOUBLE) * 3.6 AS speed_kmh, CAST(b AS INT) AS battery FROM input
+      merge:
+        kind: Append
+    - kind: SetVocab
+      eventTimeColumn: t
+";
+
+#[test]
+fn preprocess_renames_and_casts() {
+    let gw = Gateway::new();
+    gw.add(PREPROCESSED);
+    gw.ok(&["ingest", "positions", "--stdin"], r#"{"i":"C-7","ts":1767268800,"v":10,"b":87}"#);
+    let records = gw.records("positions");
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r["t"], "2026-01-01T12:00:00Z");
+    assert_eq!(r["device_id"], "C-7");
+    assert_eq!(r["speed_kmh"], 36.0);
+    assert_eq!(r["battery"], 87);
+    let log = gw.ok(&["log", "positions"], "");
+    // The dataset schema is the preprocess output: user columns optional, as kamu writes it.
+    let speed = &log[log.find("name: speed_kmh").unwrap()..];
+    let speed = &speed[..speed[5..].find("name:").unwrap()];
+    assert!(speed.contains("kind: Option") && speed.contains("kind: Float64"), "{speed}");
+    gw.verify("positions");
+}
+
+#[test]
+fn a_preprocess_query_that_cannot_plan_is_rejected_at_add() {
+    let gw = Gateway::new();
+    let bad = PREPROCESSED.replace("CAST(b AS INT) AS battery", "CAST(bat AS INT) AS battery");
+    let err = gw.fails(&["add", "--stdin"], &bad);
+    assert!(err.contains("push source 'vendorC'") && err.contains("bat"), "{err}");
+}
+
+const NO_EVENT_TIME: &str = "
+kind: DatasetSnapshot
+version: 1
+content:
+  name: readings
+  kind: Root
+  metadata:
+    - kind: AddPushSource
+      sourceName: default
+      read:
+        kind: NdJson
+        schema:
+          fields:
+            - { name: station, type: string }
+            - { name: value, type: float64 }
+      merge:
+        kind: Append
+";
+
+#[test]
+fn event_time_from_the_flag_else_the_system_time() {
+    let gw = Gateway::new();
+    gw.add(NO_EVENT_TIME);
+    gw.ok(&["ingest", "readings", "--stdin", "--event-time", "2025-06-01T08:00:00Z"], r#"{"station":"s1","value":1}"#);
+    gw.ok(&["ingest", "readings", "--stdin"], r#"{"station":"s1","value":2}"#);
+    let times: Vec<String> =
+        gw.records("readings").iter().map(|r| r["event_time"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(times, ["2025-06-01T08:00:00Z", SYSTEM_TIME]);
+}
+
+#[test]
+fn the_watermark_never_goes_back() {
+    let gw = Gateway::new();
+    gw.add(SEED_GPS);
+    for t in ["2020-01-01T05:00:00Z", "2020-01-01T01:00:00Z", "2020-01-01T09:00:00Z"] {
+        gw.ok(&["ingest", "gps", "--stdin"], &format!(r#"{{"t":"{t}","long":0,"lat":0}}"#));
+    }
+    let log = gw.ok(&["log", "gps"], "");
+    let marks: Vec<&str> = log.lines().filter_map(|l| l.trim().strip_prefix("newWatermark: ")).collect();
+    assert_eq!(marks, ["2020-01-01T09:00:00Z", "2020-01-01T05:00:00Z", "2020-01-01T05:00:00Z"], "newest first");
+    gw.verify("gps");
+}
+
+const TWO_SOURCES: &str = "
+kind: DatasetSnapshot
+version: 1
+content:
+  name: multi
+  kind: Root
+  metadata:
+    - kind: AddPushSource
+      sourceName: alpha
+      read: { kind: NdJson, ddlSchema: [\"x BIGINT\"] }
+      merge: { kind: Append }
+    - kind: AddPushSource
+      sourceName: beta
+      read: { kind: Csv, ddlSchema: [\"x BIGINT\"] }
+      merge: { kind: Append }
+    - kind: DisablePushSource
+      sourceName: beta
+    - kind: AddPushSource
+      sourceName: gamma
+      read: { kind: Csv, ddlSchema: [\"x BIGINT\"] }
+      merge: { kind: Append }
+";
+
+#[test]
+fn source_errors_name_the_sources() {
+    let gw = Gateway::new();
+    gw.add(TWO_SOURCES);
+    let err = gw.fails(&["ingest", "nope", "--stdin"], "");
+    assert!(err.contains("dataset 'nope' does not exist"), "{err}");
+    let err = gw.fails(&["ingest", "multi", "--stdin"], r#"{"x":1}"#);
+    assert!(err.contains("several push sources; name one of: alpha, gamma"), "{err}");
+    let err = gw.fails(&["ingest", "multi", "--stdin", "--source-name", "delta"], r#"{"x":1}"#);
+    assert!(err.contains("no push source 'delta' (sources: alpha, beta, gamma)"), "{err}");
+    let err = gw.fails(&["ingest", "multi", "--stdin", "--source-name", "beta"], "1\n");
+    assert!(err.contains("push source 'beta' of dataset 'multi' is disabled"), "{err}");
+    gw.ok(&["ingest", "multi", "--stdin", "--source-name", "gamma"], "1\n2\n");
+    assert_eq!(gw.records("multi").len(), 2);
+}
+
+#[test]
+fn bad_records_commit_nothing_unless_skipped() {
+    let gw = Gateway::new();
+    gw.add(LEDGER);
+    let input = [
+        r#"{"device_id":"A","seq":1,"t":"2026-01-01T00:00:00Z","lat":1.5}"#,
+        r#"{"device_id":"A","seq":2,"t":"2026-01-01T00:00:01Z","lat":"north"}"#,
+        r#"{"device_id":"A","seq":3,"t":"2026-01-01T00:00:02Z","lat":3.5"#,
+        r#"{"device_id":"A","t":"2026-01-01T00:00:03Z","lat":4.5}"#,
+        r#"{"device_id":"A","seq":5,"t":"2026-01-01T00:00:04Z","lat":5.5}"#,
+    ]
+    .join("\n");
+    let blocks = gw.blocks("trackers");
+    let err = gw.fails(&["ingest", "trackers", "--stdin"], &input);
+    assert!(err.contains("record 2 (line 2): field 'lat': \"north\" is not a Float64: not a number"), "{err}");
+    assert!(err.contains("record 3 (line 3): malformed JSON at column"), "{err}");
+    assert!(err.contains("record 4 (line 4): field 'seq': is missing, but the schema requires it"), "{err}");
+    assert!(err.contains("3 record(s) rejected; nothing was committed"), "{err}");
+    assert_eq!(gw.blocks("trackers"), blocks);
+
+    let out = gw.ok(&["ingest", "trackers", "--stdin", "--skip-bad-records"], &input);
+    assert!(out.contains("skipped: <stdin>: record 2 (line 2)"), "{out}");
+    assert!(out.contains("Dataset updated: 2 record(s)"), "{out}");
+    let seqs: Vec<i64> = gw.records("trackers").iter().map(|r| r["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, [1, 5]);
+    gw.verify("trackers");
+}
+
+#[test]
+fn malformed_csv_and_cbor_name_the_place() {
+    let gw = Gateway::new();
+    gw.add(SEED_GPS);
+    let err = gw.fails(&["ingest", "gps", "--stdin", "--input-format", "csv"], "t,long,lat\n2020-01-01T00:00:00Z,1,2,3\n");
+    assert!(err.contains("record 1 (line 2): 4 fields, where 3 are expected"), "{err}");
+    let err = gw.fails(&["ingest", "gps", "--stdin", "--input-format", "cbor"], "\u{a1}\u{61}");
+    assert!(err.contains("record 1 (byte 0)"), "{err}");
+}
+
+#[test]
+fn sql_over_all_datasets() {
+    let gw = Gateway::new();
+    gw.add(LEDGER);
+    gw.add(SEED_GPS);
+    gw.ok(&["ingest", "trackers", "--stdin"], &(reports("A", 1..=3) + &reports("B", 1..=2)));
+    let out = gw.ok(&["sql", "SELECT device_id, count(*) AS n FROM trackers GROUP BY device_id ORDER BY device_id", "-o", "csv"], "");
+    assert!(out.starts_with("device_id,n\nA,3\nB,2\n"), "{out}");
+    let out = gw.ok(&["sql", "SELECT max(seq) AS top FROM trackers", "-o", "json"], "");
+    assert!(out.contains(r#"{"top":3}"#), "{out}");
+    let table = gw.ok(&["sql", "SELECT count(*) AS c FROM trackers WHERE lat > 2"], "");
+    assert!(table.contains("│ 3 "), "{table}");
+    let err = gw.fails(&["sql", "SELECT * FROM nowhere"], "");
+    assert!(err.contains("nowhere"), "{err}");
+}
