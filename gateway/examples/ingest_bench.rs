@@ -6,8 +6,9 @@
 //!   commit);
 //! - ledger: the same with a Ledger merge on (device_id, seq).
 //!
-//! Prints rows/s, MB/s, peak memory, and the ratios the project tracks (append vs reference,
-//! ledger cost on top of append).
+//! Each is run three times and the fastest run counts (the machine is shared). Prints rows/s,
+//! MB/s, peak memory, and the ratios the project tracks (append vs reference, ledger cost on
+//! top of append).
 //!
 //!     cargo run --release --example ingest_bench [-- --rows N]
 
@@ -17,7 +18,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use chrono::Utc;
 use odf_gateway::ingest::{DatasetWriter, IngestOptions, IngestRequest, Message};
@@ -97,11 +98,13 @@ fn reference(input: &Path, out_dir: &Path) -> anyhow::Result<usize> {
         Field::new("battery", DataType::Float64, true),
     ]));
     let bytes = std::fs::read(input)?;
-    let reader = arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(1 << 16).build(bytes.as_slice())?;
+    let reader =
+        arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(1 << 16).build(bytes.as_slice())?;
     let batches = reader.collect::<Result<Vec<_>, _>>()?;
     let batch = arrow::compute::concat_batches(&schema, &batches)?;
     let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
-    let mut writer = ArrowWriter::try_new(std::fs::File::create(out_dir.join("reference.parquet"))?, schema, Some(props))?;
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(out_dir.join("reference.parquet"))?, schema, Some(props))?;
     writer.write(&batch)?;
     writer.into_inner()?.sync_all()?;
     Ok(batch.num_rows())
@@ -181,10 +184,18 @@ fn main() -> anyhow::Result<()> {
     println!("{:<10} {:>10} {:>12} {:>10} {:>10}", "run", "seconds", "rows/s", "MB/s", "peak MiB");
     let mut results = Vec::new();
     for name in ["reference", "append", "ledger"] {
-        let (done, seconds, peak) = run_phase(name, &input)?;
-        if done != rows {
-            bail!("{name} wrote {done} rows, expected {rows}");
+        // The best of three runs: this machine is shared, and slower runs measure the others.
+        let mut best = (f64::MAX, 0.0);
+        for _ in 0..3 {
+            let (done, seconds, peak) = run_phase(name, &input)?;
+            if done != rows {
+                bail!("{name} wrote {done} rows, expected {rows}");
+            }
+            if seconds < best.0 {
+                best = (seconds, peak);
+            }
         }
+        let (seconds, peak) = best;
         println!(
             "{name:<10} {seconds:>10.2} {:>12.0} {:>10.1} {peak:>10.0}",
             rows as f64 / seconds,

@@ -22,7 +22,9 @@ impl Gateway {
 
     fn cmd(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_odf-gateway"));
-        cmd.env("ODF_GATEWAY_DATA_DIR", self.data()).env("ODF_GATEWAY_SYSTEM_TIME", SYSTEM_TIME).env_remove("RUST_LOG");
+        cmd.env("ODF_GATEWAY_DATA_DIR", self.data())
+            .env("ODF_GATEWAY_SYSTEM_TIME", SYSTEM_TIME)
+            .env_remove("RUST_LOG");
         cmd
     }
 
@@ -34,7 +36,11 @@ impl Gateway {
     /// Runs the command; returns (success, stdout, stderr).
     fn run(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
         let out = self.cmd().args(args).write_stdin(stdin).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
     }
 
     fn ok(&self, args: &[&str], stdin: &str) -> String {
@@ -118,11 +124,17 @@ fn the_seed_example() {
 fn csv_and_json_pushed_into_an_ndjson_source() {
     let gw = Gateway::new();
     gw.add(SEED_GPS);
-    let csv = gw.write("points.csv", b"t,long,lat\n2020-01-01T00:00:00Z,-123.12,49.28\n2020-01-01T00:01:00Z,-123.13,49.29\n");
+    let csv = gw.write(
+        "points.csv",
+        b"t,long,lat\n2020-01-01T00:00:00Z,-123.12,49.28\n2020-01-01T00:01:00Z,-123.13,49.29\n",
+    );
     gw.ok(&["ingest", "gps", path(&csv)], "");
     // Headerless CSV maps columns by position; the format comes from the flag.
     gw.ok(&["ingest", "gps", "--stdin", "--input-format", "csv"], "2020-01-01T00:02:00Z,-123.14,49.30\n");
-    gw.ok(&["ingest", "gps", "--stdin", "--input-format", "json"], r#"[{"t": "2020-01-01T00:03:00Z", "long": 1, "lat": 2}]"#);
+    gw.ok(
+        &["ingest", "gps", "--stdin", "--input-format", "json"],
+        r#"[{"t": "2020-01-01T00:03:00Z", "long": 1, "lat": 2}]"#,
+    );
     let records = gw.records("gps");
     let lats: Vec<f64> = records.iter().map(|r| r["lat"].as_f64().unwrap()).collect();
     assert_eq!(lats, [49.28, 49.29, 49.30, 2.0]);
@@ -136,12 +148,20 @@ fn cbor_pushed_in_every_shape() {
     let gw = Gateway::new();
     gw.add(SEED_GPS);
     let record = |t: C, lat: f64| {
-        C::Map(vec![(C::Text("t".into()), t), (C::Text("long".into()), C::Float(-1.5)), (C::Text("lat".into()), C::Float(lat))])
+        C::Map(vec![
+            (C::Text("t".into()), t),
+            (C::Text("long".into()), C::Float(-1.5)),
+            (C::Text("lat".into()), C::Float(lat)),
+        ])
     };
     let mut bytes = Vec::new();
     // A map with an RFC 3339 time (tag 0), an array of maps with epoch times (tag 1, and a
     // bare number: milliseconds, the column's unit), as one CBOR sequence.
-    ciborium::into_writer(&record(C::Tag(0, Box::new(C::Text("2020-01-01T00:00:00Z".into()))), 1.0), &mut bytes).unwrap();
+    ciborium::into_writer(
+        &record(C::Tag(0, Box::new(C::Text("2020-01-01T00:00:00Z".into()))), 1.0),
+        &mut bytes,
+    )
+    .unwrap();
     let array = C::Array(vec![
         record(C::Tag(1, Box::new(C::Integer(1_577_836_860.into()))), 2.0),
         record(C::Integer(1_577_836_920_000i64.into()), 3.0),
@@ -180,8 +200,10 @@ content:
 ";
 
 fn reports(device: &str, seqs: std::ops::RangeInclusive<i64>) -> String {
-    seqs.map(|s| format!(r#"{{"device_id":"{device}","seq":{s},"t":"2026-01-01T00:00:{s:02}Z","lat":{s}.5}}"#) + "\n")
-        .collect()
+    seqs.map(|s| {
+        format!(r#"{{"device_id":"{device}","seq":{s},"t":"2026-01-01T00:00:{s:02}Z","lat":{s}.5}}"#) + "\n"
+    })
+    .collect()
 }
 
 #[test]
@@ -200,8 +222,10 @@ fn ledger_dedup_across_three_ingests() {
     assert_eq!(gw.blocks("trackers"), blocks);
 
     let records = gw.records("trackers");
-    let keys: Vec<(String, i64)> =
-        records.iter().map(|r| (r["device_id"].as_str().unwrap().to_owned(), r["seq"].as_i64().unwrap())).collect();
+    let keys: Vec<(String, i64)> = records
+        .iter()
+        .map(|r| (r["device_id"].as_str().unwrap().to_owned(), r["seq"].as_i64().unwrap()))
+        .collect();
     let expected: Vec<(String, i64)> =
         [("A", 1), ("A", 2), ("A", 3), ("A", 4), ("A", 5), ("B", 1), ("B", 2), ("A", 6), ("A", 7)]
             .iter()
@@ -239,9 +263,15 @@ content:
 fn snapshot_cdc_across_three_ingests() {
     let gw = Gateway::new();
     gw.add(FLEET);
-    gw.ok(&["ingest", "fleet", "--stdin"], "device_id,vehicle,active\nA,van-1,true\nB,van-2,true\nC,truck-1,true\n");
+    gw.ok(
+        &["ingest", "fleet", "--stdin"],
+        "device_id,vehicle,active\nA,van-1,true\nB,van-2,true\nC,truck-1,true\n",
+    );
     // B changes vehicle, C disappears, D appears.
-    gw.ok(&["ingest", "fleet", "--stdin"], "device_id,vehicle,active\nA,van-1,true\nB,van-3,true\nD,bike-1,false\n");
+    gw.ok(
+        &["ingest", "fleet", "--stdin"],
+        "device_id,vehicle,active\nA,van-1,true\nB,van-3,true\nD,bike-1,false\n",
+    );
     // Unchanged rows emit nothing; A is deactivated; D is removed.
     gw.ok(&["ingest", "fleet", "--stdin"], "device_id,vehicle,active\nA,van-1,false\nB,van-3,true\n");
 
@@ -256,7 +286,11 @@ fn snapshot_cdc_across_three_ingests() {
                 3 => "+C",
                 _ => "??",
             };
-            (op.into(), r["device_id"].as_str().unwrap().into(), format!("{}/{}", r["vehicle"].as_str().unwrap(), r["active"]))
+            (
+                op.into(),
+                r["device_id"].as_str().unwrap().into(),
+                format!("{}/{}", r["vehicle"].as_str().unwrap(), r["active"]),
+            )
         })
         .collect();
     let expected = [
@@ -355,7 +389,10 @@ content:
 fn event_time_from_the_flag_else_the_system_time() {
     let gw = Gateway::new();
     gw.add(NO_EVENT_TIME);
-    gw.ok(&["ingest", "readings", "--stdin", "--event-time", "2025-06-01T08:00:00Z"], r#"{"station":"s1","value":1}"#);
+    gw.ok(
+        &["ingest", "readings", "--stdin", "--event-time", "2025-06-01T08:00:00Z"],
+        r#"{"station":"s1","value":1}"#,
+    );
     gw.ok(&["ingest", "readings", "--stdin"], r#"{"station":"s1","value":2}"#);
     let times: Vec<String> =
         gw.records("readings").iter().map(|r| r["event_time"].as_str().unwrap().to_owned()).collect();
@@ -371,7 +408,11 @@ fn the_watermark_never_goes_back() {
     }
     let log = gw.ok(&["log", "gps"], "");
     let marks: Vec<&str> = log.lines().filter_map(|l| l.trim().strip_prefix("newWatermark: ")).collect();
-    assert_eq!(marks, ["2020-01-01T09:00:00Z", "2020-01-01T05:00:00Z", "2020-01-01T05:00:00Z"], "newest first");
+    assert_eq!(
+        marks,
+        ["2020-01-01T09:00:00Z", "2020-01-01T05:00:00Z", "2020-01-01T05:00:00Z"],
+        "newest first"
+    );
     gw.verify("gps");
 }
 
@@ -428,7 +469,10 @@ fn bad_records_commit_nothing_unless_skipped() {
     .join("\n");
     let blocks = gw.blocks("trackers");
     let err = gw.fails(&["ingest", "trackers", "--stdin"], &input);
-    assert!(err.contains("record 2 (line 2): field 'lat': \"north\" is not a Float64: not a number"), "{err}");
+    assert!(
+        err.contains("record 2 (line 2): field 'lat': \"north\" is not a Float64: not a number"),
+        "{err}"
+    );
     assert!(err.contains("record 3 (line 3): malformed JSON at column"), "{err}");
     assert!(err.contains("record 4 (line 4): field 'seq': is missing, but the schema requires it"), "{err}");
     assert!(err.contains("3 record(s) rejected; nothing was committed"), "{err}");
@@ -446,7 +490,10 @@ fn bad_records_commit_nothing_unless_skipped() {
 fn malformed_csv_and_cbor_name_the_place() {
     let gw = Gateway::new();
     gw.add(SEED_GPS);
-    let err = gw.fails(&["ingest", "gps", "--stdin", "--input-format", "csv"], "t,long,lat\n2020-01-01T00:00:00Z,1,2,3\n");
+    let err = gw.fails(
+        &["ingest", "gps", "--stdin", "--input-format", "csv"],
+        "t,long,lat\n2020-01-01T00:00:00Z,1,2,3\n",
+    );
     assert!(err.contains("record 1 (line 2): 4 fields, where 3 are expected"), "{err}");
     let err = gw.fails(&["ingest", "gps", "--stdin", "--input-format", "cbor"], "\u{a1}\u{61}");
     assert!(err.contains("record 1 (byte 0)"), "{err}");
@@ -458,7 +505,15 @@ fn sql_over_all_datasets() {
     gw.add(LEDGER);
     gw.add(SEED_GPS);
     gw.ok(&["ingest", "trackers", "--stdin"], &(reports("A", 1..=3) + &reports("B", 1..=2)));
-    let out = gw.ok(&["sql", "SELECT device_id, count(*) AS n FROM trackers GROUP BY device_id ORDER BY device_id", "-o", "csv"], "");
+    let out = gw.ok(
+        &[
+            "sql",
+            "SELECT device_id, count(*) AS n FROM trackers GROUP BY device_id ORDER BY device_id",
+            "-o",
+            "csv",
+        ],
+        "",
+    );
     assert!(out.starts_with("device_id,n\nA,3\nB,2\n"), "{out}");
     let out = gw.ok(&["sql", "SELECT max(seq) AS top FROM trackers", "-o", "json"], "");
     assert!(out.contains(r#"{"top":3}"#), "{out}");
@@ -466,4 +521,63 @@ fn sql_over_all_datasets() {
     assert!(table.contains("│ 3 "), "{table}");
     let err = gw.fails(&["sql", "SELECT * FROM nowhere"], "");
     assert!(err.contains("nowhere"), "{err}");
+}
+
+#[test]
+fn the_gps_manifest_takes_all_three_vendors() {
+    use ciborium::Value as C;
+    let gw = Gateway::new();
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/gps.yaml")).unwrap();
+    gw.add(&manifest);
+    let a = r#"{"device_id":"A-0001","seq":42,"t":"2026-01-01T12:00:00Z","lat":49.28,"lon":-123.12,"speed_kmh":31.5,"heading":270,"battery_pct":87}"#;
+    gw.ok(&["ingest", "gps", "--stdin", "--source-name", "vendorA"], a);
+    let b = "imei,ts,latitude,longitude,speed_knots,course,battery,counter\n356938035643809,1767268801000,49.29,-123.11,10.0,90.0,55,7\n";
+    gw.ok(&["ingest", "gps", "--stdin", "--source-name", "vendorB"], b);
+    let c = C::Map(
+        [
+            ("i", C::Text("C-0007".into())),
+            ("n", 17.into()),
+            ("ts", 1_767_268_802i64.into()),
+            ("la", C::Float(49.3)),
+            ("lo", C::Float(-123.1)),
+            ("v", C::Float(2.5)),
+            ("h", 180.into()),
+            ("b", 64.into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (C::Text(k.into()), v))
+        .collect(),
+    );
+    let mut cbor = Vec::new();
+    ciborium::into_writer(&c, &mut cbor).unwrap();
+    let file = gw.write("c.cbor", &cbor);
+    gw.ok(&["ingest", "gps", "--source-name", "vendorC", path(&file)], "");
+    // A re-sent report is dropped by the Ledger merge.
+    let out = gw.ok(&["ingest", "gps", "--stdin", "--source-name", "vendorA"], a);
+    assert!(out.contains("Dataset up-to-date"), "{out}");
+
+    let records = gw.records("gps");
+    let summary: Vec<String> = records
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {:.2} {}",
+                r["t"],
+                r["device_id"],
+                r["seq"],
+                r["speed"].as_f64().unwrap(),
+                r["battery"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            r#""2026-01-01T12:00:00Z" "A-0001" 42 31.50 87.0"#,
+            r#""2026-01-01T12:00:01Z" "356938035643809" 7 18.52 55.0"#,
+            r#""2026-01-01T12:00:02Z" "C-0007" 17 9.00 64.0"#,
+        ]
+    );
+    gw.verify("gps");
 }

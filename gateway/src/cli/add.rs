@@ -59,7 +59,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         for event in &snapshot.metadata {
             if let crate::odf::MetadataEvent::AddPushSource(source) = event {
                 if let Err(e) = ctx.block_on(crate::ingest::check_push_source(source))? {
-                    errors.push(format!("dataset '{}', push source '{}': {e}", snapshot.name, source.source_name));
+                    errors.push(format!(
+                        "dataset '{}', push source '{}': {e}",
+                        snapshot.name, source.source_name
+                    ));
                 }
             }
         }

@@ -3,10 +3,10 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 
-use super::{output, parse_time, Context};
+use super::{Context, output, parse_time};
 use crate::ingest::{DatasetWriter, IngestError, IngestOptions, IngestRequest, InputFormat, Message};
 
 /// Push data from files or stdin into a dataset, through one of its push sources.
@@ -73,7 +73,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
 
     let request = IngestRequest {
         source: args.source_name.as_deref(),
-        messages: inputs.iter().map(|i| Message { bytes: &i.bytes, format: i.format, origin: i.origin.clone() }).collect(),
+        messages: inputs
+            .iter()
+            .map(|i| Message { bytes: &i.bytes, format: i.format, origin: i.origin.clone() })
+            .collect(),
         event_time: args.event_time,
     };
     let options = IngestOptions { system_time: ctx.system_time(), skip_bad_records: args.skip_bad_records };
@@ -87,7 +90,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             for e in &rejected {
                 eprintln!("error: {e}");
             }
-            bail!("{} record(s) rejected; nothing was committed (--skip-bad-records commits the rest)", rejected.len());
+            bail!(
+                "{} record(s) rejected; nothing was committed (--skip-bad-records commits the rest)",
+                rejected.len()
+            );
         }
         Err(e) => return Err(e).with_context(|| format!("ingest into '{}'", args.dataset)),
     };
@@ -99,7 +105,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             "Dataset updated: {} record(s) via source '{}' at offsets {}..={}, head {}",
             c.records, outcome.source, c.offsets.start, c.offsets.end, c.head
         ),
-        None => eprintln!("Dataset up-to-date: {} record(s) read, nothing new to commit", outcome.records_read),
+        None => {
+            eprintln!("Dataset up-to-date: {} record(s) read, nothing new to commit", outcome.records_read)
+        }
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ pub enum Format {
 
 pub fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
-    table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
+    table.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
     table.set_header(header.iter().copied());
     table
 }
@@ -112,7 +112,9 @@ pub fn print_records(
                         .iter()
                         .enumerate()
                         .map(|(i, f)| match ops {
-                            Some(ops) if Some(i) == op_index && ops.is_valid(row) => op_symbol(ops.value(row)).to_string(),
+                            Some(ops) if Some(i) == op_index && ops.is_valid(row) => {
+                                op_symbol(ops.value(row)).to_string()
+                            }
                             _ => f.value(row).to_string(),
                         })
                         .collect();

@@ -1,6 +1,6 @@
 //! `odf-gateway sql`: SQL over every dataset, each a table by its name.
 
-use super::{output, Context};
+use super::{Context, output};
 use crate::query;
 
 /// Run a SQL query over all datasets (each a table named after it; quote names with dashes:

@@ -1,6 +1,6 @@
 //! `odf-gateway tail`: the last records of a dataset, as a table like `kamu tail`.
 
-use super::{output, Context};
+use super::{Context, output};
 use crate::query;
 
 /// Show the last records of a dataset.
@@ -24,6 +24,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         eprintln!("Dataset '{}' has no data yet", args.dataset);
         return Ok(());
     };
-    let op = dataset.state().vocab.as_ref().and_then(|v| v.operation_type_column.clone()).unwrap_or("op".into());
+    let op =
+        dataset.state().vocab.as_ref().and_then(|v| v.operation_type_column.clone()).unwrap_or("op".into());
     output::print_records(&records.schema(), &[records], args.output_format, Some(&op))
 }

@@ -1,10 +1,10 @@
 //! Merge state saved in ODF checkpoint files, so a restart does not re-read the history.
 //!
 //! A checkpoint is an Arrow IPC stream of (state, payload) rows: one per merge-state
-//! signature, the payload itself an IPC stream of that state (Ledger: its keys in Arrow's
-//! row encoding; Snapshot/Upsert: the current rows). Metadata says which offsets it covers
-//! and which Arrow wrote it: row encodings are only comparable within one Arrow version, so
-//! a checkpoint from another is ignored and the state rebuilt from the data slices.
+//! signature, the payload itself an IPC stream of that state (Ledger: its key columns;
+//! Snapshot/Upsert: the current rows). Metadata names the format and the last offset the
+//! states have taken in; a checkpoint in another format is ignored and the states rebuilt
+//! from the data slices.
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -18,8 +18,6 @@ use arrow::ipc::writer::StreamWriter;
 use super::error::IngestError;
 
 const FORMAT: &str = "odf-gateway.merge-state/1";
-/// Arrow's row format may change between major versions.
-const ROW_FORMAT: &str = "arrow-59";
 
 /// Saved states and the last offset they have taken in.
 pub struct Saved {
@@ -43,7 +41,6 @@ fn from_ipc(bytes: &[u8]) -> Result<RecordBatch, IngestError> {
 pub fn encode(last_offset: Option<u64>, states: &[(String, RecordBatch)]) -> Result<Vec<u8>, IngestError> {
     let metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
-        ("row_format".to_string(), ROW_FORMAT.to_string()),
         ("last_offset".to_string(), last_offset.map(|o| o.to_string()).unwrap_or_default()),
     ]);
     let schema: SchemaRef = Arc::new(Schema::new_with_metadata(
@@ -56,25 +53,30 @@ pub fn encode(last_offset: Option<u64>, states: &[(String, RecordBatch)]) -> Res
     to_ipc(&RecordBatch::try_new(schema, vec![Arc::new(names), Arc::new(payloads)])?)
 }
 
-/// `None` when the checkpoint was written by something else or another Arrow version.
+/// `None` when the checkpoint was written by something else.
 pub fn decode(bytes: &[u8]) -> Result<Option<Saved>, IngestError> {
     let outer = from_ipc(bytes)?;
     let metadata = outer.schema().metadata().clone();
-    if metadata.get("format").map(String::as_str) != Some(FORMAT)
-        || metadata.get("row_format").map(String::as_str) != Some(ROW_FORMAT)
-    {
+    if metadata.get("format").map(String::as_str) != Some(FORMAT) {
         return Ok(None);
     }
     let last_offset = match metadata.get("last_offset").map(String::as_str) {
         None | Some("") => None,
-        Some(n) => Some(n.parse().map_err(|_| IngestError::Checkpoint(format!("last_offset '{n}' is not a number")))?),
+        Some(n) => Some(
+            n.parse().map_err(|_| IngestError::Checkpoint(format!("last_offset '{n}' is not a number")))?,
+        ),
     };
     let column = |i: usize| outer.column(i).clone();
     let names = column(0);
     let payloads = column(1);
-    let names = names.as_any().downcast_ref::<StringArray>().ok_or_else(|| IngestError::Checkpoint("bad state names".into()))?;
-    let payloads =
-        payloads.as_any().downcast_ref::<BinaryArray>().ok_or_else(|| IngestError::Checkpoint("bad payloads".into()))?;
+    let names = names
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| IngestError::Checkpoint("bad state names".into()))?;
+    let payloads = payloads
+        .as_any()
+        .downcast_ref::<BinaryArray>()
+        .ok_or_else(|| IngestError::Checkpoint("bad payloads".into()))?;
     let mut states = HashMap::new();
     for i in 0..outer.num_rows() {
         if names.is_valid(i) && payloads.is_valid(i) {

@@ -201,7 +201,8 @@ fn to_date(input: Input, formats: &Formats) -> Result<i64, Reason> {
         Input::UInt(days) => return i64::try_from(days).map_err(|_| "out of range".into()),
         Input::Str(s) => {
             let format = formats.date.as_deref().unwrap_or("%Y-%m-%d");
-            NaiveDate::parse_from_str(s.trim(), format).map_err(|e| format!("not a date in format {format}: {e}"))?
+            NaiveDate::parse_from_str(s.trim(), format)
+                .map_err(|e| format!("not a date in format {format}: {e}"))?
         }
         other => return Err(wrong_shape(other)),
     };
@@ -222,6 +223,10 @@ fn to_timestamp(input: Input, unit: TimeUnit, formats: &Formats) -> Result<i64, 
             };
             return Ok((s * per_second).round() as i64);
         }
+        // CSV has only strings: a number there is an epoch time too.
+        Input::Str(s) if s.trim().parse::<f64>().is_ok() => {
+            return to_timestamp(Input::Float(s.trim().parse().unwrap_or_default()), unit, formats);
+        }
         Input::Str(s) => parse_time(s.trim(), formats.timestamp.as_deref())?,
         other => return Err(wrong_shape(other)),
     };
@@ -229,7 +234,9 @@ fn to_timestamp(input: Input, unit: TimeUnit, formats: &Formats) -> Result<i64, 
         TimeUnit::Second => Ok(time.timestamp()),
         TimeUnit::Millisecond => Ok(time.timestamp_millis()),
         TimeUnit::Microsecond => Ok(time.timestamp_micros()),
-        TimeUnit::Nanosecond => time.timestamp_nanos_opt().ok_or_else(|| "out of the nanosecond range".into()),
+        TimeUnit::Nanosecond => {
+            time.timestamp_nanos_opt().ok_or_else(|| "out of the nanosecond range".into())
+        }
     }
 }
 
@@ -324,6 +331,7 @@ mod tests {
         assert_eq!(ok(ms(), Input::Str("2020-01-01T01:00:00+01:00")), Value::Int(1_577_836_800_000));
         assert_eq!(ok(ms(), Input::Str("2020-01-01 00:00:00.5")), Value::Int(1_577_836_800_500));
         assert_eq!(ok(ms(), Input::Int(1_577_836_800_000)), Value::Int(1_577_836_800_000));
+        assert_eq!(ok(ms(), Input::Str("1577836800000")), Value::Int(1_577_836_800_000));
         assert_eq!(ok(ms(), Input::EpochSeconds(1_577_836_800.25)), Value::Int(1_577_836_800_250));
         let seconds = Kind::Timestamp { unit: TimeUnit::Second, timezone: "UTC".into() };
         assert_eq!(ok(seconds, Input::Int(1_577_836_800)), Value::Int(1_577_836_800));

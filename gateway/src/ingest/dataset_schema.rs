@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType as Arrow, Field, Schema, SchemaRef, TimeUnit as ArrowUnit};
 
 use super::error::IngestError;
+use super::read_schema::arrow_unit;
 use super::slice::Vocab;
 use crate::odf::{DataField, DataSchema, DataType, TimeUnit};
 
@@ -15,8 +16,13 @@ pub fn to_odf(schema: &Schema) -> Result<DataSchema, IngestError> {
         .fields()
         .iter()
         .map(|f| {
-            let data_type = odf_type(f.data_type())
-                .ok_or_else(|| IngestError::Schema(format!("column '{}' has type {}, which ODF cannot describe", f.name(), f.data_type())))?;
+            let data_type = odf_type(f.data_type()).ok_or_else(|| {
+                IngestError::Schema(format!(
+                    "column '{}' has type {}, which ODF cannot describe",
+                    f.name(),
+                    f.data_type()
+                ))
+            })?;
             Ok(DataField {
                 name: f.name().clone(),
                 data_type: if f.is_nullable() { data_type.optional() } else { data_type },
@@ -55,19 +61,12 @@ fn odf_type(t: &Arrow) -> Option<DataType> {
         Arrow::FixedSizeBinary(n) => DataType::Binary { fixed_length: u64::try_from(*n).ok() },
         Arrow::Date32 | Arrow::Date64 => DataType::Date,
         Arrow::Decimal128(p, s) => DataType::Decimal { precision: (*p).into(), scale: (*s).into() },
-        Arrow::Timestamp(unit, tz) => DataType::Timestamp { unit: Some(odf_unit(unit)), timezone: tz.as_deref().map(str::to_owned) },
+        Arrow::Timestamp(unit, tz) => {
+            DataType::Timestamp { unit: Some(odf_unit(unit)), timezone: tz.as_deref().map(str::to_owned) }
+        }
         Arrow::Null => DataType::Null,
         _ => return None,
     })
-}
-
-fn arrow_unit(unit: Option<TimeUnit>) -> ArrowUnit {
-    match unit.unwrap_or(TimeUnit::Millisecond) {
-        TimeUnit::Second => ArrowUnit::Second,
-        TimeUnit::Millisecond => ArrowUnit::Millisecond,
-        TimeUnit::Microsecond => ArrowUnit::Microsecond,
-        TimeUnit::Nanosecond => ArrowUnit::Nanosecond,
-    }
 }
 
 fn arrow_type(t: &DataType) -> Option<Arrow> {
@@ -88,7 +87,9 @@ fn arrow_type(t: &DataType) -> Option<Arrow> {
         DataType::Binary { fixed_length: None } => Arrow::Binary,
         DataType::Binary { fixed_length: Some(n) } => Arrow::FixedSizeBinary(i32::try_from(*n).ok()?),
         DataType::Date => Arrow::Date32,
-        DataType::Decimal { precision, scale } => Arrow::Decimal128(u8::try_from(*precision).ok()?, i8::try_from(*scale).ok()?),
+        DataType::Decimal { precision, scale } => {
+            Arrow::Decimal128(u8::try_from(*precision).ok()?, i8::try_from(*scale).ok()?)
+        }
         DataType::Timestamp { unit, timezone } => {
             Arrow::Timestamp(arrow_unit(*unit), Some(timezone.as_deref().unwrap_or("UTC").into()))
         }
@@ -107,7 +108,11 @@ pub fn to_arrow(schema: &DataSchema) -> Result<SchemaRef, IngestError> {
                 other => (other, false),
             };
             let data_type = arrow_type(inner).ok_or_else(|| {
-                IngestError::Schema(format!("column '{}' has type {}, which the gateway does not write", f.name, inner.kind()))
+                IngestError::Schema(format!(
+                    "column '{}' has type {}, which the gateway does not write",
+                    f.name,
+                    inner.kind()
+                ))
             })?;
             Ok(Field::new(&f.name, data_type, nullable))
         })

@@ -16,7 +16,8 @@ pub enum InputFormat {
 }
 
 impl InputFormat {
-    pub const ALL: [InputFormat; 4] = [InputFormat::NdJson, InputFormat::Json, InputFormat::Csv, InputFormat::Cbor];
+    pub const ALL: [InputFormat; 4] =
+        [InputFormat::NdJson, InputFormat::Json, InputFormat::Csv, InputFormat::Cbor];
 
     /// The format a push source declares.
     pub fn of_source(read: &ReadStep) -> Option<InputFormat> {
@@ -41,9 +42,10 @@ impl InputFormat {
     pub fn from_media_type(media_type: &str) -> Result<InputFormat, String> {
         let essence = media_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
         match essence.as_str() {
-            "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" => {
-                Ok(InputFormat::NdJson)
-            }
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines" => Ok(InputFormat::NdJson),
             "application/json" | "text/json" => Ok(InputFormat::Json),
             "text/csv" | "application/csv" => Ok(InputFormat::Csv),
             "application/cbor" => Ok(InputFormat::Cbor),

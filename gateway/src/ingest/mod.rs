@@ -28,6 +28,28 @@ pub use writer::{Committed, DatasetWriter, IngestOptions, IngestOutcome, IngestR
 use crate::odf::{AddPushSource, Transform};
 use crate::store::Dataset;
 
+/// Re-reads a data slice and recomputes its logical hash (arrow-digest of its records).
+pub fn check_logical_hash(path: &std::path::Path, slice: &crate::odf::DataSlice) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| format!("not a Parquet file: {e}"))?;
+    let schema = builder.schema().clone();
+    let batches = builder
+        .build()
+        .and_then(|reader| reader.collect::<Result<Vec<_>, _>>().map_err(Into::into))
+        .map_err(|e| format!("unreadable Parquet: {e}"))?;
+    let actual = slice::logical_hash(&schema, &batches);
+    if actual != slice.logical_hash {
+        return Err(format!("records digest to {actual}, the block says {}", slice.logical_hash));
+    }
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let expected = slice.offset_interval.end - slice.offset_interval.start + 1;
+    if rows != expected {
+        return Err(format!("{rows} records, the block's offsets say {expected}"));
+    }
+    Ok(())
+}
+
 /// The Arrow schema of a dataset's slices, once it has one (after the first data commit).
 pub fn dataset_arrow_schema(dataset: &Dataset) -> Result<Option<arrow::datatypes::SchemaRef>, IngestError> {
     dataset.state().schema.as_ref().map(dataset_schema::to_arrow).transpose()

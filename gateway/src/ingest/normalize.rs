@@ -5,14 +5,14 @@
 
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, Array, ArrayRef, TimestampMillisecondArray};
-use arrow::compute::{cast_with_options, CastOptions};
+use arrow::array::{Array, ArrayRef, TimestampMillisecondArray, new_null_array};
+use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 
 use super::error::IngestError;
-use super::slice::{timestamp_ms_utc, Vocab};
+use super::slice::{Vocab, timestamp_ms_utc};
 
 /// Records ready to merge, and the `op` column the input carried (changelog and upsert
 /// sources say per record what happened).
@@ -21,16 +21,16 @@ pub struct Normalized {
     pub op: Option<ArrayRef>,
 }
 
-const STRICT: CastOptions<'static> = CastOptions { safe: false, format_options: arrow::util::display::FormatOptions::new() };
+const STRICT: CastOptions<'static> =
+    CastOptions { safe: false, format_options: arrow::util::display::FormatOptions::new() };
 
 fn cast(column: &ArrayRef, to: &DataType, name: &str) -> Result<ArrayRef, IngestError> {
     if column.data_type() == to {
         return Ok(column.clone());
     }
-    cast_with_options(column, to, &STRICT).map_err(|e| IngestError::Schema(format!(
-        "column '{name}' is {} where {to} is needed: {e}",
-        column.data_type()
-    )))
+    cast_with_options(column, to, &STRICT).map_err(|e| {
+        IngestError::Schema(format!("column '{name}' is {} where {to} is needed: {e}", column.data_type()))
+    })
 }
 
 /// `takes_op`: whether the merge strategy reads an `op` column from the input.
@@ -73,7 +73,10 @@ pub fn normalize(
     }
     let rows = input.num_rows();
     let event_time = event_time.unwrap_or_else(|| {
-        Arc::new(TimestampMillisecondArray::from(vec![fallback_event_time.timestamp_millis(); rows]).with_timezone("UTC"))
+        Arc::new(
+            TimestampMillisecondArray::from(vec![fallback_event_time.timestamp_millis(); rows])
+                .with_timezone("UTC"),
+        )
     });
     fields.insert(0, Arc::new(Field::new(&vocab.event_time, timestamp_ms_utc(), false)));
     columns.insert(0, event_time);
@@ -86,9 +89,15 @@ pub fn normalize(
 }
 
 /// The event time as Timestamp(ms, UTC); missing values get the fallback time.
-fn event_time_column(column: &ArrayRef, name: &str, fallback: DateTime<Utc>) -> Result<ArrayRef, IngestError> {
+fn event_time_column(
+    column: &ArrayRef,
+    name: &str,
+    fallback: DateTime<Utc>,
+) -> Result<ArrayRef, IngestError> {
     let column = match column.data_type() {
-        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => cast(column, &timestamp_ms_utc(), name)?,
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
+            cast(column, &timestamp_ms_utc(), name)?
+        }
         other => {
             return Err(IngestError::Schema(format!(
                 "the event time column '{name}' is {other}; it must be a timestamp or a date"
@@ -106,7 +115,12 @@ fn event_time_column(column: &ArrayRef, name: &str, fallback: DateTime<Utc>) -> 
 
 /// Puts the columns in the dataset's order and types. Extra or missing columns are errors:
 /// every source of a dataset must produce its schema.
-fn align(fields: &[Arc<Field>], columns: Vec<ArrayRef>, target: &SchemaRef, rows: usize) -> Result<RecordBatch, IngestError> {
+fn align(
+    fields: &[Arc<Field>],
+    columns: Vec<ArrayRef>,
+    target: &SchemaRef,
+    rows: usize,
+) -> Result<RecordBatch, IngestError> {
     let names = |fs: &mut dyn Iterator<Item = &String>| fs.cloned().collect::<Vec<_>>().join(", ");
     let extra: Vec<&String> =
         fields.iter().map(|f| f.name()).filter(|n| target.index_of(n).is_err()).collect();
@@ -123,7 +137,10 @@ fn align(fields: &[Arc<Field>], columns: Vec<ArrayRef>, target: &SchemaRef, rows
             Some(i) => cast(&columns[i], field.data_type(), field.name())?,
             None if field.is_nullable() => new_null_array(field.data_type(), rows),
             None => {
-                return Err(IngestError::Schema(format!("column '{}' of the dataset schema is missing", field.name())));
+                return Err(IngestError::Schema(format!(
+                    "column '{}' of the dataset schema is missing",
+                    field.name()
+                )));
             }
         };
         aligned.push(column);

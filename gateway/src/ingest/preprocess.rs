@@ -21,7 +21,11 @@ impl Preprocess {
     }
 
     /// A session with `input` holding `batch` and the aliased steps as views.
-    async fn session(&self, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<SessionContext, IngestError> {
+    async fn session(
+        &self,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<SessionContext, IngestError> {
         // One partition: the records' order is kept, and small batches need no parallelism.
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
         let input = MemTable::try_new(schema, vec![batches]).map_err(error)?;

@@ -22,8 +22,14 @@ pub enum Kind {
     String,
     Binary,
     Date,
-    Timestamp { unit: ArrowUnit, timezone: Arc<str> },
-    Decimal { precision: u8, scale: i8 },
+    Timestamp {
+        unit: ArrowUnit,
+        timezone: Arc<str>,
+    },
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +75,8 @@ impl ReadSchema {
     }
 }
 
-fn arrow_unit(unit: Option<TimeUnit>) -> ArrowUnit {
+/// An ODF time unit as Arrow's; ODF's default is milliseconds.
+pub fn arrow_unit(unit: Option<TimeUnit>) -> ArrowUnit {
     match unit.unwrap_or(TimeUnit::Millisecond) {
         TimeUnit::Second => ArrowUnit::Second,
         TimeUnit::Millisecond => ArrowUnit::Millisecond,
@@ -94,10 +101,9 @@ fn kind_of(data_type: &DataType) -> Result<Kind, String> {
         DataType::String => Kind::String,
         DataType::Binary { fixed_length: None } => Kind::Binary,
         DataType::Date => Kind::Date,
-        DataType::Timestamp { unit, timezone } => Kind::Timestamp {
-            unit: arrow_unit(*unit),
-            timezone: timezone.as_deref().unwrap_or("UTC").into(),
-        },
+        DataType::Timestamp { unit, timezone } => {
+            Kind::Timestamp { unit: arrow_unit(*unit), timezone: timezone.as_deref().unwrap_or("UTC").into() }
+        }
         DataType::Decimal { precision, scale } => {
             let precision = u8::try_from(*precision).ok().filter(|p| (1..=38).contains(p));
             let scale = i8::try_from(*scale).ok();

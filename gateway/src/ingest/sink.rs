@@ -12,7 +12,7 @@ use arrow::compute::cast;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
-use super::coerce::{coerce, Formats, Input, Value};
+use super::coerce::{Formats, Input, Value, coerce};
 use super::read_schema::{Kind, ReadSchema};
 
 /// A field that did not fit its column.
@@ -28,7 +28,9 @@ pub struct FieldError {
 impl std::fmt::Display for FieldError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.value {
-            Some(value) => write!(f, "field '{}': {value} is not a {}: {}", self.field, self.expected, self.reason),
+            Some(value) => {
+                write!(f, "field '{}': {value} is not a {}: {}", self.field, self.expected, self.reason)
+            }
             None => write!(f, "field '{}': {}", self.field, self.reason),
         }
     }
@@ -41,7 +43,7 @@ enum Column {
     Float(Float64Builder),
     Text(StringBuilder),
     Bytes(BinaryBuilder),
-    Decimal(Decimal128Builder),
+    Decimal(Decimal128Builder, u8, i8),
 }
 
 impl Column {
@@ -53,7 +55,9 @@ impl Column {
             Kind::Float32 | Kind::Float64 => Column::Float(Float64Builder::new()),
             Kind::String => Column::Text(StringBuilder::new()),
             Kind::Binary => Column::Bytes(BinaryBuilder::new()),
-            Kind::Decimal { .. } => Column::Decimal(Decimal128Builder::new()),
+            Kind::Decimal { precision, scale } => {
+                Column::Decimal(Decimal128Builder::new(), *precision, *scale)
+            }
         }
     }
 
@@ -66,14 +70,14 @@ impl Column {
             (Column::Float(b), Some(Value::Float(v))) => b.append_value(v),
             (Column::Text(b), Some(Value::Text(v))) => b.append_value(v),
             (Column::Bytes(b), Some(Value::Bytes(v))) => b.append_value(v),
-            (Column::Decimal(b), Some(Value::Decimal(v))) => b.append_value(v),
+            (Column::Decimal(b, ..), Some(Value::Decimal(v))) => b.append_value(v),
             (Column::Bool(b), _) => b.append_null(),
             (Column::Int(b), _) => b.append_null(),
             (Column::UInt(b), _) => b.append_null(),
             (Column::Float(b), _) => b.append_null(),
             (Column::Text(b), _) => b.append_null(),
             (Column::Bytes(b), _) => b.append_null(),
-            (Column::Decimal(b), _) => b.append_null(),
+            (Column::Decimal(b, ..), _) => b.append_null(),
         }
     }
 
@@ -85,8 +89,7 @@ impl Column {
             Column::Float(b) => Arc::new(b.finish()),
             Column::Text(b) => Arc::new(b.finish()),
             Column::Bytes(b) => Arc::new(b.finish()),
-            Column::Decimal(b) => {
-                let Kind::Decimal { precision, scale } = kind else { unreachable!("decimal column") };
+            Column::Decimal(b, precision, scale) => {
                 return Ok(Arc::new(b.finish().with_precision_and_scale(*precision, *scale)?));
             }
         };

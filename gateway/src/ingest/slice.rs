@@ -17,8 +17,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sha3::Sha3_256;
 
 use super::error::IngestError;
-use crate::odf::hash::ARROW_SHA3_256;
 use crate::odf::Multihash;
+use crate::odf::hash::ARROW_SHA3_256;
 use crate::store::hash_file;
 
 /// Names of the system columns (ODF's defaults; SetVocab may rename them).

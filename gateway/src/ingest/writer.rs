@@ -23,12 +23,12 @@ use super::checkpoint;
 use super::dataset_schema::{data_columns, to_arrow, to_odf};
 use super::error::IngestError;
 use super::format::InputFormat;
-use super::merge::{merge, MergeState};
+use super::merge::{MergeState, merge};
 use super::normalize::normalize;
 use super::preprocess::Preprocess;
 use super::read::{ReadOptions, Reader, RecordError};
 use super::read_schema::ReadSchema;
-use super::slice::{stage, with_system_columns, Vocab};
+use super::slice::{Vocab, stage, with_system_columns};
 use crate::odf::{
     AddData, AddPushSource, Checkpoint, DataSlice, MergeStrategy, MetadataEvent, Multihash, OffsetInterval,
     SetDataSchema, Transform,
@@ -103,7 +103,9 @@ impl DatasetWriter {
         match name {
             Some(name) => match state.push_sources.get(name) {
                 Some((source, true)) => Ok(source.clone()),
-                Some((_, false)) => Err(IngestError::DisabledSource { dataset, source_name: name.to_owned() }),
+                Some((_, false)) => {
+                    Err(IngestError::DisabledSource { dataset, source_name: name.to_owned() })
+                }
                 None => Err(IngestError::UnknownSource { dataset, source_name: name.to_owned(), known }),
             },
             None => {
@@ -149,7 +151,12 @@ impl DatasetWriter {
         if let Some(Transform::Sql(sql)) = &source.preprocess {
             batch = Preprocess::new(sql.queries.clone().unwrap_or_default()).run(batch).await?;
         }
-        outcome.committed = self.commit_records(&lock, &source, batch, request.event_time, options.system_time)?;
+        let committed = self.commit_records(&lock, &source, batch, request.event_time, options.system_time);
+        if committed.is_err() {
+            // The merge states may hold records that were not committed: rebuild them.
+            self.states = None;
+        }
+        outcome.committed = committed?;
         Ok(outcome)
     }
 
@@ -165,14 +172,16 @@ impl DatasetWriter {
         let vocab = Vocab::of(chain.vocab.as_ref());
         let dataset_schema = chain.schema.as_ref().map(to_arrow).transpose()?;
         let data_schema = dataset_schema.as_ref().map(|s| data_columns(s, &vocab));
-        let takes_op = matches!(source.merge, MergeStrategy::ChangelogStream(_) | MergeStrategy::UpsertStream(_));
+        let takes_op =
+            matches!(source.merge, MergeStrategy::ChangelogStream(_) | MergeStrategy::UpsertStream(_));
         let normalized =
             normalize(batch, &vocab, takes_op, event_time.unwrap_or(system_time), data_schema.as_ref())?;
 
         let data_schema = data_schema.unwrap_or_else(|| normalized.batch.schema());
         self.sync_states(&data_schema)?;
         let signature = MergeState::signature(&source.merge);
-        let state = signature.as_ref().and_then(|s| self.states.as_ref().and_then(|states| states.get(s)));
+        let state =
+            signature.as_ref().and_then(|s| self.states.as_mut().and_then(|states| states.get_mut(s)));
         let merged = merge(&source.merge, state, normalized, &vocab.op)?;
         if merged.num_rows() == 0 {
             return Ok(None);
@@ -184,8 +193,8 @@ impl DatasetWriter {
         let offsets = OffsetInterval { start: first_offset, end: first_offset + staged.rows - 1 };
         let watermark = max_event_time(&slice, &vocab)?.into_iter().chain(chain.watermark).max();
 
-        // The states take the new records in now; if the commit fails they are dropped and
-        // rebuilt from disk, so they never run ahead of the chain.
+        // The states take the new records in now; if the commit fails they are dropped (see
+        // `ingest`) and rebuilt from disk, so they never run ahead of the chain.
         self.absorb(&merged)?;
         self.states_offset = Some(offsets.end);
         let new_checkpoint = match self.checkpoint_due() {
@@ -219,13 +228,8 @@ impl DatasetWriter {
             .dataset
             .publish(&staged.temp, &self.dataset.data_path(&staged.physical_hash))
             .and_then(|()| self.dataset.commit_locked(lock, events, system_time));
-        match result {
-            Ok(head) => Ok(Some(Committed { head, records: staged.rows, offsets, watermark })),
-            Err(e) => {
-                self.states = None;
-                Err(e.into())
-            }
-        }
+        let head = result?;
+        Ok(Some(Committed { head, records: staged.rows, offsets, watermark }))
     }
 
     fn absorb(&mut self, merged: &RecordBatch) -> Result<(), IngestError> {
@@ -300,7 +304,8 @@ impl DatasetWriter {
         }
         for slice in slices.iter().rev() {
             let path = self.dataset.data_path(&slice.physical_hash);
-            let file = File::open(&path).map_err(|e| IngestError::Io(format!("read {}: {e}", path.display())))?;
+            let file =
+                File::open(&path).map_err(|e| IngestError::Io(format!("read {}: {e}", path.display())))?;
             let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
             for batch in reader {
                 let batch = batch?;
@@ -341,7 +346,10 @@ impl DatasetWriter {
 
 /// Loads saved states into matching ones; `false` if any state is missing from the save
 /// (then everything is rebuilt from the slices).
-fn load_states(states: &mut BTreeMap<String, MergeState>, mut saved: std::collections::HashMap<String, RecordBatch>) -> Result<bool, IngestError> {
+fn load_states(
+    states: &mut BTreeMap<String, MergeState>,
+    mut saved: std::collections::HashMap<String, RecordBatch>,
+) -> Result<bool, IngestError> {
     if states.keys().any(|name| !saved.contains_key(name)) {
         return Ok(false);
     }

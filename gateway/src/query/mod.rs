@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::ingest::{dataset_arrow_schema, IngestError};
+use crate::ingest::{IngestError, dataset_arrow_schema};
 use crate::odf::{AddData, MetadataEvent, Multihash};
 use crate::store::{DataDir, Dataset};
 
@@ -47,7 +47,9 @@ fn read_slice(dataset: &Dataset, hash: &Multihash) -> Result<Vec<RecordBatch>, Q
     let path = dataset.data_path(hash);
     let error = |reason: String| QueryError::Read { path: path.display().to_string(), reason };
     let file = File::open(&path).map_err(|e| error(e.to_string()))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(|e| error(e.to_string()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| error(e.to_string()))?;
     reader.collect::<Result<Vec<_>, _>>().map_err(|e| error(e.to_string()))
 }
 
@@ -88,14 +90,19 @@ pub async fn session(data_dir: &DataDir) -> Result<SessionContext, QueryError> {
     Ok(ctx)
 }
 
-fn listing(dataset: &Dataset, files: &[Multihash], schema: SchemaRef) -> Result<Arc<ListingTable>, QueryError> {
+fn listing(
+    dataset: &Dataset,
+    files: &[Multihash],
+    schema: SchemaRef,
+) -> Result<Arc<ListingTable>, QueryError> {
     let urls = files
         .iter()
         .map(|hash| ListingTableUrl::parse(dataset.data_path(hash).to_string_lossy()))
         .collect::<Result<Vec<_>, _>>()?;
     // Slice files have no extension: they are named by their hash.
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
-    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
+    let config =
+        ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
 

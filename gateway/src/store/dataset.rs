@@ -159,7 +159,11 @@ impl Dataset {
     }
 
     /// Appends `events` as new blocks, taking the lock for just this commit.
-    pub fn commit(&mut self, events: Vec<MetadataEvent>, system_time: DateTime<Utc>) -> Result<Multihash, StoreError> {
+    pub fn commit(
+        &mut self,
+        events: Vec<MetadataEvent>,
+        system_time: DateTime<Utc>,
+    ) -> Result<Multihash, StoreError> {
         let lock = self.lock()?;
         self.commit_locked(&lock, events, system_time)
     }
@@ -188,7 +192,8 @@ impl Dataset {
             let hash = odf::block_hash(&bytes);
             // Never write a block this gateway could not read back (e.g. a schema nested
             // deeper than the decoder allows): the dataset would become unreadable.
-            odf::decode_block(&bytes).map_err(|reason| StoreError::Undecodable { hash: hash.clone(), reason })?;
+            odf::decode_block(&bytes)
+                .map_err(|reason| StoreError::Undecodable { hash: hash.clone(), reason })?;
             state.apply(&hash, &block)?;
             encoded.push((hash, bytes));
         }

@@ -1,7 +1,7 @@
 use chrono::{TimeZone, Utc};
 
 use super::*;
-use crate::odf::{self, parse_snapshots, MetadataBlock, MetadataEvent, SetInfo};
+use crate::odf::{self, MetadataBlock, MetadataEvent, SetInfo, parse_snapshots};
 
 const FLEET: &str = include_str!("../../../schemas/fleet.yaml");
 
@@ -36,7 +36,7 @@ fn a_commit_cut_short_before_the_head_moved_leaves_the_previous_head() {
 
     let mut reopened = data_dir.open_dataset("fleet").unwrap();
     assert_eq!(reopened.head(), Some(&head));
-    verify(&reopened, |_, _| {}).unwrap();
+    verify(&reopened, &|_, _| Ok(()), |_, _| {}).unwrap();
 
     // The next commit goes on from the old head and sweeps the temp file away.
     reopened.commit(vec![info("after the crash")], Utc::now()).unwrap();
@@ -56,7 +56,7 @@ fn writers_in_turn_on_two_handles_keep_one_chain() {
     let reopened = data_dir.open_dataset("fleet").unwrap();
     assert_eq!(reopened.state().blocks, 6);
     assert_eq!(reopened.head(), first.head());
-    verify(&reopened, |_, _| {}).unwrap();
+    verify(&reopened, &|_, _| Ok(()), |_, _| {}).unwrap();
 }
 
 #[test]
@@ -79,7 +79,7 @@ fn concurrent_writers_in_threads_lose_nothing() {
     }
     let dataset = data_dir.open_dataset("fleet").unwrap();
     assert_eq!(dataset.state().blocks, 3 + 20);
-    verify(&dataset, |_, _| {}).unwrap();
+    verify(&dataset, &|_, _| Ok(()), |_, _| {}).unwrap();
 }
 
 #[test]

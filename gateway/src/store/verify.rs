@@ -10,7 +10,7 @@ use sha3::{Digest, Sha3_256};
 
 use super::dataset::Dataset;
 use super::error::StoreError;
-use crate::odf::{MetadataEvent, Multihash, hash::SHA3_256};
+use crate::odf::{DataSlice, MetadataEvent, Multihash, hash::SHA3_256};
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct VerifyReport {
@@ -45,8 +45,17 @@ pub fn hash_file(path: &Path) -> io::Result<(Multihash, u64)> {
     Ok((Multihash::from_digest(SHA3_256, &hasher.finalize().into()), size))
 }
 
-/// Checks `dataset`, calling `progress(done, total)` after each block's objects.
-pub fn verify(dataset: &Dataset, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport, VerifyError> {
+/// Checks the content of a data slice beyond its bytes (the logical hash, which needs a
+/// Parquet reader: the store does not read data). `Err` says what is wrong.
+pub type SliceCheck<'a> = &'a dyn Fn(&Path, &DataSlice) -> Result<(), String>;
+
+/// Checks `dataset`, calling `check_slice` on every data slice whose bytes are intact and
+/// `progress(done, total)` after each block's objects.
+pub fn verify(
+    dataset: &Dataset,
+    check_slice: SliceCheck,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<VerifyReport, VerifyError> {
     // Opening the dataset already re-hashed, decoded and replayed every block; read them
     // again in case the files changed since.
     let blocks = dataset.blocks()?;
@@ -57,6 +66,12 @@ pub fn verify(dataset: &Dataset, mut progress: impl FnMut(u64, u64)) -> Result<V
             if let Some(slice) = &add.new_data {
                 let path = dataset.data_path(&slice.physical_hash);
                 check_object("data slice", &path, &slice.physical_hash, slice.size, block.sequence_number)?;
+                check_slice(&path, slice).map_err(|reason| VerifyError::BadObject {
+                    kind: "data slice",
+                    hash: slice.physical_hash.clone(),
+                    block: block.sequence_number,
+                    reason,
+                })?;
                 report.data_files += 1;
                 report.bytes_hashed += slice.size;
             }

@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 use arrow::row::Rows;
 
 use super::keys::KeyEncoder;
-use super::{split_op, with_op, APPEND, CORRECT_FROM, CORRECT_TO, RETRACT};
+use super::{APPEND, CORRECT_FROM, CORRECT_TO, RETRACT, split_op, with_op};
 use crate::ingest::error::IngestError;
 
 pub struct KeyedState {
@@ -145,14 +145,25 @@ impl KeyedState {
         self.output(emits, data, op_name)
     }
 
-    fn changed(&self, comparer: &KeyEncoder, old: (usize, usize), new: &Rows, row: usize) -> Result<bool, IngestError> {
+    fn changed(
+        &self,
+        comparer: &KeyEncoder,
+        old: (usize, usize),
+        new: &Rows,
+        row: usize,
+    ) -> Result<bool, IngestError> {
         let old_batch = self.batches[old.0].slice(old.1, 1);
         let old_values = comparer.encode(&old_batch)?;
         Ok(old_values.row(0) != new.row(row))
     }
 
     /// The output rows ordered by key, then op (-C before +C).
-    fn output(&self, mut emits: Vec<Emit>, data: &RecordBatch, op_name: &str) -> Result<RecordBatch, IngestError> {
+    fn output(
+        &self,
+        mut emits: Vec<Emit>,
+        data: &RecordBatch,
+        op_name: &str,
+    ) -> Result<RecordBatch, IngestError> {
         emits.sort_by(|a, b| a.key.cmp(b.key).then(a.op.cmp(&b.op)));
         let sources: Vec<&RecordBatch> = self.batches.iter().chain(std::iter::once(data)).collect();
         let picks: Vec<(usize, usize)> = emits.iter().map(|e| e.from).collect();

@@ -21,12 +21,20 @@ impl KeyEncoder {
             .map(|name| {
                 schema.index_of(name).map_err(|_| {
                     let have: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                    IngestError::Schema(format!("{what} column '{name}' is not in the data (columns: {})", have.join(", ")))
+                    IngestError::Schema(format!(
+                        "{what} column '{name}' is not in the data (columns: {})",
+                        have.join(", ")
+                    ))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let fields = columns.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect();
         Ok(KeyEncoder { columns, converter: RowConverter::new(fields)? })
+    }
+
+    /// Positions of the key columns in the schema.
+    pub fn columns(&self) -> &[usize] {
+        &self.columns
     }
 
     pub fn encode(&self, batch: &RecordBatch) -> Result<Rows, IngestError> {

@@ -60,7 +60,9 @@ impl MergeState {
             MergeStrategy::Append(_) | MergeStrategy::ChangelogStream(_) => None,
             MergeStrategy::Ledger(k) => Some(MergeState::Ledger(LedgerState::new(schema, &k.primary_key)?)),
             MergeStrategy::Snapshot(s) => Some(MergeState::Keyed(KeyedState::new(schema, &s.primary_key)?)),
-            MergeStrategy::UpsertStream(k) => Some(MergeState::Keyed(KeyedState::new(schema, &k.primary_key)?)),
+            MergeStrategy::UpsertStream(k) => {
+                Some(MergeState::Keyed(KeyedState::new(schema, &k.primary_key)?))
+            }
         })
     }
 
@@ -75,10 +77,7 @@ impl MergeState {
     /// The state as one batch, for a checkpoint.
     pub fn save(&self) -> Result<RecordBatch, IngestError> {
         match self {
-            MergeState::Ledger(state) => {
-                let keys: ArrayRef = Arc::new(state.to_keys());
-                Ok(RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("key", DataType::Binary, true)])), vec![keys])?)
-            }
+            MergeState::Ledger(state) => state.save(),
             MergeState::Keyed(state) => state.current(),
         }
     }
@@ -86,13 +85,7 @@ impl MergeState {
     /// Takes in a saved state; `false` if it does not fit this one (it is then not used).
     pub fn load(&mut self, saved: RecordBatch) -> Result<bool, IngestError> {
         match self {
-            MergeState::Ledger(state) => {
-                let Some(keys) = saved.column_by_name("key").and_then(|k| k.as_any().downcast_ref::<arrow::array::BinaryArray>()) else {
-                    return Ok(false);
-                };
-                state.load_keys(keys);
-                Ok(true)
-            }
+            MergeState::Ledger(state) => state.load(saved),
             MergeState::Keyed(state) => {
                 if !state.fits(&saved) {
                     return Ok(false);
@@ -113,19 +106,24 @@ impl MergeState {
 }
 
 /// Merges normalized records against `state`, giving `op` then the data columns. The state
-/// is not changed: it absorbs the result once the commit has landed.
+/// absorbs the result once the commit has landed; if the commit fails, the state must be
+/// discarded (a Ledger takes the new keys in as it merges).
 pub fn merge(
     strategy: &MergeStrategy,
-    state: Option<&MergeState>,
+    state: Option<&mut MergeState>,
     input: Normalized,
     op_name: &str,
 ) -> Result<RecordBatch, IngestError> {
     let rows = input.batch.num_rows();
     match (strategy, state) {
-        (MergeStrategy::Append(_), _) => with_op(&input.batch, &Int32Array::from(vec![APPEND; rows]), op_name),
+        (MergeStrategy::Append(_), _) => {
+            with_op(&input.batch, &Int32Array::from(vec![APPEND; rows]), op_name)
+        }
         (MergeStrategy::ChangelogStream(_), _) => {
             let op = input.op.ok_or_else(|| {
-                IngestError::Schema(format!("a ChangelogStream source needs an '{op_name}' column in its data"))
+                IngestError::Schema(format!(
+                    "a ChangelogStream source needs an '{op_name}' column in its data"
+                ))
             })?;
             let op = op
                 .as_any()
@@ -148,7 +146,9 @@ pub fn merge(
         (MergeStrategy::UpsertStream(_), Some(MergeState::Keyed(state))) => {
             state.merge_upserts(&input.batch, input.op.as_ref(), op_name)
         }
-        (other, _) => Err(IngestError::Merge(format!("no state was prepared for the {} merge", other.kind()))),
+        (other, _) => {
+            Err(IngestError::Merge(format!("no state was prepared for the {} merge", other.kind())))
+        }
     }
 }
 
@@ -171,3 +171,6 @@ pub fn split_op(slice: &RecordBatch) -> Result<(Int32Array, RecordBatch), Ingest
         .ok_or_else(|| IngestError::Merge("the first column of a slice must be the Int32 op".into()))?;
     Ok((op, slice.project(&(1..slice.num_columns()).collect::<Vec<_>>())?))
 }
+
+#[cfg(test)]
+mod tests;

@@ -24,7 +24,10 @@ pub fn read(bytes: &[u8], sink: &mut RecordSink, reject: &mut Reject) {
                     ciborium::de::Error::Io(_) => "CBOR item cut short".to_string(),
                     ciborium::de::Error::RecursionLimitExceeded => "CBOR nested too deeply".to_string(),
                     ciborium::de::Error::Semantic(at, m) => {
-                        format!("invalid CBOR{}: {m}", at.map(|a| format!(" at byte {a}")).unwrap_or_default())
+                        format!(
+                            "invalid CBOR{}: {m}",
+                            at.map(|a| format!(" at byte {a}")).unwrap_or_default()
+                        )
                     }
                 };
                 // The rest of a sequence cannot be found after a broken item.

@@ -44,7 +44,13 @@ impl CsvOptions {
 
     /// Defaults for CSV pushed into a source that declares another format.
     pub fn translated() -> CsvOptions {
-        CsvOptions { separator: b',', quote: Some(b'"'), escape: Some(b'\\'), header: None, null_value: String::new() }
+        CsvOptions {
+            separator: b',',
+            quote: Some(b'"'),
+            escape: Some(b'\\'),
+            header: None,
+            null_value: String::new(),
+        }
     }
 }
 

@@ -41,7 +41,11 @@ pub fn read_document(text: &str, sub_path: Option<&str>, sink: &mut RecordSink, 
             Some(child) => child,
             None => {
                 let path = sub_path.unwrap_or_default();
-                return reject(1, None, Problem::Malformed(format!("subPath '{path}' is not in the document")));
+                return reject(
+                    1,
+                    None,
+                    Problem::Malformed(format!("subPath '{path}' is not in the document")),
+                );
             }
         };
     }
@@ -126,11 +130,9 @@ impl<'de> Visitor<'de> for RecordVisitor<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(column) = map.next_key_seed(ColumnOf(self.sink))? {
             match column {
-                Some(column) => map.next_value_seed(FieldSeed {
-                    sink: self.sink,
-                    column,
-                    field_error: self.field_error,
-                })?,
+                Some(column) => {
+                    map.next_value_seed(FieldSeed { sink: self.sink, column, field_error: self.field_error })?
+                }
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }

@@ -100,8 +100,9 @@ impl ReadOptions {
             other => return Err(format!("read format {} is not supported for push sources", other.kind())),
         };
         if let Some(label) = &options.encoding {
-            encoding_rs::Encoding::for_label(label.as_bytes())
-                .ok_or_else(|| format!("encoding '{label}' is not known (e.g. utf8, latin1, windows-1252)"))?;
+            encoding_rs::Encoding::for_label(label.as_bytes()).ok_or_else(|| {
+                format!("encoding '{label}' is not known (e.g. utf8, latin1, windows-1252)")
+            })?;
         }
         Ok(options)
     }
@@ -173,3 +174,6 @@ fn decode_text<'a>(bytes: &'a [u8], encoding: Option<&str>) -> Result<Cow<'a, st
     }
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests;

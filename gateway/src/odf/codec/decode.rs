@@ -66,8 +66,7 @@ pub fn block(t: &Table) -> Result<MetadataBlock> {
     let system_time = required(timestamp(t, 0)?, "MetadataBlock.systemTime")?;
     let prev_block_hash = hash(t, 1, "MetadataBlock.prevBlockHash")?;
     let sequence_number = t.scalar(2, 0u64)?;
-    let (kind, member) =
-        required(union(t, 3, super::EVENT_KINDS, "MetadataEvent")?, "MetadataBlock.event")?;
+    let (kind, member) = required(union(t, 3, super::EVENT_KINDS, "MetadataEvent")?, "MetadataBlock.event")?;
     Ok(MetadataBlock { system_time, prev_block_hash, sequence_number, event: event(kind, &member)? })
 }
 
@@ -208,9 +207,10 @@ impl Budget {
         if depth > MAX_TYPE_DEPTH {
             return Err(DecodeError::new(format!("data types nested deeper than {MAX_TYPE_DEPTH}")));
         }
-        let left = self.nodes_left.get().checked_sub(1).ok_or_else(|| {
-            DecodeError::new("the schema has more type nodes than its buffer has room for")
-        })?;
+        let left =
+            self.nodes_left.get().checked_sub(1).ok_or_else(|| {
+                DecodeError::new("the schema has more type nodes than its buffer has room for")
+            })?;
         self.nodes_left.set(left);
         Ok(())
     }
@@ -391,4 +391,3 @@ pub(super) fn merge_strategy(t: &Table, index: u16) -> Result<Option<MergeStrate
         other => return Err(unknown_member("MergeStrategy", other)),
     }))
 }
-

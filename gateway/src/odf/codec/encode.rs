@@ -87,7 +87,11 @@ pub(super) fn string_list(b: &mut Builder, list: &[String]) -> Option<Off> {
     Some(WIPOffset::new(b.create_vector(&offs).value()))
 }
 
-pub(super) fn tables<T>(b: &mut Builder, list: Option<&[T]>, each: impl Fn(&mut Builder, &T) -> Off) -> Option<Off> {
+pub(super) fn tables<T>(
+    b: &mut Builder,
+    list: Option<&[T]>,
+    each: impl Fn(&mut Builder, &T) -> Off,
+) -> Option<Off> {
     let offs: Vec<Off> = list?.iter().map(|item| each(b, item)).collect();
     Some(WIPOffset::new(b.create_vector(&offs).value()))
 }
@@ -447,4 +451,3 @@ pub(super) fn merge_strategy(b: &mut Builder, m: &MergeStrategy) -> Member {
     };
     (position(MergeStrategy::KINDS, m.kind()), off)
 }
-

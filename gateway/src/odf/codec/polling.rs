@@ -1,10 +1,12 @@
 //! The polling-source part of the codec (`SetPollingSource` and its fetch and prepare
 //! steps), both directions: stored so that chains written by other ODF tools round-trip.
 
-use super::decode::{enum_value, merge_strategy, read_step, required, transform, union, unknown_member, Result};
+use super::decode::{
+    Result, enum_value, merge_strategy, read_step, required, transform, union, unknown_member,
+};
 use super::encode::{
-    position, read_step as encode_read_step, merge_strategy as encode_merge_strategy, string, string_list,
-    strings, table, tables, text, transform as encode_transform, Builder, Member, Off,
+    Builder, Member, Off, merge_strategy as encode_merge_strategy, position, read_step as encode_read_step,
+    string, string_list, strings, table, tables, text, transform as encode_transform,
 };
 use super::reader::Table;
 use crate::odf::polling::*;
@@ -147,7 +149,10 @@ pub(super) fn decode(t: &Table) -> Result<SetPollingSource> {
     let prepare = t
         .tables(2)?
         .map(|steps| {
-            steps.iter().map(|w| required(decode_prep_step(w)?, "PrepStepWrapper.value")).collect::<Result<Vec<_>>>()
+            steps
+                .iter()
+                .map(|w| required(decode_prep_step(w)?, "PrepStepWrapper.value"))
+                .collect::<Result<Vec<_>>>()
         })
         .transpose()?;
     Ok(SetPollingSource {

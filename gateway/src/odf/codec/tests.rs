@@ -159,8 +159,8 @@ fn read_step() -> impl Strategy<Value = ReadStep> {
                 separator,
                 ..Default::default()
             })),
-        (any::<bool>(), proptest::option::of("\\\\|'"), proptest::option::of("NULL|"))
-            .prop_map(|(infer_schema, escape, null_value)| ReadStep::Csv(ReadStepCsv {
+        (any::<bool>(), proptest::option::of("\\\\|'"), proptest::option::of("NULL|")).prop_map(
+            |(infer_schema, escape, null_value)| ReadStep::Csv(ReadStepCsv {
                 infer_schema: Some(infer_schema),
                 escape,
                 null_value,
@@ -169,11 +169,16 @@ fn read_step() -> impl Strategy<Value = ReadStep> {
                 date_format: Some("rfc3339".into()),
                 timestamp_format: Some("%s".into()),
                 ..Default::default()
-            })),
+            })
+        ),
         (ddl.clone(), proptest::option::of(schema())).prop_map(|(ddl_schema, schema)| {
             ReadStep::NdJson(ReadStepNdJson { ddl_schema, schema, ..Default::default() })
         }),
-        (proptest::option::of("[a-z.]{1,8}"), proptest::option::of(schema()), proptest::option::of("rfc3339|%Y"))
+        (
+            proptest::option::of("[a-z.]{1,8}"),
+            proptest::option::of(schema()),
+            proptest::option::of("rfc3339|%Y")
+        )
             .prop_map(|(sub_path, schema, date_format)| ReadStep::Json(ReadStepJson {
                 sub_path,
                 schema,
@@ -211,14 +216,19 @@ fn transform() -> impl Strategy<Value = Transform> {
     (
         proptest::collection::vec((proptest::option::of(name()), "SELECT [a-z]+ FROM input"), 1..3),
         proptest::option::of("[0-9]\\.[0-9]"),
-        proptest::option::of(proptest::collection::vec((name(), proptest::collection::vec(name(), 1..2)), 1..2)),
+        proptest::option::of(proptest::collection::vec(
+            (name(), proptest::collection::vec(name(), 1..2)),
+            1..2,
+        )),
     )
         .prop_map(|(steps, version, temporal)| {
             Transform::Sql(TransformSql {
                 engine: "datafusion".into(),
                 version,
                 query: None,
-                queries: Some(steps.into_iter().map(|(alias, query)| SqlQueryStep { alias, query }).collect()),
+                queries: Some(
+                    steps.into_iter().map(|(alias, query)| SqlQueryStep { alias, query }).collect(),
+                ),
                 temporal_tables: temporal.map(|t| {
                     t.into_iter().map(|(name, primary_key)| TemporalTable { name, primary_key }).collect()
                 }),
@@ -237,7 +247,12 @@ fn polling_source() -> impl Strategy<Value = MetadataEvent> {
     ]);
     let header = (name(), name()).prop_map(|(name, value)| NameValue { name, value });
     let fetch = prop_oneof![
-        (name(), event_time.clone(), any::<bool>(), proptest::option::of(proptest::collection::vec(header.clone(), 1..3)))
+        (
+            name(),
+            event_time.clone(),
+            any::<bool>(),
+            proptest::option::of(proptest::collection::vec(header.clone(), 1..3))
+        )
             .prop_map(|(url, event_time, cache, headers)| FetchStep::Url(FetchStepUrl {
                 url,
                 event_time,
@@ -245,10 +260,29 @@ fn polling_source() -> impl Strategy<Value = MetadataEvent> {
                 headers,
             })),
         (name(), event_time, proptest::option::of(proptest::sample::select(SourceOrdering::ALL.to_vec())))
-            .prop_map(|(path, event_time, order)| FetchStep::FilesGlob(FetchStepFilesGlob { path, event_time, cache: None, order })),
-        (name(), proptest::option::of(proptest::collection::vec(name(), 1..3)), proptest::option::of(proptest::collection::vec(header, 1..2)))
-            .prop_map(|(image, args, env)| FetchStep::Container(FetchStepContainer { image, command: None, args, env })),
-        (name(), any::<i32>(), proptest::option::of(name()), proptest::option::of(proptest::sample::select(MqttQos::ALL.to_vec())))
+            .prop_map(|(path, event_time, order)| FetchStep::FilesGlob(FetchStepFilesGlob {
+                path,
+                event_time,
+                cache: None,
+                order
+            })),
+        (
+            name(),
+            proptest::option::of(proptest::collection::vec(name(), 1..3)),
+            proptest::option::of(proptest::collection::vec(header, 1..2))
+        )
+            .prop_map(|(image, args, env)| FetchStep::Container(FetchStepContainer {
+                image,
+                command: None,
+                args,
+                env
+            })),
+        (
+            name(),
+            any::<i32>(),
+            proptest::option::of(name()),
+            proptest::option::of(proptest::sample::select(MqttQos::ALL.to_vec()))
+        )
             .prop_map(|(host, port, username, qos)| FetchStep::Mqtt(FetchStepMqtt {
                 host,
                 port,
@@ -256,20 +290,29 @@ fn polling_source() -> impl Strategy<Value = MetadataEvent> {
                 password: None,
                 topics: vec![MqttTopicSubscription { path: "a/+/b".into(), qos }],
             })),
-        (proptest::option::of(any::<u64>()), proptest::option::of(name()))
-            .prop_map(|(chain_id, node_url)| FetchStep::EthereumLogs(FetchStepEthereumLogs { chain_id, node_url, filter: None, signature: None })),
+        (proptest::option::of(any::<u64>()), proptest::option::of(name())).prop_map(
+            |(chain_id, node_url)| FetchStep::EthereumLogs(FetchStepEthereumLogs {
+                chain_id,
+                node_url,
+                filter: None,
+                signature: None
+            })
+        ),
     ];
     let prepare = proptest::option::of(proptest::collection::vec(
         prop_oneof![
             (proptest::sample::select(CompressionFormat::ALL.to_vec()), proptest::option::of(name()))
                 .prop_map(|(format, sub_path)| PrepStep::Decompress(PrepStepDecompress { format, sub_path })),
-            proptest::collection::vec(name(), 1..3).prop_map(|command| PrepStep::Pipe(PrepStepPipe { command })),
+            proptest::collection::vec(name(), 1..3)
+                .prop_map(|command| PrepStep::Pipe(PrepStepPipe { command })),
         ],
         1..3,
     ));
-    (fetch, prepare, read_step(), proptest::option::of(transform()), merge()).prop_map(|(fetch, prepare, read, preprocess, merge)| {
-        MetadataEvent::SetPollingSource(SetPollingSource { fetch, prepare, read, preprocess, merge })
-    })
+    (fetch, prepare, read_step(), proptest::option::of(transform()), merge()).prop_map(
+        |(fetch, prepare, read, preprocess, merge)| {
+            MetadataEvent::SetPollingSource(SetPollingSource { fetch, prepare, read, preprocess, merge })
+        },
+    )
 }
 
 fn event() -> impl Strategy<Value = MetadataEvent> {
@@ -335,12 +378,22 @@ fn event() -> impl Strategy<Value = MetadataEvent> {
         polling_source(),
         Just(MetadataEvent::DisablePollingSource(DisablePollingSource {})),
         ("[A-Z-]{1,8}", "[ -~]{1,20}", proptest::option::of("[A-Z0-9.-]{1,8}"), "https://[a-z]{1,8}\\.org/")
-            .prop_map(|(short_name, name, spdx_id, website_url)| MetadataEvent::SetLicense(SetLicense { short_name, name, spdx_id, website_url })),
-        proptest::collection::vec((name(), "[ -~]{0,40}"), 0..3).prop_map(|items| MetadataEvent::SetAttachments(SetAttachments {
-            attachments: Attachments::Embedded(AttachmentsEmbedded {
-                items: items.into_iter().map(|(path, content)| AttachmentEmbedded { path, content }).collect(),
-            }),
-        })),
+            .prop_map(|(short_name, name, spdx_id, website_url)| MetadataEvent::SetLicense(SetLicense {
+                short_name,
+                name,
+                spdx_id,
+                website_url
+            })),
+        proptest::collection::vec((name(), "[ -~]{0,40}"), 0..3).prop_map(|items| {
+            MetadataEvent::SetAttachments(SetAttachments {
+                attachments: Attachments::Embedded(AttachmentsEmbedded {
+                    items: items
+                        .into_iter()
+                        .map(|(path, content)| AttachmentEmbedded { path, content })
+                        .collect(),
+                }),
+            })
+        }),
         name().prop_map(|source_name| MetadataEvent::DisablePushSource(DisablePushSource { source_name })),
     ]
 }
