@@ -1,85 +1,10 @@
 //! The ingest engine through the real binary: ingest, tail, sql, verify.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use assert_cmd::Command;
-use serde_json::Value;
+use std::path::Path;
 
-const SYSTEM_TIME: &str = "2026-01-31T12:00:00Z";
-
-struct Gateway {
-    dir: tempfile::TempDir,
-}
-
-impl Gateway {
-    fn new() -> Gateway {
-        Gateway { dir: tempfile::tempdir().unwrap() }
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn cmd(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_odf-gateway"));
-        cmd.env("ODF_GATEWAY_DATA_DIR", self.data())
-            .env("ODF_GATEWAY_SYSTEM_TIME", SYSTEM_TIME)
-            .env_remove("RUST_LOG");
-        cmd
-    }
-
-    fn add(&self, manifest: &str) {
-        let out = self.cmd().args(["add", "--stdin"]).write_stdin(manifest).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    /// Runs the command; returns (success, stdout, stderr).
-    fn run(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
-        let out = self.cmd().args(args).write_stdin(stdin).output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into(),
-            String::from_utf8_lossy(&out.stderr).into(),
-        )
-    }
-
-    fn ok(&self, args: &[&str], stdin: &str) -> String {
-        let (ok, stdout, stderr) = self.run(args, stdin);
-        assert!(ok, "{args:?} failed: {stderr}");
-        stdout + &stderr
-    }
-
-    fn fails(&self, args: &[&str], stdin: &str) -> String {
-        let (ok, _, stderr) = self.run(args, stdin);
-        assert!(!ok, "{args:?} succeeded");
-        stderr
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-
-    /// All records, oldest first, as JSON objects.
-    fn records(&self, dataset: &str) -> Vec<Value> {
-        let out = self.ok(&["tail", dataset, "-n", "1000000", "-o", "json"], "");
-        out.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect()
-    }
-
-    fn blocks(&self, dataset: &str) -> usize {
-        self.ok(&["log", dataset], "").matches("# Block: ").count()
-    }
-
-    fn verify(&self, dataset: &str) {
-        let out = self.ok(&["verify", dataset], "");
-        assert!(out.contains(&format!("{dataset}: ok")), "{out}");
-    }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{Gateway, LEDGER, SYSTEM_TIME, path, reports};
 
 const SEED_GPS: &str = "
 kind: DatasetSnapshot
@@ -118,6 +43,16 @@ fn the_seed_example() {
     let cells: Vec<&str> = row.split(['│', '┆']).map(str::trim).filter(|c| !c.is_empty()).collect();
     assert_eq!(cells, ["0", "+A", "2026-01-31T12:00:00Z", "2020-01-01T00:00:00Z", "-123.12", "49.28"]);
     gw.verify("gps");
+}
+
+#[test]
+fn the_seed_example_from_a_json_file_of_several_lines() {
+    let gw = Gateway::new();
+    gw.add(SEED_GPS);
+    let lines = "{\"t\": \"2020-01-01T00:00:00Z\", \"long\": -123.12, \"lat\": 49.28}\n{\"t\": \"2020-01-01T00:00:01Z\", \"long\": -123.13, \"lat\": 49.29}\n";
+    let file = gw.write("data.json", lines.as_bytes());
+    gw.ok(&["ingest", "gps", path(&file)], "");
+    assert_eq!(gw.records("gps").len(), 2);
 }
 
 #[test]
@@ -173,142 +108,6 @@ fn cbor_pushed_in_every_shape() {
     let times: Vec<&str> = records.iter().map(|r| r["t"].as_str().unwrap()).collect();
     assert_eq!(times, ["2020-01-01T00:00:00Z", "2020-01-01T00:01:00Z", "2020-01-01T00:02:00Z"]);
     gw.verify("gps");
-}
-
-const LEDGER: &str = "
-kind: DatasetSnapshot
-version: 1
-content:
-  name: trackers
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: vendorA
-      read:
-        kind: NdJson
-        schema:
-          fields:
-            - { name: device_id, type: string }
-            - { name: seq, type: int64 }
-            - { name: t, type: timestamp }
-            - { name: lat, type: float64 }
-      merge:
-        kind: Ledger
-        primaryKey: [device_id, seq]
-    - kind: SetVocab
-      eventTimeColumn: t
-";
-
-fn reports(device: &str, seqs: std::ops::RangeInclusive<i64>) -> String {
-    seqs.map(|s| {
-        format!(r#"{{"device_id":"{device}","seq":{s},"t":"2026-01-01T00:00:{s:02}Z","lat":{s}.5}}"#) + "\n"
-    })
-    .collect()
-}
-
-#[test]
-fn ledger_dedup_across_three_ingests() {
-    let gw = Gateway::new();
-    gw.add(LEDGER);
-    gw.ok(&["ingest", "trackers", "--stdin"], &(reports("A", 1..=5) + &reports("B", 1..=2)));
-    // Overlaps the first ingest, and repeats a key inside the batch: only seq 6, 7 are new.
-    let second = reports("A", 4..=7) + &reports("A", 6..=6);
-    let out = gw.ok(&["ingest", "trackers", "--stdin"], &second);
-    assert!(out.contains("2 record(s)"), "{out}");
-    // Nothing new at all: nothing is committed.
-    let blocks = gw.blocks("trackers");
-    let out = gw.ok(&["ingest", "trackers", "--stdin"], &(reports("A", 1..=3) + &reports("B", 2..=2)));
-    assert!(out.contains("Dataset up-to-date"), "{out}");
-    assert_eq!(gw.blocks("trackers"), blocks);
-
-    let records = gw.records("trackers");
-    let keys: Vec<(String, i64)> = records
-        .iter()
-        .map(|r| (r["device_id"].as_str().unwrap().to_owned(), r["seq"].as_i64().unwrap()))
-        .collect();
-    let expected: Vec<(String, i64)> =
-        [("A", 1), ("A", 2), ("A", 3), ("A", 4), ("A", 5), ("B", 1), ("B", 2), ("A", 6), ("A", 7)]
-            .iter()
-            .map(|(d, s)| (d.to_string(), *s))
-            .collect();
-    assert_eq!(keys, expected);
-    let offsets: Vec<i64> = records.iter().map(|r| r["offset"].as_i64().unwrap()).collect();
-    assert_eq!(offsets, (0..9).collect::<Vec<_>>());
-    gw.verify("trackers");
-}
-
-const FLEET: &str = "
-kind: DatasetSnapshot
-version: 1
-content:
-  name: fleet
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: registry
-      read:
-        kind: Csv
-        header: true
-        schema:
-          fields:
-            - { name: device_id, type: string }
-            - { name: vehicle, type: string }
-            - { name: active, type: bool }
-      merge:
-        kind: Snapshot
-        primaryKey: [device_id]
-";
-
-#[test]
-fn snapshot_cdc_across_three_ingests() {
-    let gw = Gateway::new();
-    gw.add(FLEET);
-    gw.ok(
-        &["ingest", "fleet", "--stdin"],
-        "device_id,vehicle,active\nA,van-1,true\nB,van-2,true\nC,truck-1,true\n",
-    );
-    // B changes vehicle, C disappears, D appears.
-    gw.ok(
-        &["ingest", "fleet", "--stdin"],
-        "device_id,vehicle,active\nA,van-1,true\nB,van-3,true\nD,bike-1,false\n",
-    );
-    // Unchanged rows emit nothing; A is deactivated; D is removed.
-    gw.ok(&["ingest", "fleet", "--stdin"], "device_id,vehicle,active\nA,van-1,false\nB,van-3,true\n");
-
-    let ops: Vec<(String, String, String)> = gw
-        .records("fleet")
-        .iter()
-        .map(|r| {
-            let op = match r["op"].as_i64().unwrap() {
-                0 => "+A",
-                1 => "-R",
-                2 => "-C",
-                3 => "+C",
-                _ => "??",
-            };
-            (
-                op.into(),
-                r["device_id"].as_str().unwrap().into(),
-                format!("{}/{}", r["vehicle"].as_str().unwrap(), r["active"]),
-            )
-        })
-        .collect();
-    let expected = [
-        ("+A", "A", "van-1/true"),
-        ("+A", "B", "van-2/true"),
-        ("+A", "C", "truck-1/true"),
-        ("-C", "B", "van-2/true"),
-        ("+C", "B", "van-3/true"),
-        ("-R", "C", "truck-1/true"),
-        ("+A", "D", "bike-1/false"),
-        ("-C", "A", "van-1/true"),
-        ("+C", "A", "van-1/false"),
-        ("-R", "D", "bike-1/false"),
-    ];
-    let expected: Vec<(String, String, String)> =
-        expected.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
-    assert_eq!(ops, expected);
-    gw.verify("fleet");
 }
 
 const PREPROCESSED: &str = "
@@ -397,6 +196,7 @@ fn event_time_from_the_flag_else_the_system_time() {
     let times: Vec<String> =
         gw.records("readings").iter().map(|r| r["event_time"].as_str().unwrap().to_owned()).collect();
     assert_eq!(times, ["2025-06-01T08:00:00Z", SYSTEM_TIME]);
+    gw.verify("readings");
 }
 
 #[test]
@@ -453,6 +253,7 @@ fn source_errors_name_the_sources() {
     assert!(err.contains("push source 'beta' of dataset 'multi' is disabled"), "{err}");
     gw.ok(&["ingest", "multi", "--stdin", "--source-name", "gamma"], "1\n2\n");
     assert_eq!(gw.records("multi").len(), 2);
+    gw.verify("multi");
 }
 
 #[test]
@@ -497,6 +298,7 @@ fn malformed_csv_and_cbor_name_the_place() {
     assert!(err.contains("record 1 (line 2): 4 fields, where 3 are expected"), "{err}");
     let err = gw.fails(&["ingest", "gps", "--stdin", "--input-format", "cbor"], "\u{a1}\u{61}");
     assert!(err.contains("record 1 (byte 0)"), "{err}");
+    gw.verify("gps");
 }
 
 #[test]
@@ -521,6 +323,7 @@ fn sql_over_all_datasets() {
     assert!(table.contains("│ 3 "), "{table}");
     let err = gw.fails(&["sql", "SELECT * FROM nowhere"], "");
     assert!(err.contains("nowhere"), "{err}");
+    gw.verify("trackers");
 }
 
 #[test]

@@ -80,6 +80,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         event_time: args.event_time,
     };
     let options = IngestOptions { system_time: ctx.system_time(), skip_bad_records: args.skip_bad_records };
+    let bytes: usize = inputs.iter().map(|i| i.bytes.len()).sum();
+    let started = std::time::Instant::now();
     let mut writer = DatasetWriter::new(dataset);
     let spinner = output::spinner("merge and commit");
     let result = ctx.block_on(writer.ingest(request, &options));
@@ -100,9 +102,16 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     for e in &outcome.rejected {
         eprintln!("skipped: {e}");
     }
+    let seconds = started.elapsed().as_secs_f64().max(1e-6);
+    let rate = format!(
+        "{} records read in {seconds:.2} s: {:.0} rows/s, {:.1} MB/s",
+        outcome.records_read,
+        outcome.records_read as f64 / seconds,
+        bytes as f64 / 1e6 / seconds
+    );
     match outcome.committed {
         Some(c) => eprintln!(
-            "Dataset updated: {} record(s) via source '{}' at offsets {}..={}, head {}",
+            "Dataset updated: {} record(s) via source '{}' at offsets {}..={}, head {} ({rate})",
             c.records, outcome.source, c.offsets.start, c.offsets.end, c.head
         ),
         None => {

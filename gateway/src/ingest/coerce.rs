@@ -92,7 +92,13 @@ pub fn coerce(kind: &Kind, input: Input, formats: &Formats) -> Result<Value, Rea
         Kind::Bool => to_bool(input).map(Value::Bool),
         Kind::Int(bits) => to_int(input, *bits).map(Value::Int),
         Kind::UInt(bits) => to_uint(input, *bits).map(Value::UInt),
-        Kind::Float32 | Kind::Float64 => to_float(input).map(Value::Float),
+        Kind::Float32 => to_float(input)
+            .and_then(|f| match f.is_finite() && f.abs() > f64::from(f32::MAX) {
+                true => Err("out of the Float32 range".into()),
+                false => Ok(f),
+            })
+            .map(Value::Float),
+        Kind::Float64 => to_float(input).map(Value::Float),
         Kind::String => to_text(input).map(Value::Text),
         Kind::Binary => to_bytes(input).map(Value::Bytes),
         Kind::Date => to_date(input, formats).map(Value::Int),
@@ -196,9 +202,15 @@ fn to_bytes(input: Input) -> Result<Vec<u8>, Reason> {
 }
 
 fn to_date(input: Input, formats: &Formats) -> Result<i64, Reason> {
+    let in_range = |days: i64| match NaiveDate::default()
+        .checked_add_signed(chrono::Duration::try_days(days).unwrap_or(chrono::Duration::MAX))
+    {
+        Some(_) if i32::try_from(days).is_ok() => Ok(days),
+        _ => Err("out of the range of dates".to_string()),
+    };
     let date = match input {
-        Input::Int(days) => return Ok(days),
-        Input::UInt(days) => return i64::try_from(days).map_err(|_| "out of range".into()),
+        Input::Int(days) => return in_range(days),
+        Input::UInt(days) => return in_range(i64::try_from(days).map_err(|_| "out of range".to_string())?),
         Input::Str(s) => {
             let format = formats.date.as_deref().unwrap_or("%Y-%m-%d");
             NaiveDate::parse_from_str(s.trim(), format)
@@ -210,33 +222,52 @@ fn to_date(input: Input, formats: &Formats) -> Result<i64, Reason> {
 }
 
 fn to_timestamp(input: Input, unit: TimeUnit, formats: &Formats) -> Result<i64, Reason> {
-    let time = match input {
-        Input::Int(n) => return Ok(n),
-        Input::UInt(n) => return i64::try_from(n).map_err(|_| "out of range".into()),
-        Input::Float(f) => return Ok(f.round() as i64),
-        Input::EpochSeconds(s) => {
-            let per_second = match unit {
-                TimeUnit::Second => 1.0,
-                TimeUnit::Millisecond => 1e3,
-                TimeUnit::Microsecond => 1e6,
-                TimeUnit::Nanosecond => 1e9,
-            };
-            return Ok((s * per_second).round() as i64);
+    let per_second: i64 = match unit {
+        TimeUnit::Second => 1,
+        TimeUnit::Millisecond => 1_000,
+        TimeUnit::Microsecond => 1_000_000,
+        TimeUnit::Nanosecond => 1_000_000_000,
+    };
+    let epoch = |value: f64| -> Result<i64, Reason> {
+        if !value.is_finite() || value.abs() >= 9.2e18 {
+            return Err("not a time".into());
         }
-        // CSV has only strings: a number there is an epoch time too.
-        Input::Str(s) if s.trim().parse::<f64>().is_ok() => {
-            return to_timestamp(Input::Float(s.trim().parse().unwrap_or_default()), unit, formats);
+        Ok(value.round() as i64)
+    };
+    let value = match input {
+        Input::Int(n) => n,
+        Input::UInt(n) => i64::try_from(n).map_err(|_| "out of range".to_string())?,
+        Input::Float(f) => epoch(f)?,
+        Input::EpochSeconds(s) => epoch(s * per_second as f64)?,
+        Input::Str(s) => {
+            let s = s.trim();
+            // A declared format comes first; else RFC 3339; else (CSV has only strings) a
+            // number is an epoch time.
+            match parse_time(s, formats.timestamp.as_deref()) {
+                Ok(time) => match unit {
+                    TimeUnit::Second => time.timestamp(),
+                    TimeUnit::Millisecond => time.timestamp_millis(),
+                    TimeUnit::Microsecond => time.timestamp_micros(),
+                    TimeUnit::Nanosecond => {
+                        time.timestamp_nanos_opt().ok_or("out of the nanosecond range")?
+                    }
+                },
+                Err(reason) => match s.parse::<f64>() {
+                    Ok(number) => epoch(number)?,
+                    Err(_) => return Err(reason),
+                },
+            }
         }
-        Input::Str(s) => parse_time(s.trim(), formats.timestamp.as_deref())?,
         other => return Err(wrong_shape(other)),
     };
-    match unit {
-        TimeUnit::Second => Ok(time.timestamp()),
-        TimeUnit::Millisecond => Ok(time.timestamp_millis()),
-        TimeUnit::Microsecond => Ok(time.timestamp_micros()),
-        TimeUnit::Nanosecond => {
-            time.timestamp_nanos_opt().ok_or_else(|| "out of the nanosecond range".into())
-        }
+    // Times are stored in milliseconds: the value must be a time that has milliseconds.
+    let millis = match unit {
+        TimeUnit::Second => value.checked_mul(1_000),
+        _ => Some(value / (per_second / 1_000)),
+    };
+    match millis.and_then(DateTime::from_timestamp_millis) {
+        Some(_) => Ok(value),
+        None => Err("out of the range of times".into()),
     }
 }
 
@@ -336,6 +367,12 @@ mod tests {
         let seconds = Kind::Timestamp { unit: TimeUnit::Second, timezone: "UTC".into() };
         assert_eq!(ok(seconds, Input::Int(1_577_836_800)), Value::Int(1_577_836_800));
         assert!(err(ms(), Input::Str("yesterday")).contains("RFC 3339"));
+        assert!(err(ms(), Input::Str("NaN")).contains("not a time"));
+        assert!(err(ms(), Input::Float(f64::INFINITY)).contains("not a time"));
+        let seconds = Kind::Timestamp { unit: TimeUnit::Second, timezone: "UTC".into() };
+        assert!(err(seconds, Input::Int(i64::MAX / 10)).contains("out of the range"));
+        let digits = Formats::new(None, Some("%Y%m%d%H%M%S"));
+        assert_eq!(coerce(&ms(), Input::Str("20200101000000"), &digits), Ok(Value::Int(1_577_836_800_000)));
         assert!(err(ms(), Input::Bool(true)).contains("a boolean"));
         let custom = Formats::new(None, Some("%d/%m/%Y %H:%M"));
         assert_eq!(coerce(&ms(), Input::Str("01/01/2020 00:01"), &custom), Ok(Value::Int(1_577_836_860_000)));
@@ -368,6 +405,8 @@ mod tests {
         assert_eq!(ok(Kind::Bool, Input::Str("Yes")), Value::Bool(true));
         assert_eq!(ok(Kind::String, Input::Int(5)), Value::Text("5".into()));
         assert_eq!(ok(Kind::Date, Input::Str("1970-01-02")), Value::Int(1));
+        assert!(err(Kind::Date, Input::Int(i64::MAX)).contains("out of the range of dates"));
+        assert!(err(Kind::Float32, Input::Float(1e300)).contains("Float32 range"));
         assert_eq!(ok(Kind::Binary, Input::Str("AQI=")), Value::Bytes(vec![1, 2]));
         assert_eq!(ok(Kind::Int(64), Input::Null), Value::Null);
     }

@@ -64,7 +64,6 @@ fn odf_type(t: &Arrow) -> Option<DataType> {
         Arrow::Timestamp(unit, tz) => {
             DataType::Timestamp { unit: Some(odf_unit(unit)), timezone: tz.as_deref().map(str::to_owned) }
         }
-        Arrow::Null => DataType::Null,
         _ => return None,
     })
 }

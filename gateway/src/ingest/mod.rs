@@ -43,7 +43,7 @@ pub fn check_logical_hash(path: &std::path::Path, slice: &crate::odf::DataSlice)
         return Err(format!("records digest to {actual}, the block says {}", slice.logical_hash));
     }
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-    let expected = slice.offset_interval.end - slice.offset_interval.start + 1;
+    let expected = slice.offset_interval.end.saturating_sub(slice.offset_interval.start).saturating_add(1);
     if rows != expected {
         return Err(format!("{rows} records, the block's offsets say {expected}"));
     }
@@ -62,12 +62,20 @@ pub async fn check_push_source(source: &AddPushSource) -> Result<(), IngestError
     let schema = read_schema::ReadSchema::of(&source.read).map_err(IngestError::Schema)?;
     read::ReadOptions::of(&source.read).map_err(IngestError::Format)?;
     let columns = match &source.preprocess {
-        Some(Transform::Sql(sql)) => {
-            let steps = sql.queries.clone().unwrap_or_default();
-            preprocess::Preprocess::new(steps).plan(schema.arrow()).await?
-        }
+        Some(Transform::Sql(sql)) => preprocess::Preprocess::of(sql).plan(schema.arrow()).await?,
         None => schema.arrow(),
     };
+    // The columns must be ones a dataset stores, and not the system columns.
+    dataset_schema::to_odf(&columns)?;
+    let takes_op = matches!(
+        source.merge,
+        crate::odf::MergeStrategy::ChangelogStream(_) | crate::odf::MergeStrategy::UpsertStream(_)
+    );
+    for reserved in ["offset", "system_time"].into_iter().chain((!takes_op).then_some("op")) {
+        if columns.index_of(reserved).is_ok() {
+            return Err(IngestError::Schema(format!("column '{reserved}' is a system column; rename it")));
+        }
+    }
     for key in source.merge.key_columns() {
         if columns.index_of(key).is_err() {
             let names: Vec<&str> = columns.fields().iter().map(|f| f.name().as_str()).collect();

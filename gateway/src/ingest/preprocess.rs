@@ -9,14 +9,20 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::error::IngestError;
-use crate::odf::source::SqlQueryStep;
+use crate::odf::source::{SqlQueryStep, TransformSql};
 
 pub struct Preprocess {
     steps: Vec<SqlQueryStep>,
 }
 
 impl Preprocess {
-    pub fn new(steps: Vec<SqlQueryStep>) -> Preprocess {
+    /// The steps of a transform: `queries`, or a chain written with the `query` shorthand.
+    pub fn of(sql: &TransformSql) -> Preprocess {
+        let steps = match (&sql.queries, &sql.query) {
+            (Some(queries), _) => queries.clone(),
+            (None, Some(query)) => vec![SqlQueryStep { alias: None, query: query.clone() }],
+            (None, None) => Vec::new(),
+        };
         Preprocess { steps }
     }
 

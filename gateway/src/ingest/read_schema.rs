@@ -106,12 +106,16 @@ fn kind_of(data_type: &DataType) -> Result<Kind, String> {
         }
         DataType::Decimal { precision, scale } => {
             let precision = u8::try_from(*precision).ok().filter(|p| (1..=38).contains(p));
-            let scale = i8::try_from(*scale).ok();
+            let scale = i8::try_from(*scale).ok().filter(|s| *s >= 0);
             match (precision, scale) {
-                (Some(precision), Some(scale)) if scale as i16 <= precision as i16 => {
+                (Some(precision), Some(scale)) if scale as u8 <= precision => {
                     Kind::Decimal { precision, scale }
                 }
-                _ => return Err("Decimal needs a precision of 1 to 38 and a scale no larger".into()),
+                _ => {
+                    return Err(
+                        "Decimal needs a precision of 1 to 38 and a scale from 0 to the precision".into()
+                    );
+                }
             }
         }
         DataType::Option { .. } => return Err("Option inside Option is not a type".into()),

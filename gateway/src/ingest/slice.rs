@@ -58,6 +58,7 @@ pub fn with_system_columns(
 ) -> Result<RecordBatch, IngestError> {
     let rows = merged.num_rows();
     let first = i64::try_from(first_offset).map_err(|_| IngestError::OffsetsExhausted)?;
+    first.checked_add(rows as i64).ok_or(IngestError::OffsetsExhausted)?;
     let offsets: ArrayRef = Arc::new(Int64Array::from_iter_values((0..rows as i64).map(|i| first + i)));
     let system: ArrayRef = Arc::new(
         TimestampMillisecondArray::from(vec![system_time.timestamp_millis(); rows]).with_timezone("UTC"),

@@ -44,6 +44,9 @@ pub struct Message<'a> {
     pub origin: String,
 }
 
+/// One commit's worth of messages. For a Snapshot source the request is one snapshot: its
+/// messages together are the whole state (so a sender pushes one snapshot per request), and
+/// a request with no records changes nothing.
 pub struct IngestRequest<'a> {
     /// The push source; may be left out when the dataset has only one.
     pub source: Option<&'a str>,
@@ -140,6 +143,10 @@ impl DatasetWriter {
         if !rejected.is_empty() && !options.skip_bad_records {
             return Err(IngestError::BadRecords(rejected));
         }
+        if !rejected.is_empty() && matches!(source.merge, MergeStrategy::Snapshot(_)) {
+            // A snapshot without the skipped records would retract their keys.
+            return Err(IngestError::BadRecords(rejected));
+        }
         let records_read = reader.rows();
         let mut outcome =
             IngestOutcome { source: source.source_name.clone(), records_read, rejected, committed: None };
@@ -149,7 +156,7 @@ impl DatasetWriter {
 
         let mut batch = reader.finish()?;
         if let Some(Transform::Sql(sql)) = &source.preprocess {
-            batch = Preprocess::new(sql.queries.clone().unwrap_or_default()).run(batch).await?;
+            batch = Preprocess::of(sql).run(batch).await?;
         }
         let committed = self.commit_records(&lock, &source, batch, request.event_time, options.system_time);
         if committed.is_err() {
@@ -187,8 +194,12 @@ impl DatasetWriter {
             return Ok(None);
         }
 
+        // The chain's system time never goes back; the records carry the block's.
+        let system_time = chain.last_system_time.map_or(system_time, |last| last.max(system_time));
         let first_offset = chain.next_offset().map_err(|_| IngestError::OffsetsExhausted)?;
         let slice = with_system_columns(&merged, &vocab, first_offset, system_time)?;
+        // Every column must be one ODF describes (and arrow-digest hashes) before writing.
+        let odf_schema = to_odf(&slice.schema())?;
         let staged = stage(&slice, &self.dataset.staging_path())?;
         let offsets = OffsetInterval { start: first_offset, end: first_offset + staged.rows - 1 };
         let watermark = max_event_time(&slice, &vocab)?.into_iter().chain(chain.watermark).max();
@@ -206,7 +217,7 @@ impl DatasetWriter {
         if chain.schema.is_none() {
             events.push(MetadataEvent::SetDataSchema(SetDataSchema {
                 raw_arrow_schema: None,
-                schema: Some(to_odf(&slice.schema())?),
+                schema: Some(odf_schema),
             }));
         }
         events.push(MetadataEvent::AddData(AddData {

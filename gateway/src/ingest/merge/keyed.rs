@@ -51,7 +51,7 @@ impl KeyedState {
     }
 
     /// Columns that decide whether a row changed: `compare`, or all but the key and the
-    /// event time (the first column).
+    /// event time (the first data column, by construction in `normalize`).
     fn comparer(&self, compare: Option<&[String]>) -> Result<KeyEncoder, IngestError> {
         let names: Vec<String> = match compare {
             Some(names) => names.to_vec(),
@@ -116,7 +116,23 @@ impl KeyedState {
         op: Option<&ArrayRef>,
         op_name: &str,
     ) -> Result<RecordBatch, IngestError> {
-        let deletes = op.and_then(|op| op.as_any().downcast_ref::<Int32Array>());
+        let deletes = match op {
+            None => None,
+            Some(op) => Some(
+                op.as_any()
+                    .downcast_ref::<Int32Array>()
+                    .ok_or_else(|| IngestError::Merge(format!("'{op_name}' must be an Int32 column")))?,
+            ),
+        };
+        if let Some((row, bad)) =
+            deletes.and_then(|d| d.iter().enumerate().find(|(_, v)| !matches!(v, None | Some(0..=3))))
+        {
+            return Err(IngestError::Merge(format!(
+                "record {}: '{op_name}' is {}, where 1 deletes and 0 (or none) upserts",
+                row + 1,
+                bad.unwrap_or_default()
+            )));
+        }
         let keys = self.encoder.encode(data)?;
         let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(keys.num_rows());
         for (row, key) in keys.iter().enumerate() {

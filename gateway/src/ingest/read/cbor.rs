@@ -5,11 +5,9 @@ use std::io::Cursor;
 
 use ciborium::Value;
 
-use super::{Position, Problem};
+use super::{Position, Problem, Reject};
 use crate::ingest::coerce::Input;
 use crate::ingest::sink::{FieldError, RecordSink};
-
-type Reject<'r> = dyn FnMut(usize, Option<Position>, Problem) + 'r;
 
 pub fn read(bytes: &[u8], sink: &mut RecordSink, reject: &mut Reject) {
     let mut cursor = Cursor::new(bytes);

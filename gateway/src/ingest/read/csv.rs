@@ -2,12 +2,10 @@
 //! date/time formats are handled around it). With a header, columns are matched by name;
 //! without one, by position.
 
-use super::{Position, Problem};
+use super::{Position, Problem, Reject};
 use crate::ingest::coerce::Input;
 use crate::ingest::sink::RecordSink;
 use crate::odf::source::ReadStepCsv;
-
-type Reject<'r> = dyn FnMut(usize, Option<Position>, Problem) + 'r;
 
 #[derive(Debug, Clone)]
 pub struct CsvOptions {

@@ -5,11 +5,9 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
-use super::{Position, Problem};
+use super::{Position, Problem, Reject};
 use crate::ingest::coerce::Input;
 use crate::ingest::sink::{FieldError, RecordSink};
-
-type Reject<'r> = dyn FnMut(usize, Option<Position>, Problem) + 'r;
 
 pub fn read_lines(text: &str, sink: &mut RecordSink, reject: &mut Reject) {
     let mut record = 0;
@@ -28,6 +26,11 @@ pub fn read_lines(text: &str, sink: &mut RecordSink, reject: &mut Reject) {
             Err(failure) => reject(record, position, failure.into_problem()),
         }
     }
+}
+
+/// Whether `text` is one JSON value (rather than several lines of them).
+pub fn is_one_document(text: &str) -> bool {
+    serde_json::from_str::<IgnoredAny>(text).is_ok()
 }
 
 pub fn read_document(text: &str, sub_path: Option<&str>, sink: &mut RecordSink, reject: &mut Reject) {

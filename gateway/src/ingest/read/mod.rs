@@ -19,6 +19,9 @@ use crate::odf::ReadStep;
 
 pub use self::csv::CsvOptions;
 
+/// How a reader reports a rejected record: its number, where it was, what was wrong.
+type Reject<'r> = dyn FnMut(usize, Option<Position>, Problem) + 'r;
+
 /// Where in a message a record was, for errors: "line 3", "element 2", "byte 120".
 #[derive(Debug, Clone, PartialEq)]
 pub enum Position {
@@ -132,23 +135,30 @@ impl Reader {
         let mut reject = |record: usize, position: Option<Position>, problem: Problem| {
             rejected.push(RecordError { message, origin: origin.to_owned(), record, position, problem });
         };
-        let text = match format {
-            InputFormat::Cbor => return cbor::read(bytes, &mut self.sink, &mut reject),
-            _ => match decode_text(bytes, self.options.encoding.as_deref()) {
-                Ok(text) => text,
-                Err(e) => return reject(1, None, Problem::Malformed(e)),
-            },
+        if format == InputFormat::Cbor {
+            return cbor::read(bytes, &mut self.sink, &mut reject);
+        }
+        let text = match decode_text(bytes, self.options.encoding.as_deref()) {
+            Ok(text) => text,
+            Err(e) => return reject(1, None, Problem::Malformed(e)),
         };
+        let sink = &mut self.sink;
         match format {
-            InputFormat::NdJson => json::read_lines(&text, &mut self.sink, &mut reject),
+            InputFormat::NdJson => json::read_lines(&text, sink, &mut reject),
+            // A `.json` file of several lines pushed into an NdJson source is NdJson.
+            InputFormat::Json
+                if self.options.declared == InputFormat::NdJson && !json::is_one_document(&text) =>
+            {
+                json::read_lines(&text, sink, &mut reject)
+            }
             InputFormat::Json => {
-                json::read_document(&text, self.options.json_sub_path.as_deref(), &mut self.sink, &mut reject)
+                json::read_document(&text, self.options.json_sub_path.as_deref(), sink, &mut reject)
             }
             InputFormat::Csv => {
                 let translated = self.options.declared != InputFormat::Csv;
-                csv::read(&text, &self.options.csv, translated, &mut self.sink, &mut reject)
+                csv::read(&text, &self.options.csv, translated, sink, &mut reject)
             }
-            InputFormat::Cbor => {}
+            InputFormat::Cbor => {} // read above, from the bytes
         }
     }
 
