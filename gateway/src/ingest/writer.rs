@@ -256,7 +256,10 @@ impl DatasetWriter {
     fn sync_states(&mut self, data_schema: &SchemaRef) -> Result<(), IngestError> {
         let chain = self.dataset.state();
         let sources: Vec<AddPushSource> = chain.active_sources().cloned().collect();
-        if self.states.is_some() && self.states_offset == chain.last_offset {
+        let needed: Vec<String> = sources.iter().filter_map(|s| MergeState::signature(&s.merge)).collect();
+        let complete = self.states.as_ref().is_some_and(|states| needed.iter().all(|n| states.contains_key(n)));
+        // Kept in memory while nothing was committed by another writer and no source was added.
+        if complete && self.states_offset == chain.last_offset {
             return Ok(());
         }
         let fresh = || -> Result<BTreeMap<String, MergeState>, IngestError> {

@@ -105,9 +105,9 @@ impl MergeState {
     }
 }
 
-/// Merges normalized records against `state`, giving `op` then the data columns. The state
-/// absorbs the result once the commit has landed; if the commit fails, the state must be
-/// discarded (a Ledger takes the new keys in as it merges).
+/// Merges normalized records against `state`, giving `op` then the data columns. The caller
+/// then has the state absorb the result; if the result is not committed after all, the state
+/// must be discarded (a Ledger takes the new keys in as it merges).
 pub fn merge(
     strategy: &MergeStrategy,
     state: Option<&mut MergeState>,
