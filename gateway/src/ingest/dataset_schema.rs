@@ -8,7 +8,7 @@ use arrow::datatypes::{DataType as Arrow, Field, Schema, SchemaRef, TimeUnit as 
 
 use super::error::IngestError;
 use super::read_schema::arrow_unit;
-use super::slice::Vocab;
+use super::vocab::Vocab;
 use crate::odf::{DataField, DataSchema, DataType, TimeUnit};
 
 pub fn to_odf(schema: &Schema) -> Result<DataSchema, IngestError> {

@@ -18,26 +18,24 @@ mod read;
 mod read_schema;
 mod sink;
 mod slice;
+mod vocab;
 mod writer;
 
 pub use error::IngestError;
 pub use format::InputFormat;
 pub use read::{Position, Problem, RecordError};
+pub use vocab::Vocab;
 pub use writer::{Committed, DatasetWriter, IngestOptions, IngestOutcome, IngestRequest, Message};
 
 use crate::odf::{AddPushSource, Transform};
 use crate::store::Dataset;
 
 /// Re-reads a data slice and recomputes its logical hash (arrow-digest of its records).
-pub fn check_logical_hash(path: &std::path::Path, slice: &crate::odf::DataSlice) -> Result<(), String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| format!("not a Parquet file: {e}"))?;
-    let schema = builder.schema().clone();
-    let batches = builder
-        .build()
-        .and_then(|reader| reader.collect::<Result<Vec<_>, _>>().map_err(Into::into))
-        .map_err(|e| format!("unreadable Parquet: {e}"))?;
+pub fn check_logical_hash(dataset: &Dataset, slice: &crate::odf::DataSlice) -> Result<(), String> {
+    let batches = dataset.read_slice(slice).map_err(|e| e.to_string())?;
+    let Some(schema) = batches.first().map(|b| b.schema()) else {
+        return Err("the file holds no records".into());
+    };
     let actual = slice::logical_hash(&schema, &batches);
     if actual != slice.logical_hash {
         return Err(format!("records digest to {actual}, the block says {}", slice.logical_hash));

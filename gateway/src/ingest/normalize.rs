@@ -12,7 +12,8 @@ use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 
 use super::error::IngestError;
-use super::slice::{Vocab, timestamp_ms_utc};
+use super::slice::timestamp_ms_utc;
+use super::vocab::Vocab;
 
 /// Records ready to merge, and the `op` column the input carried (changelog and upsert
 /// sources say per record what happened).

@@ -10,14 +10,12 @@
 //! once (from the last checkpoint), not at every commit.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 
 use arrow::array::{Array, TimestampMillisecondArray};
 use arrow::compute::kernels::aggregate::max;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::checkpoint;
 use super::dataset_schema::{data_columns, to_arrow, to_odf};
@@ -28,7 +26,8 @@ use super::normalize::normalize;
 use super::preprocess::Preprocess;
 use super::read::{ReadOptions, Reader, RecordError};
 use super::read_schema::ReadSchema;
-use super::slice::{Vocab, stage, with_system_columns};
+use super::slice::{stage, with_system_columns};
+use super::vocab::Vocab;
 use crate::odf::{
     AddData, AddPushSource, Checkpoint, DataSlice, MergeStrategy, MetadataEvent, Multihash, OffsetInterval,
     SetDataSchema, Transform,
@@ -257,7 +256,8 @@ impl DatasetWriter {
         let chain = self.dataset.state();
         let sources: Vec<AddPushSource> = chain.active_sources().cloned().collect();
         let needed: Vec<String> = sources.iter().filter_map(|s| MergeState::signature(&s.merge)).collect();
-        let complete = self.states.as_ref().is_some_and(|states| needed.iter().all(|n| states.contains_key(n)));
+        let complete =
+            self.states.as_ref().is_some_and(|states| needed.iter().all(|n| states.contains_key(n)));
         // Kept in memory while nothing was committed by another writer and no source was added.
         if complete && self.states_offset == chain.last_offset {
             return Ok(());
@@ -308,21 +308,9 @@ impl DatasetWriter {
             return Ok(());
         }
         let vocab = Vocab::of(self.dataset.state().vocab.as_ref());
-        let mut slices = Vec::new();
-        for (_, block) in self.dataset.blocks()? {
-            if let MetadataEvent::AddData(AddData { new_data: Some(slice), .. }) = block.event {
-                if covered.is_none_or(|c| slice.offset_interval.end > c) {
-                    slices.push(slice);
-                }
-            }
-        }
-        for slice in slices.iter().rev() {
-            let path = self.dataset.data_path(&slice.physical_hash);
-            let file =
-                File::open(&path).map_err(|e| IngestError::Io(format!("read {}: {e}", path.display())))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
-            for batch in reader {
-                let batch = batch?;
+        let slices = self.dataset.slices()?;
+        for slice in slices.iter().filter(|s| covered.is_none_or(|c| s.offset_interval.end > c)) {
+            for batch in self.dataset.read_slice(slice)? {
                 let mut columns = vec![batch.schema().index_of(&vocab.op)?];
                 for field in data_schema.fields() {
                     columns.push(batch.schema().index_of(field.name())?);

@@ -2,7 +2,6 @@
 //! dataset of a data directory (each a table by its name) with DataFusion. Only slices the
 //! chain references are read, never a file being staged.
 
-use std::fs::File;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -11,10 +10,9 @@ use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::ingest::{IngestError, dataset_arrow_schema};
-use crate::odf::{AddData, MetadataEvent, Multihash};
+use crate::odf::Multihash;
 use crate::store::{DataDir, Dataset};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,32 +23,6 @@ pub enum QueryError {
     Schema(#[from] IngestError),
     #[error("sql: {0}")]
     Sql(#[from] datafusion::error::DataFusionError),
-    #[error("read {path}: {reason}")]
-    Read { path: String, reason: String },
-}
-
-/// Data slices, oldest first.
-fn slices(dataset: &Dataset) -> Result<Vec<Multihash>, QueryError> {
-    let mut hashes: Vec<Multihash> = dataset
-        .blocks()?
-        .into_iter()
-        .filter_map(|(_, block)| match block.event {
-            MetadataEvent::AddData(AddData { new_data: Some(slice), .. }) => Some(slice.physical_hash),
-            _ => None,
-        })
-        .collect();
-    hashes.reverse();
-    Ok(hashes)
-}
-
-fn read_slice(dataset: &Dataset, hash: &Multihash) -> Result<Vec<RecordBatch>, QueryError> {
-    let path = dataset.data_path(hash);
-    let error = |reason: String| QueryError::Read { path: path.display().to_string(), reason };
-    let file = File::open(&path).map_err(|e| error(e.to_string()))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
-        .map_err(|e| error(e.to_string()))?;
-    reader.collect::<Result<Vec<_>, _>>().map_err(|e| error(e.to_string()))
 }
 
 /// The last `n` records (by offset), oldest first; `None` when the dataset has no schema yet.
@@ -58,11 +30,11 @@ pub fn tail(dataset: &Dataset, n: usize) -> Result<Option<RecordBatch>, QueryErr
     let Some(schema) = dataset_arrow_schema(dataset)? else { return Ok(None) };
     let mut newest_first: Vec<RecordBatch> = Vec::new();
     let mut rows = 0;
-    for hash in slices(dataset)?.iter().rev() {
+    for slice in dataset.slices()?.iter().rev() {
         if rows >= n {
             break;
         }
-        for batch in read_slice(dataset, hash)?.into_iter().rev() {
+        for batch in dataset.read_slice(slice)?.into_iter().rev() {
             rows += batch.num_rows();
             newest_first.push(batch);
         }
@@ -79,7 +51,7 @@ pub async fn session(data_dir: &DataDir) -> Result<SessionContext, QueryError> {
     for name in data_dir.list()? {
         let dataset = data_dir.open_dataset(name.as_str())?;
         let Some(schema) = dataset_arrow_schema(&dataset)? else { continue };
-        let files = slices(&dataset)?;
+        let files: Vec<Multihash> = dataset.slices()?.into_iter().map(|s| s.physical_hash).collect();
         let table: Arc<dyn datafusion::datasource::TableProvider> = if files.is_empty() {
             Arc::new(MemTable::try_new(schema, vec![vec![]])?)
         } else {

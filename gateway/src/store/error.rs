@@ -20,6 +20,9 @@ pub enum StoreError {
     #[error("block {hash}: {reason}")]
     BadBlock { hash: Multihash, reason: String },
 
+    #[error("data slice {hash}: {reason}")]
+    BadSlice { hash: Multihash, reason: String },
+
     #[error("block {hash}: {reason}")]
     Undecodable { hash: Multihash, reason: DecodeError },
 

@@ -5,6 +5,7 @@ mod data_dir;
 mod dataset;
 mod error;
 mod fsio;
+mod slices;
 mod verify;
 
 pub use data_dir::DataDir;

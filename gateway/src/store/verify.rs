@@ -47,7 +47,7 @@ pub fn hash_file(path: &Path) -> io::Result<(Multihash, u64)> {
 
 /// Checks the content of a data slice beyond its bytes (the logical hash, which needs a
 /// Parquet reader: the store does not read data). `Err` says what is wrong.
-pub type SliceCheck<'a> = &'a dyn Fn(&Path, &DataSlice) -> Result<(), String>;
+pub type SliceCheck<'a> = &'a dyn Fn(&Dataset, &DataSlice) -> Result<(), String>;
 
 /// Checks `dataset`, calling `check_slice` on every data slice whose bytes are intact and
 /// `progress(done, total)` after each block's objects.
@@ -66,7 +66,7 @@ pub fn verify(
             if let Some(slice) = &add.new_data {
                 let path = dataset.data_path(&slice.physical_hash);
                 check_object("data slice", &path, &slice.physical_hash, slice.size, block.sequence_number)?;
-                check_slice(&path, slice).map_err(|reason| VerifyError::BadObject {
+                check_slice(dataset, slice).map_err(|reason| VerifyError::BadObject {
                     kind: "data slice",
                     hash: slice.physical_hash.clone(),
                     block: block.sequence_number,
