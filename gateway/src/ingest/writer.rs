@@ -238,6 +238,10 @@ impl DatasetWriter {
             .dataset
             .publish(&staged.temp, &self.dataset.data_path(&staged.physical_hash))
             .and_then(|()| self.dataset.commit_locked(lock, events, system_time));
+        if result.is_err() {
+            // Not yet published: the staged file would otherwise wait for this process to end.
+            let _ = std::fs::remove_file(&staged.temp);
+        }
         let head = result?;
         Ok(Some(Committed { head, records: staged.rows, offsets, watermark }))
     }
