@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Gateway, LEDGER, reports};
+use common::{Gateway, LEDGER, path, reports};
 
 #[test]
 fn ledger_dedup_across_three_ingests() {
@@ -72,7 +72,8 @@ fn snapshot_cdc_across_three_ingests() {
         "device_id,vehicle,active\nA,van-1,true\nB,van-3,true\nD,bike-1,false\n",
     );
     // Unchanged rows emit nothing; A is deactivated; D is removed.
-    gw.ok(&["ingest", "fleet", "--stdin"], "device_id,vehicle,active\nA,van-1,false\nB,van-3,true\n");
+    let third = gw.write("registry.csv", b"device_id,vehicle,active\nA,van-1,false\nB,van-3,true\n");
+    gw.ok(&["ingest", "fleet", path(&third)], "");
 
     let ops: Vec<(String, String, String)> = gw
         .records("fleet")

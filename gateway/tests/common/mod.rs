@@ -1,5 +1,4 @@
 //! The gateway binary, driven as a user drives it, for the end-to-end tests.
-#![allow(dead_code)] // each test file uses its own part of this
 
 use std::path::{Path, PathBuf};
 
