@@ -326,13 +326,16 @@ fn sql_over_all_datasets() {
     gw.verify("trackers");
 }
 
+/// The `gps` dataset the gateway ships, with its three vendors.
+fn shipped_gps_manifest() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/gps.yaml")).unwrap()
+}
+
 #[test]
 fn the_gps_manifest_takes_all_three_vendors() {
     use ciborium::Value as C;
     let gw = Gateway::new();
-    let manifest =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/gps.yaml")).unwrap();
-    gw.add(&manifest);
+    gw.add(&shipped_gps_manifest());
     let a = r#"{"device_id":"A-0001","seq":42,"t":"2026-01-01T12:00:00Z","lat":49.28,"lon":-123.12,"speed_kmh":31.5,"heading":270,"battery_pct":87}"#;
     gw.ok(&["ingest", "gps", "--stdin", "--source-name", "vendorA"], a);
     let b = "imei,ts,latitude,longitude,speed_knots,course,battery,counter\n356938035643809,1767268801000,49.29,-123.11,10.0,90.0,55,7\n";
@@ -389,9 +392,7 @@ fn the_gps_manifest_takes_all_three_vendors() {
 fn simulated_fleets_of_all_three_vendors() {
     use device_sim::gps::{Fleet, Vendor, encode};
     let gw = Gateway::new();
-    let manifest =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/gps.yaml")).unwrap();
-    gw.add(&manifest);
+    gw.add(&shipped_gps_manifest());
     let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T08:00:00Z").unwrap().to_utc();
     for (vendor, source, extension) in
         [(Vendor::A, "vendorA", "ndjson"), (Vendor::B, "vendorB", "csv"), (Vendor::C, "vendorC", "cbor")]

@@ -55,18 +55,24 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     }
     // What can be checked of push sources before data arrives: schema types, read options,
     // preprocess queries planned against the read schema.
-    for snapshot in &snapshots {
-        for event in &snapshot.metadata {
-            if let crate::odf::MetadataEvent::AddPushSource(source) = event {
-                if let Err(e) = ctx.block_on(crate::ingest::check_push_source(source))? {
-                    errors.push(format!(
-                        "dataset '{}', push source '{}': {e}",
-                        snapshot.name, source.source_name
-                    ));
+    // One runtime for all the checks (planning a query is async in DataFusion).
+    let source_errors = ctx.block_on(async {
+        let mut found = Vec::new();
+        for snapshot in &snapshots {
+            for event in &snapshot.metadata {
+                if let crate::odf::MetadataEvent::AddPushSource(source) = event {
+                    if let Err(e) = crate::ingest::check_push_source(source).await {
+                        found.push(format!(
+                            "dataset '{}', push source '{}': {e}",
+                            snapshot.name, source.source_name
+                        ));
+                    }
                 }
             }
         }
-    }
+        found
+    })?;
+    errors.extend(source_errors);
     let mut seen = BTreeSet::new();
     for snapshot in &snapshots {
         if !seen.insert(snapshot.name.clone()) {

@@ -61,7 +61,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     } else {
         let files = files(&args.files, args.recursive)?;
         let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
-        let bar = output::bytes_progress(total, "read");
+        let bar = output::progress(total, "read", output::Counting::Bytes);
         for file in files {
             let bytes = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
             bar.inc(bytes.len() as u64);

@@ -25,10 +25,21 @@ pub fn size(bytes: u64) -> String {
     humansize::format_size(bytes, humansize::BINARY)
 }
 
+/// What a progress bar counts.
+pub enum Counting {
+    Items,
+    /// Bytes, with their rate.
+    Bytes,
+}
+
 /// A progress bar on stderr, drawn only when stderr is a terminal.
-pub fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
+pub fn progress(total: u64, what: &str, counting: Counting) -> indicatif::ProgressBar {
+    let template = match counting {
+        Counting::Items => "{msg} [{bar:30}] {pos}/{len} ({eta})",
+        Counting::Bytes => "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
+    };
     let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})") {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(what.to_owned());
@@ -44,18 +55,6 @@ pub enum RecordFormat {
     Csv,
     /// One JSON object per line.
     Json,
-}
-
-/// A bar over bytes read, with throughput; drawn only on a terminal.
-pub fn bytes_progress(total: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message(what.to_owned());
-    bar
 }
 
 pub fn spinner(what: &str) -> indicatif::ProgressBar {

@@ -26,7 +26,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         if args.all { data_dir.list()?.iter().map(ToString::to_string).collect() } else { args.datasets };
     for name in names {
         let dataset = data_dir.open_dataset(&name).with_context(|| format!("verify {name}"))?;
-        let bar = output::progress(dataset.state().blocks, &format!("verify {name}"));
+        let bar =
+            output::progress(dataset.state().blocks, &format!("verify {name}"), output::Counting::Items);
         let report = store::verify(&dataset, &ingest::check_logical_hash, |done, _| bar.set_position(done));
         bar.finish_and_clear();
         let report = report.with_context(|| format!("verify {name}"))?;

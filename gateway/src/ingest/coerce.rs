@@ -140,33 +140,29 @@ fn int_range(bits: u8) -> (i64, i64) {
     }
 }
 
+/// An integer from any input that holds one exactly; range checks are the caller's.
+fn integer(input: Input) -> Result<i128, Reason> {
+    match input {
+        Input::Int(i) => Ok(i.into()),
+        Input::UInt(u) => Ok(u.into()),
+        Input::Float(f) if f.fract() == 0.0 && f.abs() < 1e20 => Ok(f as i128),
+        Input::Float(_) => Err("it has a fraction".into()),
+        Input::Str(s) => s.trim().parse::<i128>().map_err(|_| "not an integer".to_string()),
+        other => Err(wrong_shape(other)),
+    }
+}
+
 fn to_int(input: Input, bits: u8) -> Result<i64, Reason> {
-    let value: i128 = match input {
-        Input::Int(i) => i.into(),
-        Input::UInt(u) => u.into(),
-        Input::Float(f) if f.fract() == 0.0 && f.abs() < 1e19 => f as i128,
-        Input::Float(_) => return Err("it has a fraction".into()),
-        Input::Str(s) => s.trim().parse::<i128>().map_err(|_| "not an integer".to_string())?,
-        other => return Err(wrong_shape(other)),
-    };
     let (min, max) = int_range(bits);
-    i64::try_from(value)
+    i64::try_from(integer(input)?)
         .ok()
         .filter(|v| (min..=max).contains(v))
         .ok_or_else(|| format!("out of range {min}..={max}"))
 }
 
 fn to_uint(input: Input, bits: u8) -> Result<u64, Reason> {
-    let value: i128 = match input {
-        Input::Int(i) => i.into(),
-        Input::UInt(u) => u.into(),
-        Input::Float(f) if f.fract() == 0.0 && f.abs() < 1e20 => f as i128,
-        Input::Float(_) => return Err("it has a fraction".into()),
-        Input::Str(s) => s.trim().parse::<i128>().map_err(|_| "not an integer".to_string())?,
-        other => return Err(wrong_shape(other)),
-    };
     let max = if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
-    u64::try_from(value).ok().filter(|v| *v <= max).ok_or_else(|| format!("out of range 0..={max}"))
+    u64::try_from(integer(input)?).ok().filter(|v| *v <= max).ok_or_else(|| format!("out of range 0..={max}"))
 }
 
 fn to_float(input: Input) -> Result<f64, Reason> {

@@ -102,10 +102,7 @@ pub fn to_arrow(schema: &DataSchema) -> Result<SchemaRef, IngestError> {
         .fields
         .iter()
         .map(|f| {
-            let (inner, nullable) = match &f.data_type {
-                DataType::Option { inner } => (inner.as_ref(), true),
-                other => (other, false),
-            };
+            let (inner, nullable) = f.data_type.split_optional();
             let data_type = arrow_type(inner).ok_or_else(|| {
                 IngestError::Schema(format!(
                     "column '{}' has type {}, which the gateway does not write",

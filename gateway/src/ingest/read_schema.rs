@@ -57,10 +57,7 @@ impl ReadSchema {
             .fields
             .iter()
             .map(|f| {
-                let (inner, nullable) = match &f.data_type {
-                    DataType::Option { inner } => (inner.as_ref(), true),
-                    other => (other, false),
-                };
+                let (inner, nullable) = f.data_type.split_optional();
                 let kind = kind_of(inner).map_err(|e| format!("column '{}': {e}", f.name))?;
                 Ok(ReadField { name: f.name.clone(), kind, nullable })
             })

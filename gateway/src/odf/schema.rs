@@ -129,6 +129,14 @@ impl DataType {
         DataType::Timestamp { unit: Some(TimeUnit::Millisecond), timezone: Some("UTC".into()) }
     }
 
+    /// The type inside `Option`, and whether it was one (a nullable column).
+    pub fn split_optional(&self) -> (&DataType, bool) {
+        match self {
+            DataType::Option { inner } => (inner.as_ref(), true),
+            other => (other, false),
+        }
+    }
+
     /// Wraps in `Option` (a nullable column), unless it already is one.
     pub fn optional(self) -> Self {
         match self {
