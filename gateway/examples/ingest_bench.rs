@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use chrono::Utc;
-use odf_gateway::ingest::{DatasetWriter, IngestOptions, IngestRequest, Message};
+use odf_gateway::ingest::{DatasetWriter, IngestOptions, IngestRequest, Message, WriterOptions};
 use odf_gateway::odf::parse_snapshots;
 use odf_gateway::store::DataDir;
 use parquet::arrow::ArrowWriter;
@@ -116,14 +116,9 @@ fn odf(input: &Path, out_dir: &Path, merge: &str) -> anyhow::Result<usize> {
     let data_dir = DataDir::create(&out_dir.join("odf"))?;
     let dataset = data_dir.create_dataset(&snapshot, Utc::now())?;
     let bytes = std::fs::read(input)?;
-    let request = IngestRequest {
-        source: None,
-        messages: vec![Message { bytes: &bytes, format: None, origin: "bench".into() }],
-        event_time: None,
-    };
+    let request = IngestRequest { messages: vec![Message::new(bytes, "bench")], ..Default::default() };
     let options = IngestOptions { system_time: Utc::now(), skip_bad_records: false };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let outcome = runtime.block_on(DatasetWriter::new(dataset).ingest(request, &options))?;
+    let outcome = DatasetWriter::open(dataset, WriterOptions::default())?.ingest(request, &options)?;
     let committed = outcome.committed.context("nothing was committed")?;
     Ok(committed.records as usize)
 }

@@ -7,7 +7,9 @@ use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 
 use super::{Context, output, parse_time};
-use crate::ingest::{DatasetWriter, IngestError, IngestOptions, IngestRequest, InputFormat, Message};
+use crate::ingest::{
+    Committed, DatasetWriter, IngestError, IngestOptions, IngestRequest, InputFormat, Message, WriterOptions,
+};
 
 /// Push data from files or stdin into a dataset, through one of its push sources.
 #[derive(Debug, clap::Args)]
@@ -45,19 +47,13 @@ pub struct Args {
     skip_bad_records: bool,
 }
 
-struct Input {
-    origin: String,
-    bytes: Vec<u8>,
-    format: Option<InputFormat>,
-}
-
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let dataset = ctx.data_dir()?.open_dataset(&args.dataset)?;
     let mut inputs = Vec::new();
     if args.stdin {
         let mut bytes = Vec::new();
         std::io::stdin().read_to_end(&mut bytes).context("read stdin")?;
-        inputs.push(Input { origin: "<stdin>".into(), bytes, format: args.input_format });
+        inputs.push(Message::new(bytes, "<stdin>").with_format(args.input_format));
     } else {
         let files = files(&args.files, args.recursive)?;
         let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
@@ -66,27 +62,25 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             let bytes = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
             bar.inc(bytes.len() as u64);
             let format = args.input_format.or_else(|| InputFormat::from_extension(&file));
-            inputs.push(Input { origin: file.display().to_string(), bytes, format });
+            inputs.push(Message::new(bytes, file.display().to_string()).with_format(format));
         }
         bar.finish_and_clear();
     }
 
+    let bytes: usize = inputs.iter().map(|i| i.bytes.len()).sum();
     let request = IngestRequest {
-        source: args.source_name.as_deref(),
-        messages: inputs
-            .iter()
-            .map(|i| Message { bytes: &i.bytes, format: i.format, origin: i.origin.clone() })
-            .collect(),
+        source: args.source_name.clone(),
+        messages: inputs,
         event_time: args.event_time,
+        source_state: None,
     };
     let options = IngestOptions { system_time: ctx.system_time(), skip_bad_records: args.skip_bad_records };
-    let bytes: usize = inputs.iter().map(|i| i.bytes.len()).sum();
     let started = std::time::Instant::now();
-    let mut writer = DatasetWriter::new(dataset);
+    let mut writer = DatasetWriter::open(dataset, WriterOptions::default())?;
     let spinner = output::spinner("merge and commit");
-    let result = ctx.block_on(writer.ingest(request, &options));
+    let result = writer.ingest(request, &options);
     spinner.finish_and_clear();
-    let outcome = match result? {
+    let outcome = match result {
         Ok(outcome) => outcome,
         Err(IngestError::BadRecords(rejected)) => {
             for e in &rejected {
@@ -110,11 +104,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         bytes as f64 / 1e6 / seconds
     );
     match outcome.committed {
-        Some(c) => eprintln!(
-            "Dataset updated: {} record(s) via source '{}' at offsets {}..={}, head {} ({rate})",
-            c.records, outcome.source, c.offsets.start, c.offsets.end, c.head
+        Some(Committed { offsets: Some(offsets), records, head, .. }) => eprintln!(
+            "Dataset updated: {records} record(s) via source '{}' at offsets {}..={}, head {head} ({rate})",
+            outcome.source, offsets.start, offsets.end
         ),
-        None => {
+        _ => {
             eprintln!("Dataset up-to-date: {} record(s) read, nothing new to commit", outcome.records_read)
         }
     }

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 
 use super::Context;
 use super::output;
-use crate::{ingest, store};
+use crate::store;
 
 /// Check datasets' integrity: every block re-hashed and the chain rules replayed, every data
 /// slice and checkpoint re-hashed, every slice's records re-digested against its logical
@@ -28,7 +28,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         let dataset = data_dir.open_dataset(&name).with_context(|| format!("verify {name}"))?;
         let bar =
             output::progress(dataset.state().blocks, &format!("verify {name}"), output::Counting::Items);
-        let report = store::verify(&dataset, &ingest::check_logical_hash, |done, _| bar.set_position(done));
+        let report = store::verify(&dataset, |done, _| bar.set_position(done));
         bar.finish_and_clear();
         let report = report.with_context(|| format!("verify {name}"))?;
         println!(

@@ -1,80 +1,104 @@
 //! The `preprocess` step: DataFusion SQL over the read records, registered as the table
 //! `input`. Aliased queries become views the next queries can use; the last is the output.
+//!
+//! A `Preprocess` is planned once per source and run for every batch: the session, the
+//! views and the optimized plan are kept, and only the contents of `input` change.
 
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::error::IngestError;
 use crate::odf::source::{SqlQueryStep, TransformSql};
 
 pub struct Preprocess {
-    steps: Vec<SqlQueryStep>,
+    ctx: SessionContext,
+    input: Arc<MemTable>,
+    plan: LogicalPlan,
+    output: SchemaRef,
+}
+
+/// The steps of a transform: `queries`, or a chain written with the `query` shorthand.
+fn steps(sql: &TransformSql) -> Vec<SqlQueryStep> {
+    match (&sql.queries, &sql.query) {
+        (Some(queries), _) => queries.clone(),
+        (None, Some(query)) => vec![SqlQueryStep { alias: None, query: query.clone() }],
+        (None, None) => Vec::new(),
+    }
+}
+
+/// Queries may only read: no DDL (external tables reading local files), no DML or `COPY`
+/// (writing files), no `SET`.
+fn read_only() -> SQLOptions {
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
 }
 
 impl Preprocess {
-    /// The steps of a transform: `queries`, or a chain written with the `query` shorthand.
-    pub fn of(sql: &TransformSql) -> Preprocess {
-        let steps = match (&sql.queries, &sql.query) {
-            (Some(queries), _) => queries.clone(),
-            (None, Some(query)) => vec![SqlQueryStep { alias: None, query: query.clone() }],
-            (None, None) => Vec::new(),
-        };
-        Preprocess { steps }
-    }
-
-    /// A session with `input` holding `batch` and the aliased steps as views.
-    async fn session(
-        &self,
-        schema: SchemaRef,
-        batches: Vec<RecordBatch>,
-    ) -> Result<SessionContext, IngestError> {
+    /// Plans the queries for input of `schema`. A query that does not plan (a missing
+    /// column, a syntax error, a statement that is not a query) is a fault of the source.
+    pub async fn new(sql: &TransformSql, schema: SchemaRef) -> Result<Preprocess, IngestError> {
+        let steps = steps(sql);
         // One partition: the records' order is kept, and small batches need no parallelism.
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
-        let input = MemTable::try_new(schema, vec![batches]).map_err(error)?;
-        ctx.register_table("input", Arc::new(input)).map_err(error)?;
-        for step in &self.steps {
+        let input = Arc::new(MemTable::try_new(schema, vec![Vec::new()]).map_err(source_error)?);
+        ctx.register_table("input", input.clone()).map_err(source_error)?;
+        for step in &steps {
             if let Some(alias) = &step.alias {
-                let view = ctx.sql(&step.query).await.map_err(|e| step_error(alias, e))?;
-                ctx.register_table(alias.as_str(), view.into_view()).map_err(error)?;
+                let view = ctx.sql_with_options(&step.query, read_only()).await.map_err(|e| {
+                    IngestError::Source(format!("preprocess query '{alias}': {}", first_line(&e)))
+                })?;
+                ctx.register_table(alias.as_str(), view.into_view()).map_err(source_error)?;
             }
         }
-        Ok(ctx)
+        let output = steps.iter().rev().find(|s| s.alias.is_none()).ok_or_else(|| {
+            IngestError::Source("preprocess has no output query (the last query has no alias)".into())
+        })?;
+        let frame = ctx.sql_with_options(&output.query, read_only()).await.map_err(source_error)?;
+        let output: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let plan = frame.into_optimized_plan().map_err(source_error)?;
+        Ok(Preprocess { ctx, input, plan, output })
     }
 
-    fn output_query(&self) -> Result<&str, IngestError> {
-        self.steps
-            .iter()
-            .rev()
-            .find(|s| s.alias.is_none())
-            .map(|s| s.query.as_str())
-            .ok_or_else(|| IngestError::Preprocess("no output query (the last query has no alias)".into()))
+    pub fn output_schema(&self) -> SchemaRef {
+        self.output.clone()
     }
 
-    /// The output schema for input of `schema`: plans every query without running any.
-    pub async fn plan(&self, schema: SchemaRef) -> Result<SchemaRef, IngestError> {
-        let ctx = self.session(schema, Vec::new()).await?;
-        let frame = ctx.sql(self.output_query()?).await.map_err(error)?;
-        Ok(Arc::new(frame.schema().as_arrow().clone()))
-    }
-
+    /// Runs the planned queries over `batch`. An error here comes from the values (a cast
+    /// that fails, a division by zero): the data's fault, not the source's.
     pub async fn run(&self, batch: RecordBatch) -> Result<RecordBatch, IngestError> {
-        let schema = batch.schema();
-        let ctx = self.session(schema, vec![batch]).await?;
-        let frame = ctx.sql(self.output_query()?).await.map_err(error)?;
-        let out_schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame.collect().await.map_err(error)?;
-        Ok(arrow::compute::concat_batches(&out_schema, &batches)?)
+        *self.input.batches[0].write().await = vec![batch];
+        let result = self.execute().await;
+        // The input is not kept between runs: it may be large.
+        self.input.batches[0].write().await.clear();
+        result
+    }
+
+    async fn execute(&self) -> Result<RecordBatch, IngestError> {
+        let frame = self.ctx.execute_logical_plan(self.plan.clone()).await.map_err(data_error)?;
+        let batches = frame.collect().await.map_err(data_error)?;
+        Ok(arrow::compute::concat_batches(&self.output, &batches)?)
     }
 }
 
-fn error(e: datafusion::error::DataFusionError) -> IngestError {
-    IngestError::Preprocess(e.to_string())
+fn source_error(e: DataFusionError) -> IngestError {
+    IngestError::Source(format!("preprocess: {}", first_line(&e)))
 }
 
-fn step_error(alias: &str, e: datafusion::error::DataFusionError) -> IngestError {
-    IngestError::Preprocess(format!("query '{alias}': {e}"))
+fn data_error(e: DataFusionError) -> IngestError {
+    match e {
+        DataFusionError::ResourcesExhausted(reason) => IngestError::Internal(format!("preprocess: {reason}")),
+        e => IngestError::Data(format!("preprocess: {}", first_line(&e))),
+    }
+}
+
+/// DataFusion's messages repeat their context; the first line says what went wrong.
+fn first_line(e: &DataFusionError) -> String {
+    let text = e.strip_backtrace();
+    text.lines().next().unwrap_or_default().to_owned()
 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType as ArrowType, Field, Schema, SchemaRef, TimeUnit as ArrowUnit};
 
+use crate::odf::arrow_schema::arrow_unit;
 use crate::odf::ddl::parse_ddl_schema;
-use crate::odf::{DataType, ReadStep, TimeUnit};
+use crate::odf::{DataType, ReadStep};
 
 /// What a reader fills a column with. Each kind accepts several input shapes (see
 /// `coerce.rs`); the column's Arrow type is exact.
@@ -69,16 +70,6 @@ impl ReadSchema {
         Arc::new(Schema::new(
             self.fields.iter().map(|f| Field::new(&f.name, f.kind.arrow(), f.nullable)).collect::<Vec<_>>(),
         ))
-    }
-}
-
-/// An ODF time unit as Arrow's; ODF's default is milliseconds.
-pub fn arrow_unit(unit: Option<TimeUnit>) -> ArrowUnit {
-    match unit.unwrap_or(TimeUnit::Millisecond) {
-        TimeUnit::Second => ArrowUnit::Second,
-        TimeUnit::Millisecond => ArrowUnit::Millisecond,
-        TimeUnit::Microsecond => ArrowUnit::Microsecond,
-        TimeUnit::Nanosecond => ArrowUnit::Nanosecond,
     }
 }
 

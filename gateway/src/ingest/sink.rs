@@ -104,6 +104,9 @@ pub struct RecordSink {
     formats: Formats,
     by_name: HashMap<String, usize>,
     staged: Vec<Option<Value>>,
+    /// Values from outside the payload (a device id from a topic, a receive time) for the
+    /// columns a record leaves out or sets to null; set per message.
+    defaults: Vec<(usize, Value)>,
     columns: Vec<Column>,
     rows: usize,
 }
@@ -113,7 +116,7 @@ impl RecordSink {
         let by_name = schema.fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
         let columns = schema.fields.iter().map(|f| Column::new(&f.kind)).collect();
         let staged = vec![None; schema.fields.len()];
-        RecordSink { schema, formats, by_name, staged, columns, rows: 0 }
+        RecordSink { schema, formats, by_name, staged, defaults: Vec::new(), columns, rows: 0 }
     }
 
     pub fn schema(&self) -> &ReadSchema {
@@ -135,19 +138,41 @@ impl RecordSink {
     }
 
     pub fn set(&mut self, column: usize, input: Input) -> Result<(), FieldError> {
+        self.staged[column] = Some(self.coerce(column, input)?);
+        Ok(())
+    }
+
+    fn coerce(&self, column: usize, input: Input) -> Result<Value, FieldError> {
         let field = &self.schema.fields[column];
-        let value = coerce(&field.kind, input, &self.formats).map_err(|reason| FieldError {
+        coerce(&field.kind, input, &self.formats).map_err(|reason| FieldError {
             field: field.name.clone(),
             value: Some(input.to_string()),
             expected: field.kind.name(),
             reason,
-        })?;
-        self.staged[column] = Some(value);
+        })
+    }
+
+    /// Sets the values that fill the given columns where the coming records leave them out
+    /// (until the next call). Each is coerced like a field of the payload.
+    pub fn set_defaults<'v>(
+        &mut self,
+        values: impl IntoIterator<Item = (usize, Input<'v>)>,
+    ) -> Result<(), FieldError> {
+        self.defaults.clear();
+        for (column, input) in values {
+            let value = self.coerce(column, input)?;
+            self.defaults.push((column, value));
+        }
         Ok(())
     }
 
     /// Appends the staged record, if every required field has a value.
     pub fn commit(&mut self) -> Result<(), FieldError> {
+        for (column, value) in &self.defaults {
+            if matches!(self.staged[*column], None | Some(Value::Null)) {
+                self.staged[*column] = Some(value.clone());
+            }
+        }
         for (field, value) in self.schema.fields.iter().zip(&self.staged) {
             let missing = matches!(value, None | Some(Value::Null));
             if missing && !field.nullable {

@@ -7,24 +7,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use arrow_digest::{RecordDigest, RecordDigestV0};
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use sha3::Sha3_256;
 
 use super::error::IngestError;
-use super::vocab::Vocab;
-use crate::odf::Multihash;
-use crate::odf::hash::ARROW_SHA3_256;
-use crate::store::hash_file;
-
-pub fn timestamp_ms_utc() -> DataType {
-    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
-}
+use crate::odf::arrow_schema::{logical_hash, timestamp_ms_utc};
+use crate::odf::{Multihash, Vocab};
+use crate::store::{IoError, hash_file};
 
 /// Prepends `offset` (from `first_offset`) and `system_time` to a merged batch that starts
 /// with `op`, giving the slice layout: offset, op, system_time, event_time, columns...
@@ -71,7 +64,7 @@ fn properties() -> WriterProperties {
 
 /// Writes `batch` as Parquet to `temp` (fsynced) and hashes it.
 pub fn stage(batch: &RecordBatch, temp: &Path) -> Result<StagedSlice, IngestError> {
-    let io = |e: std::io::Error| IngestError::Io(format!("write {}: {e}", temp.display()));
+    let io = |error: std::io::Error| IoError { action: "write", path: temp.to_owned(), error };
     let file = File::create(temp).map_err(io)?;
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties()))?;
     writer.write(batch)?;
@@ -86,13 +79,4 @@ pub fn stage(batch: &RecordBatch, temp: &Path) -> Result<StagedSlice, IngestErro
         size,
         rows: batch.num_rows() as u64,
     })
-}
-
-/// arrow-digest of the records, as ODF's logical hash.
-pub fn logical_hash(schema: &SchemaRef, batches: &[RecordBatch]) -> Multihash {
-    let mut digest = RecordDigestV0::<Sha3_256>::new(schema);
-    for batch in batches {
-        digest.update(batch);
-    }
-    Multihash::from_digest(ARROW_SHA3_256, &digest.finalize().into())
 }

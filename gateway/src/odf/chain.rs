@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::dataset_id::DatasetId;
-use super::events::{AddData, Checkpoint, MetadataBlock, MetadataEvent, SetVocab};
+use super::events::{AddData, Checkpoint, MetadataBlock, MetadataEvent, SetVocab, SourceState};
 use super::hash::Multihash;
 use super::schema::DataSchema;
 use super::source::AddPushSource;
@@ -36,6 +36,13 @@ pub struct ChainState {
     pub last_offset: Option<u64>,
     pub watermark: Option<DateTime<Utc>>,
     pub last_checkpoint: Option<Checkpoint>,
+    /// When the block that set `last_checkpoint` was written.
+    pub last_checkpoint_time: Option<DateTime<Utc>>,
+    /// The last `newSourceState` each push source recorded (a write-ahead log's position).
+    pub source_states: BTreeMap<String, SourceState>,
+    /// The previous AddData's `newSourceState`, which a block without data must change (as
+    /// kamu checks it) unless it changes the checkpoint or the watermark.
+    pub last_add_data_state: Option<SourceState>,
     /// Bytes of data slices, for listings.
     pub data_size: u64,
 }
@@ -64,7 +71,11 @@ impl ChainState {
         if is_seed != (self.blocks == 0) {
             return Err(fail("Seed must be the first block, and only the first".into()));
         }
+        let checkpoint_before = self.last_checkpoint.clone();
         self.apply_event(&block.event).map_err(fail)?;
+        if self.last_checkpoint.is_some() && self.last_checkpoint != checkpoint_before {
+            self.last_checkpoint_time = Some(block.system_time);
+        }
         self.head = Some(hash.clone());
         self.blocks += 1;
         self.last_system_time = Some(block.system_time);
@@ -162,12 +173,16 @@ impl ChainState {
         let changes_something = add.new_data.is_some()
             || add.new_watermark != self.watermark
             || add.new_checkpoint != self.last_checkpoint
-            || add.new_source_state.is_some();
+            || add.new_source_state != self.last_add_data_state;
         if !changes_something {
-            return Err("AddData changes nothing".into());
+            return Err("AddData changes nothing (no data, and the same checkpoint, watermark and source state)".into());
         }
         self.watermark = add.new_watermark;
         self.last_checkpoint = add.new_checkpoint.clone();
+        if let Some(state) = &add.new_source_state {
+            self.source_states.insert(state.source_name.clone(), state.clone());
+        }
+        self.last_add_data_state = add.new_source_state.clone();
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The ODF model: metadata events and blocks, the DatasetSnapshot manifest, the FlatBuffers
 //! block codec, hashes and dataset identities. Knows nothing of networks or ingestion.
 
+pub mod arrow_schema;
 pub mod chain;
 pub mod codec;
 pub mod dataset_id;
@@ -14,6 +15,7 @@ pub mod snapshot;
 pub mod source;
 mod spelling;
 
+pub use arrow_schema::{SchemaError, Vocab};
 pub use chain::{ChainError, ChainState};
 pub use codec::{DecodeError, block_hash, decode_block, encode_block};
 pub use dataset_id::DatasetId;

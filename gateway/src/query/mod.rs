@@ -11,7 +11,6 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::ingest::{IngestError, dataset_arrow_schema};
 use crate::odf::Multihash;
 use crate::store::{DataDir, Dataset};
 
@@ -20,14 +19,16 @@ pub enum QueryError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
-    Schema(#[from] IngestError),
+    Schema(#[from] crate::odf::SchemaError),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
     #[error("sql: {0}")]
     Sql(#[from] datafusion::error::DataFusionError),
 }
 
 /// The last `n` records (by offset), oldest first; `None` when the dataset has no schema yet.
 pub fn tail(dataset: &Dataset, n: usize) -> Result<Option<RecordBatch>, QueryError> {
-    let Some(schema) = dataset_arrow_schema(dataset)? else { return Ok(None) };
+    let Some(schema) = dataset.arrow_schema()? else { return Ok(None) };
     let mut newest_first: Vec<RecordBatch> = Vec::new();
     let mut rows = 0;
     for slice in dataset.slices()?.iter().rev() {
@@ -40,7 +41,7 @@ pub fn tail(dataset: &Dataset, n: usize) -> Result<Option<RecordBatch>, QueryErr
         }
     }
     newest_first.reverse();
-    let all = arrow::compute::concat_batches(&schema, &newest_first).map_err(IngestError::from)?;
+    let all = arrow::compute::concat_batches(&schema, &newest_first)?;
     let skip = all.num_rows().saturating_sub(n);
     Ok(Some(all.slice(skip, all.num_rows() - skip)))
 }
@@ -50,7 +51,7 @@ pub async fn session(data_dir: &DataDir) -> Result<SessionContext, QueryError> {
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
     for name in data_dir.list()? {
         let dataset = data_dir.open_dataset(name.as_str())?;
-        let Some(schema) = dataset_arrow_schema(&dataset)? else { continue };
+        let Some(schema) = dataset.arrow_schema()? else { continue };
         let files: Vec<Multihash> = dataset.slices()?.into_iter().map(|s| s.physical_hash).collect();
         let table: Arc<dyn datafusion::datasource::TableProvider> = if files.is_empty() {
             Arc::new(MemTable::try_new(schema, vec![vec![]])?)

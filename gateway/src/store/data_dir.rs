@@ -119,6 +119,6 @@ impl DataDir {
 
     /// Serializes creations, so two processes adding the same name cannot both succeed.
     fn lock(&self) -> Result<File, StoreError> {
-        Ok(fsio::lock_file(&self.root.join(LOCK_FILE))?)
+        super::dataset::take_lock(&self.root.join(LOCK_FILE), super::DEFAULT_LOCK_TIMEOUT)
     }
 }

@@ -14,6 +14,7 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -27,6 +28,19 @@ pub const DATA: &str = "data";
 pub const CHECKPOINTS: &str = "checkpoints";
 pub const INFO: &str = "info";
 const LOCK_FILE: &str = "info/lock";
+
+/// How long a writer waits for another one's lock unless told otherwise.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Takes the lock file at `path` (see `fsio::lock_file`).
+pub(super) fn take_lock(path: &Path, timeout: Duration) -> Result<File, StoreError> {
+    fsio::lock_file(path, timeout).map_err(|e| match e {
+        fsio::LockError::Io(e) => StoreError::Io(e),
+        fsio::LockError::TimedOut { holder, waited } => {
+            StoreError::LockTimeout { path: path.display().to_string(), holder, waited }
+        }
+    })
+}
 
 /// Proof that the dataset's write lock is held.
 pub struct WriteLock {
@@ -143,19 +157,27 @@ impl Dataset {
         Ok(())
     }
 
-    /// Takes the dataset's write lock (one writer at a time, across processes) and catches
-    /// up with whatever another writer committed. Held until the guard is dropped; a writer
-    /// that reads the state, prepares a commit and commits holds it throughout.
-    pub fn lock(&mut self) -> Result<WriteLock, StoreError> {
-        let file = fsio::lock_file(&self.root.join(LOCK_FILE))?;
+    /// Takes the dataset's write lock (one writer at a time, across processes), waiting at
+    /// most `timeout` for another writer, and catches up with whatever another writer
+    /// committed. Held until the guard is dropped; a writer that reads the state, prepares a
+    /// commit and commits holds it throughout.
+    pub fn lock(&mut self, timeout: Duration) -> Result<WriteLock, StoreError> {
+        let file = take_lock(&self.root.join(LOCK_FILE), timeout)?;
         if self.read_head()? != self.state.head {
             tracing::debug!(dataset = %self.name, "head moved since open; re-reading the chain");
             self.reload()?;
         }
+        Ok(WriteLock { _file: file })
+    }
+
+    /// Removes the temp files that writers which are no longer running left behind. A writer
+    /// does this once when it opens the dataset, not at every commit: listing folders that
+    /// grow by a file a second would make each commit slower than the last.
+    pub fn remove_stale_temp_files(&self) -> Result<(), StoreError> {
         for dir in ["refs", BLOCKS, DATA, CHECKPOINTS] {
             fsio::remove_temp_files(&self.root.join(dir))?;
         }
-        Ok(WriteLock { _file: file })
+        Ok(())
     }
 
     /// Appends `events` as new blocks, taking the lock for just this commit.
@@ -164,7 +186,7 @@ impl Dataset {
         events: Vec<MetadataEvent>,
         system_time: DateTime<Utc>,
     ) -> Result<Multihash, StoreError> {
-        let lock = self.lock()?;
+        let lock = self.lock(DEFAULT_LOCK_TIMEOUT)?;
         self.commit_locked(&lock, events, system_time)
     }
 

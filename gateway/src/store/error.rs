@@ -32,6 +32,12 @@ pub enum StoreError {
     #[error("cannot make a dataset identity: no randomness from the OS: {0}")]
     Identity(getrandom::Error),
 
+    #[error(
+        "waited {:.1} s for the lock {path}, held by {holder}; try again, or stop that writer",
+        waited.as_secs_f64()
+    )]
+    LockTimeout { path: String, holder: String, waited: std::time::Duration },
+
     #[error("a commit needs at least one event")]
     EmptyCommit,
 

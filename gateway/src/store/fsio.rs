@@ -2,9 +2,10 @@
 //! are on disk: write a temp file beside it, fsync it, rename it over the target, fsync the
 //! folder. A crash at any instant leaves either the old file or the new one, never a torn one.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Temp files start with this; whatever a crash left behind is removed by `remove_temp_files`.
 pub const TEMP_PREFIX: &str = ".tmp-";
@@ -82,11 +83,53 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     file.sync_all().context("sync", path)
 }
 
-/// Takes an exclusive lock on `path` (created if missing), waiting for other holders,
-/// across processes. Released when the returned file is dropped.
-pub fn lock_file(path: &Path) -> Result<File, IoError> {
-    let file = File::options().create(true).truncate(false).write(true).open(path).context("open", path)?;
-    file.lock().context("lock", path)?;
+/// Why an exclusive lock was not taken.
+#[derive(Debug)]
+pub enum LockError {
+    Io(IoError),
+    /// Another process held it for longer than the time allowed; `holder` is what it wrote
+    /// in the lock file (its pid).
+    TimedOut { holder: String, waited: Duration },
+}
+
+/// Takes an exclusive lock on `path` (created if missing), across processes, waiting at
+/// most `timeout` for another holder. The holder's pid is written into the file so that a
+/// waiter can say whom it waits for. Released when the returned file is dropped.
+pub fn lock_file(path: &Path, timeout: Duration) -> Result<File, LockError> {
+    let mut file = File::options()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .context("open", path)
+        .map_err(LockError::Io)?;
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    let mut told = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(e)) => return Err(LockError::Io(IoError { action: "lock", path: path.to_owned(), error: e })),
+        }
+        let waited = started.elapsed();
+        let holder = || fs::read_to_string(path).ok().filter(|s| !s.trim().is_empty()).map_or_else(
+            || "another writer".to_string(),
+            |pid| format!("process {}", pid.trim()),
+        );
+        if waited >= timeout {
+            return Err(LockError::TimedOut { holder: holder(), waited });
+        }
+        if !told && waited >= Duration::from_secs(1) {
+            tracing::info!("waiting for the write lock {}, held by {}", path.display(), holder());
+            told = true;
+        }
+        std::thread::sleep(pause.min(timeout - waited));
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+    // Best effort: the pid only serves messages.
+    let _ = file.set_len(0).and_then(|()| file.write_all(std::process::id().to_string().as_bytes()));
     Ok(file)
 }
 

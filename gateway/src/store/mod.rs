@@ -9,7 +9,7 @@ mod slices;
 mod verify;
 
 pub use data_dir::DataDir;
-pub use dataset::{Dataset, WriteLock};
+pub use dataset::{DEFAULT_LOCK_TIMEOUT, Dataset, WriteLock};
 pub use error::StoreError;
 pub use fsio::IoError;
 pub use verify::{VerifyError, VerifyReport, hash_file, verify};

@@ -3,11 +3,12 @@
 use std::fs::File;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::dataset::Dataset;
 use super::error::StoreError;
-use crate::odf::{AddData, DataSlice, MetadataEvent};
+use crate::odf::{AddData, DataSlice, MetadataEvent, SchemaError, arrow_schema};
 
 impl Dataset {
     /// The data slices the chain references, oldest first.
@@ -22,6 +23,11 @@ impl Dataset {
             .collect();
         slices.reverse();
         Ok(slices)
+    }
+
+    /// The Arrow schema of the dataset's slices, once it has one (after the first data commit).
+    pub fn arrow_schema(&self) -> Result<Option<SchemaRef>, SchemaError> {
+        self.state().schema.as_ref().map(arrow_schema::to_arrow).transpose()
     }
 
     /// The records of a slice, with the schema written in its file.

@@ -10,7 +10,7 @@ use sha3::{Digest, Sha3_256};
 
 use super::dataset::Dataset;
 use super::error::StoreError;
-use crate::odf::{DataSlice, MetadataEvent, Multihash, hash::SHA3_256};
+use crate::odf::{DataSlice, MetadataEvent, Multihash, arrow_schema, hash::SHA3_256};
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct VerifyReport {
@@ -45,17 +45,27 @@ pub fn hash_file(path: &Path) -> io::Result<(Multihash, u64)> {
     Ok((Multihash::from_digest(SHA3_256, &hasher.finalize().into()), size))
 }
 
-/// Checks the content of a data slice beyond its bytes (the logical hash, which needs a
-/// Parquet reader: the store does not read data). `Err` says what is wrong.
-pub type SliceCheck<'a> = &'a dyn Fn(&Dataset, &DataSlice) -> Result<(), String>;
+/// Re-reads a data slice whose bytes are intact and recomputes its logical hash (arrow-digest
+/// of its records) and its record count. `Err` says what is wrong.
+fn check_records(dataset: &Dataset, slice: &DataSlice) -> Result<(), String> {
+    let batches = dataset.read_slice(slice).map_err(|e| e.to_string())?;
+    let Some(schema) = batches.first().map(|b| b.schema()) else {
+        return Err("the file holds no records".into());
+    };
+    let actual = arrow_schema::logical_hash(&schema, &batches);
+    if actual != slice.logical_hash {
+        return Err(format!("records digest to {actual}, the block says {}", slice.logical_hash));
+    }
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let expected = slice.offset_interval.end.saturating_sub(slice.offset_interval.start).saturating_add(1);
+    if rows != expected {
+        return Err(format!("{rows} records, the block's offsets say {expected}"));
+    }
+    Ok(())
+}
 
-/// Checks `dataset`, calling `check_slice` on every data slice whose bytes are intact and
-/// `progress(done, total)` after each block's objects.
-pub fn verify(
-    dataset: &Dataset,
-    check_slice: SliceCheck,
-    mut progress: impl FnMut(u64, u64),
-) -> Result<VerifyReport, VerifyError> {
+/// Checks `dataset`, calling `progress(done, total)` after each block's objects.
+pub fn verify(dataset: &Dataset, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport, VerifyError> {
     // Opening the dataset already re-hashed, decoded and replayed every block; read them
     // again in case the files changed since.
     let blocks = dataset.blocks()?;
@@ -66,7 +76,7 @@ pub fn verify(
             if let Some(slice) = &add.new_data {
                 let path = dataset.data_path(&slice.physical_hash);
                 check_object("data slice", &path, &slice.physical_hash, slice.size, block.sequence_number)?;
-                check_slice(dataset, slice).map_err(|reason| VerifyError::BadObject {
+                check_records(dataset, slice).map_err(|reason| VerifyError::BadObject {
                     kind: "data slice",
                     hash: slice.physical_hash.clone(),
                     block: block.sequence_number,

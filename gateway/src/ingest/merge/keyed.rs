@@ -78,7 +78,7 @@ impl KeyedState {
         let mut present = HashSet::with_capacity(keys.num_rows());
         for (row, key) in keys.iter().enumerate() {
             if !present.insert(key.data()) {
-                return Err(IngestError::Merge(format!(
+                return Err(IngestError::Data(format!(
                     "record {}: the snapshot has primary key ({}) twice; a snapshot holds each key once",
                     row + 1,
                     self.primary_key.join(", ")
@@ -121,13 +121,13 @@ impl KeyedState {
             Some(op) => Some(
                 op.as_any()
                     .downcast_ref::<Int32Array>()
-                    .ok_or_else(|| IngestError::Merge(format!("'{op_name}' must be an Int32 column")))?,
+                    .ok_or_else(|| IngestError::Internal(format!("'{op_name}' must be an Int32 column")))?,
             ),
         };
         if let Some((row, bad)) =
             deletes.and_then(|d| d.iter().enumerate().find(|(_, v)| !matches!(v, None | Some(0..=3))))
         {
-            return Err(IngestError::Merge(format!(
+            return Err(IngestError::Data(format!(
                 "record {}: '{op_name}' is {}, where 1 deletes and 0 (or none) upserts",
                 row + 1,
                 bad.unwrap_or_default()

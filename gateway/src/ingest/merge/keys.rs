@@ -21,7 +21,7 @@ impl KeyEncoder {
             .map(|name| {
                 schema.index_of(name).map_err(|_| {
                     let have: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                    IngestError::Schema(format!(
+                    IngestError::Source(format!(
                         "{what} column '{name}' is not in the data (columns: {})",
                         have.join(", ")
                     ))

@@ -121,7 +121,7 @@ pub fn merge(
         }
         (MergeStrategy::ChangelogStream(_), _) => {
             let op = input.op.ok_or_else(|| {
-                IngestError::Schema(format!(
+                IngestError::Source(format!(
                     "a ChangelogStream source needs an '{op_name}' column in its data"
                 ))
             })?;
@@ -129,9 +129,9 @@ pub fn merge(
                 .as_any()
                 .downcast_ref::<Int32Array>()
                 .cloned()
-                .ok_or_else(|| IngestError::Merge(format!("'{op_name}' must be an Int32 column")))?;
+                .ok_or_else(|| IngestError::Internal(format!("'{op_name}' must be an Int32 column")))?;
             if let Some((row, bad)) = op.iter().enumerate().find(|(_, v)| !matches!(v, Some(0..=3))) {
-                return Err(IngestError::Merge(format!(
+                return Err(IngestError::Data(format!(
                     "record {}: '{op_name}' is {}, where 0 (+A), 1 (-R), 2 (-C) or 3 (+C) is expected",
                     row + 1,
                     bad.map_or("null".to_string(), |v| v.to_string())
@@ -147,7 +147,7 @@ pub fn merge(
             state.merge_upserts(&input.batch, input.op.as_ref(), op_name)
         }
         (other, _) => {
-            Err(IngestError::Merge(format!("no state was prepared for the {} merge", other.kind())))
+            Err(IngestError::Internal(format!("no state was prepared for the {} merge", other.kind())))
         }
     }
 }
@@ -168,7 +168,7 @@ pub fn split_op(slice: &RecordBatch) -> Result<(Int32Array, RecordBatch), Ingest
         .as_any()
         .downcast_ref::<Int32Array>()
         .cloned()
-        .ok_or_else(|| IngestError::Merge("the first column of a slice must be the Int32 op".into()))?;
+        .ok_or_else(|| IngestError::Internal("the first column of a slice must be the Int32 op".into()))?;
     Ok((op, slice.project(&(1..slice.num_columns()).collect::<Vec<_>>())?))
 }
 

@@ -11,7 +11,7 @@ use std::fmt;
 
 use arrow::record_batch::RecordBatch;
 
-use super::coerce::Formats;
+use super::coerce::{Formats, Input};
 use super::format::InputFormat;
 use super::read_schema::ReadSchema;
 use super::sink::{FieldError, RecordSink};
@@ -36,6 +36,9 @@ pub enum Problem {
     Field(FieldError),
     /// The bytes are not valid in the format.
     Malformed(String),
+    /// The records read well but a later step refused them (a preprocess query failing on
+    /// their values, an `op` out of range).
+    Refused(String),
 }
 
 /// One rejected record (or, for a malformed message, the whole message).
@@ -44,7 +47,7 @@ pub struct RecordError {
     /// Which message of a batch, and where it came from (a file, a device, a topic).
     pub message: usize,
     pub origin: String,
-    /// 1-based number of the record in its message.
+    /// 1-based number of the record in its message; 0 when the whole message is meant.
     pub record: usize,
     pub position: Option<Position>,
     pub problem: Problem,
@@ -52,7 +55,10 @@ pub struct RecordError {
 
 impl fmt::Display for RecordError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: record {}", self.origin, self.record)?;
+        match self.record {
+            0 => write!(f, "{}", self.origin)?,
+            n => write!(f, "{}: record {n}", self.origin)?,
+        }
         match &self.position {
             Some(Position::Line(line)) => write!(f, " (line {line})")?,
             Some(Position::Element(i)) => write!(f, " (element {i})")?,
@@ -61,7 +67,7 @@ impl fmt::Display for RecordError {
         }
         match &self.problem {
             Problem::Field(e) => write!(f, ": {e}"),
-            Problem::Malformed(m) => write!(f, ": {m}"),
+            Problem::Malformed(m) | Problem::Refused(m) => write!(f, ": {m}"),
         }
     }
 }
@@ -116,55 +122,96 @@ pub struct Reader {
     options: ReadOptions,
     sink: RecordSink,
     messages: usize,
+    /// Rows read when each message ended, so that rows can be traced to their message.
+    message_ends: Vec<usize>,
+}
+
+/// The records of a batch's messages, in the read schema, and which rows each message gave.
+pub struct ReadBatch {
+    pub records: RecordBatch,
+    /// Rows read when each message ended: message `i` gave rows `ends[i-1]..ends[i]`.
+    pub message_ends: Vec<usize>,
+}
+
+impl ReadBatch {
+    /// The rows of message `i`.
+    pub fn message_rows(&self, i: usize) -> std::ops::Range<usize> {
+        let start = if i == 0 { 0 } else { self.message_ends[i - 1] };
+        start..self.message_ends[i]
+    }
 }
 
 impl Reader {
     pub fn new(schema: ReadSchema, options: ReadOptions) -> Reader {
         let sink = RecordSink::new(schema, options.formats.clone());
-        Reader { options, sink, messages: 0 }
+        Reader { options, sink, messages: 0, message_ends: Vec::new() }
     }
 
-    pub fn rows(&self) -> usize {
-        self.sink.rows()
-    }
-
-    /// Reads one message. Rejected records are appended to `rejected`; the rest are kept.
-    pub fn read(&mut self, bytes: &[u8], format: InputFormat, origin: &str, rejected: &mut Vec<RecordError>) {
+    /// Reads one message. `defaults` (column, value as text) fill the columns its records
+    /// leave out. Rejected records are appended to `rejected`; the rest are kept.
+    pub fn read(
+        &mut self,
+        bytes: &[u8],
+        format: InputFormat,
+        origin: &str,
+        defaults: &[(String, String)],
+        rejected: &mut Vec<RecordError>,
+    ) {
         let message = self.messages;
         self.messages += 1;
         let mut reject = |record: usize, position: Option<Position>, problem: Problem| {
             rejected.push(RecordError { message, origin: origin.to_owned(), record, position, problem });
         };
+        self.read_message(bytes, format, defaults, &mut reject);
+        self.message_ends.push(self.sink.rows());
+    }
+
+    fn read_message(&mut self, bytes: &[u8], format: InputFormat, defaults: &[(String, String)], reject: &mut Reject) {
+        let mut columns = Vec::with_capacity(defaults.len());
+        for (name, value) in defaults {
+            match self.sink.column(name) {
+                Some(column) => columns.push((column, Input::Str(value))),
+                None => {
+                    let problem = format!("column '{name}' given with the message is not in the source's schema");
+                    return reject(0, None, Problem::Malformed(problem));
+                }
+            }
+        }
+        if let Err(e) = self.sink.set_defaults(columns) {
+            return reject(0, None, Problem::Field(e));
+        }
         if format == InputFormat::Cbor {
-            return cbor::read(bytes, &mut self.sink, &mut reject);
+            return cbor::read(bytes, &mut self.sink, reject);
         }
         let text = match decode_text(bytes, self.options.encoding.as_deref()) {
             Ok(text) => text,
-            Err(e) => return reject(1, None, Problem::Malformed(e)),
+            Err(e) => return reject(0, None, Problem::Malformed(e)),
         };
         let sink = &mut self.sink;
         match format {
-            InputFormat::NdJson => json::read_lines(&text, sink, &mut reject),
+            InputFormat::NdJson => json::read_lines(&text, sink, reject),
             // A `.json` file of several lines pushed into an NdJson source is NdJson.
             InputFormat::Json
                 if self.options.declared == InputFormat::NdJson && !json::is_one_document(&text) =>
             {
-                json::read_lines(&text, sink, &mut reject)
+                json::read_lines(&text, sink, reject)
             }
             InputFormat::Json => {
-                json::read_document(&text, self.options.json_sub_path.as_deref(), sink, &mut reject)
+                json::read_document(&text, self.options.json_sub_path.as_deref(), sink, reject)
             }
             InputFormat::Csv => {
                 let translated = self.options.declared != InputFormat::Csv;
-                csv::read(&text, &self.options.csv, translated, sink, &mut reject)
+                csv::read(&text, &self.options.csv, translated, sink, reject)
             }
             InputFormat::Cbor => {} // read above, from the bytes
         }
     }
 
-    /// The records read so far, as one batch; the reader starts empty again.
-    pub fn finish(&mut self) -> Result<RecordBatch, arrow::error::ArrowError> {
-        self.sink.finish()
+    /// The records read so far; the reader starts empty again.
+    pub fn finish(&mut self) -> Result<ReadBatch, arrow::error::ArrowError> {
+        let records = self.sink.finish()?;
+        self.messages = 0;
+        Ok(ReadBatch { records, message_ends: std::mem::take(&mut self.message_ends) })
     }
 }
 

@@ -17,8 +17,8 @@ fn reader(read: &ReadStep) -> Reader {
 fn read(read_step: &ReadStep, bytes: &[u8], format: InputFormat) -> (RecordBatch, Vec<RecordError>) {
     let mut reader = reader(read_step);
     let mut rejected = Vec::new();
-    reader.read(bytes, format, "test", &mut rejected);
-    (reader.finish().unwrap(), rejected)
+    reader.read(bytes, format, "test", &[], &mut rejected);
+    (reader.finish().unwrap().records, rejected)
 }
 
 fn ndjson() -> ReadStep {
@@ -138,8 +138,8 @@ proptest! {
         let format = InputFormat::ALL[format];
         let mut reader = reader(&ndjson());
         let mut rejected = Vec::new();
-        reader.read(&bytes, format, "fuzz", &mut rejected);
-        let batch = reader.finish().unwrap();
+        reader.read(&bytes, format, "fuzz", &[], &mut rejected);
+        let batch = reader.finish().unwrap().records;
         prop_assert!(batch.num_rows() <= bytes.len() + 1);
     }
 

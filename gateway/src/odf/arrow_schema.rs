@@ -1,23 +1,54 @@
-//! The dataset's schema (SetDataSchema, RFC-016) to and from Arrow. As kamu writes it:
-//! offset Int64, op Int32, system_time and the event time Timestamp(ms, UTC), all required;
-//! user columns optional (`Option`).
+//! The Arrow side of the ODF model: the dataset's schema (SetDataSchema, RFC-016) to and
+//! from Arrow, the system columns' names (SetVocab), and the logical hash of records
+//! (arrow-digest, multicodec 0x300016). As kamu writes a schema: offset Int64, op Int32,
+//! system_time and the event time Timestamp(ms, UTC), all required; user columns optional.
 
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType as Arrow, Field, Schema, SchemaRef, TimeUnit as ArrowUnit};
+use arrow::record_batch::RecordBatch;
+use arrow_digest::{RecordDigest, RecordDigestV0};
+use sha3::Sha3_256;
 
-use super::error::IngestError;
-use super::read_schema::arrow_unit;
-use super::vocab::Vocab;
-use crate::odf::{DataField, DataSchema, DataType, TimeUnit};
+use super::hash::{ARROW_SHA3_256, Multihash};
+use super::{DataField, DataSchema, DataType, TimeUnit};
 
-pub fn to_odf(schema: &Schema) -> Result<DataSchema, IngestError> {
+/// A schema that ODF cannot describe or the gateway cannot write, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct SchemaError(pub String);
+
+/// How every timestamp is stored: milliseconds, UTC.
+pub fn timestamp_ms_utc() -> Arrow {
+    Arrow::Timestamp(ArrowUnit::Millisecond, Some("UTC".into()))
+}
+
+/// An ODF time unit as Arrow's; ODF's default is milliseconds.
+pub fn arrow_unit(unit: Option<TimeUnit>) -> ArrowUnit {
+    match unit.unwrap_or(TimeUnit::Millisecond) {
+        TimeUnit::Second => ArrowUnit::Second,
+        TimeUnit::Millisecond => ArrowUnit::Millisecond,
+        TimeUnit::Microsecond => ArrowUnit::Microsecond,
+        TimeUnit::Nanosecond => ArrowUnit::Nanosecond,
+    }
+}
+
+/// arrow-digest of the records, as ODF's logical hash.
+pub fn logical_hash(schema: &SchemaRef, batches: &[RecordBatch]) -> Multihash {
+    let mut digest = RecordDigestV0::<Sha3_256>::new(schema);
+    for batch in batches {
+        digest.update(batch);
+    }
+    Multihash::from_digest(ARROW_SHA3_256, &digest.finalize().into())
+}
+
+pub fn to_odf(schema: &Schema) -> Result<DataSchema, SchemaError> {
     let fields = schema
         .fields()
         .iter()
         .map(|f| {
             let data_type = odf_type(f.data_type()).ok_or_else(|| {
-                IngestError::Schema(format!(
+                SchemaError(format!(
                     "column '{}' has type {}, which ODF cannot describe",
                     f.name(),
                     f.data_type()
@@ -29,7 +60,7 @@ pub fn to_odf(schema: &Schema) -> Result<DataSchema, IngestError> {
                 extra: None,
             })
         })
-        .collect::<Result<_, IngestError>>()?;
+        .collect::<Result<_, SchemaError>>()?;
     Ok(DataSchema { fields, extra: None })
 }
 
@@ -97,14 +128,14 @@ fn arrow_type(t: &DataType) -> Option<Arrow> {
     })
 }
 
-pub fn to_arrow(schema: &DataSchema) -> Result<SchemaRef, IngestError> {
+pub fn to_arrow(schema: &DataSchema) -> Result<SchemaRef, SchemaError> {
     let fields = schema
         .fields
         .iter()
         .map(|f| {
             let (inner, nullable) = f.data_type.split_optional();
             let data_type = arrow_type(inner).ok_or_else(|| {
-                IngestError::Schema(format!(
+                SchemaError(format!(
                     "column '{}' has type {}, which the gateway does not write",
                     f.name,
                     inner.kind()
@@ -112,7 +143,7 @@ pub fn to_arrow(schema: &DataSchema) -> Result<SchemaRef, IngestError> {
             })?;
             Ok(Field::new(&f.name, data_type, nullable))
         })
-        .collect::<Result<Vec<_>, IngestError>>()?;
+        .collect::<Result<Vec<_>, SchemaError>>()?;
     Ok(Arc::new(Schema::new(fields)))
 }
 
@@ -122,4 +153,27 @@ pub fn data_columns(full: &Schema, vocab: &Vocab) -> SchemaRef {
     Arc::new(Schema::new(
         full.fields().iter().filter(|f| !system.contains(&f.name())).cloned().collect::<Vec<_>>(),
     ))
+}
+
+/// Names of the system columns (ODF's defaults; SetVocab may rename them).
+#[derive(Debug, Clone)]
+pub struct Vocab {
+    pub offset: String,
+    pub op: String,
+    pub system_time: String,
+    pub event_time: String,
+}
+
+impl Vocab {
+    pub fn of(vocab: Option<&super::SetVocab>) -> Vocab {
+        let pick = |name: Option<&Option<String>>, default: &str| {
+            name.and_then(Option::as_deref).unwrap_or(default).to_owned()
+        };
+        Vocab {
+            offset: pick(vocab.map(|v| &v.offset_column), "offset"),
+            op: pick(vocab.map(|v| &v.operation_type_column), "op"),
+            system_time: pick(vocab.map(|v| &v.system_time_column), "system_time"),
+            event_time: pick(vocab.map(|v| &v.event_time_column), "event_time"),
+        }
+    }
 }

@@ -1,0 +1,230 @@
+//! The ingest engine as a server drives it (through the library): prepare and commit, error
+//! kinds, per-message metadata, source states. What it writes is checked through the CLI
+//! (`verify`, `tail`, `log`), as a user would.
+
+// Each test binary uses a part of the shared helpers.
+#[allow(dead_code)]
+mod common;
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use common::{Gateway, LEDGER, reports};
+use odf_gateway::ingest::{
+    DatasetWriter, ErrorKind, IngestError, IngestOptions, IngestRequest, Message, SourcePosition, WriterOptions,
+    WriterThread,
+};
+use odf_gateway::store::DataDir;
+
+fn writer(gw: &Gateway, dataset: &str) -> DatasetWriter {
+    let dataset = DataDir::open(&gw.data()).unwrap().open_dataset(dataset).unwrap();
+    DatasetWriter::open(dataset, WriterOptions::default()).unwrap()
+}
+
+fn at(second: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, second).unwrap()
+}
+
+fn options() -> IngestOptions {
+    IngestOptions { system_time: at(59), skip_bad_records: false }
+}
+
+fn request(messages: Vec<Message>) -> IngestRequest {
+    IngestRequest { messages, ..Default::default() }
+}
+
+fn position(value: &str) -> Option<SourcePosition> {
+    Some(SourcePosition { kind: "odf-gateway/wal".into(), value: value.into() })
+}
+
+#[test]
+fn a_source_state_is_committed_with_the_data_and_alone_when_everything_merges_away() {
+    let gw = Gateway::new();
+    gw.add(LEDGER);
+    let mut w = writer(&gw, "trackers");
+    let first = IngestRequest { source_state: position("1"), ..request(vec![Message::new(reports("A", 1..=3), "a")]) };
+    let outcome = w.ingest(first, &options()).unwrap();
+    assert_eq!(outcome.committed.unwrap().records, 3);
+
+    // Every record is a duplicate: the new position is still recorded, in an AddData alone.
+    let again = IngestRequest { source_state: position("2"), ..request(vec![Message::new(reports("A", 1..=3), "a")]) };
+    let committed = w.ingest(again, &options()).unwrap().committed.expect("a state-only commit");
+    assert_eq!((committed.records, committed.offsets), (0, None));
+    let state = &w.dataset().state().source_states["vendorA"];
+    assert_eq!((state.kind.as_str(), state.value.as_str()), ("odf-gateway/wal", "2"));
+
+    // The same position again with nothing new: nothing to commit.
+    let same = IngestRequest { source_state: position("2"), ..request(vec![Message::new(reports("A", 1..=3), "a")]) };
+    assert!(w.ingest(same, &options()).unwrap().committed.is_none());
+
+    drop(w);
+    gw.verify("trackers");
+    let log = gw.ok(&["log", "trackers"], "");
+    assert_eq!(log.matches("newSourceState:").count(), 2, "{log}");
+    assert_eq!(gw.records("trackers").len(), 3);
+}
+
+#[test]
+fn errors_say_what_a_sender_can_do() {
+    let gw = Gateway::new();
+    gw.add(LEDGER);
+    let mut w = writer(&gw, "trackers");
+    let unknown = IngestRequest { source: Some("nope".into()), ..request(vec![]) };
+    let e = w.ingest(unknown, &options()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("vendorA"), "{e}");
+
+    let bad = request(vec![Message::new(reports("A", 1..=1), "good"), Message::new("{\"seq\": \"x\"}\n", "dev-7")]);
+    let e = w.ingest(bad, &options()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadInput);
+    let IngestError::BadRecords(rejected) = e else { panic!("not BadRecords") };
+    assert_eq!((rejected[0].message, rejected[0].origin.as_str(), rejected[0].record), (1, "dev-7", 1));
+    assert!(gw.records("trackers").is_empty());
+}
+
+#[test]
+fn a_writer_gives_up_on_a_held_lock_with_a_retryable_error() {
+    let gw = Gateway::new();
+    gw.add(LEDGER);
+    let mut holder = writer(&gw, "trackers");
+    let prepared = holder.prepare(request(vec![Message::new(reports("A", 1..=2), "a")]), &options()).unwrap();
+    assert_eq!(prepared.records(), 2);
+
+    let dataset = DataDir::open(&gw.data()).unwrap().open_dataset("trackers").unwrap();
+    let options_short = WriterOptions { lock_timeout: Duration::from_millis(200), ..Default::default() };
+    let mut waiter = DatasetWriter::open(dataset, options_short).unwrap();
+    let e = waiter.ingest(request(vec![Message::new(reports("B", 1..=1), "b")]), &options()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Retryable, "{e}");
+    assert!(e.to_string().contains(&format!("process {}", std::process::id())), "{e}");
+
+    // Dropped without a commit: nothing is visible and nothing is left behind.
+    drop(prepared);
+    assert!(gw.records("trackers").is_empty());
+    let staged: Vec<_> = std::fs::read_dir(gw.data().join("trackers/data")).unwrap().collect();
+    assert!(staged.is_empty(), "{staged:?}");
+    // The holder forgot the keys it had staged: they are new again.
+    let outcome = holder.ingest(request(vec![Message::new(reports("A", 1..=2), "a")]), &options()).unwrap();
+    assert_eq!(outcome.committed.unwrap().records, 2);
+    gw.verify("trackers");
+}
+
+const SENSORS: &str = "
+kind: DatasetSnapshot
+version: 1
+content:
+  name: sensors
+  kind: Root
+  metadata:
+    - kind: AddPushSource
+      sourceName: raw
+      read:
+        kind: NdJson
+        schema:
+          fields:
+            - { name: device_id, type: string }
+            - { name: value, type: float64 }
+      merge:
+        kind: Append
+    - kind: AddPushSource
+      sourceName: scaled
+      read:
+        kind: NdJson
+        schema:
+          fields:
+            - { name: device_id, type: string }
+            - { name: raw, type: string }
+      preprocess:
+        kind: Sql
+        engine: datafusion
+        query: SELECT device_id, CAST(raw AS DOUBLE) * 10 AS value FROM input
+      merge:
+        kind: Append
+";
+
+#[test]
+fn messages_carry_their_receive_time_and_columns_from_outside_the_payload() {
+    let gw = Gateway::new();
+    gw.add(SENSORS);
+    let mut w = writer(&gw, "sensors");
+    let messages = vec![
+        Message::new("{\"value\": 1}\n{\"value\": 2}\n", "trackers/d1/gps").received_at(at(1)).with_column("device_id", "d1"),
+        Message::new("{\"value\": 3, \"device_id\": \"own\"}\n", "trackers/d2/gps")
+            .received_at(at(2))
+            .with_column("device_id", "d2"),
+    ];
+    let raw = IngestRequest { source: Some("raw".into()), ..request(messages) };
+    w.ingest(raw, &options()).unwrap();
+
+    // With a preprocess that does not see the event time, each message is run on its own.
+    let messages = vec![
+        Message::new("{\"raw\": \"4\"}\n", "p1").received_at(at(3)).with_column("device_id", "d3"),
+        Message::new("{\"raw\": \"5\"}\n", "p2").received_at(at(4)).with_column("device_id", "d4"),
+    ];
+    let scaled = IngestRequest { source: Some("scaled".into()), ..request(messages) };
+    w.ingest(scaled, &options()).unwrap();
+    drop(w);
+
+    let rows: Vec<(String, String, f64)> = gw
+        .records("sensors")
+        .iter()
+        .map(|r| {
+            (r["event_time"].as_str().unwrap().to_owned(), r["device_id"].as_str().unwrap().to_owned(), r["value"].as_f64().unwrap())
+        })
+        .collect();
+    let t = |s: u32| at(s).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let expected = vec![
+        (t(1), "d1".to_owned(), 1.0),
+        (t(1), "d1".to_owned(), 2.0),
+        (t(2), "own".to_owned(), 3.0),
+        (t(3), "d3".to_owned(), 40.0),
+        (t(4), "d4".to_owned(), 50.0),
+    ];
+    assert_eq!(rows, expected);
+    gw.verify("sensors");
+}
+
+#[test]
+fn a_message_that_fails_the_preprocess_is_rejected_alone() {
+    let gw = Gateway::new();
+    gw.add(SENSORS);
+    let mut w = writer(&gw, "sensors");
+    let messages = || {
+        vec![
+            Message::new("{\"device_id\": \"a\", \"raw\": \"1.5\"}\n", "good-1"),
+            Message::new("{\"device_id\": \"b\", \"raw\": \"not a number\"}\n", "bad"),
+            Message::new("{\"device_id\": \"c\", \"raw\": \"2\"}\n", "good-2"),
+        ]
+    };
+    let e = w.ingest(IngestRequest { source: Some("scaled".into()), ..request(messages()) }, &options()).unwrap_err();
+    let IngestError::BadRecords(rejected) = e else { panic!("not BadRecords") };
+    assert_eq!(rejected.len(), 1);
+    assert_eq!((rejected[0].message, rejected[0].origin.as_str()), (1, "bad"));
+    assert!(rejected[0].to_string().contains("not a number"), "{}", rejected[0]);
+
+    let skip = IngestOptions { skip_bad_records: true, ..options() };
+    let outcome = w.ingest(IngestRequest { source: Some("scaled".into()), ..request(messages()) }, &skip).unwrap();
+    assert_eq!(outcome.committed.unwrap().records, 2);
+    assert_eq!(outcome.rejected.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_callers_ingest_through_a_writer_thread() {
+    let gw = Gateway::new();
+    gw.add(LEDGER);
+    let thread = WriterThread::spawn(writer(&gw, "trackers")).unwrap();
+    let mut tasks = Vec::new();
+    let thread = std::sync::Arc::new(thread);
+    for device in ["A", "B", "C", "D"] {
+        let thread = thread.clone();
+        tasks.push(tokio::spawn(async move {
+            let request = request(vec![Message::new(reports(device, 1..=5), device)]);
+            thread.ingest(request, options()).await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap().committed.unwrap().records, 5);
+    }
+    drop(thread);
+    assert_eq!(gw.records("trackers").len(), 20);
+    gw.verify("trackers");
+}
