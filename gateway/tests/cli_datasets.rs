@@ -172,16 +172,16 @@ fn wrong_enum_case() {
 }
 
 #[test]
-fn duplicate_source_name() {
+fn a_source_redefined_under_its_name_is_accepted() {
+    // kamu accepts a later AddPushSource with the same name: it replaces the definition.
     let twice = GOOD.replace(
         "    - kind: SetVocab",
-        "    - kind: AddPushSource\n      sourceName: vendorA\n      read:\n        kind: Csv\n        ddlSchema: [a INT]\n      merge:\n        kind: Append\n    - kind: SetVocab",
+        "    - kind: AddPushSource\n      sourceName: vendorA\n      read:\n        kind: Csv\n        ddlSchema: [t TIMESTAMP, a INT]\n      merge:\n        kind: Append\n    - kind: SetVocab",
     );
-    let e = add_fails(&twice);
-    assert!(
-        e.contains("content.metadata[1]: AddPushSource: push source 'vendorA' is already defined"),
-        "{e}"
-    );
+    let dir = tempfile::tempdir().unwrap();
+    gateway(dir.path()).args(["add", "--stdin"]).write_stdin(twice).assert().success();
+    let log = gateway(dir.path()).args(["log", "trackers"]).output().unwrap();
+    assert_eq!(stdout(&log).matches("sourceName: vendorA").count(), 2, "{}", stdout(&log));
 }
 
 #[test]

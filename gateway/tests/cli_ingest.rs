@@ -413,3 +413,114 @@ fn simulated_fleets_of_all_three_vendors() {
     assert!(out.starts_with("devices,reports\n15,60\n"), "{out}");
     gw.verify("gps");
 }
+
+// Source definitions as kamu reads them: redefined push sources, declared schemas, the order
+// of push and polling sources, and the warning on Disable events.
+
+const REDEFINED: &str = "
+kind: DatasetSnapshot
+version: 1
+content:
+  name: sensors
+  kind: Root
+  metadata:
+    - kind: AddPushSource
+      sourceName: default
+      read: { kind: NdJson, ddlSchema: [\"id BIGINT\", \"value DOUBLE\"] }
+      merge: { kind: Append }
+    - kind: AddPushSource
+      sourceName: default
+      read: { kind: Csv, header: true, ddlSchema: [\"id BIGINT\", \"value DOUBLE\"] }
+      merge: { kind: Ledger, primaryKey: [id] }
+";
+
+#[test]
+fn a_redefined_push_source_takes_its_latest_definition() {
+    let gw = Gateway::new();
+    gw.add(REDEFINED);
+    // The latest definition reads CSV and merges as a Ledger.
+    gw.ok(&["ingest", "sensors", "--stdin"], "id,value\n1,1.5\n2,2.5\n");
+    gw.ok(&["ingest", "sensors", "--stdin"], "id,value\n2,9.0\n3,3.5\n");
+    let ids: Vec<i64> = gw.records("sensors").iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    gw.verify("sensors");
+}
+
+const DECLARED_SCHEMA: &str = "
+kind: DatasetSnapshot
+version: 1
+content:
+  name: declared
+  kind: Root
+  metadata:
+    - kind: SetDataSchema
+      schema:
+        fields:
+          - { name: offset, type: { kind: Int64 } }
+          - { name: op, type: { kind: Int32 } }
+          - { name: system_time, type: { kind: Timestamp, unit: Millisecond, timezone: UTC } }
+          - { name: event_time, type: { kind: Timestamp, unit: Millisecond, timezone: UTC } }
+          - { name: id, type: { kind: Option, inner: { kind: Int64 } } }
+    - kind: AddPushSource
+      sourceName: default
+      read: { kind: NdJson, ddlSchema: [\"event_time TIMESTAMP\", \"id BIGINT\"] }
+      merge: { kind: Append }
+";
+
+#[test]
+fn a_manifest_may_declare_the_data_schema() {
+    let gw = Gateway::new();
+    gw.add(DECLARED_SCHEMA);
+    assert_eq!(gw.blocks("declared"), 3);
+    gw.ok(&["ingest", "declared", "--stdin"], "{\"event_time\": \"2026-01-01T00:00:00Z\", \"id\": 7}\n");
+    // The declared schema stands: the first data commit adds no SetDataSchema of its own.
+    assert_eq!(gw.blocks("declared"), 4);
+    assert_eq!(gw.records("declared")[0]["id"], 7);
+    gw.verify("declared");
+
+    let missing_system_columns =
+        DECLARED_SCHEMA.replace("          - { name: op, type: { kind: Int32 } }\n", "");
+    let err = gw.fails(&["add", "--stdin"], &missing_system_columns.replace("name: declared", "name: other"));
+    assert!(err.contains("must start with the system columns [offset Int64, op Int32"), "{err}");
+}
+
+#[test]
+fn push_and_polling_sources_follow_kamus_order() {
+    let gw = Gateway::new();
+    let polling_then_push = "
+kind: DatasetSnapshot
+version: 1
+content:
+  name: switched
+  kind: Root
+  metadata:
+    - kind: SetPollingSource
+      fetch: { kind: Url, url: \"https://example.org/a.csv\" }
+      read: { kind: Csv, header: true }
+      merge: { kind: Append }
+    - kind: DisablePollingSource
+    - kind: AddPushSource
+      sourceName: default
+      read: { kind: NdJson, ddlSchema: [\"id BIGINT\"] }
+      merge: { kind: Append }
+";
+    let err = gw.fails(&["add", "--stdin"], polling_then_push);
+    assert!(err.contains("content.metadata[2]") && err.contains("has had a polling source"), "{err}");
+}
+
+#[test]
+fn writing_a_disable_event_warns_that_kamu_cannot_read_the_dataset() {
+    let gw = Gateway::new();
+    let manifest = format!(
+        "{}    - kind: DisablePushSource\n      sourceName: default\n",
+        REDEFINED.replace("name: sensors", "name: retired")
+    );
+    let (ok, _, stderr) = gw.run(&["add", "--stdin"], &manifest);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("warning: dataset 'retired' holds DisablePushSource"), "{stderr}");
+    assert!(stderr.contains("kamu's current release cannot read this dataset"), "{stderr}");
+
+    // Without a Disable event, no warning.
+    let (ok, _, stderr) = gw.run(&["add", "--stdin"], REDEFINED);
+    assert!(ok && !stderr.contains("kamu"), "{stderr}");
+}

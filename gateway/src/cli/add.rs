@@ -98,6 +98,14 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 added += 1;
                 let id = dataset.state().dataset_id.as_ref().map(ToString::to_string);
                 eprintln!("Added {} ({})", snapshot.name, id.unwrap_or_default());
+                if let Some(event) = snapshot.metadata.iter().find(|e| e.unreadable_by_kamu()) {
+                    eprintln!(
+                        "warning: dataset '{}' holds {}: {}",
+                        snapshot.name,
+                        event.kind(),
+                        crate::odf::KAMU_DISABLE_WARNING
+                    );
+                }
             }
             Err(StoreError::AlreadyExists(name)) if args.if_not_exists => {
                 skipped += 1;

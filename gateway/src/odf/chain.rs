@@ -8,8 +8,9 @@ use chrono::{DateTime, Utc};
 use super::dataset_id::DatasetId;
 use super::events::{AddData, Checkpoint, MetadataBlock, MetadataEvent, SetVocab, SourceState};
 use super::hash::Multihash;
+use super::polling::FetchStep;
 use super::schema::DataSchema;
-use super::source::AddPushSource;
+use super::source::{AddPushSource, Transform};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("block #{sequence_number} ({kind}): {reason}")]
@@ -27,9 +28,11 @@ pub struct ChainState {
     pub dataset_id: Option<DatasetId>,
     pub blocks: u64,
     pub last_system_time: Option<DateTime<Utc>>,
-    /// Push sources by name, with whether they are still enabled.
+    /// Push sources by name (the latest definition of each), with whether they are still
+    /// enabled. A source once added stays here even when disabled.
     pub push_sources: BTreeMap<String, (AddPushSource, bool)>,
-    pub polling_source: bool,
+    /// Whether a polling source was ever set, and whether it is still enabled.
+    pub polling_source: Option<bool>,
     pub schema: Option<DataSchema>,
     pub vocab: Option<SetVocab>,
     /// Offset of the last record, if any data was added.
@@ -90,13 +93,18 @@ impl ChainState {
                 }
                 self.dataset_id = Some(seed.dataset_id.clone());
             }
+            // kamu's ordering rules (metadata_chain_validators.rs): a push source cannot
+            // follow any SetPollingSource, nor a polling source any AddPushSource, whether or
+            // not it was disabled since. A push source may be redefined under its name: the
+            // new definition replaces the old one (identical or not, as kamu accepts both)
+            // and enables it again.
             MetadataEvent::AddPushSource(source) => {
-                if self.polling_source {
-                    return Err("a dataset cannot have a push source while it has a polling source".into());
+                if self.polling_source.is_some() {
+                    return Err("a push source cannot be added to a dataset that has had a polling source \
+                                (kamu refuses this order; define a new dataset)"
+                        .into());
                 }
-                if self.push_sources.contains_key(&source.source_name) {
-                    return Err(format!("push source '{}' is already defined", source.source_name));
-                }
+                check_normalized(source.preprocess.as_ref())?;
                 self.push_sources.insert(source.source_name.clone(), (source.clone(), true));
             }
             MetadataEvent::DisablePushSource(disable) => {
@@ -114,17 +122,28 @@ impl ChainState {
                     }
                 }
             }
-            MetadataEvent::SetPollingSource(_) => {
-                if self.push_sources.values().any(|(_, enabled)| *enabled) {
-                    return Err("a dataset cannot have a polling source while it has push sources".into());
+            MetadataEvent::SetPollingSource(polling) => {
+                if !self.push_sources.is_empty() {
+                    return Err(format!(
+                        "a polling source cannot be set on a dataset that has had push sources ({}); \
+                         kamu refuses this order",
+                        self.source_names().join(", ")
+                    ));
                 }
-                self.polling_source = true;
+                check_normalized(polling.preprocess.as_ref())?;
+                if let FetchStep::EthereumLogs(logs) = &polling.fetch
+                    && logs.chain_id.is_none()
+                    && logs.node_url.is_none()
+                {
+                    return Err("fetch EthereumLogs must give chainId or nodeUrl".into());
+                }
+                self.polling_source = Some(true);
             }
             MetadataEvent::DisablePollingSource(_) => {
-                if !self.polling_source {
-                    return Err("there is no polling source to disable".into());
+                if self.polling_source != Some(true) {
+                    return Err("there is no enabled polling source to disable".into());
                 }
-                self.polling_source = false;
+                self.polling_source = Some(false);
             }
             MetadataEvent::SetVocab(vocab) => self.vocab = Some(vocab.clone()),
             MetadataEvent::SetDataSchema(set) => match (&self.schema, &set.schema) {
@@ -216,6 +235,27 @@ impl ChainState {
     }
 }
 
+/// A stored transform is in normal form, as kamu requires of every block: `queries` only,
+/// at least one, every step but the last (the output) named by an alias.
+fn check_normalized(transform: Option<&Transform>) -> Result<(), String> {
+    let Some(Transform::Sql(sql)) = transform else {
+        return Ok(());
+    };
+    if sql.query.is_some() {
+        return Err("preprocess: 'query' must be stored as 'queries'".into());
+    }
+    match sql.queries.as_deref().unwrap_or_default().split_last() {
+        None => Err("preprocess: no query given".into()),
+        Some((last, _)) if last.alias.is_some() => {
+            Err("preprocess: the last query is the output and takes no alias".into())
+        }
+        Some((_, earlier)) if earlier.iter().any(|q| q.alias.is_none()) => {
+            Err("preprocess: every query but the last needs an alias".into())
+        }
+        Some(_) => Ok(()),
+    }
+}
+
 fn next_offset(last: Option<u64>) -> Result<u64, String> {
     match last {
         None => Ok(0),
@@ -267,6 +307,25 @@ mod tests {
         })
     }
 
+    fn disable(name: &str) -> MetadataEvent {
+        MetadataEvent::DisablePushSource(DisablePushSource { source_name: name.into() })
+    }
+
+    fn polling() -> MetadataEvent {
+        MetadataEvent::SetPollingSource(crate::odf::polling::SetPollingSource {
+            fetch: FetchStep::Url(crate::odf::polling::FetchStepUrl {
+                url: "https://example.org/a.csv".into(),
+                event_time: None,
+                cache: None,
+                headers: None,
+            }),
+            prepare: None,
+            read: ReadStep::NdJson(Default::default()),
+            preprocess: None,
+            merge: MergeStrategy::Append(MergeStrategyAppend {}),
+        })
+    }
+
     fn add(prev: Option<u64>, start: u64, end: u64) -> MetadataEvent {
         MetadataEvent::AddData(AddData {
             prev_offset: prev,
@@ -299,7 +358,26 @@ mod tests {
         let cases: Vec<(Vec<MetadataEvent>, &str)> = vec![
             (vec![push("a")], "Seed must be the first block"),
             (vec![seed(), seed()], "Seed must be the first block"),
-            (vec![seed(), push("a"), push("a")], "push source 'a' is already defined"),
+            (
+                vec![seed(), polling(), push("a")],
+                "cannot be added to a dataset that has had a polling source",
+            ),
+            (
+                vec![
+                    seed(),
+                    polling(),
+                    MetadataEvent::DisablePollingSource(DisablePollingSource {}),
+                    push("a"),
+                ],
+                "cannot be added to a dataset that has had a polling source",
+            ),
+            (vec![seed(), push("a"), polling()], "has had push sources (a)"),
+            (vec![seed(), push("a"), disable("a"), polling()], "has had push sources (a)"),
+            (vec![seed(), push("a"), disable("a"), disable("a")], "push source 'a' is already disabled"),
+            (
+                vec![seed(), MetadataEvent::DisablePollingSource(DisablePollingSource {})],
+                "no enabled polling source to disable",
+            ),
             (
                 vec![seed(), MetadataEvent::DisablePushSource(DisablePushSource { source_name: "b".into() })],
                 "there is no push source 'b' to disable",
@@ -314,6 +392,54 @@ mod tests {
             let e = chain(events).unwrap_err().to_string();
             assert!(e.contains(expected), "expected '{expected}' in: {e}");
         }
+    }
+
+    #[test]
+    fn a_push_source_redefined_under_its_name_replaces_the_old_definition() {
+        let MetadataEvent::AddPushSource(mut ledger) = push("a") else { unreachable!() };
+        ledger.merge = MergeStrategy::Ledger(PrimaryKey { primary_key: vec!["id".into()] });
+        let state = chain(vec![seed(), push("a"), MetadataEvent::AddPushSource(ledger.clone())]).unwrap();
+        assert_eq!(state.push_sources["a"], (ledger, true));
+        // An identical redefinition is accepted too, as kamu accepts it.
+        assert!(chain(vec![seed(), push("a"), push("a")]).is_ok());
+        // Redefining a disabled source enables it again.
+        let state = chain(vec![seed(), push("a"), disable("a"), push("a")]).unwrap();
+        assert_eq!(state.active_sources().count(), 1);
+    }
+
+    #[test]
+    fn stored_transforms_are_normalized() {
+        let with = |sql: TransformSql| {
+            let MetadataEvent::AddPushSource(mut source) = push("a") else { unreachable!() };
+            source.preprocess = Some(Transform::Sql(sql));
+            chain(vec![seed(), MetadataEvent::AddPushSource(source)]).map(|_| ()).unwrap_err().to_string()
+        };
+        let step =
+            |alias: Option<&str>| SqlQueryStep { alias: alias.map(Into::into), query: "SELECT 1".into() };
+        let sql = |query: Option<&str>, queries: Option<Vec<SqlQueryStep>>| TransformSql {
+            engine: "datafusion".into(),
+            version: None,
+            query: query.map(Into::into),
+            queries,
+            temporal_tables: None,
+        };
+        assert!(with(sql(Some("SELECT 1"), None)).contains("must be stored as 'queries'"));
+        assert!(with(sql(None, Some(vec![]))).contains("no query given"));
+        assert!(with(sql(None, Some(vec![step(Some("x"))]))).contains("takes no alias"));
+        assert!(with(sql(None, Some(vec![step(None), step(None)]))).contains("needs an alias"));
+    }
+
+    #[test]
+    fn an_ethereum_source_names_its_chain() {
+        let MetadataEvent::SetPollingSource(mut source) = polling() else { unreachable!() };
+        source.fetch = FetchStep::EthereumLogs(crate::odf::polling::FetchStepEthereumLogs {
+            chain_id: None,
+            node_url: None,
+            filter: None,
+            signature: None,
+        });
+        let e = chain(vec![seed(), MetadataEvent::SetPollingSource(source)]).unwrap_err().to_string();
+        assert!(e.contains("chainId or nodeUrl"), "{e}");
     }
 
     #[test]

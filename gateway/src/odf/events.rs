@@ -177,6 +177,20 @@ odf_union!(MetadataEvent {
     DisablePollingSource,
 });
 
+impl MetadataEvent {
+    /// Whether kamu's current release fails on a dataset holding this event: it stops with
+    /// "Disabling sources is not yet fully supported" on either Disable event. The gateway
+    /// still writes them (the spec defines them), but says so whenever it does.
+    pub fn unreadable_by_kamu(&self) -> bool {
+        matches!(self, MetadataEvent::DisablePushSource(_) | MetadataEvent::DisablePollingSource(_))
+    }
+}
+
+/// What to tell the user when such an event is written.
+pub const KAMU_DISABLE_WARNING: &str = "kamu's current release cannot read this dataset: it stops on \
+    DisablePushSource and DisablePollingSource (\"Disabling sources is not yet fully supported\"); \
+    define a new dataset instead if kamu must read it";
+
 /// A link of the metadata chain.
 #[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,9 +18,10 @@ use serde::Deserialize;
 
 use super::chain::ChainState;
 use super::ddl::parse_ddl_schema;
-use super::events::{DatasetKind, MetadataEvent};
+use super::events::{DatasetKind, MetadataEvent, SetDataSchema};
 use super::names::{DatasetName, SourceName};
-use super::source::{AddPushSource, ReadStep, Transform};
+use super::polling::SetPollingSource;
+use super::source::{AddPushSource, MergeStrategy, ReadStep, Transform};
 
 /// Read formats push sources can take (the others are parsed, then refused at `add`).
 pub const PUSH_READ_FORMATS: &[&str] = &["Csv", "Json", "NdJson"];
@@ -123,18 +124,34 @@ fn validate(manifest: Manifest) -> Result<DatasetSnapshot, String> {
         let event = validate_event(event).map_err(|e| format!("content.metadata[{i}]: {e}"))?;
         metadata.push(event);
     }
-    ChainState::check_declared(&metadata).map_err(|(i, e)| format!("content.metadata[{i}]: {e}"))?;
+    ChainState::check_declared(&metadata)
+        .and_then(|()| check_declared_schema(&metadata))
+        .map_err(|(i, e)| format!("content.metadata[{i}]: {e}"))?;
     Ok(DatasetSnapshot { name, kind: content.kind, metadata })
 }
 
 fn validate_event(event: MetadataEvent) -> Result<MetadataEvent, String> {
     match event {
-        MetadataEvent::Seed(_) | MetadataEvent::AddData(_) | MetadataEvent::SetDataSchema(_) => Err(format!(
+        MetadataEvent::Seed(_) | MetadataEvent::AddData(_) => Err(format!(
             "{}: this event is written by the gateway and cannot be declared in a snapshot",
             event.kind()
         )),
+        MetadataEvent::SetDataSchema(ref set) => {
+            if set.raw_arrow_schema.is_some() {
+                return Err(
+                    "SetDataSchema.rawArrowSchema is deprecated; declare the schema under 'schema'".into()
+                );
+            }
+            if set.schema.is_none() {
+                return Err("SetDataSchema.schema is required".into());
+            }
+            Ok(event)
+        }
         MetadataEvent::AddPushSource(source) => {
             validate_push_source(source).map(MetadataEvent::AddPushSource)
+        }
+        MetadataEvent::SetPollingSource(source) => {
+            validate_polling_source(source).map(MetadataEvent::SetPollingSource)
         }
         MetadataEvent::DisablePushSource(ref disable) => {
             disable
@@ -159,54 +176,70 @@ fn validate_push_source(mut source: AddPushSource) -> Result<AddPushSource, Stri
             PUSH_READ_FORMATS.join(", ")
         )));
     }
-    let columns = read_columns(&source.read).map_err(|e| at(&e))?;
-
-    if let Some(Transform::Sql(sql)) = source.preprocess.take() {
-        if !sql.engine.eq_ignore_ascii_case(PREPROCESS_ENGINE) {
-            return Err(at(&format!(
-                "preprocess engine '{}' is not available; use engine: {PREPROCESS_ENGINE}",
-                sql.engine
-            )));
-        }
-        let sql = sql.normalized().map_err(|e| at(&format!("preprocess: {e}")))?;
-        let steps = sql.queries.as_deref().unwrap_or_default();
-        match steps.split_last() {
-            None => return Err(at("preprocess: no query given")),
-            Some((last, earlier)) => {
-                if last.alias.is_some() {
-                    return Err(at("preprocess: the last query is the output and takes no alias"));
-                }
-                if earlier.iter().any(|q| q.alias.is_none()) {
-                    return Err(at("preprocess: every query but the last needs an alias"));
-                }
-            }
-        }
-        source.preprocess = Some(Transform::Sql(sql));
-    } else {
-        // Without preprocessing the merge key must name read columns.
-        for key in source.merge.key_columns() {
-            if !columns.iter().any(|c| c == key) {
-                return Err(at(&format!(
-                    "merge {} names column '{key}', which the read schema does not have (columns: {})",
-                    source.merge.kind(),
-                    columns.join(", ")
-                )));
-            }
-        }
+    let columns = read_columns(&source.read)
+        .and_then(|c| c.ok_or_else(|| "read.schema is required: every pushed record is coerced to it".into()))
+        .map_err(|e| at(&e))?;
+    source.preprocess = normalize_preprocess(source.preprocess.take(), true).map_err(|e| at(&e))?;
+    if source.preprocess.is_none() {
+        check_merge_keys(&source.merge, &columns).map_err(|e| at(&e))?;
     }
     Ok(source)
 }
 
-/// Column names of the read schema, after checking that exactly one well-formed schema is
-/// given: the gateway coerces every record to it.
-fn read_columns(read: &ReadStep) -> Result<Vec<String>, String> {
+/// Polling sources are stored, never run, here; they get the same checks as push sources
+/// where the two share a shape (read schema, preprocess, merge keys), but may read any format,
+/// leave the schema to be inferred, and name any engine.
+fn validate_polling_source(mut source: SetPollingSource) -> Result<SetPollingSource, String> {
+    let at = |what: &str| format!("SetPollingSource: {what}");
+    let columns = read_columns(&source.read).map_err(|e| at(&e))?;
+    source.preprocess = normalize_preprocess(source.preprocess.take(), false).map_err(|e| at(&e))?;
+    if let (None, Some(columns)) = (&source.preprocess, &columns) {
+        check_merge_keys(&source.merge, columns).map_err(|e| at(&e))?;
+    }
+    Ok(source)
+}
+
+/// The stored form of a preprocess step: `query` becomes a one-step `queries` (the chain
+/// then checks the aliases). `runs_here`: the gateway executes it, so the engine must be ours.
+fn normalize_preprocess(preprocess: Option<Transform>, runs_here: bool) -> Result<Option<Transform>, String> {
+    let Some(Transform::Sql(sql)) = preprocess else {
+        return Ok(None);
+    };
+    if runs_here && !sql.engine.eq_ignore_ascii_case(PREPROCESS_ENGINE) {
+        return Err(format!(
+            "preprocess engine '{}' is not available; use engine: {PREPROCESS_ENGINE}",
+            sql.engine
+        ));
+    }
+    if sql.engine.trim().is_empty() {
+        return Err("preprocess: engine is empty".into());
+    }
+    let sql = sql.normalized().map_err(|e| format!("preprocess: {e}"))?;
+    Ok(Some(Transform::Sql(sql)))
+}
+
+/// Without preprocessing the merge keys must name read columns.
+fn check_merge_keys(merge: &MergeStrategy, columns: &[String]) -> Result<(), String> {
+    for key in merge.key_columns() {
+        if !columns.iter().any(|c| c == key) {
+            return Err(format!(
+                "merge {} names column '{key}', which the read schema does not have (columns: {})",
+                merge.kind(),
+                columns.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Column names of the read schema if one is given, after checking that at most one
+/// well-formed schema is.
+fn read_columns(read: &ReadStep) -> Result<Option<Vec<String>>, String> {
     let names: Vec<String> = match read.schema() {
         (Some(_), Some(_)) => {
             return Err("give either read.ddlSchema or read.schema, not both".into());
         }
-        (None, None) => {
-            return Err("read.schema is required: every pushed record is coerced to it".into());
-        }
+        (None, None) => return Ok(None),
         (Some(ddl), None) => {
             let schema = parse_ddl_schema(ddl).map_err(|e| format!("read.ddlSchema: {e}"))?;
             schema.fields.into_iter().map(|f| f.name).collect()
@@ -221,7 +254,50 @@ fn read_columns(read: &ReadStep) -> Result<Vec<String>, String> {
             return Err(format!("read.schema names column '{name}' twice"));
         }
     }
-    Ok(names)
+    Ok(Some(names))
+}
+
+/// A declared SetDataSchema describes the slices the gateway will write, so it must start
+/// with the system columns in their order (named as the snapshot's SetVocab names them):
+/// otherwise the first data commit would not match the schema it claims.
+fn check_declared_schema(metadata: &[MetadataEvent]) -> Result<(), (usize, String)> {
+    let vocab = metadata.iter().rev().find_map(|e| match e {
+        MetadataEvent::SetVocab(v) => Some(v),
+        _ => None,
+    });
+    let name = |column: Option<&Option<String>>, default: &'static str| -> String {
+        column.and_then(Option::as_deref).unwrap_or(default).to_owned()
+    };
+    let expected = [
+        (name(vocab.map(|v| &v.offset_column), "offset"), "Int64"),
+        (name(vocab.map(|v| &v.operation_type_column), "op"), "Int32"),
+        (name(vocab.map(|v| &v.system_time_column), "system_time"), "Timestamp"),
+        (name(vocab.map(|v| &v.event_time_column), "event_time"), "Timestamp"),
+    ];
+    for (i, event) in metadata.iter().enumerate() {
+        let MetadataEvent::SetDataSchema(SetDataSchema { schema: Some(schema), .. }) = event else {
+            continue;
+        };
+        let found: Vec<String> = schema
+            .fields
+            .iter()
+            .take(expected.len())
+            .map(|f| format!("{} {}", f.name, f.data_type.split_optional().0.kind()))
+            .collect();
+        let wanted: Vec<String> = expected.iter().map(|(n, t)| format!("{n} {t}")).collect();
+        if found != wanted || schema.fields.len() == expected.len() {
+            return Err((
+                i,
+                format!(
+                    "SetDataSchema: the schema must start with the system columns [{}] and then \
+                     the data columns; it starts with [{}]",
+                    wanted.join(", "),
+                    found.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -298,6 +374,126 @@ content:
             assert!(e.contains(expected), "expected '{expected}' in: {e}");
             assert!(e.starts_with("bad.yaml: "), "{e}");
         }
+    }
+
+    const POLLING: &str = "
+kind: DatasetSnapshot
+version: 1
+content:
+  name: polled
+  kind: Root
+  metadata:
+    - kind: SetPollingSource
+      fetch:
+        kind: Url
+        url: https://example.org/a.csv
+      read:
+        kind: Csv
+        header: true
+        ddlSchema: ['a BIGINT', 'b STRING']
+      preprocess:
+        kind: Sql
+        engine: spark
+        query: SELECT * FROM input
+      merge:
+        kind: Ledger
+        primaryKey: [a]
+";
+
+    #[test]
+    fn polling_sources_are_checked_like_push_sources() {
+        let snapshot = &parse_snapshots(POLLING, "x").unwrap()[0];
+        let MetadataEvent::SetPollingSource(polling) = &snapshot.metadata[0] else { panic!() };
+        let Some(Transform::Sql(sql)) = &polling.preprocess else { panic!() };
+        assert_eq!((sql.query.as_deref(), sql.queries.as_ref().map(Vec::len)), (None, Some(1)));
+        // Without a schema (inferred by the tool that polls) it is still accepted.
+        assert!(
+            parse_snapshots(&POLLING.replace("        ddlSchema: ['a BIGINT', 'b STRING']\n", ""), "x")
+                .is_ok()
+        );
+
+        let no_preprocess = POLLING.replace(
+            "      preprocess:\n        kind: Sql\n        engine: spark\n        query: SELECT * FROM input\n",
+            "",
+        );
+        assert!(parse_snapshots(&no_preprocess, "x").is_ok());
+        let cases = [
+            (
+                POLLING.replace(
+                    "ddlSchema: ['a BIGINT', 'b STRING']",
+                    "ddlSchema: ['a BIGINT']\n        schema: {fields: []}",
+                ),
+                "give either read.ddlSchema or read.schema, not both",
+            ),
+            (POLLING.replace("'b STRING'", "'a STRING'"), "names column 'a' twice"),
+            (POLLING.replace("'b STRING'", "'b STRNG'"), "read.ddlSchema"),
+            (no_preprocess.replace("primaryKey: [a]", "primaryKey: [id]"), "names column 'id'"),
+            (
+                POLLING.replace("query: SELECT * FROM input", "queries: [{query: SELECT 1, alias: x}]"),
+                "the last query is the output and takes no alias",
+            ),
+            (
+                POLLING.replace(
+                    "query: SELECT * FROM input",
+                    "query: SELECT 1\n        queries: [{query: SELECT 1}]",
+                ),
+                "both 'query' and 'queries'",
+            ),
+            (
+                POLLING.replace("kind: Url\n        url: https://example.org/a.csv", "kind: EthereumLogs"),
+                "chainId or nodeUrl",
+            ),
+        ];
+        for (yaml, expected) in cases {
+            let e = error_of(&yaml);
+            assert!(e.contains(expected), "expected '{expected}' in: {e}");
+        }
+    }
+
+    #[test]
+    fn source_order_follows_kamu() {
+        let push = "    - kind: AddPushSource\n      sourceName: p\n      read: {kind: NdJson, ddlSchema: ['a BIGINT']}\n      merge: {kind: Append}\n";
+        let e = error_of(&format!("{POLLING}{push}"));
+        assert!(e.contains("content.metadata[1]") && e.contains("has had a polling source"), "{e}");
+        let push_first = POLLING.replace("  metadata:\n", &format!("  metadata:\n{push}"));
+        let e = error_of(&push_first);
+        assert!(e.contains("has had push sources (p)"), "{e}");
+    }
+
+    #[test]
+    fn a_push_source_may_be_redefined() {
+        let redefined = format!(
+            "{SEED_EXAMPLE}    - kind: AddPushSource\n      sourceName: default\n      read: {{kind: Csv, ddlSchema: ['t TIMESTAMP', 'long DOUBLE']}}\n      merge: {{kind: Append}}\n"
+        );
+        assert_eq!(parse_snapshots(&redefined, "x").unwrap()[0].metadata.len(), 3);
+    }
+
+    const DATA_SCHEMA: &str = "    - kind: SetDataSchema
+      schema:
+        fields:
+          - {name: offset, type: {kind: Int64}}
+          - {name: op, type: {kind: Int32}}
+          - {name: system_time, type: {kind: Timestamp, unit: Millisecond, timezone: UTC}}
+          - {name: t, type: {kind: Timestamp, unit: Millisecond, timezone: UTC}}
+          - {name: long, type: {kind: Option, inner: {kind: Float64}}}
+          - {name: lat, type: {kind: Option, inner: {kind: Float64}}}
+";
+
+    #[test]
+    fn a_declared_data_schema_is_accepted_when_it_starts_with_the_system_columns() {
+        let yaml = format!("{SEED_EXAMPLE}{DATA_SCHEMA}");
+        let snapshot = &parse_snapshots(&yaml, "x").unwrap()[0];
+        assert!(matches!(snapshot.metadata[2], MetadataEvent::SetDataSchema(_)));
+
+        // The event time column is the one SetVocab names (here `t`).
+        let e = error_of(&format!("{SEED_EXAMPLE}{}", DATA_SCHEMA.replace("name: t,", "name: event_time,")));
+        assert!(e.contains("must start with the system columns [offset Int64, op Int32, system_time Timestamp, t Timestamp]"), "{e}");
+        let e = error_of(&format!("{SEED_EXAMPLE}{}", DATA_SCHEMA.replace("{kind: Int32}", "{kind: Int64}")));
+        assert!(e.contains("op Int64"), "{e}");
+        let e = error_of(&format!("{SEED_EXAMPLE}    - kind: SetDataSchema\n      rawArrowSchema: '00'\n"));
+        assert!(e.contains("rawArrowSchema is deprecated"), "{e}");
+        let e = error_of(&format!("{SEED_EXAMPLE}{DATA_SCHEMA}{DATA_SCHEMA}"));
+        assert!(e.contains("the schema is unchanged"), "{e}");
     }
 
     #[test]

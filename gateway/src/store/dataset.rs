@@ -201,6 +201,7 @@ impl Dataset {
     ) -> Result<Multihash, StoreError> {
         let mut state = self.state.clone();
         let mut encoded = Vec::with_capacity(events.len());
+        let mut disabling = Vec::new();
         for event in events {
             // The chain's system time never goes back, even if the clock does.
             let system_time = state.last_system_time.map_or(system_time, |last| last.max(system_time));
@@ -217,6 +218,9 @@ impl Dataset {
             odf::decode_block(&bytes)
                 .map_err(|reason| StoreError::Undecodable { hash: hash.clone(), reason })?;
             state.apply(&hash, &block)?;
+            if block.event.unreadable_by_kamu() {
+                disabling.push((hash.clone(), block.event.kind()));
+            }
             encoded.push((hash, bytes));
         }
         if encoded.is_empty() {
@@ -231,6 +235,9 @@ impl Dataset {
         fsio::sync_dir(&blocks_dir)?;
         fsio::write_atomic(&self.root.join(HEAD), head.to_string().as_bytes())?;
         self.state = state;
+        for (hash, event) in &disabling {
+            tracing::warn!(dataset = %self.name, block = %hash, "{}: {}", event, odf::KAMU_DISABLE_WARNING);
+        }
         Ok(head)
     }
 

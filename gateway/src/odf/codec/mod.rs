@@ -66,7 +66,10 @@ pub fn block_hash(encoded: &[u8]) -> Multihash {
 }
 
 pub fn decode_block(bytes: &[u8]) -> Result<MetadataBlock, DecodeError> {
-    let manifest = reader::Table::root(bytes)?;
+    // One budget for the Manifest and its content: an honest block spends at most twice
+    // its size (the content once as bytes, once decoded).
+    let budget = reader::Budget::for_buffer(bytes);
+    let manifest = reader::Table::root(bytes, &budget)?;
     let (kind, version, content) = decode::manifest(&manifest)?;
     if kind != METADATA_BLOCK_KIND {
         return Err(DecodeError::new(format!(
@@ -78,7 +81,7 @@ pub fn decode_block(bytes: &[u8]) -> Result<MetadataBlock, DecodeError> {
             "block version {version} is not supported (this gateway reads version {METADATA_BLOCK_VERSION})"
         )));
     }
-    decode::block(&reader::Table::root(content)?)
+    decode::block(&reader::Table::root(content, &budget)?)
 }
 
 /// The FlatBuffers `Timestamp` struct: year, day of year (1-based), 2 bytes of padding,

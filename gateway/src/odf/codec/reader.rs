@@ -2,11 +2,45 @@
 //! `unsafe` accessors that trust the buffer unless a generated verifier ran first; blocks can
 //! come from disk or a peer, so every offset here is checked and a bad one is an error.
 
+use std::cell::Cell;
+
 use super::DecodeError;
+
+/// How much a decode may materialize, as a multiple of the buffer's size. Tables may share
+/// strings and vectors, so a small buffer can reference one large string many times; every
+/// string, byte vector and vector element read is charged what it takes in the buffer (its
+/// length prefix and content), so a block without sharing never spends more than its size.
+const EXPANSION_FACTOR: usize = 4;
+
+/// The bytes one decode may still materialize, shared by every table read from the buffer.
+pub struct Budget {
+    left: Cell<usize>,
+    limit: usize,
+}
+
+impl Budget {
+    pub fn for_buffer(buf: &[u8]) -> Budget {
+        let limit = buf.len().saturating_mul(EXPANSION_FACTOR);
+        Budget { left: Cell::new(limit), limit }
+    }
+
+    fn take(&self, bytes: usize) -> Result<(), DecodeError> {
+        let left = self.left.get().checked_sub(bytes).ok_or_else(|| {
+            DecodeError::new(format!(
+                "the block expands to more than {} bytes ({EXPANSION_FACTOR} times its size): \
+                 it references the same data over and over, which no honest writer does",
+                self.limit
+            ))
+        })?;
+        self.left.set(left);
+        Ok(())
+    }
+}
 
 #[derive(Clone, Copy)]
 pub struct Table<'a> {
     buf: &'a [u8],
+    budget: &'a Budget,
     pos: usize,
     vtable: usize,
     vtable_len: usize,
@@ -47,13 +81,13 @@ fn read<T: Scalar>(buf: &[u8], pos: usize) -> Result<T, DecodeError> {
 }
 
 impl<'a> Table<'a> {
-    /// The root table of a finished buffer.
-    pub fn root(buf: &'a [u8]) -> Result<Self, DecodeError> {
+    /// The root table of a finished buffer; everything read through it is charged to `budget`.
+    pub fn root(buf: &'a [u8], budget: &'a Budget) -> Result<Self, DecodeError> {
         let offset: u32 = read(buf, 0)?;
-        Self::at(buf, offset as usize)
+        Self::at(buf, budget, offset as usize)
     }
 
-    fn at(buf: &'a [u8], pos: usize) -> Result<Self, DecodeError> {
+    fn at(buf: &'a [u8], budget: &'a Budget, pos: usize) -> Result<Self, DecodeError> {
         let back: i32 = read(buf, pos)?;
         let vtable = i64::try_from(pos).unwrap_or(i64::MAX) - i64::from(back);
         let vtable = usize::try_from(vtable)
@@ -63,7 +97,7 @@ impl<'a> Table<'a> {
         if vtable_len < 4 || vtable + vtable_len > buf.len() || pos + table_len > buf.len() {
             return Err(DecodeError::new(format!("table at {pos} has a vtable out of bounds")));
         }
-        Ok(Table { buf, pos, vtable, vtable_len })
+        Ok(Table { buf, budget, pos, vtable, vtable_len })
     }
 
     pub fn buffer_len(&self) -> usize {
@@ -96,7 +130,7 @@ impl<'a> Table<'a> {
 
     pub fn table(&self, index: u16) -> Result<Option<Table<'a>>, DecodeError> {
         match self.field(index)? {
-            Some(p) => Ok(Some(Table::at(self.buf, self.follow(p)?)?)),
+            Some(p) => Ok(Some(Table::at(self.buf, self.budget, self.follow(p)?)?)),
             None => Ok(None),
         }
     }
@@ -115,6 +149,8 @@ impl<'a> Table<'a> {
         if !fits {
             return Err(DecodeError::new(format!("vector at {start} runs past the buffer")));
         }
+        // Checked to fit in the buffer above, so this cannot overflow.
+        self.budget.take(4 + len * element_size)?;
         Ok(Some((len, start + 4)))
     }
 
@@ -129,6 +165,7 @@ impl<'a> Table<'a> {
             .checked_add(len)
             .and_then(|end| self.buf.get(start + 4..end))
             .ok_or_else(|| DecodeError::new(format!("string at {start} runs past the buffer")))?;
+        self.budget.take(4 + len)?;
         String::from_utf8(bytes.to_vec())
             .map_err(|_| DecodeError::new(format!("string at {start} is not UTF-8")))
     }
@@ -148,7 +185,10 @@ impl<'a> Table<'a> {
         let Some((len, start)) = self.vector(index, 4)? else {
             return Ok(None);
         };
-        (0..len).map(|i| Table::at(self.buf, self.follow(start + 4 * i)?)).collect::<Result<_, _>>().map(Some)
+        (0..len)
+            .map(|i| Table::at(self.buf, self.budget, self.follow(start + 4 * i)?))
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
     /// An inline struct of `N` bytes.

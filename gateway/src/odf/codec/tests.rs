@@ -62,6 +62,48 @@ fn older_manifest_versions_are_refused_with_the_reason() {
     assert!(e.contains("block version 2 is not supported"), "{e}");
 }
 
+/// A SetAttachments block whose `items` are `copies` references to one item holding a
+/// string of `size` bytes: the buffer stays about `size + 4 * copies` bytes.
+fn shared_attachments_block(size: usize, copies: usize) -> Vec<u8> {
+    let mut inner = FlatBufferBuilder::new();
+    let path = encode::text(&mut inner, "p");
+    let content = encode::text(&mut inner, &"x".repeat(size));
+    let item = encode::table(&mut inner, |t| {
+        t.child(0, path);
+        t.child(1, content);
+    });
+    let items = Some(flatbuffers::WIPOffset::new(inner.create_vector(&vec![item; copies]).value()));
+    let embedded = encode::table(&mut inner, |t| t.child(0, items));
+    let event = encode::table(&mut inner, |t| t.union(0, Some((1, embedded))));
+    let kind = encode::position(EVENT_KINDS, "SetAttachments");
+    let root = encode::table(&mut inner, |t| {
+        t.timestamp(0, Some(Timestamp::from(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap())));
+        t.union(3, Some((kind, event)));
+    });
+    inner.finish_minimal(root);
+    let mut b = FlatBufferBuilder::new();
+    let root = encode::manifest(&mut b, METADATA_BLOCK_KIND, METADATA_BLOCK_VERSION, inner.finished_data());
+    b.finish_minimal(root);
+    b.finished_data().to_vec()
+}
+
+#[test]
+fn a_block_that_references_one_string_many_times_is_refused() {
+    // ~1 MB that would expand to 512 KB x 100,000 = 51 GB of strings.
+    let bytes = shared_attachments_block(512 * 1024, 100_000);
+    assert!(bytes.len() < 1024 * 1024, "{}", bytes.len());
+    let e = decode_block(&bytes).unwrap_err().to_string();
+    assert!(e.contains("expands to more than"), "{e}");
+
+    // The same shape with each item referenced once decodes.
+    let once = decode_block(&shared_attachments_block(512 * 1024, 1)).unwrap();
+    let MetadataEvent::SetAttachments(SetAttachments { attachments: Attachments::Embedded(e) }) = once.event
+    else {
+        panic!("{once:?}")
+    };
+    assert_eq!(e.items[0].content.len(), 512 * 1024);
+}
+
 fn name() -> impl Strategy<Value = String> + Clone {
     "[a-z_][a-z0-9_]{0,8}"
 }
