@@ -165,6 +165,26 @@ fn a_preprocess_query_that_cannot_plan_is_rejected_at_add() {
     assert!(err.contains("push source 'vendorC'") && err.contains("bat"), "{err}");
 }
 
+#[test]
+fn a_preprocess_may_only_read() {
+    let gw = Gateway::new();
+    let victim = gw.data().with_file_name("victim.csv");
+    let writes = format!("COPY (SELECT i FROM input) TO '{}' STORED AS CSV", victim.display());
+    // Each is refused at `add`, before any ingest could run it.
+    let reads = "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'";
+    for query in [writes.as_str(), reads, "SET datafusion.execution.batch_size = 1"] {
+        let original = "SELECT ts AS t, i AS device_id, CAST(v AS DOUBLE) * 3.6 AS speed_kmh, CAST(b AS INT) AS battery FROM input";
+        let manifest = PREPROCESSED.replace(original, &format!("\"{query}\""));
+        assert_ne!(manifest, PREPROCESSED);
+        let err = gw.fails(&["add", "--stdin"], &manifest);
+        assert!(err.contains("not supported") && err.contains("push source 'vendorC'"), "{query}: {err}");
+    }
+    gw.add(PREPROCESSED);
+    let err = gw.fails(&["sql", &writes], "");
+    assert!(err.contains("not supported"), "{err}");
+    assert!(!victim.exists());
+}
+
 const NO_EVENT_TIME: &str = "
 kind: DatasetSnapshot
 version: 1
