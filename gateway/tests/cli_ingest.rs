@@ -180,7 +180,9 @@ fn a_preprocess_may_only_read() {
         assert!(err.contains("not supported") && err.contains("push source 'vendorC'"), "{query}: {err}");
     }
     gw.add(PREPROCESSED);
-    let err = gw.fails(&["sql", &writes], "");
+    gw.ok(&["ingest", "positions", "--stdin"], r#"{"i":"C-7","ts":1767268800,"v":10,"b":87}"#);
+    let copy = format!("COPY (SELECT device_id FROM positions) TO '{}' STORED AS CSV", victim.display());
+    let err = gw.fails(&["sql", &copy], "");
     assert!(err.contains("not supported"), "{err}");
     assert!(!victim.exists());
 }
