@@ -112,24 +112,36 @@ fn snapshot_cdc_across_three_ingests() {
 }
 
 #[test]
-fn a_lost_checkpoint_is_rebuilt_from_the_data() {
+fn a_lost_or_damaged_ledger_index_is_rebuilt_from_the_data() {
     let gw = Gateway::new();
     gw.add(LEDGER);
     gw.ok(&["ingest", "trackers", "--stdin"], &reports("A", 1..=5));
     gw.ok(&["ingest", "trackers", "--stdin"], &reports("A", 4..=8));
-    // The checkpoint the head refers to is damaged: the next ingest rebuilds the key set
-    // from the slices and deduplicates exactly as it would have.
-    let checkpoints = gw.data().join("trackers/checkpoints");
-    for entry in std::fs::read_dir(&checkpoints).unwrap() {
-        std::fs::write(entry.unwrap().path(), b"not a checkpoint").unwrap();
-    }
+    // The Ledger's keys live in an index beside the datasets, not in checkpoints.
+    let index = gw.data().join(".index");
+    assert!(index.is_dir());
+    assert!(!gw.data().join("trackers/checkpoints").read_dir().unwrap().any(|_| true));
+
+    // Deleted: the next ingest rebuilds the key set from the slices and deduplicates exactly
+    // as it would have.
+    std::fs::remove_dir_all(&index).unwrap();
     let out = gw.ok(&["ingest", "trackers", "--stdin"], &reports("A", 7..=10));
     assert!(out.contains("Dataset updated: 2 record(s)"), "{out}");
+
+    // Damaged (every file of it overwritten): rebuilt too.
+    let mut files = vec![index.clone()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            std::fs::write(&path, b"not an index").unwrap();
+        }
+    }
+    let out = gw.ok(&["ingest", "trackers", "--stdin"], &reports("A", 9..=12));
+    assert!(out.contains("Dataset updated: 2 record(s)"), "{out}");
     let seqs: Vec<i64> = gw.records("trackers").iter().map(|r| r["seq"].as_i64().unwrap()).collect();
-    assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
-    // verify still names what was damaged.
-    let err = gw.fails(&["verify", "trackers"], "");
-    assert!(err.contains("checkpoint f1620") && err.contains("file is 16 bytes"), "{err}");
+    assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
+    gw.verify("trackers");
 }
 
 const DEVICES: &str = "

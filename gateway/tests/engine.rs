@@ -228,3 +228,22 @@ async fn async_callers_ingest_through_a_writer_thread() {
     assert_eq!(gw.records("trackers").len(), 20);
     gw.verify("trackers");
 }
+
+#[test]
+fn two_writers_on_one_ledger_dataset_take_turns() {
+    let gw = Gateway::new();
+    gw.add(LEDGER);
+    let mut first = writer(&gw, "trackers");
+    let mut second = writer(&gw, "trackers");
+    first.ingest(request(vec![Message::new(reports("A", 1..=3), "a")]), &options()).unwrap();
+    let outcome = second.ingest(request(vec![Message::new(reports("A", 2..=5), "b")]), &options()).unwrap();
+    assert_eq!(outcome.committed.unwrap().records, 2);
+    let outcome = first.ingest(request(vec![Message::new(reports("A", 4..=6), "a")]), &options()).unwrap();
+    assert_eq!(outcome.committed.unwrap().records, 1);
+    // And a CLI process beside a long-lived writer.
+    let out = gw.ok(&["ingest", "trackers", "--stdin"], &reports("A", 6..=7));
+    assert!(out.contains("Dataset updated: 1 record(s)"), "{out}");
+    drop((first, second));
+    assert_eq!(gw.records("trackers").len(), 7);
+    gw.verify("trackers");
+}

@@ -17,6 +17,7 @@
 //! history once (from the last checkpoint), not at every commit.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ use crate::odf::{
     OffsetInterval, SetDataSchema, SourceState, Transform, Vocab,
 };
 use crate::store::{DEFAULT_LOCK_TIMEOUT, Dataset, WriteLock};
+
+/// Folder of the data directory holding the Ledger indexes (beside `.keys`).
+pub const INDEX_DIR: &str = ".index";
 
 /// One message of a batch: a device's payload, a file, stdin.
 #[derive(Debug, Clone)]
@@ -406,8 +410,9 @@ impl DatasetWriter {
         let offsets = OffsetInterval { start: first_offset, end: first_offset + staged.rows - 1 };
         let watermark = max_event_time(&slice, vocab)?.into_iter().chain(chain.watermark).max();
 
-        // The states take the new records in now; if the commit does not happen they are
-        // dropped (see `Prepared`) and rebuilt from disk, so they never run ahead of the chain.
+        // The in-memory states take the new records in now, for the checkpoint; if the commit
+        // does not happen they are dropped (see `Prepared`) and rebuilt from disk, so they
+        // never run ahead of the chain. A Ledger's index takes them after the commit.
         let checkpoint = self.absorb(&merged, offsets.end, chain, system_time);
         let new_checkpoint = match checkpoint {
             Ok(checkpoint) => checkpoint,
@@ -440,6 +445,7 @@ impl DatasetWriter {
         }));
         Ok(Some(Staged {
             records: staged.rows,
+            merged: Some((merged, signature)),
             slice: Some(staged),
             events,
             system_time,
@@ -465,12 +471,39 @@ impl DatasetWriter {
         })
     }
 
+    /// The in-memory (checkpointed) states take in merged records.
     fn absorb_rows(&mut self, merged: &RecordBatch) -> Result<(), IngestError> {
-        for state in self.states.iter_mut().flat_map(|s| s.values_mut()) {
-            state.absorb(merged)?;
+        for state in self.states.iter_mut().flat_map(|s| s.values_mut()).filter(|s| s.checkpointed()) {
+            state.committed(merged, 0)?;
         }
         self.rows_since_checkpoint += merged.num_rows() as u64;
         Ok(())
+    }
+
+    /// After a commit: the states kept on disk (Ledger indexes) take in what was committed,
+    /// the merging one its pending keys. If that fails the index is behind the chain, which
+    /// the next sync catches up.
+    fn after_commit(&mut self, merged: &RecordBatch, merging: Option<&str>, last_offset: u64) {
+        let Some(states) = self.states.as_mut() else { return };
+        let mut result = Ok(());
+        for (signature, state) in states.iter_mut().filter(|(_, s)| !s.checkpointed()) {
+            result = result.and_then(|()| match Some(signature.as_str()) == merging {
+                true => state.committed(merged, last_offset),
+                false => state.absorb(merged, last_offset),
+            });
+        }
+        if let Err(e) = result {
+            tracing::warn!(dataset = %self.dataset.name(), "ledger index behind the dataset: {e}; catching up at the next commit");
+            self.states = None;
+        }
+    }
+
+    /// Where a Ledger state's index lives: beside the datasets, by dataset id (a dataset
+    /// re-created under the same name never meets the old index) and state signature.
+    fn index_dir(&self, signature: &str) -> PathBuf {
+        let data_dir = self.dataset.root().parent().unwrap_or(self.dataset.root());
+        let id = self.dataset.state().dataset_id.as_ref().map(ToString::to_string).unwrap_or_default();
+        data_dir.join(INDEX_DIR).join(id.trim_start_matches("did:odf:")).join(hex::encode(signature))
     }
 
     /// Brings the merge states up to the dataset's last offset: from memory, else from the
@@ -485,13 +518,16 @@ impl DatasetWriter {
         if complete && self.states_offset == chain.last_offset {
             return Ok(());
         }
+        // Dropped first: an index cannot be open twice.
+        self.states = None;
         let fresh = || -> Result<BTreeMap<String, MergeState>, IngestError> {
             let mut states = BTreeMap::new();
             for source in &sources {
                 if let Some(signature) = MergeState::signature(&source.merge) {
-                    if let (false, Some(state)) =
-                        (states.contains_key(&signature), MergeState::new(&source.merge, data_schema)?)
-                    {
+                    if states.contains_key(&signature) {
+                        continue;
+                    }
+                    if let Some(state) = MergeState::new(&source.merge, data_schema, &self.index_dir(&signature))? {
                         states.insert(signature, state);
                     }
                 }
@@ -515,31 +551,62 @@ impl DatasetWriter {
             };
             match loaded {
                 Some(last_offset) => covered = last_offset,
-                None => states = fresh()?,
+                None => {
+                    for state in states.values_mut().filter(|s| s.checkpointed()) {
+                        state.clear();
+                    }
+                }
             }
+        }
+        // Each state is caught up from what it covers: the checkpoint's offset for the
+        // in-memory ones, the index's own for a Ledger (emptied if ahead of the chain: the
+        // dataset is not the history it was built from).
+        let last = chain.last_offset;
+        let mut from = BTreeMap::new();
+        for (signature, state) in &mut states {
+            let state_covered = match state.covered_on_disk() {
+                Some(on_disk) if on_disk.is_some() && (last.is_none() || on_disk > last) => {
+                    tracing::warn!(dataset = %self.dataset.name(), "ledger index ahead of the dataset; rebuilding it");
+                    state.reset()?;
+                    None
+                }
+                Some(on_disk) => on_disk,
+                None => covered,
+            };
+            from.insert(signature.clone(), state_covered);
         }
         self.states = Some(states);
         self.rows_since_checkpoint = 0;
-        self.replay_after(covered, data_schema)?;
+        self.catch_up(&from, data_schema)?;
         self.states_offset = self.dataset.state().last_offset;
         Ok(())
     }
 
-    /// Feeds the data slices with offsets after `covered` into the states.
-    fn replay_after(&mut self, covered: Option<u64>, data_schema: &SchemaRef) -> Result<(), IngestError> {
-        if self.states.as_ref().is_none_or(BTreeMap::is_empty) {
-            return Ok(());
-        }
+    /// Feeds each state the data slices after the offset it covers (`from`, by signature).
+    fn catch_up(&mut self, from: &BTreeMap<String, Option<u64>>, data_schema: &SchemaRef) -> Result<(), IngestError> {
+        let Some(oldest) = from.values().min() else { return Ok(()) };
+        let oldest = *oldest;
         let vocab = Vocab::of(self.dataset.state().vocab.as_ref());
         let slices = self.dataset.slices()?;
-        for slice in slices.iter().filter(|s| covered.is_none_or(|c| s.offset_interval.end > c)) {
+        for slice in slices.iter().filter(|s| oldest.is_none_or(|c| s.offset_interval.end > c)) {
+            let mut parts = Vec::new();
             for batch in self.dataset.read_slice(slice)? {
                 let mut columns = vec![batch.schema().index_of(&vocab.op)?];
                 for field in data_schema.fields() {
                     columns.push(batch.schema().index_of(field.name())?);
                 }
-                self.absorb_rows(&batch.project(&columns)?)?;
+                parts.push(batch.project(&columns)?);
             }
+            let Some(first) = parts.first() else { continue };
+            let records = arrow::compute::concat_batches(&first.schema(), &parts)?;
+            let end = slice.offset_interval.end;
+            let states = self.states.iter_mut().flat_map(|s| s.iter_mut());
+            for (signature, state) in states {
+                if from.get(signature).copied().flatten().is_none_or(|c| end > c) {
+                    state.absorb(&records, end)?;
+                }
+            }
+            self.rows_since_checkpoint += records.num_rows() as u64;
         }
         Ok(())
     }
@@ -553,7 +620,11 @@ impl DatasetWriter {
         if states.is_empty() {
             return false;
         }
-        let size: u64 = states.values().map(|s| s.len() as u64).sum();
+        let checkpointed: Vec<&MergeState> = states.values().filter(|s| s.checkpointed()).collect();
+        if checkpointed.is_empty() {
+            return false;
+        }
+        let size: u64 = checkpointed.iter().map(|s| s.len() as u64).sum();
         let rows = (size / 4).clamp(1, 100_000).max(self.options.checkpoint_min_rows);
         let interval = chrono::Duration::from_std(self.options.checkpoint_min_interval).unwrap_or(chrono::Duration::MAX);
         let waited = chain.last_checkpoint_time.is_none_or(|last| system_time - last >= interval);
@@ -562,10 +633,12 @@ impl DatasetWriter {
 
     fn write_checkpoint(&mut self) -> Result<Checkpoint, IngestError> {
         let states = self.states.as_ref().map(|s| s.iter().collect::<Vec<_>>()).unwrap_or_default();
-        let saved = states
-            .into_iter()
-            .map(|(name, state)| Ok((name.clone(), state.save()?)))
-            .collect::<Result<Vec<_>, IngestError>>()?;
+        let mut saved = Vec::new();
+        for (name, state) in states {
+            if let Some(batch) = state.save()? {
+                saved.push((name.clone(), batch));
+            }
+        }
         let bytes = checkpoint::encode(self.states_offset, &saved)?;
         let (physical_hash, size) = self.dataset.put_checkpoint(&bytes)?;
         self.rows_since_checkpoint = 0;
@@ -576,6 +649,9 @@ impl DatasetWriter {
 /// What a prepared commit will write.
 struct Staged {
     slice: Option<StagedSlice>,
+    /// The merged records and the signature of the state that merged them, for the states
+    /// that take them in after the commit.
+    merged: Option<(RecordBatch, Option<String>)>,
     events: Vec<MetadataEvent>,
     system_time: DateTime<Utc>,
     records: u64,
@@ -628,6 +704,9 @@ impl Prepared<'_> {
             }
         };
         self.done = true;
+        if let (Some((merged, signature)), Some(offsets)) = (&staged.merged, staged.offsets) {
+            self.writer.after_commit(merged, signature.as_deref(), offsets.end);
+        }
         let mut outcome = std::mem::take(&mut self.outcome);
         outcome.committed =
             Some(Committed { head, records: staged.records, offsets: staged.offsets, watermark: staged.watermark });
@@ -726,6 +805,7 @@ fn state_only(chain: &ChainState, position: Option<SourceState>, system_time: Da
     };
     Some(Staged {
         slice: None,
+        merged: None,
         events: vec![MetadataEvent::AddData(add)],
         system_time,
         records: 0,
@@ -740,10 +820,15 @@ fn load_states(
     states: &mut BTreeMap<String, MergeState>,
     mut saved: std::collections::HashMap<String, RecordBatch>,
 ) -> Result<bool, IngestError> {
-    if states.keys().any(|name| !saved.contains_key(name)) {
+    let mut checkpointed = states.iter_mut().filter(|(_, s)| s.checkpointed()).peekable();
+    if checkpointed.peek().is_none() {
         return Ok(false);
     }
-    for (name, state) in states.iter_mut() {
+    let checkpointed: Vec<_> = checkpointed.collect();
+    if checkpointed.iter().any(|(name, _)| !saved.contains_key(*name)) {
+        return Ok(false);
+    }
+    for (name, state) in checkpointed {
         if let Some(batch) = saved.remove(name) {
             if !state.load(batch)? {
                 return Ok(false);

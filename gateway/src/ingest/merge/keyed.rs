@@ -241,6 +241,12 @@ impl KeyedState {
         self.absorb(&with_op(&current, &ops, "op")?)
     }
 
+    /// Forgets every row (a partly loaded checkpoint that did not fit).
+    pub fn clear(&mut self) {
+        self.batches.clear();
+        self.index.clear();
+    }
+
     fn compact(&mut self) -> Result<(), IngestError> {
         let current = self.current()?;
         self.batches.clear();

@@ -1,128 +1,123 @@
-//! Ledger: the set of primary keys the dataset has ever held.
+//! Ledger: the set of primary keys the dataset has ever held, kept in a `LedgerIndex` on
+//! disk beside the dataset (memory stays bounded however many keys there are).
+//!
+//! Keys are Arrow's row encoding of the key columns. A merge finds the new keys and holds
+//! them pending; they are written to the index only once the dataset has committed them
+//! (`committed`), so the index never runs ahead of the chain. Slices committed by anyone
+//! else, or before a crash, are caught up with `absorb`.
 
-use std::hash::BuildHasher;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Int32Array, UInt32Array};
-use arrow::compute::{concat_batches, take_record_batch};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::keys::KeyEncoder;
+use super::ledger_index::{IndexConfig, IndexError, LedgerIndex};
 use super::{APPEND, split_op, with_op};
 use crate::ingest::error::IngestError;
 
-/// Keys in Arrow's row encoding, stored back to back in one buffer (no allocation per key),
-/// found through a hash table of (hash, start, end). The key columns themselves are kept too,
-/// shared with the slices rather than copied: they are what a checkpoint saves, since the
-/// row encoding is internal to Arrow, and larger.
 pub struct LedgerState {
     /// The data's columns, by position in the data schema, that make the key.
     key_columns: Vec<usize>,
-    key_schema: SchemaRef,
     encoder: KeyEncoder,
-    bytes: Vec<u8>,
-    table: HashTable<(u64, usize, usize)>,
-    hasher: DefaultHashBuilder,
-    saved: Vec<RecordBatch>,
-    /// Rows of the last `merge` output, whose keys are in the set already: `absorb` of that
-    /// output has only to keep its key columns.
-    merged: Option<usize>,
+    index: LedgerIndex,
+    /// A private index of this writer's, removed after `index` is closed (fields drop in
+    /// order): made when another process holds the shared one.
+    _private: Option<RemoveOnDrop>,
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!("cannot remove the private ledger index {}: {e}", self.0.display());
+        }
+    }
 }
 
 impl LedgerState {
-    pub fn new(schema: &Schema, primary_key: &[String]) -> Result<LedgerState, IngestError> {
+    /// Opens (or creates, or rebuilds when foreign or damaged) the index in `dir` for keys of
+    /// `primary_key` in data of `schema`.
+    pub fn open(schema: &Schema, primary_key: &[String], dir: &Path) -> Result<LedgerState, IngestError> {
         let key_columns = KeyEncoder::new(schema, primary_key, "primary key")?.columns().to_vec();
-        let key_schema = Arc::new(schema.project(&key_columns)?);
+        let key_schema: SchemaRef = Arc::new(schema.project(&key_columns)?);
+        let types: Vec<String> = key_schema.fields().iter().map(|f| f.data_type().to_string()).collect();
+        // Keys of another shape must never be compared with these.
+        let fingerprint = format!("ledger:{}|{}", primary_key.join(","), types.join(","));
+        let config = IndexConfig::default();
+        let (index, private) = match LedgerIndex::open_or_recreate(dir, &fingerprint, &config) {
+            Ok(index) => (index, None),
+            // Another process (a running gateway beside a CLI ingest) writes the dataset
+            // too: the index is a cache, so this writer builds its own from the slices.
+            Err(IndexError::Locked { .. }) => {
+                let private = dir.with_extension(format!("private-{}", std::process::id()));
+                tracing::warn!(
+                    "ledger index {} is held by another process; building a private one from the slices (slower)",
+                    dir.display()
+                );
+                let _ = std::fs::remove_dir_all(&private);
+                let index = LedgerIndex::open_or_recreate(&private, &fingerprint, &config).map_err(index_error)?;
+                (index, Some(RemoveOnDrop(private)))
+            }
+            Err(e) => return Err(index_error(e)),
+        };
         Ok(LedgerState {
             encoder: KeyEncoder::new(&key_schema, primary_key, "primary key")?,
             key_columns,
-            key_schema,
-            bytes: Vec::new(),
-            table: HashTable::new(),
-            hasher: DefaultHashBuilder::default(),
-            saved: Vec::new(),
-            merged: None,
+            index,
+            _private: private,
         })
     }
 
+    /// The last dataset offset whose keys the index holds.
+    pub fn covered(&self) -> Option<u64> {
+        self.index.covered()
+    }
+
+    /// Keys in the index (approximately: the store counts them lazily).
     pub fn len(&self) -> usize {
-        self.table.len()
-    }
-
-    fn contains(&self, hash: u64, key: &[u8]) -> bool {
-        self.table.find(hash, |&(_, start, end)| &self.bytes[start..end] == key).is_some()
-    }
-
-    /// Inserts a key known not to be in the set.
-    fn insert_new(&mut self, hash: u64, key: &[u8]) {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(key);
-        self.table.insert_unique(hash, (hash, start, self.bytes.len()), |&(hash, ..)| hash);
-    }
-
-    /// Takes in key columns, whatever keys they repeat.
-    fn insert_keys(&mut self, keys: &RecordBatch) -> Result<(), IngestError> {
-        let rows = self.encoder.encode(keys)?;
-        self.table.reserve(rows.num_rows(), |&(hash, ..)| hash);
-        for row in rows.iter() {
-            let key = row.data();
-            let hash = self.hasher.hash_one(key);
-            if !self.contains(hash, key) {
-                self.insert_new(hash, key);
-            }
-        }
-        Ok(())
+        self.index.approximate_len()
     }
 
     /// Keeps the records whose key is new to the history and to the batch (first wins).
-    /// Their keys join the set at once (one hash lookup per record): the caller absorbs the
-    /// output once committed, or discards this state if the commit fails.
+    /// Their keys are pending until `committed` (or `rollback`).
     pub fn merge(&mut self, data: &RecordBatch, op_name: &str) -> Result<RecordBatch, IngestError> {
         let rows = self.encoder.encode(&data.project(&self.key_columns)?)?;
-        self.table.reserve(rows.num_rows(), |&(hash, ..)| hash);
-        let mut kept = Vec::with_capacity(rows.num_rows());
-        for (i, row) in rows.iter().enumerate() {
-            let key = row.data();
-            let hash = self.hasher.hash_one(key);
-            if !self.contains(hash, key) {
-                self.insert_new(hash, key);
-                kept.push(i as u32);
-            }
-        }
+        let new = self.index.find_new(rows.iter().map(|r| r.data())).map_err(index_error)?;
+        let kept: Vec<u32> = new.iter().enumerate().filter(|(_, new)| **new).map(|(i, _)| i as u32).collect();
         let data = if kept.len() == data.num_rows() {
             data.clone()
         } else {
             take_record_batch(data, &UInt32Array::from(kept))?
         };
-        self.merged = Some(data.num_rows());
         with_op(&data, &Int32Array::from(vec![APPEND; data.num_rows()]), op_name)
     }
 
-    /// Every key of a slice joins the history, whatever its op.
-    pub fn absorb(&mut self, slice: &RecordBatch) -> Result<(), IngestError> {
+    /// The dataset committed the merged records, up to `last_offset`.
+    pub fn committed(&mut self, last_offset: u64) -> Result<(), IngestError> {
+        self.index.commit_pending(last_offset).map_err(index_error)
+    }
+
+    /// Takes in every key of a committed slice (`op` then the data columns), whatever its
+    /// op, up to `last_offset`.
+    pub fn absorb(&mut self, slice: &RecordBatch, last_offset: u64) -> Result<(), IngestError> {
         let (_, data) = split_op(slice)?;
-        let keys = data.project(&self.key_columns)?;
-        if self.merged.take() != Some(slice.num_rows()) {
-            self.insert_keys(&keys)?;
-        }
-        self.saved.push(keys);
-        Ok(())
+        let rows = self.encoder.encode(&data.project(&self.key_columns)?)?;
+        let keys: Vec<&[u8]> = rows.iter().map(|r| r.data()).collect();
+        self.index.commit(&keys, last_offset).map_err(index_error)
     }
 
-    /// The key columns of every record taken in, for a checkpoint.
-    pub fn save(&self) -> Result<RecordBatch, IngestError> {
-        Ok(concat_batches(&self.key_schema, &self.saved)?)
+    /// Empties the index, to rebuild it from every slice (the dataset is not the history it
+    /// was built from).
+    pub fn reset(&mut self) -> Result<(), IngestError> {
+        self.index.reset().map_err(index_error)
     }
+}
 
-    /// Takes in saved key columns; `false` if they are not this state's key columns.
-    pub fn load(&mut self, saved: RecordBatch) -> Result<bool, IngestError> {
-        if saved.schema().fields() != self.key_schema.fields() {
-            return Ok(false);
-        }
-        self.insert_keys(&saved)?;
-        self.saved.push(saved);
-        Ok(true)
-    }
+fn index_error(e: IndexError) -> IngestError {
+    IngestError::Internal(e.to_string())
 }

@@ -12,7 +12,9 @@
 //!   upsert that changes nothing produce no record.
 //!
 //! Ledger, Snapshot and UpsertStream keep state about the history (`MergeState`), updated
-//! after each commit and saved in checkpoints, so no commit re-reads the history.
+//! after each commit, so no commit re-reads the history. A Ledger's keys live in an index on
+//! disk beside the dataset (`ledger_index`), which records the offset it covers; Snapshot and
+//! UpsertStream keep the current rows in memory and in the dataset's checkpoints.
 
 mod keyed;
 mod keys;
@@ -21,6 +23,7 @@ mod ledger;
 #[allow(dead_code)]
 pub mod ledger_index;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Int32Array};
@@ -57,11 +60,18 @@ impl MergeState {
         }
     }
 
-    /// An empty state for `strategy` over data with `schema` (event time and user columns).
-    pub fn new(strategy: &MergeStrategy, schema: &Schema) -> Result<Option<MergeState>, IngestError> {
+    /// The state for `strategy` over data with `schema` (event time and user columns): a
+    /// Ledger's index opened in `index_dir`, an empty state otherwise.
+    pub fn new(
+        strategy: &MergeStrategy,
+        schema: &Schema,
+        index_dir: &Path,
+    ) -> Result<Option<MergeState>, IngestError> {
         Ok(match strategy {
             MergeStrategy::Append(_) | MergeStrategy::ChangelogStream(_) => None,
-            MergeStrategy::Ledger(k) => Some(MergeState::Ledger(LedgerState::new(schema, &k.primary_key)?)),
+            MergeStrategy::Ledger(k) => {
+                Some(MergeState::Ledger(LedgerState::open(schema, &k.primary_key, index_dir)?))
+            }
             MergeStrategy::Snapshot(s) => Some(MergeState::Keyed(KeyedState::new(schema, &s.primary_key)?)),
             MergeStrategy::UpsertStream(k) => {
                 Some(MergeState::Keyed(KeyedState::new(schema, &k.primary_key)?))
@@ -77,18 +87,31 @@ impl MergeState {
         }
     }
 
-    /// The state as one batch, for a checkpoint.
-    pub fn save(&self) -> Result<RecordBatch, IngestError> {
+    /// Whether the state goes into the dataset's checkpoints (a Ledger's index does not).
+    pub fn checkpointed(&self) -> bool {
+        matches!(self, MergeState::Keyed(_))
+    }
+
+    /// The last offset a state kept on disk covers: `Some` for a Ledger's index.
+    pub fn covered_on_disk(&self) -> Option<Option<u64>> {
         match self {
-            MergeState::Ledger(state) => state.save(),
-            MergeState::Keyed(state) => state.current(),
+            MergeState::Ledger(state) => Some(state.covered()),
+            MergeState::Keyed(_) => None,
+        }
+    }
+
+    /// The state as one batch, for a checkpoint (a Ledger has none).
+    pub fn save(&self) -> Result<Option<RecordBatch>, IngestError> {
+        match self {
+            MergeState::Ledger(_) => Ok(None),
+            MergeState::Keyed(state) => state.current().map(Some),
         }
     }
 
     /// Takes in a saved state; `false` if it does not fit this one (it is then not used).
     pub fn load(&mut self, saved: RecordBatch) -> Result<bool, IngestError> {
         match self {
-            MergeState::Ledger(state) => state.load(saved),
+            MergeState::Ledger(_) => Ok(false),
             MergeState::Keyed(state) => {
                 if !state.fits(&saved) {
                     return Ok(false);
@@ -99,18 +122,42 @@ impl MergeState {
         }
     }
 
-    /// Takes in a committed slice's records: `op` then the data columns.
-    pub fn absorb(&mut self, slice: &RecordBatch) -> Result<(), IngestError> {
+    /// Takes in a committed slice's records (`op` then the data columns) whose last offset
+    /// is `last_offset`: slices written by others, or before this state was made.
+    pub fn absorb(&mut self, slice: &RecordBatch, last_offset: u64) -> Result<(), IngestError> {
         match self {
-            MergeState::Ledger(state) => state.absorb(slice),
+            MergeState::Ledger(state) => state.absorb(slice, last_offset),
             MergeState::Keyed(state) => state.absorb(slice),
+        }
+    }
+
+    /// The dataset committed what this state merged (`merged`, up to `last_offset`).
+    pub fn committed(&mut self, merged: &RecordBatch, last_offset: u64) -> Result<(), IngestError> {
+        match self {
+            MergeState::Ledger(state) => state.committed(last_offset),
+            MergeState::Keyed(state) => state.absorb(merged),
+        }
+    }
+
+    /// Empties an in-memory state (a checkpoint that did not fit was partly loaded).
+    pub fn clear(&mut self) {
+        if let MergeState::Keyed(state) = self {
+            state.clear();
+        }
+    }
+
+    /// Empties a state kept on disk that is ahead of the dataset.
+    pub fn reset(&mut self) -> Result<(), IngestError> {
+        match self {
+            MergeState::Ledger(state) => state.reset(),
+            MergeState::Keyed(_) => Ok(()),
         }
     }
 }
 
-/// Merges normalized records against `state`, giving `op` then the data columns. The caller
-/// then has the state absorb the result; if the result is not committed after all, the state
-/// must be discarded (a Ledger takes the new keys in as it merges).
+/// Merges normalized records against `state`, giving `op` then the data columns. Once the
+/// result is committed the caller calls `committed`; if it is not, the state must be
+/// discarded (a Ledger holds the new keys pending).
 pub fn merge(
     strategy: &MergeStrategy,
     state: Option<&mut MergeState>,

@@ -1,4 +1,6 @@
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit};
@@ -43,13 +45,29 @@ fn expect(rows: &[(i32, &str, i64)]) -> Vec<(i32, String, i64)> {
     rows.iter().map(|(o, k, v)| (*o, k.to_string(), *v)).collect()
 }
 
-/// Merges then absorbs, as a commit does.
-fn step(strategy: &MergeStrategy, state: &mut Option<MergeState>, input: Normalized) -> RecordBatch {
+/// Offsets of the records "committed" by `step`: increasing across every test, as each
+/// test's states only need them to increase.
+static NEXT_OFFSET: AtomicU64 = AtomicU64::new(0);
+
+/// The state for `strategy`, a Ledger's index in `dir`.
+fn open(strategy: &MergeStrategy, dir: &Path) -> Option<MergeState> {
+    MergeState::new(strategy, &schema(), dir).unwrap()
+}
+
+/// Merges, then tells the state the output was committed, as a commit does; returns the
+/// output and its last offset.
+fn commit(strategy: &MergeStrategy, state: &mut Option<MergeState>, input: Normalized) -> (RecordBatch, u64) {
     let out = merge(strategy, state.as_mut(), input, "op").unwrap();
-    if let Some(state) = state {
-        state.absorb(&out).unwrap();
+    let rows = out.num_rows() as u64;
+    let end = NEXT_OFFSET.fetch_add(rows.max(1), Ordering::SeqCst) + rows.max(1) - 1;
+    if let (Some(state), true) = (state, rows > 0) {
+        state.committed(&out, end).unwrap();
     }
-    out
+    (out, end)
+}
+
+fn step(strategy: &MergeStrategy, state: &mut Option<MergeState>, input: Normalized) -> RecordBatch {
+    commit(strategy, state, input).0
 }
 
 #[test]
@@ -62,7 +80,8 @@ fn append_adds_everything() {
 #[test]
 fn ledger_drops_keys_seen_in_history_or_earlier_in_the_batch() {
     let strategy = MergeStrategy::Ledger(PrimaryKey { primary_key: key() });
-    let mut state = MergeState::new(&strategy, &schema()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = open(&strategy, dir.path());
     step(&strategy, &mut state, input(&[("a", 1), ("b", 2)], None));
     let out = step(&strategy, &mut state, input(&[("b", 9), ("c", 3), ("c", 4)], None));
     assert_eq!(rows(&out), expect(&[(APPEND, "c", 3)]));
@@ -72,7 +91,8 @@ fn ledger_drops_keys_seen_in_history_or_earlier_in_the_batch() {
 fn snapshot_emits_appends_corrections_and_retractions() {
     let strategy =
         MergeStrategy::Snapshot(MergeStrategySnapshot { primary_key: key(), compare_columns: None });
-    let mut state = MergeState::new(&strategy, &schema()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = open(&strategy, dir.path());
     step(&strategy, &mut state, input(&[("a", 1), ("b", 2), ("c", 3)], None));
     let out = step(&strategy, &mut state, input(&[("d", 4), ("b", 20), ("a", 1)], None));
     assert_eq!(
@@ -89,7 +109,8 @@ fn snapshot_compares_only_the_compare_columns() {
         primary_key: key(),
         compare_columns: Some(vec!["key".into()]),
     });
-    let mut state = MergeState::new(&strategy, &schema()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = open(&strategy, dir.path());
     step(&strategy, &mut state, input(&[("a", 1)], None));
     let out = step(&strategy, &mut state, input(&[("a", 2)], None));
     assert_eq!(out.num_rows(), 0);
@@ -109,7 +130,8 @@ fn changelog_passes_ops_through_and_checks_them() {
 #[test]
 fn upserts_become_appends_corrections_and_retractions() {
     let strategy = MergeStrategy::UpsertStream(PrimaryKey { primary_key: key() });
-    let mut state = MergeState::new(&strategy, &schema()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = open(&strategy, dir.path());
     let out = step(&strategy, &mut state, input(&[("a", 1), ("b", 2), ("a", 5)], None));
     assert_eq!(rows(&out), expect(&[(APPEND, "a", 5), (APPEND, "b", 2)]), "the last upsert per key wins");
     // b changes, a is deleted, z (unknown) is deleted: nothing; an unchanged upsert: nothing.
@@ -132,32 +154,46 @@ const KEYS: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
 
 proptest! {
     /// The state kept across commits, the state rebuilt by re-reading every committed slice,
-    /// and the state restored from a checkpoint all merge the next batch the same way.
+    /// and the state restored from disk (a Ledger index) or a checkpoint all merge the next
+    /// batch the same way.
     #[test]
     fn incremental_rebuilt_and_restored_states_agree(
         kind in 0usize..3,
         batches in proptest::collection::vec(proptest::collection::btree_map(0usize..6, 0i64..3, 0..6), 1..6),
     ) {
         let strategy = strategy(kind);
-        let mut incremental = MergeState::new(&strategy, &schema()).unwrap();
-        let mut committed = Vec::new();
-        for batch_rows in batches {
+        let dir = tempfile::tempdir().unwrap();
+        let mut incremental = open(&strategy, &dir.path().join("incremental"));
+        let mut committed: Vec<(RecordBatch, u64)> = Vec::new();
+        for (round, batch_rows) in batches.into_iter().enumerate() {
             let records: Vec<(&str, i64)> = batch_rows.into_iter().map(|(k, v)| (KEYS[k], v)).collect();
 
-            let mut rebuilt = MergeState::new(&strategy, &schema()).unwrap();
-            let mut restored = MergeState::new(&strategy, &schema()).unwrap();
+            // Rebuilt from every slice; restored from disk (a Ledger's index, left behind a
+            // round ago and caught up) or from a checkpoint.
+            let mut rebuilt = open(&strategy, &dir.path().join(format!("rebuilt-{round}")));
+            let mut restored = open(&strategy, &dir.path().join("restored"));
             if let (Some(rebuilt), Some(restored), Some(incremental)) = (&mut rebuilt, &mut restored, &incremental) {
-                for slice in &committed {
-                    rebuilt.absorb(slice).unwrap();
+                for (slice, end) in &committed {
+                    rebuilt.absorb(slice, *end).unwrap();
                 }
-                prop_assert!(restored.load(incremental.save().unwrap()).unwrap());
+                match incremental.save().unwrap() {
+                    Some(saved) => prop_assert!(restored.load(saved).unwrap()),
+                    None => {
+                        // Caught up a round ago: behind by the newest slice only.
+                        let covered = restored.covered_on_disk().flatten();
+                        for (slice, end) in committed.iter().filter(|(_, end)| covered.is_none_or(|c| *end > c)) {
+                            restored.absorb(slice, *end).unwrap();
+                        }
+                    }
+                }
             }
             let expected = rows(&merge(&strategy, rebuilt.as_mut(), input(&records, None), "op").unwrap());
-            let from_checkpoint = rows(&merge(&strategy, restored.as_mut(), input(&records, None), "op").unwrap());
-            let out = step(&strategy, &mut incremental, input(&records, None));
+            let from_disk = rows(&merge(&strategy, restored.as_mut(), input(&records, None), "op").unwrap());
+            drop(restored);
+            let (out, end) = commit(&strategy, &mut incremental, input(&records, None));
             prop_assert_eq!(rows(&out), expected.clone());
-            prop_assert_eq!(from_checkpoint, expected);
-            committed.push(out);
+            prop_assert_eq!(from_disk, expected);
+            committed.push((out, end));
         }
     }
 }
