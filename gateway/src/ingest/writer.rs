@@ -538,8 +538,16 @@ impl DatasetWriter {
         let mut covered = None;
         if let Some(checkpoint) = &chain.last_checkpoint {
             let path = self.dataset.checkpoint_path(&checkpoint.physical_hash);
-            // A checkpoint that is missing or unreadable is rebuilt from the data.
-            let saved = std::fs::read(&path).ok().map(|bytes| checkpoint::decode(&bytes));
+            // A checkpoint that is missing, damaged (its bytes do not hash to its name) or
+            // unreadable is rebuilt from the data.
+            let bytes = std::fs::read(&path).ok().filter(|bytes| {
+                let intact = Multihash::sha3_256(bytes) == checkpoint.physical_hash;
+                if !intact {
+                    tracing::warn!(dataset = %self.dataset.name(), "checkpoint {} is damaged; rebuilding from the data", checkpoint.physical_hash);
+                }
+                intact
+            });
+            let saved = bytes.map(|bytes| checkpoint::decode(&bytes));
             let loaded = match saved {
                 Some(Ok(Some(saved))) => load_states(&mut states, saved.states)?.then_some(saved.last_offset),
                 Some(Err(e)) => {
