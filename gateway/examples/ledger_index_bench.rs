@@ -74,11 +74,17 @@ struct Keys {
 
 impl Keys {
     fn new() -> anyhow::Result<Keys> {
-        Ok(Keys { converter: RowConverter::new(vec![SortField::new(DataType::Utf8), SortField::new(DataType::Int64)])? })
+        Ok(Keys {
+            converter: RowConverter::new(vec![
+                SortField::new(DataType::Utf8),
+                SortField::new(DataType::Int64),
+            ])?,
+        })
     }
 
     fn rows(&self, ids: impl Iterator<Item = u64> + Clone) -> anyhow::Result<Rows> {
-        let devices = StringArray::from_iter_values(ids.clone().map(|i| format!("tracker-{:05}", i % DEVICES)));
+        let devices =
+            StringArray::from_iter_values(ids.clone().map(|i| format!("tracker-{:05}", i % DEVICES)));
         let seqs = Int64Array::from_iter_values(ids.map(|i| (i / DEVICES) as i64));
         let columns: Vec<ArrayRef> = vec![Arc::new(devices), Arc::new(seqs)];
         Ok(self.converter.convert_columns(&columns)?)
@@ -102,7 +108,12 @@ fn insert(index: &mut LedgerIndex, keys: &Keys, total: u64, batch: u64) -> anyho
         }
         next = end;
         if next % (total / 10).max(1) < batch {
-            eprintln!("  {next} keys, {:.0} s", started.elapsed().as_secs_f64());
+            eprintln!(
+                "  {next} keys, {:.0} s, VmRSS {} MiB, {:?}",
+                started.elapsed().as_secs_f64(),
+                status("VmRSS")? >> 10,
+                index.stats()
+            );
         }
     }
     Ok(times)
@@ -157,7 +168,13 @@ fn large(dir: &Path, total: u64) -> anyhow::Result<()> {
     report(&format!("insert {total} keys, merges of 100,000"), &times, total, t.elapsed(), &index)
 }
 
-fn report(what: &str, times: &[Duration], keys: u64, elapsed: Duration, index: &LedgerIndex) -> anyhow::Result<()> {
+fn report(
+    what: &str,
+    times: &[Duration],
+    keys: u64,
+    elapsed: Duration,
+    index: &LedgerIndex,
+) -> anyhow::Result<()> {
     let mut sorted = times.to_vec();
     sorted.sort();
     let at = |q: f64| sorted.get(((sorted.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
