@@ -21,13 +21,7 @@ use arrow::array::{ArrayRef, Int64Array, StringArray};
 use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, Rows, SortField};
 
-// The index is not reachable through the crate's public API (ingest::merge is private, and
-// the writer is being rewritten), so the example compiles the module's file itself.
-#[allow(dead_code)]
-#[path = "../src/ingest/merge/ledger_index.rs"]
-mod ledger_index;
-
-use ledger_index::{IndexConfig, LedgerIndex};
+use odf_gateway::ingest::{IndexConfig, LedgerIndex};
 
 const DEVICES: u64 = 1_000;
 const FINGERPRINT: &str = "ledger:device_id,seq|Utf8,Int64";

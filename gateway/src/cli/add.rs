@@ -1,13 +1,12 @@
 //! `odf-gateway add`: create datasets from DatasetSnapshot manifests.
 
-use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
 use super::Context;
-use crate::odf::{DatasetSnapshot, parse_snapshots};
+use crate::ingest::{ManifestErrors, check_manifests};
 use crate::store::StoreError;
 
 /// Create datasets from DatasetSnapshot manifests (YAML files, folders of them, or stdin).
@@ -45,50 +44,18 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     }
 
     // Every manifest is checked before any dataset is created.
-    let mut snapshots: Vec<DatasetSnapshot> = Vec::new();
-    let mut errors = Vec::new();
-    for (origin, text) in &inputs {
-        match parse_snapshots(text, origin) {
-            Ok(parsed) => snapshots.extend(parsed),
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    // What can be checked of push sources before data arrives: schema types, read options,
-    // preprocess queries planned against the read schema.
-    // One runtime for all the checks (planning a query is async in DataFusion).
-    let source_errors = ctx.block_on(async {
-        let mut found = Vec::new();
-        for snapshot in &snapshots {
-            for event in &snapshot.metadata {
-                if let crate::odf::MetadataEvent::AddPushSource(source) = event {
-                    if let Err(e) = crate::ingest::check_push_source(source).await {
-                        found.push(format!(
-                            "dataset '{}', push source '{}': {e}",
-                            snapshot.name, source.source_name
-                        ));
-                    }
+    let snapshots = match ctx.block_on(check_manifests(&inputs))? {
+        Ok(snapshots) => snapshots,
+        Err(ManifestErrors(errors)) => match errors.as_slice() {
+            [only] => bail!("{only}"),
+            many => {
+                for e in many {
+                    eprintln!("error: {e}");
                 }
+                bail!("no dataset was added: {} manifest errors", many.len());
             }
-        }
-        found
-    })?;
-    errors.extend(source_errors);
-    let mut seen = BTreeSet::new();
-    for snapshot in &snapshots {
-        if !seen.insert(snapshot.name.clone()) {
-            errors.push(format!("dataset '{}' is defined more than once", snapshot.name));
-        }
-    }
-    match errors.as_slice() {
-        [] => {}
-        [only] => bail!("{only}"),
-        many => {
-            for e in many {
-                eprintln!("error: {e}");
-            }
-            bail!("no dataset was added: {} manifest errors", many.len());
-        }
-    }
+        },
+    };
 
     let data_dir = crate::store::DataDir::create(&ctx.data_dir)?;
     let (mut added, mut skipped) = (0, 0);

@@ -10,6 +10,7 @@ mod checkpoint;
 mod coerce;
 mod error;
 mod format;
+mod manifests;
 mod merge;
 mod normalize;
 mod preprocess;
@@ -22,6 +23,8 @@ mod writer_thread;
 
 pub use error::{ErrorKind, IngestError};
 pub use format::InputFormat;
+pub use manifests::{ManifestErrors, check_manifests};
+pub use merge::ledger_index::{IndexConfig, IndexError, IndexStats, LedgerIndex};
 pub use read::{Position, Problem, RecordError};
 pub use writer::{
     Committed, DatasetWriter, IngestOptions, IngestOutcome, IngestRequest, Message, Prepared, SourcePosition,

@@ -19,8 +19,6 @@
 mod keyed;
 mod keys;
 mod ledger;
-// Not wired in yet: writer.rs takes it up (issue 12 item 6; see the module doc).
-#[allow(dead_code)]
 pub mod ledger_index;
 
 use std::path::Path;
