@@ -11,8 +11,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use common::{Gateway, LEDGER, reports};
 use odf_gateway::ingest::{
-    DatasetWriter, ErrorKind, IngestError, IngestOptions, IngestRequest, Message, SourcePosition, WriterOptions,
-    WriterThread,
+    DatasetWriter, ErrorKind, IngestError, IngestOptions, IngestRequest, Message, SourcePosition,
+    WriterOptions, WriterThread,
 };
 use odf_gateway::store::DataDir;
 
@@ -42,19 +42,28 @@ fn a_source_state_is_committed_with_the_data_and_alone_when_everything_merges_aw
     let gw = Gateway::new();
     gw.add(LEDGER);
     let mut w = writer(&gw, "trackers");
-    let first = IngestRequest { source_state: position("1"), ..request(vec![Message::new(reports("A", 1..=3), "a")]) };
+    let first = IngestRequest {
+        source_state: position("1"),
+        ..request(vec![Message::new(reports("A", 1..=3), "a")])
+    };
     let outcome = w.ingest(first, &options()).unwrap();
     assert_eq!(outcome.committed.unwrap().records, 3);
 
     // Every record is a duplicate: the new position is still recorded, in an AddData alone.
-    let again = IngestRequest { source_state: position("2"), ..request(vec![Message::new(reports("A", 1..=3), "a")]) };
+    let again = IngestRequest {
+        source_state: position("2"),
+        ..request(vec![Message::new(reports("A", 1..=3), "a")])
+    };
     let committed = w.ingest(again, &options()).unwrap().committed.expect("a state-only commit");
     assert_eq!((committed.records, committed.offsets), (0, None));
     let state = &w.dataset().state().source_states["vendorA"];
     assert_eq!((state.kind.as_str(), state.value.as_str()), ("odf-gateway/wal", "2"));
 
     // The same position again with nothing new: nothing to commit.
-    let same = IngestRequest { source_state: position("2"), ..request(vec![Message::new(reports("A", 1..=3), "a")]) };
+    let same = IngestRequest {
+        source_state: position("2"),
+        ..request(vec![Message::new(reports("A", 1..=3), "a")])
+    };
     assert!(w.ingest(same, &options()).unwrap().committed.is_none());
 
     drop(w);
@@ -74,7 +83,8 @@ fn errors_say_what_a_sender_can_do() {
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     assert!(e.to_string().contains("vendorA"), "{e}");
 
-    let bad = request(vec![Message::new(reports("A", 1..=1), "good"), Message::new("{\"seq\": \"x\"}\n", "dev-7")]);
+    let bad =
+        request(vec![Message::new(reports("A", 1..=1), "good"), Message::new("{\"seq\": \"x\"}\n", "dev-7")]);
     let e = w.ingest(bad, &options()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::BadInput);
     let IngestError::BadRecords(rejected) = e else { panic!("not BadRecords") };
@@ -147,7 +157,9 @@ fn messages_carry_their_receive_time_and_columns_from_outside_the_payload() {
     gw.add(SENSORS);
     let mut w = writer(&gw, "sensors");
     let messages = vec![
-        Message::new("{\"value\": 1}\n{\"value\": 2}\n", "trackers/d1/gps").received_at(at(1)).with_column("device_id", "d1"),
+        Message::new("{\"value\": 1}\n{\"value\": 2}\n", "trackers/d1/gps")
+            .received_at(at(1))
+            .with_column("device_id", "d1"),
         Message::new("{\"value\": 3, \"device_id\": \"own\"}\n", "trackers/d2/gps")
             .received_at(at(2))
             .with_column("device_id", "d2"),
@@ -168,7 +180,11 @@ fn messages_carry_their_receive_time_and_columns_from_outside_the_payload() {
         .records("sensors")
         .iter()
         .map(|r| {
-            (r["event_time"].as_str().unwrap().to_owned(), r["device_id"].as_str().unwrap().to_owned(), r["value"].as_f64().unwrap())
+            (
+                r["event_time"].as_str().unwrap().to_owned(),
+                r["device_id"].as_str().unwrap().to_owned(),
+                r["value"].as_f64().unwrap(),
+            )
         })
         .collect();
     let t = |s: u32| at(s).format("%Y-%m-%dT%H:%M:%SZ").to_string();
@@ -195,14 +211,17 @@ fn a_message_that_fails_the_preprocess_is_rejected_alone() {
             Message::new("{\"device_id\": \"c\", \"raw\": \"2\"}\n", "good-2"),
         ]
     };
-    let e = w.ingest(IngestRequest { source: Some("scaled".into()), ..request(messages()) }, &options()).unwrap_err();
+    let e = w
+        .ingest(IngestRequest { source: Some("scaled".into()), ..request(messages()) }, &options())
+        .unwrap_err();
     let IngestError::BadRecords(rejected) = e else { panic!("not BadRecords") };
     assert_eq!(rejected.len(), 1);
     assert_eq!((rejected[0].message, rejected[0].origin.as_str()), (1, "bad"));
     assert!(rejected[0].to_string().contains("not a number"), "{}", rejected[0]);
 
     let skip = IngestOptions { skip_bad_records: true, ..options() };
-    let outcome = w.ingest(IngestRequest { source: Some("scaled".into()), ..request(messages()) }, &skip).unwrap();
+    let outcome =
+        w.ingest(IngestRequest { source: Some("scaled".into()), ..request(messages()) }, &skip).unwrap();
     assert_eq!(outcome.committed.unwrap().records, 2);
     assert_eq!(outcome.rejected.len(), 1);
 }

@@ -81,9 +81,9 @@ impl From<SchemaError> for IngestError {
 impl IngestError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            IngestError::UnknownSource { .. } | IngestError::SourceNotNamed { .. } | IngestError::NoPushSource(_) => {
-                ErrorKind::NotFound
-            }
+            IngestError::UnknownSource { .. }
+            | IngestError::SourceNotNamed { .. }
+            | IngestError::NoPushSource(_) => ErrorKind::NotFound,
             IngestError::Store(StoreError::NotFound { .. }) => ErrorKind::NotFound,
             IngestError::DisabledSource { .. } | IngestError::OffsetsExhausted => ErrorKind::Refused,
             IngestError::BadRecords(_) | IngestError::Data(_) => ErrorKind::BadInput,
@@ -117,7 +117,10 @@ impl IngestError {
 /// I/O failures that go away on their own (space freed, a busy file released).
 fn is_transient(kind: io::ErrorKind) -> bool {
     use io::ErrorKind::*;
-    matches!(kind, StorageFull | QuotaExceeded | ResourceBusy | WouldBlock | TimedOut | Interrupted | OutOfMemory)
+    matches!(
+        kind,
+        StorageFull | QuotaExceeded | ResourceBusy | WouldBlock | TimedOut | Interrupted | OutOfMemory
+    )
 }
 
 fn list(names: &[String]) -> String {
@@ -142,8 +145,11 @@ mod tests {
         let error = IngestError::from(StoreError::from(full));
         assert_eq!(error.kind(), ErrorKind::Retryable);
         assert_eq!(error.io_kind(), Some(io::ErrorKind::StorageFull));
-        let denied =
-            IoError { action: "write", path: "x".into(), error: io::Error::from(io::ErrorKind::PermissionDenied) };
+        let denied = IoError {
+            action: "write",
+            path: "x".into(),
+            error: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
         assert_eq!(IngestError::from(denied).kind(), ErrorKind::Internal);
     }
 

@@ -25,7 +25,10 @@ pub async fn check_manifests(inputs: &[(String, String)]) -> Result<Vec<DatasetS
         for event in &snapshot.metadata {
             if let MetadataEvent::AddPushSource(source) = event {
                 if let Err(e) = super::check_push_source(source).await {
-                    errors.push(format!("dataset '{}', push source '{}': {e}", snapshot.name, source.source_name));
+                    errors.push(format!(
+                        "dataset '{}', push source '{}': {e}",
+                        snapshot.name, source.source_name
+                    ));
                 }
             }
         }

@@ -125,11 +125,7 @@ pub fn normalize(
 }
 
 /// The event time as Timestamp(ms, UTC); missing values get the fallback time.
-fn event_time_column(
-    column: &ArrayRef,
-    name: &str,
-    fallback: &Fallback,
-) -> Result<ArrayRef, IngestError> {
+fn event_time_column(column: &ArrayRef, name: &str, fallback: &Fallback) -> Result<ArrayRef, IngestError> {
     let column = match column.data_type() {
         DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
             cast(column, &timestamp_ms_utc(), name)?

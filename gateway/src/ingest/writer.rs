@@ -64,7 +64,13 @@ pub struct Message {
 
 impl Message {
     pub fn new(bytes: impl Into<Vec<u8>>, origin: impl Into<String>) -> Message {
-        Message { bytes: bytes.into(), format: None, origin: origin.into(), received: None, columns: Vec::new() }
+        Message {
+            bytes: bytes.into(),
+            format: None,
+            origin: origin.into(),
+            received: None,
+            columns: Vec::new(),
+        }
     }
 
     pub fn with_format(mut self, format: Option<InputFormat>) -> Message {
@@ -230,13 +236,21 @@ impl DatasetWriter {
     }
 
     /// Prepares and commits in one step.
-    pub fn ingest(&mut self, request: IngestRequest, options: &IngestOptions) -> Result<IngestOutcome, IngestError> {
+    pub fn ingest(
+        &mut self,
+        request: IngestRequest,
+        options: &IngestOptions,
+    ) -> Result<IngestOutcome, IngestError> {
         self.prepare(request, options)?.commit()
     }
 
     /// Reads, preprocesses and merges the request's records and stages the slice, under the
     /// dataset's write lock; nothing is visible until the commit.
-    pub fn prepare(&mut self, request: IngestRequest, options: &IngestOptions) -> Result<Prepared<'_>, IngestError> {
+    pub fn prepare(
+        &mut self,
+        request: IngestRequest,
+        options: &IngestOptions,
+    ) -> Result<Prepared<'_>, IngestError> {
         let lock = self.dataset.lock(self.options.lock_timeout)?;
         let source = self.resolve_source(request.source.as_deref())?;
         let plan = self.plan(&source)?;
@@ -269,7 +283,9 @@ impl DatasetWriter {
             value: p.value,
         });
         let staged = match normalized {
-            Some(normalized) => self.stage_records(&source, normalized, &chain, &vocab, position.clone(), options),
+            Some(normalized) => {
+                self.stage_records(&source, normalized, &chain, &vocab, position.clone(), options)
+            }
             None => Ok(None),
         };
         let staged = match staged {
@@ -401,7 +417,8 @@ impl DatasetWriter {
         }
 
         // The chain's system time never goes back; the records carry the block's.
-        let system_time = chain.last_system_time.map_or(options.system_time, |last| last.max(options.system_time));
+        let system_time =
+            chain.last_system_time.map_or(options.system_time, |last| last.max(options.system_time));
         let first_offset = chain.next_offset().map_err(|_| IngestError::OffsetsExhausted)?;
         let slice = with_system_columns(&merged, vocab, first_offset, system_time)?;
         // Every column must be one ODF describes (and arrow-digest hashes) before writing.
@@ -527,7 +544,9 @@ impl DatasetWriter {
                     if states.contains_key(&signature) {
                         continue;
                     }
-                    if let Some(state) = MergeState::new(&source.merge, data_schema, &self.index_dir(&signature))? {
+                    if let Some(state) =
+                        MergeState::new(&source.merge, data_schema, &self.index_dir(&signature))?
+                    {
                         states.insert(signature, state);
                     }
                 }
@@ -591,7 +610,11 @@ impl DatasetWriter {
     }
 
     /// Feeds each state the data slices after the offset it covers (`from`, by signature).
-    fn catch_up(&mut self, from: &BTreeMap<String, Option<u64>>, data_schema: &SchemaRef) -> Result<(), IngestError> {
+    fn catch_up(
+        &mut self,
+        from: &BTreeMap<String, Option<u64>>,
+        data_schema: &SchemaRef,
+    ) -> Result<(), IngestError> {
         let Some(oldest) = from.values().min() else { return Ok(()) };
         let oldest = *oldest;
         let vocab = Vocab::of(self.dataset.state().vocab.as_ref());
@@ -634,7 +657,8 @@ impl DatasetWriter {
         }
         let size: u64 = checkpointed.iter().map(|s| s.len() as u64).sum();
         let rows = (size / 4).clamp(1, 100_000).max(self.options.checkpoint_min_rows);
-        let interval = chrono::Duration::from_std(self.options.checkpoint_min_interval).unwrap_or(chrono::Duration::MAX);
+        let interval =
+            chrono::Duration::from_std(self.options.checkpoint_min_interval).unwrap_or(chrono::Duration::MAX);
         let waited = chain.last_checkpoint_time.is_none_or(|last| system_time - last >= interval);
         self.rows_since_checkpoint >= rows && waited
     }
@@ -700,7 +724,8 @@ impl Prepared<'_> {
             Some(slice) => dataset.publish(&slice.temp, &dataset.data_path(&slice.physical_hash)),
             None => Ok(()),
         };
-        let result = published.and_then(|()| dataset.commit_locked(&self.lock, staged.events, staged.system_time));
+        let result =
+            published.and_then(|()| dataset.commit_locked(&self.lock, staged.events, staged.system_time));
         let head = match result {
             Ok(head) => head,
             Err(e) => {
@@ -716,8 +741,12 @@ impl Prepared<'_> {
             self.writer.after_commit(merged, signature.as_deref(), offsets.end);
         }
         let mut outcome = std::mem::take(&mut self.outcome);
-        outcome.committed =
-            Some(Committed { head, records: staged.records, offsets: staged.offsets, watermark: staged.watermark });
+        outcome.committed = Some(Committed {
+            head,
+            records: staged.records,
+            offsets: staged.offsets,
+            watermark: staged.watermark,
+        });
         Ok(outcome)
     }
 }
@@ -799,7 +828,11 @@ fn concat_normalized(parts: Vec<Normalized>) -> Result<Option<Normalized>, Inges
 
 /// An AddData that records a source state alone, when it differs from the previous
 /// AddData's (kamu's rule for a block without data).
-fn state_only(chain: &ChainState, position: Option<SourceState>, system_time: DateTime<Utc>) -> Option<Staged> {
+fn state_only(
+    chain: &ChainState,
+    position: Option<SourceState>,
+    system_time: DateTime<Utc>,
+) -> Option<Staged> {
     let position = position.filter(|p| chain.last_add_data_state.as_ref() != Some(p))?;
     let system_time = chain.last_system_time.map_or(system_time, |last| last.max(system_time));
     let add = AddData {

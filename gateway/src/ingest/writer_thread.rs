@@ -44,8 +44,13 @@ impl WriterThread {
     }
 
     /// Prepares and commits `request` on the writer's thread.
-    pub async fn ingest(&self, request: IngestRequest, options: IngestOptions) -> Result<IngestOutcome, IngestError> {
-        let stopped = || IngestError::Internal(format!("the writer of dataset '{}' has stopped", self.dataset));
+    pub async fn ingest(
+        &self,
+        request: IngestRequest,
+        options: IngestOptions,
+    ) -> Result<IngestOutcome, IngestError> {
+        let stopped =
+            || IngestError::Internal(format!("the writer of dataset '{}' has stopped", self.dataset));
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
         let (reply, outcome) = oneshot::channel();
         jobs.send(Job { request, options, reply }).await.map_err(|_| stopped())?;

@@ -194,7 +194,10 @@ impl ChainState {
             || add.new_checkpoint != self.last_checkpoint
             || add.new_source_state != self.last_add_data_state;
         if !changes_something {
-            return Err("AddData changes nothing (no data, and the same checkpoint, watermark and source state)".into());
+            return Err(
+                "AddData changes nothing (no data, and the same checkpoint, watermark and source state)"
+                    .into(),
+            );
         }
         self.watermark = add.new_watermark;
         self.last_checkpoint = add.new_checkpoint.clone();

@@ -82,7 +82,8 @@ fn listing(
 pub async fn sql(data_dir: &DataDir, query: &str) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
     let ctx = session(data_dir).await?;
     // Queries only read: no DDL (tables over local files), DML, `COPY` (writing files) or `SET`.
-    let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    let read_only =
+        SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
     let frame = ctx.sql_with_options(query, read_only).await?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     Ok((schema, frame.collect().await?))

@@ -89,7 +89,10 @@ pub enum LockError {
     Io(IoError),
     /// Another process held it for longer than the time allowed; `holder` is what it wrote
     /// in the lock file (its pid).
-    TimedOut { holder: String, waited: Duration },
+    TimedOut {
+        holder: String,
+        waited: Duration,
+    },
 }
 
 /// Takes an exclusive lock on `path` (created if missing), across processes, waiting at
@@ -111,13 +114,17 @@ pub fn lock_file(path: &Path, timeout: Duration) -> Result<File, LockError> {
         match file.try_lock() {
             Ok(()) => break,
             Err(TryLockError::WouldBlock) => {}
-            Err(TryLockError::Error(e)) => return Err(LockError::Io(IoError { action: "lock", path: path.to_owned(), error: e })),
+            Err(TryLockError::Error(e)) => {
+                return Err(LockError::Io(IoError { action: "lock", path: path.to_owned(), error: e }));
+            }
         }
         let waited = started.elapsed();
-        let holder = || fs::read_to_string(path).ok().filter(|s| !s.trim().is_empty()).map_or_else(
-            || "another writer".to_string(),
-            |pid| format!("process {}", pid.trim()),
-        );
+        let holder = || {
+            fs::read_to_string(path)
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+                .map_or_else(|| "another writer".to_string(), |pid| format!("process {}", pid.trim()))
+        };
         if waited >= timeout {
             return Err(LockError::TimedOut { holder: holder(), waited });
         }

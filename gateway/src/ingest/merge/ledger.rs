@@ -60,7 +60,8 @@ impl LedgerState {
                     dir.display()
                 );
                 let _ = std::fs::remove_dir_all(&private);
-                let index = LedgerIndex::open_or_recreate(&private, &fingerprint, &config).map_err(index_error)?;
+                let index =
+                    LedgerIndex::open_or_recreate(&private, &fingerprint, &config).map_err(index_error)?;
                 (index, Some(RemoveOnDrop(private)))
             }
             Err(e) => return Err(index_error(e)),

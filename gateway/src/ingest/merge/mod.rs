@@ -211,12 +211,10 @@ pub fn with_op(data: &RecordBatch, op: &Int32Array, op_name: &str) -> Result<Rec
 
 /// Splits a slice (`op` then data columns) into its ops and its data.
 pub fn split_op(slice: &RecordBatch) -> Result<(Int32Array, RecordBatch), IngestError> {
-    let op = slice
-        .column(0)
-        .as_any()
-        .downcast_ref::<Int32Array>()
-        .cloned()
-        .ok_or_else(|| IngestError::Internal("the first column of a slice must be the Int32 op".into()))?;
+    let op =
+        slice.column(0).as_any().downcast_ref::<Int32Array>().cloned().ok_or_else(|| {
+            IngestError::Internal("the first column of a slice must be the Int32 op".into())
+        })?;
     Ok((op, slice.project(&(1..slice.num_columns()).collect::<Vec<_>>())?))
 }
 

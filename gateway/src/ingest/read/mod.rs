@@ -166,13 +166,20 @@ impl Reader {
         self.message_ends.push(self.sink.rows());
     }
 
-    fn read_message(&mut self, bytes: &[u8], format: InputFormat, defaults: &[(String, String)], reject: &mut Reject) {
+    fn read_message(
+        &mut self,
+        bytes: &[u8],
+        format: InputFormat,
+        defaults: &[(String, String)],
+        reject: &mut Reject,
+    ) {
         let mut columns = Vec::with_capacity(defaults.len());
         for (name, value) in defaults {
             match self.sink.column(name) {
                 Some(column) => columns.push((column, Input::Str(value))),
                 None => {
-                    let problem = format!("column '{name}' given with the message is not in the source's schema");
+                    let problem =
+                        format!("column '{name}' given with the message is not in the source's schema");
                     return reject(0, None, Problem::Malformed(problem));
                 }
             }
