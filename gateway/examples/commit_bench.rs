@@ -24,33 +24,7 @@ use odf_gateway::ingest::{DatasetWriter, IngestOptions, IngestRequest, Message, 
 use odf_gateway::odf::parse_snapshots;
 use odf_gateway::store::DataDir;
 
-const MANIFEST: &str = "
-kind: DatasetSnapshot
-version: 1
-content:
-  name: gps
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: default
-      read:
-        kind: NdJson
-        schema:
-          fields:
-            - { name: device_id, type: string }
-            - { name: seq, type: int64 }
-            - { name: t, type: timestamp }
-            - { name: lat, type: float64 }
-            - { name: long, type: float64 }
-            - { name: speed, type: { kind: Option, inner: float64 } }
-            - { name: heading, type: { kind: Option, inner: float64 } }
-            - { name: battery, type: { kind: Option, inner: float64 } }
-      merge:
-        kind: Ledger
-        primaryKey: [device_id, seq]
-    - kind: SetVocab
-      eventTimeColumn: t
-";
+const MANIFEST: &str = include_str!("../tests/fixtures/gps-bench.yaml");
 
 const CHUNK: usize = 1_000_000;
 const BATCH: usize = 100;

@@ -18,7 +18,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use chrono::Utc;
 use odf_gateway::ingest::{DatasetWriter, IngestOptions, IngestRequest, Message, WriterOptions};
@@ -28,32 +28,8 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-const MANIFEST: &str = "
-kind: DatasetSnapshot
-version: 1
-content:
-  name: gps
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: default
-      read:
-        kind: NdJson
-        schema:
-          fields:
-            - { name: device_id, type: string }
-            - { name: seq, type: int64 }
-            - { name: t, type: timestamp }
-            - { name: lat, type: float64 }
-            - { name: long, type: float64 }
-            - { name: speed, type: { kind: Option, inner: float64 } }
-            - { name: heading, type: { kind: Option, inner: float64 } }
-            - { name: battery, type: { kind: Option, inner: float64 } }
-      merge:
-        kind: MERGE
-    - kind: SetVocab
-      eventTimeColumn: t
-";
+const MANIFEST: &str = include_str!("../tests/fixtures/gps-bench.yaml");
+const LEDGER: &str = "kind: Ledger\n        primaryKey: [device_id, seq]";
 
 /// Deterministic tracks: 1,000 devices reporting every 10 s, wandering around Vancouver.
 fn generate(path: &Path, rows: usize) -> anyhow::Result<u64> {
@@ -111,8 +87,13 @@ fn reference(input: &Path, out_dir: &Path) -> anyhow::Result<usize> {
 }
 
 fn odf(input: &Path, out_dir: &Path, merge: &str) -> anyhow::Result<usize> {
-    let merge = if merge == "ledger" { "Ledger\n        primaryKey: [device_id, seq]" } else { "Append" };
-    let snapshot = parse_snapshots(&MANIFEST.replace("MERGE", merge), "bench")?.remove(0);
+    let manifest =
+        if merge == "ledger" { MANIFEST.to_owned() } else { MANIFEST.replace(LEDGER, "kind: Append") };
+    ensure!(
+        manifest.contains(LEDGER) == (merge == "ledger"),
+        "the bench manifest does not have the expected merge"
+    );
+    let snapshot = parse_snapshots(&manifest, "bench")?.remove(0);
     let data_dir = DataDir::create(&out_dir.join("odf"))?;
     let dataset = data_dir.create_dataset(&snapshot, Utc::now())?;
     let bytes = std::fs::read(input)?;

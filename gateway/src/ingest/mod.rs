@@ -12,10 +12,12 @@ mod error;
 mod format;
 mod manifests;
 mod merge;
+mod merge_states;
 mod normalize;
 mod preprocess;
 mod read;
 mod read_schema;
+mod request;
 mod sink;
 mod slice;
 mod writer;
@@ -26,10 +28,10 @@ pub use format::InputFormat;
 pub use manifests::{ManifestErrors, check_manifests};
 pub use merge::ledger_index::{IndexConfig, IndexError, IndexStats, LedgerIndex};
 pub use read::{Position, Problem, RecordError};
-pub use writer::{
-    Committed, DatasetWriter, IngestOptions, IngestOutcome, IngestRequest, Message, Prepared, SourcePosition,
-    WriterOptions,
+pub use request::{
+    Committed, IngestOptions, IngestOutcome, IngestRequest, Message, SourcePosition, WriterOptions,
 };
+pub use writer::{DatasetWriter, Prepared};
 pub use writer_thread::WriterThread;
 
 use crate::odf::{AddPushSource, Transform};

@@ -16,10 +16,8 @@
 //! source, and the merge states live as long as the writer: a long-running server reads the
 //! history once (from the last checkpoint), not at every commit.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::array::{Array, ArrayRef, TimestampMillisecondArray};
 use arrow::compute::kernels::aggregate::max;
@@ -27,140 +25,22 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::checkpoint;
 use super::error::{ErrorKind, IngestError};
 use super::format::InputFormat;
 use super::merge::{MergeState, merge};
+use super::merge_states::{CheckpointPolicy, MergeStates};
 use super::normalize::{Fallback, Normalized, normalize};
 use super::preprocess::Preprocess;
 use super::read::{Problem, ReadBatch, ReadOptions, Reader, RecordError};
 use super::read_schema::ReadSchema;
+use super::request::{Committed, IngestOptions, IngestOutcome, IngestRequest, Message, WriterOptions};
 use super::slice::{StagedSlice, stage, with_system_columns};
 use crate::odf::arrow_schema::{data_columns, to_arrow, to_odf};
 use crate::odf::{
-    AddData, AddPushSource, ChainState, Checkpoint, DataSlice, MergeStrategy, MetadataEvent, Multihash,
-    OffsetInterval, SetDataSchema, SourceState, Transform, Vocab,
+    AddData, AddPushSource, ChainState, DataSlice, MergeStrategy, MetadataEvent, OffsetInterval,
+    SetDataSchema, SourceState, Transform, Vocab,
 };
-use crate::store::{DEFAULT_LOCK_TIMEOUT, Dataset, WriteLock};
-
-/// Folder of the data directory holding the Ledger indexes (beside `.keys`).
-pub const INDEX_DIR: &str = ".index";
-
-/// One message of a batch: a device's payload, a file, stdin.
-#[derive(Debug, Clone)]
-pub struct Message {
-    pub bytes: Vec<u8>,
-    /// The format the sender declared; `None` means the source's own format.
-    pub format: Option<InputFormat>,
-    /// Where it came from, for errors: a file name, a device, a topic.
-    pub origin: String,
-    /// When the gateway received it: the event time of its records that carry none, so a
-    /// batch gathered over a second, or replayed after a crash, keeps each message's time.
-    pub received: Option<DateTime<Utc>>,
-    /// Values from outside the payload (a device id captured from a topic or a path), as
-    /// text, for read-schema columns the payload leaves out.
-    pub columns: Vec<(String, String)>,
-}
-
-impl Message {
-    pub fn new(bytes: impl Into<Vec<u8>>, origin: impl Into<String>) -> Message {
-        Message {
-            bytes: bytes.into(),
-            format: None,
-            origin: origin.into(),
-            received: None,
-            columns: Vec::new(),
-        }
-    }
-
-    pub fn with_format(mut self, format: Option<InputFormat>) -> Message {
-        self.format = format;
-        self
-    }
-
-    pub fn received_at(mut self, time: DateTime<Utc>) -> Message {
-        self.received = Some(time);
-        self
-    }
-
-    pub fn with_column(mut self, name: impl Into<String>, value: impl Into<String>) -> Message {
-        self.columns.push((name.into(), value.into()));
-        self
-    }
-}
-
-/// An opaque position a sender records with its data, e.g. how far a write-ahead log has
-/// been committed. It goes into the AddData as the source's `newSourceState`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourcePosition {
-    pub kind: String,
-    pub value: String,
-}
-
-/// One commit's worth of messages. For a Snapshot source the request is one snapshot: its
-/// messages together are the whole state (so a sender pushes one snapshot per request), and
-/// a request with no records changes nothing.
-#[derive(Debug, Clone, Default)]
-pub struct IngestRequest {
-    /// The push source; may be left out when the dataset has only one.
-    pub source: Option<String>,
-    pub messages: Vec<Message>,
-    /// Event time for records that carry none and whose message has no receive time (else
-    /// the system time).
-    pub event_time: Option<DateTime<Utc>>,
-    /// Recorded in the same AddData as the records; committed on its own (an AddData
-    /// without data) when every record merges away, so a recorded position is never lost.
-    pub source_state: Option<SourcePosition>,
-}
-
-#[derive(Debug, Clone)]
-pub struct IngestOptions {
-    pub system_time: DateTime<Utc>,
-    /// Commit the good records even if some were rejected (else commit nothing).
-    pub skip_bad_records: bool,
-}
-
-/// How a writer behaves over time.
-#[derive(Debug, Clone)]
-pub struct WriterOptions {
-    /// How long to wait for another writer's lock before giving up (a retryable error).
-    pub lock_timeout: Duration,
-    /// A checkpoint of the merge states is written no more often than every this many rows
-    /// (and never before a quarter of the state's size has changed, up to 100,000 rows).
-    pub checkpoint_min_rows: u64,
-    /// ... and no more often than this. A root dataset keeps every checkpoint for good, and
-    /// another node pulls every one.
-    pub checkpoint_min_interval: Duration,
-}
-
-impl Default for WriterOptions {
-    fn default() -> WriterOptions {
-        WriterOptions {
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
-            checkpoint_min_rows: 0,
-            checkpoint_min_interval: Duration::ZERO,
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-pub struct IngestOutcome {
-    pub source: String,
-    /// Records read that fit the schema (before preprocess and merge).
-    pub records_read: usize,
-    pub rejected: Vec<RecordError>,
-    /// `None`: nothing new to commit (e.g. every record was a Ledger duplicate).
-    pub committed: Option<Committed>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Committed {
-    pub head: Multihash,
-    pub records: u64,
-    /// `None` for a commit of a source state alone.
-    pub offsets: Option<OffsetInterval>,
-    pub watermark: Option<DateTime<Utc>>,
-}
+use crate::store::{Dataset, WriteLock};
 
 /// What a source needs to read and preprocess, built once and kept while the source's
 /// definition stays the same.
@@ -178,11 +58,7 @@ pub struct DatasetWriter {
     /// Runs DataFusion (the preprocess) on the writer's own thread.
     runtime: tokio::runtime::Runtime,
     plans: HashMap<String, Arc<SourcePlan>>,
-    /// Merge states by signature, up to date with `states_offset`; `None` until first needed.
-    states: Option<BTreeMap<String, MergeState>>,
-    states_offset: Option<u64>,
-    /// Rows taken into the states since the last checkpoint was written.
-    rows_since_checkpoint: u64,
+    states: MergeStates,
 }
 
 impl DatasetWriter {
@@ -193,14 +69,16 @@ impl DatasetWriter {
             .enable_all()
             .build()
             .map_err(|e| IngestError::Internal(format!("cannot start a runtime for the preprocess: {e}")))?;
+        let policy = CheckpointPolicy {
+            min_rows: options.checkpoint_min_rows,
+            min_interval: options.checkpoint_min_interval,
+        };
         Ok(DatasetWriter {
             dataset,
             options,
             runtime,
             plans: HashMap::new(),
-            states: None,
-            states_offset: None,
-            rows_since_checkpoint: 0,
+            states: MergeStates::new(policy),
         })
     }
 
@@ -255,9 +133,9 @@ impl DatasetWriter {
         let source = self.resolve_source(request.source.as_deref())?;
         let plan = self.plan(&source)?;
         let chain = self.dataset.state().clone();
-        let vocab = Vocab::of(chain.vocab.as_ref());
+        let shape = Shape::of(&chain)?;
 
-        let (read, mut rejected) = read_messages(&plan, &request.messages, &vocab)?;
+        let (read, mut rejected) = read_messages(&plan, &request.messages, &shape.vocab)?;
         let mut outcome = IngestOutcome {
             source: source.source_name.clone(),
             records_read: read.records.num_rows(),
@@ -267,7 +145,7 @@ impl DatasetWriter {
         let fallback = request.event_time.unwrap_or(options.system_time);
         let normalized = match read.records.num_rows() {
             0 => None,
-            _ => self.transform(&plan, &read, &request.messages, fallback, &chain, &mut rejected)?,
+            _ => self.transform(&plan, &read, &request.messages, fallback, &shape, &mut rejected)?,
         };
         if !rejected.is_empty() && !options.skip_bad_records {
             return Err(IngestError::BadRecords(rejected));
@@ -284,7 +162,7 @@ impl DatasetWriter {
         });
         let staged = match normalized {
             Some(normalized) => {
-                self.stage_records(&source, normalized, &chain, &vocab, position.clone(), options)
+                self.stage_records(&source, normalized, &chain, &shape, position.clone(), options)
             }
             None => Ok(None),
         };
@@ -292,7 +170,7 @@ impl DatasetWriter {
             Ok(staged) => staged,
             Err(e) => {
                 // The merge states may hold records that were not committed: rebuild them.
-                self.states = None;
+                self.states.forget();
                 return Err(e);
             }
         };
@@ -330,12 +208,11 @@ impl DatasetWriter {
         read: &ReadBatch,
         messages: &[Message],
         fallback: DateTime<Utc>,
-        chain: &ChainState,
+        shape: &Shape,
         rejected: &mut Vec<RecordError>,
     ) -> Result<Option<Normalized>, IngestError> {
-        let vocab = Vocab::of(chain.vocab.as_ref());
         let received = messages.iter().any(|m| m.received.is_some());
-        let filled_at_read = event_time_filled_at_read(plan, &vocab);
+        let filled_at_read = event_time_filled_at_read(plan, &shape.vocab);
         // With a preprocess, rows cannot be traced to their message: a receive time that
         // was not filled in at read takes a run per message.
         let per_message = plan.preprocess.is_some() && received && !filled_at_read;
@@ -344,7 +221,7 @@ impl DatasetWriter {
                 (true, false) => per_record_fallback(read, messages, fallback),
                 _ => Fallback::One(fallback),
             };
-            match self.transform_rows(plan, read.records.clone(), &fallback, chain) {
+            match self.transform_rows(plan, read.records.clone(), &fallback, shape) {
                 Ok(normalized) => return Ok(Some(normalized)),
                 Err(e) if e.kind() == ErrorKind::BadInput && messages.len() > 1 => {}
                 Err(e) if e.kind() == ErrorKind::BadInput => {
@@ -362,7 +239,7 @@ impl DatasetWriter {
             }
             let records = read.records.slice(rows.start, rows.len());
             let fallback = Fallback::One(message.received.unwrap_or(fallback));
-            match self.transform_rows(plan, records, &fallback, chain) {
+            match self.transform_rows(plan, records, &fallback, shape) {
                 Ok(normalized) => parts.push(normalized),
                 Err(e) if e.kind() == ErrorKind::BadInput => rejected.push(message_error(i, messages, &e)),
                 Err(e) => return Err(e),
@@ -376,20 +253,17 @@ impl DatasetWriter {
         plan: &SourcePlan,
         records: RecordBatch,
         fallback: &Fallback,
-        chain: &ChainState,
+        shape: &Shape,
     ) -> Result<Normalized, IngestError> {
         let records = match &plan.preprocess {
             Some(preprocess) => self.runtime.block_on(preprocess.run(records))?,
             None => records,
         };
-        let vocab = Vocab::of(chain.vocab.as_ref());
-        let dataset_schema = chain.schema.as_ref().map(to_arrow).transpose()?;
-        let data_schema = dataset_schema.as_ref().map(|s| data_columns(s, &vocab));
         let takes_op = matches!(
             plan.definition.merge,
             MergeStrategy::ChangelogStream(_) | MergeStrategy::UpsertStream(_)
         );
-        normalize(records, &vocab, takes_op, fallback, data_schema.as_ref())
+        normalize(records, &shape.vocab, takes_op, fallback, shape.data_schema.as_ref())
     }
 
     /// Merges normalized records and stages their slice (and a checkpoint when due). `None`
@@ -399,18 +273,15 @@ impl DatasetWriter {
         source: &AddPushSource,
         normalized: Normalized,
         chain: &ChainState,
-        vocab: &Vocab,
+        shape: &Shape,
         position: Option<SourceState>,
         options: &IngestOptions,
     ) -> Result<Option<Staged>, IngestError> {
-        let data_schema = match &chain.schema {
-            Some(schema) => data_columns(&*to_arrow(schema)?, vocab),
-            None => normalized.batch.schema(),
-        };
-        self.sync_states(&data_schema)?;
+        let vocab = &shape.vocab;
+        let data_schema = shape.data_schema.clone().unwrap_or_else(|| normalized.batch.schema());
+        self.states.sync(&self.dataset, &data_schema)?;
         let signature = MergeState::signature(&source.merge);
-        let state =
-            signature.as_ref().and_then(|s| self.states.as_mut().and_then(|states| states.get_mut(s)));
+        let state = signature.as_deref().and_then(|s| self.states.get_mut(s));
         let merged = merge(&source.merge, state, normalized, &vocab.op)?;
         if merged.num_rows() == 0 {
             return Ok(state_only(chain, position, options.system_time));
@@ -430,7 +301,7 @@ impl DatasetWriter {
         // The in-memory states take the new records in now, for the checkpoint; if the commit
         // does not happen they are dropped (see `Prepared`) and rebuilt from disk, so they
         // never run ahead of the chain. A Ledger's index takes them after the commit.
-        let checkpoint = self.absorb(&merged, offsets.end, chain, system_time);
+        let checkpoint = self.states.absorb_prepared(&self.dataset, &merged, offsets.end, system_time);
         let new_checkpoint = match checkpoint {
             Ok(checkpoint) => checkpoint,
             Err(e) => {
@@ -470,211 +341,21 @@ impl DatasetWriter {
             watermark,
         }))
     }
+}
 
-    /// Takes merged records into the states; returns the checkpoint the AddData references
-    /// (a new one when due, else the last).
-    fn absorb(
-        &mut self,
-        merged: &RecordBatch,
-        last_offset: u64,
-        chain: &ChainState,
-        system_time: DateTime<Utc>,
-    ) -> Result<Option<Checkpoint>, IngestError> {
-        self.absorb_rows(merged)?;
-        self.states_offset = Some(last_offset);
-        Ok(match self.checkpoint_due(chain, system_time) {
-            true => Some(self.write_checkpoint()?),
-            false => chain.last_checkpoint.clone(),
-        })
-    }
+/// The dataset's system column names and its data columns (once it has a schema), worked
+/// out once per commit.
+struct Shape {
+    vocab: Vocab,
+    data_schema: Option<SchemaRef>,
+}
 
-    /// The in-memory (checkpointed) states take in merged records.
-    fn absorb_rows(&mut self, merged: &RecordBatch) -> Result<(), IngestError> {
-        for state in self.states.iter_mut().flat_map(|s| s.values_mut()).filter(|s| s.checkpointed()) {
-            state.committed(merged, 0)?;
-        }
-        self.rows_since_checkpoint += merged.num_rows() as u64;
-        Ok(())
-    }
-
-    /// After a commit: the states kept on disk (Ledger indexes) take in what was committed,
-    /// the merging one its pending keys. If that fails the index is behind the chain, which
-    /// the next sync catches up.
-    fn after_commit(&mut self, merged: &RecordBatch, merging: Option<&str>, last_offset: u64) {
-        let Some(states) = self.states.as_mut() else { return };
-        let mut result = Ok(());
-        for (signature, state) in states.iter_mut().filter(|(_, s)| !s.checkpointed()) {
-            result = result.and_then(|()| match Some(signature.as_str()) == merging {
-                true => state.committed(merged, last_offset),
-                false => state.absorb(merged, last_offset),
-            });
-        }
-        if let Err(e) = result {
-            tracing::warn!(dataset = %self.dataset.name(), "ledger index behind the dataset: {e}; catching up at the next commit");
-            self.states = None;
-        }
-    }
-
-    /// Where a Ledger state's index lives: beside the datasets, by dataset id (a dataset
-    /// re-created under the same name never meets the old index) and state signature.
-    fn index_dir(&self, signature: &str) -> PathBuf {
-        let data_dir = self.dataset.root().parent().unwrap_or(self.dataset.root());
-        let id = self.dataset.state().dataset_id.as_ref().map(ToString::to_string).unwrap_or_default();
-        data_dir.join(INDEX_DIR).join(id.trim_start_matches("did:odf:")).join(hex::encode(signature))
-    }
-
-    /// Brings the merge states up to the dataset's last offset: from memory, else from the
-    /// last checkpoint plus the slices after it, else from every slice.
-    fn sync_states(&mut self, data_schema: &SchemaRef) -> Result<(), IngestError> {
-        let chain = self.dataset.state();
-        let sources: Vec<AddPushSource> = chain.active_sources().cloned().collect();
-        let needed: Vec<String> = sources.iter().filter_map(|s| MergeState::signature(&s.merge)).collect();
-        let complete =
-            self.states.as_ref().is_some_and(|states| needed.iter().all(|n| states.contains_key(n)));
-        // Kept in memory while nothing was committed by another writer and no source was added.
-        if complete && self.states_offset == chain.last_offset {
-            return Ok(());
-        }
-        // Dropped first: an index cannot be open twice.
-        self.states = None;
-        let fresh = || -> Result<BTreeMap<String, MergeState>, IngestError> {
-            let mut states = BTreeMap::new();
-            for source in &sources {
-                if let Some(signature) = MergeState::signature(&source.merge) {
-                    if states.contains_key(&signature) {
-                        continue;
-                    }
-                    if let Some(state) =
-                        MergeState::new(&source.merge, data_schema, &self.index_dir(&signature))?
-                    {
-                        states.insert(signature, state);
-                    }
-                }
-            }
-            Ok(states)
-        };
-        let mut states = fresh()?;
-        let mut covered = None;
-        if let Some(checkpoint) = &chain.last_checkpoint {
-            let path = self.dataset.checkpoint_path(&checkpoint.physical_hash);
-            // A checkpoint that is missing, damaged (its bytes do not hash to its name) or
-            // unreadable is rebuilt from the data.
-            let bytes = std::fs::read(&path).ok().filter(|bytes| {
-                let intact = Multihash::sha3_256(bytes) == checkpoint.physical_hash;
-                if !intact {
-                    tracing::warn!(dataset = %self.dataset.name(), "checkpoint {} is damaged; rebuilding from the data", checkpoint.physical_hash);
-                }
-                intact
-            });
-            let saved = bytes.map(|bytes| checkpoint::decode(&bytes));
-            let loaded = match saved {
-                Some(Ok(Some(saved))) => load_states(&mut states, saved.states)?.then_some(saved.last_offset),
-                Some(Err(e)) => {
-                    let hash = &checkpoint.physical_hash;
-                    tracing::warn!(dataset = %self.dataset.name(), "checkpoint {hash}: {e}; rebuilding from the data");
-                    None
-                }
-                _ => None,
-            };
-            match loaded {
-                Some(last_offset) => covered = last_offset,
-                None => {
-                    for state in states.values_mut().filter(|s| s.checkpointed()) {
-                        state.clear();
-                    }
-                }
-            }
-        }
-        // Each state is caught up from what it covers: the checkpoint's offset for the
-        // in-memory ones, the index's own for a Ledger (emptied if ahead of the chain: the
-        // dataset is not the history it was built from).
-        let last = chain.last_offset;
-        let mut from = BTreeMap::new();
-        for (signature, state) in &mut states {
-            let state_covered = match state.covered_on_disk() {
-                Some(on_disk) if on_disk.is_some() && (last.is_none() || on_disk > last) => {
-                    tracing::warn!(dataset = %self.dataset.name(), "ledger index ahead of the dataset; rebuilding it");
-                    state.reset()?;
-                    None
-                }
-                Some(on_disk) => on_disk,
-                None => covered,
-            };
-            from.insert(signature.clone(), state_covered);
-        }
-        self.states = Some(states);
-        self.rows_since_checkpoint = 0;
-        self.catch_up(&from, data_schema)?;
-        self.states_offset = self.dataset.state().last_offset;
-        Ok(())
-    }
-
-    /// Feeds each state the data slices after the offset it covers (`from`, by signature).
-    fn catch_up(
-        &mut self,
-        from: &BTreeMap<String, Option<u64>>,
-        data_schema: &SchemaRef,
-    ) -> Result<(), IngestError> {
-        let Some(oldest) = from.values().min() else { return Ok(()) };
-        let oldest = *oldest;
-        let vocab = Vocab::of(self.dataset.state().vocab.as_ref());
-        let slices = self.dataset.slices()?;
-        for slice in slices.iter().filter(|s| oldest.is_none_or(|c| s.offset_interval.end > c)) {
-            let mut parts = Vec::new();
-            for batch in self.dataset.read_slice(slice)? {
-                let mut columns = vec![batch.schema().index_of(&vocab.op)?];
-                for field in data_schema.fields() {
-                    columns.push(batch.schema().index_of(field.name())?);
-                }
-                parts.push(batch.project(&columns)?);
-            }
-            let Some(first) = parts.first() else { continue };
-            let records = arrow::compute::concat_batches(&first.schema(), &parts)?;
-            let end = slice.offset_interval.end;
-            let states = self.states.iter_mut().flat_map(|s| s.iter_mut());
-            for (signature, state) in states {
-                if from.get(signature).copied().flatten().is_none_or(|c| end > c) {
-                    state.absorb(&records, end)?;
-                }
-            }
-            self.rows_since_checkpoint += records.num_rows() as u64;
-        }
-        Ok(())
-    }
-
-    /// A checkpoint is written once the rows taken in since the last one reach a quarter of
-    /// the state (at most 100k), and at least `checkpoint_min_rows` and
-    /// `checkpoint_min_interval` after the last: checkpoint writes stay proportional to the
-    /// data, and a restart replays a bounded amount.
-    fn checkpoint_due(&self, chain: &ChainState, system_time: DateTime<Utc>) -> bool {
-        let Some(states) = &self.states else { return false };
-        if states.is_empty() {
-            return false;
-        }
-        let checkpointed: Vec<&MergeState> = states.values().filter(|s| s.checkpointed()).collect();
-        if checkpointed.is_empty() {
-            return false;
-        }
-        let size: u64 = checkpointed.iter().map(|s| s.len() as u64).sum();
-        let rows = (size / 4).clamp(1, 100_000).max(self.options.checkpoint_min_rows);
-        let interval =
-            chrono::Duration::from_std(self.options.checkpoint_min_interval).unwrap_or(chrono::Duration::MAX);
-        let waited = chain.last_checkpoint_time.is_none_or(|last| system_time - last >= interval);
-        self.rows_since_checkpoint >= rows && waited
-    }
-
-    fn write_checkpoint(&mut self) -> Result<Checkpoint, IngestError> {
-        let states = self.states.as_ref().map(|s| s.iter().collect::<Vec<_>>()).unwrap_or_default();
-        let mut saved = Vec::new();
-        for (name, state) in states {
-            if let Some(batch) = state.save()? {
-                saved.push((name.clone(), batch));
-            }
-        }
-        let bytes = checkpoint::encode(self.states_offset, &saved)?;
-        let (physical_hash, size) = self.dataset.put_checkpoint(&bytes)?;
-        self.rows_since_checkpoint = 0;
-        Ok(Checkpoint { physical_hash, size })
+impl Shape {
+    fn of(chain: &ChainState) -> Result<Shape, IngestError> {
+        let vocab = Vocab::of(chain.vocab.as_ref());
+        let data_schema =
+            chain.schema.as_ref().map(|s| to_arrow(s).map(|a| data_columns(&a, &vocab))).transpose()?;
+        Ok(Shape { vocab, data_schema })
     }
 }
 
@@ -738,7 +419,8 @@ impl Prepared<'_> {
         };
         self.done = true;
         if let (Some((merged, signature)), Some(offsets)) = (&staged.merged, staged.offsets) {
-            self.writer.after_commit(merged, signature.as_deref(), offsets.end);
+            let writer = &mut *self.writer;
+            writer.states.absorb_committed(&writer.dataset, merged, signature.as_deref(), offsets.end);
         }
         let mut outcome = std::mem::take(&mut self.outcome);
         outcome.committed = Some(Committed {
@@ -759,7 +441,7 @@ impl Drop for Prepared<'_> {
         if let Some(slice) = self.staged.as_ref().and_then(|s| s.slice.as_ref()) {
             let _ = std::fs::remove_file(&slice.temp);
         }
-        self.writer.states = None;
+        self.writer.states.forget();
     }
 }
 
@@ -853,30 +535,6 @@ fn state_only(
         offsets: None,
         watermark: chain.watermark,
     })
-}
-
-/// Loads saved states into matching ones; `false` if any state is missing from the save
-/// (then everything is rebuilt from the slices).
-fn load_states(
-    states: &mut BTreeMap<String, MergeState>,
-    mut saved: std::collections::HashMap<String, RecordBatch>,
-) -> Result<bool, IngestError> {
-    let mut checkpointed = states.iter_mut().filter(|(_, s)| s.checkpointed()).peekable();
-    if checkpointed.peek().is_none() {
-        return Ok(false);
-    }
-    let checkpointed: Vec<_> = checkpointed.collect();
-    if checkpointed.iter().any(|(name, _)| !saved.contains_key(*name)) {
-        return Ok(false);
-    }
-    for (name, state) in checkpointed {
-        if let Some(batch) = saved.remove(name) {
-            if !state.load(batch)? {
-                return Ok(false);
-            }
-        }
-    }
-    Ok(true)
 }
 
 fn max_event_time(slice: &RecordBatch, vocab: &Vocab) -> Result<Option<DateTime<Utc>>, IngestError> {

@@ -8,7 +8,8 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::IngestError;
-use super::writer::{DatasetWriter, IngestOptions, IngestOutcome, IngestRequest};
+use super::request::{IngestOptions, IngestOutcome, IngestRequest};
+use super::writer::DatasetWriter;
 
 /// Requests that may wait for the writer before senders are made to wait.
 const QUEUE: usize = 16;

@@ -1,0 +1,276 @@
+//! `MergeStates`: what a writer remembers of a dataset's history for merging, by state
+//! signature, and how it is kept in step with the chain.
+//!
+//! In-memory states (Snapshot, UpsertStream) take a commit's records in while it is prepared
+//! (its checkpoint needs them) and come back from the last checkpoint plus the slices after
+//! it. A Ledger's index on disk takes them only after the commit, so it is never ahead of the
+//! chain, and is caught up from the slices after the offset it covers. When a commit does not
+//! happen the states are forgotten and synced again from disk.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use chrono::{DateTime, Utc};
+
+use super::checkpoint;
+use super::error::IngestError;
+use super::merge::MergeState;
+use crate::odf::{AddPushSource, ChainState, Checkpoint, Multihash, Vocab};
+use crate::store::Dataset;
+
+/// Folder of the data directory holding the Ledger indexes (beside `.keys`).
+const INDEX_DIR: &str = ".index";
+
+/// When checkpoints of the in-memory states are written.
+#[derive(Debug, Clone)]
+pub struct CheckpointPolicy {
+    pub min_rows: u64,
+    pub min_interval: std::time::Duration,
+}
+
+pub struct MergeStates {
+    policy: CheckpointPolicy,
+    /// By signature, up to date with `offset`; `None` until first needed or once forgotten.
+    states: Option<BTreeMap<String, MergeState>>,
+    offset: Option<u64>,
+    /// Rows taken into the in-memory states since the last checkpoint was written.
+    rows_since_checkpoint: u64,
+}
+
+impl MergeStates {
+    pub fn new(policy: CheckpointPolicy) -> MergeStates {
+        MergeStates { policy, states: None, offset: None, rows_since_checkpoint: 0 }
+    }
+
+    /// Drops the states (they may hold records that were not committed); the next `sync`
+    /// rebuilds them from disk.
+    pub fn forget(&mut self) {
+        self.states = None;
+    }
+
+    pub fn get_mut(&mut self, signature: &str) -> Option<&mut MergeState> {
+        self.states.as_mut().and_then(|states| states.get_mut(signature))
+    }
+
+    /// Brings the states up to the dataset's last offset: kept in memory while nothing was
+    /// committed by another writer and no source was added, else from the last checkpoint
+    /// and the indexes plus the slices after what they cover.
+    pub fn sync(&mut self, dataset: &Dataset, data_schema: &SchemaRef) -> Result<(), IngestError> {
+        let chain = dataset.state();
+        let sources: Vec<&AddPushSource> = chain.active_sources().collect();
+        let needed: Vec<String> = sources.iter().filter_map(|s| MergeState::signature(&s.merge)).collect();
+        let complete =
+            self.states.as_ref().is_some_and(|states| needed.iter().all(|n| states.contains_key(n)));
+        if complete && self.offset == chain.last_offset {
+            return Ok(());
+        }
+        // Dropped first: an index cannot be open twice.
+        self.states = None;
+        let mut states = BTreeMap::new();
+        for source in &sources {
+            let Some(signature) = MergeState::signature(&source.merge) else { continue };
+            if states.contains_key(&signature) {
+                continue;
+            }
+            if let Some(state) = MergeState::new(&source.merge, data_schema, &index_dir(dataset, &signature))?
+            {
+                states.insert(signature, state);
+            }
+        }
+        let checkpointed = load_checkpoint(dataset, &mut states)?;
+        // Each state is caught up from what it covers: the checkpoint's offset for the
+        // in-memory ones, the index's own for a Ledger (emptied if ahead of the chain: the
+        // dataset is not the history it was built from).
+        let mut from = BTreeMap::new();
+        for (signature, state) in &mut states {
+            let covered = match state.covered_on_disk() {
+                Some(on_disk) if on_disk.is_some() && on_disk > chain.last_offset => {
+                    tracing::warn!(dataset = %dataset.name(), "ledger index ahead of the dataset; rebuilding it");
+                    state.reset()?;
+                    None
+                }
+                Some(on_disk) => on_disk,
+                None => checkpointed,
+            };
+            from.insert(signature.clone(), covered);
+        }
+        self.states = Some(states);
+        self.rows_since_checkpoint = 0;
+        self.catch_up(dataset, &from, data_schema)?;
+        self.offset = chain.last_offset;
+        Ok(())
+    }
+
+    /// Feeds each state the data slices after the offset it covers (`from`, by signature).
+    fn catch_up(
+        &mut self,
+        dataset: &Dataset,
+        from: &BTreeMap<String, Option<u64>>,
+        data_schema: &SchemaRef,
+    ) -> Result<(), IngestError> {
+        let Some(&oldest) = from.values().min() else { return Ok(()) };
+        let vocab = Vocab::of(dataset.state().vocab.as_ref());
+        for slice in dataset.slices()?.iter().filter(|s| oldest.is_none_or(|c| s.offset_interval.end > c)) {
+            let mut parts = Vec::new();
+            for batch in dataset.read_slice(slice)? {
+                let mut columns = vec![batch.schema().index_of(&vocab.op)?];
+                for field in data_schema.fields() {
+                    columns.push(batch.schema().index_of(field.name())?);
+                }
+                parts.push(batch.project(&columns)?);
+            }
+            let Some(first) = parts.first() else { continue };
+            let records = arrow::compute::concat_batches(&first.schema(), &parts)?;
+            let end = slice.offset_interval.end;
+            for (signature, state) in self.states.iter_mut().flat_map(|s| s.iter_mut()) {
+                if from.get(signature).copied().flatten().is_none_or(|c| end > c) {
+                    state.absorb(&records, end)?;
+                }
+            }
+            self.rows_since_checkpoint += records.num_rows() as u64;
+        }
+        Ok(())
+    }
+
+    /// While preparing: the in-memory states take in the merged records (up to
+    /// `last_offset`); returns the checkpoint the AddData references, a new one when due.
+    pub fn absorb_prepared(
+        &mut self,
+        dataset: &Dataset,
+        merged: &RecordBatch,
+        last_offset: u64,
+        system_time: DateTime<Utc>,
+    ) -> Result<Option<Checkpoint>, IngestError> {
+        for state in self.in_memory_mut() {
+            state.absorb(merged, last_offset)?;
+        }
+        self.rows_since_checkpoint += merged.num_rows() as u64;
+        self.offset = Some(last_offset);
+        let chain = dataset.state();
+        Ok(match self.checkpoint_due(chain, system_time) {
+            true => Some(self.write_checkpoint(dataset)?),
+            false => chain.last_checkpoint.clone(),
+        })
+    }
+
+    /// After a commit: the states on disk (Ledger indexes) take in what was committed, the
+    /// merging one its pending keys. If that fails an index is behind the chain, which the
+    /// next sync catches up.
+    pub fn absorb_committed(
+        &mut self,
+        dataset: &Dataset,
+        merged: &RecordBatch,
+        merging: Option<&str>,
+        last_offset: u64,
+    ) {
+        let Some(states) = self.states.as_mut() else { return };
+        let mut result = Ok(());
+        for (signature, state) in states.iter_mut().filter(|(_, s)| !s.checkpointed()) {
+            result = result.and_then(|()| match Some(signature.as_str()) == merging {
+                true => state.committed(merged, last_offset),
+                false => state.absorb(merged, last_offset),
+            });
+        }
+        if let Err(e) = result {
+            tracing::warn!(dataset = %dataset.name(), "ledger index behind the dataset: {e}; catching up at the next commit");
+            self.states = None;
+        }
+    }
+
+    fn in_memory_mut(&mut self) -> impl Iterator<Item = &mut MergeState> {
+        self.states.iter_mut().flat_map(|s| s.values_mut()).filter(|s| s.checkpointed())
+    }
+
+    /// A checkpoint is written once the rows taken in since the last one reach a quarter of
+    /// the in-memory states (at most 100k), and at least `min_rows` and `min_interval` after
+    /// the last: checkpoint writes stay proportional to the data, and a restart replays a
+    /// bounded amount.
+    fn checkpoint_due(&self, chain: &ChainState, system_time: DateTime<Utc>) -> bool {
+        let in_memory: Vec<&MergeState> =
+            self.states.iter().flat_map(|s| s.values()).filter(|s| s.checkpointed()).collect();
+        if in_memory.is_empty() {
+            return false;
+        }
+        let size: u64 = in_memory.iter().map(|s| s.len() as u64).sum();
+        let rows = (size / 4).clamp(1, 100_000).max(self.policy.min_rows);
+        let interval = chrono::Duration::from_std(self.policy.min_interval).unwrap_or(chrono::Duration::MAX);
+        let waited = chain.last_checkpoint_time.is_none_or(|last| system_time - last >= interval);
+        self.rows_since_checkpoint >= rows && waited
+    }
+
+    fn write_checkpoint(&mut self, dataset: &Dataset) -> Result<Checkpoint, IngestError> {
+        let mut saved = Vec::new();
+        for (name, state) in self.states.iter().flat_map(|s| s.iter()) {
+            if let Some(batch) = state.save()? {
+                saved.push((name.clone(), batch));
+            }
+        }
+        let bytes = checkpoint::encode(self.offset, &saved)?;
+        let (physical_hash, size) = dataset.put_checkpoint(&bytes)?;
+        self.rows_since_checkpoint = 0;
+        Ok(Checkpoint { physical_hash, size })
+    }
+}
+
+/// Where a Ledger state's index lives: beside the datasets, by dataset id (a dataset
+/// re-created under the same name never meets the old index) and state signature.
+fn index_dir(dataset: &Dataset, signature: &str) -> PathBuf {
+    let data_dir = dataset.root().parent().unwrap_or(dataset.root());
+    let id = dataset.state().dataset_id.as_ref().map(ToString::to_string).unwrap_or_default();
+    data_dir.join(INDEX_DIR).join(id.trim_start_matches("did:odf:")).join(hex::encode(signature))
+}
+
+/// Loads the in-memory states from the chain's last checkpoint; returns the offset it
+/// covers. A checkpoint that is missing, damaged (its bytes do not hash to its name),
+/// unreadable or without every state leaves them empty, to be rebuilt from the slices.
+fn load_checkpoint(
+    dataset: &Dataset,
+    states: &mut BTreeMap<String, MergeState>,
+) -> Result<Option<u64>, IngestError> {
+    let Some(checkpoint) = &dataset.state().last_checkpoint else { return Ok(None) };
+    let hash = &checkpoint.physical_hash;
+    let bytes = std::fs::read(dataset.checkpoint_path(hash)).ok().filter(|bytes| {
+        let intact = Multihash::sha3_256(bytes) == *hash;
+        if !intact {
+            tracing::warn!(dataset = %dataset.name(), "checkpoint {hash} is damaged; rebuilding from the data");
+        }
+        intact
+    });
+    let saved = match bytes.map(|bytes| checkpoint::decode(&bytes)) {
+        Some(Ok(Some(saved))) => saved,
+        Some(Err(e)) => {
+            tracing::warn!(dataset = %dataset.name(), "checkpoint {hash}: {e}; rebuilding from the data");
+            return Ok(None);
+        }
+        _ => return Ok(None),
+    };
+    if load_states(states, saved.states)? {
+        return Ok(saved.last_offset);
+    }
+    for state in states.values_mut().filter(|s| s.checkpointed()) {
+        state.clear();
+    }
+    Ok(None)
+}
+
+/// Loads saved states into the in-memory ones; `false` if any is missing from the save or
+/// does not fit.
+fn load_states(
+    states: &mut BTreeMap<String, MergeState>,
+    mut saved: HashMap<String, RecordBatch>,
+) -> Result<bool, IngestError> {
+    let in_memory: Vec<_> = states.iter_mut().filter(|(_, s)| s.checkpointed()).collect();
+    if in_memory.is_empty() || in_memory.iter().any(|(name, _)| !saved.contains_key(*name)) {
+        return Ok(false);
+    }
+    for (name, state) in in_memory {
+        if let Some(batch) = saved.remove(name) {
+            if !state.load(batch)? {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
