@@ -24,36 +24,19 @@ use odf_gateway::ingest::{DatasetWriter, IngestOptions, IngestRequest, Message, 
 use odf_gateway::odf::parse_snapshots;
 use odf_gateway::store::DataDir;
 
+#[path = "support/gps_records.rs"]
+mod gps_records;
+
 const MANIFEST: &str = include_str!("../tests/fixtures/gps-bench.yaml");
 
 const CHUNK: usize = 1_000_000;
 const BATCH: usize = 100;
 
-/// NdJson of records `from..from + rows`: 1,000 devices reporting every 10 s (as in
-/// ingest_bench), so record i is device i % 1000, seq i / 1000 and every key is new.
+/// NdJson of records `from..from + rows` (see `support/gps_records.rs`).
 fn records(from: usize, rows: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(rows * 140);
-    let mut rng: u64 = 0x9E37_79B9_7F4A_7C15 ^ from as u64;
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng % 10_000) as f64 / 10_000.0
-    };
-    for i in from..from + rows {
-        let (device, seq) = (i % 1000, i / 1000);
-        let t = DateTime::from_timestamp(1_767_225_600 + seq as i64 * 10, 0).unwrap_or_default();
-        let _ = writeln!(
-            out,
-            r#"{{"device_id":"T-{device:04}","seq":{seq},"t":"{}","lat":{:.6},"long":{:.6},"speed":{:.1},"heading":{:.0},"battery":{:.0}}}"#,
-            t.format("%Y-%m-%dT%H:%M:%SZ"),
-            49.2 + next() * 0.1,
-            -123.2 + next() * 0.1,
-            next() * 90.0,
-            next() * 360.0,
-            100.0 - next() * 60.0,
-        );
-    }
+    // Writing into a Vec cannot fail.
+    let _ = gps_records::write_records(&mut out, from, rows);
     out
 }
 

@@ -28,35 +28,16 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+#[path = "support/gps_records.rs"]
+mod gps_records;
+
 const MANIFEST: &str = include_str!("../tests/fixtures/gps-bench.yaml");
 const LEDGER: &str = "kind: Ledger\n        primaryKey: [device_id, seq]";
 
-/// Deterministic tracks: 1,000 devices reporting every 10 s, wandering around Vancouver.
+/// Deterministic tracks (see `support/gps_records.rs`).
 fn generate(path: &Path, rows: usize) -> anyhow::Result<u64> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng % 10_000) as f64 / 10_000.0
-    };
-    let start = 1_767_225_600i64;
-    for i in 0..rows {
-        let device = i % 1000;
-        let seq = i / 1000;
-        let t = chrono::DateTime::from_timestamp(start + (seq as i64) * 10, 0).unwrap_or_default();
-        writeln!(
-            out,
-            r#"{{"device_id":"T-{device:04}","seq":{seq},"t":"{}","lat":{:.6},"long":{:.6},"speed":{:.1},"heading":{:.0},"battery":{:.0}}}"#,
-            t.format("%Y-%m-%dT%H:%M:%SZ"),
-            49.2 + next() * 0.1,
-            -123.2 + next() * 0.1,
-            next() * 90.0,
-            next() * 360.0,
-            100.0 - next() * 60.0,
-        )?;
-    }
+    gps_records::write_records(&mut out, 0, rows)?;
     out.flush()?;
     Ok(std::fs::metadata(path)?.len())
 }
