@@ -2,8 +2,8 @@
 //! process so peak memory is its own:
 //!
 //! - reference: the same bytes decoded with arrow-json and written to Parquet (zstd), no ODF;
-//! - append: `DatasetWriter` into a dataset with an Append merge (read, coerce, slice, hashes,
-//!   commit);
+//! - append: `DatasetWriter` into a dataset with an Append merge, streaming the file a chunk
+//!   at a time as the CLI does (read, coerce, slice, hashes, commit);
 //! - ledger: the same with a Ledger merge on (device_id, seq).
 //!
 //! Each is run three times and the fastest run counts (the machine is shared). Prints rows/s,
@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::{Context, bail, ensure};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use chrono::Utc;
-use odf_gateway::ingest::{DatasetWriter, IngestOptions, IngestRequest, Message, WriterOptions};
+use odf_gateway::ingest::{DatasetWriter, IngestOptions, IngestRequest, MessageStream, WriterOptions};
 use odf_gateway::odf::parse_snapshots;
 use odf_gateway::store::DataDir;
 use parquet::arrow::ArrowWriter;
@@ -77,10 +77,13 @@ fn odf(input: &Path, out_dir: &Path, merge: &str) -> anyhow::Result<usize> {
     let snapshot = parse_snapshots(&manifest, "bench")?.remove(0);
     let data_dir = DataDir::create(&out_dir.join("odf"))?;
     let dataset = data_dir.create_dataset(&snapshot, Utc::now())?;
-    let bytes = std::fs::read(input)?;
-    let request = IngestRequest { messages: vec![Message::new(bytes, "bench")], ..Default::default() };
+    // Streamed from the file, as the CLI reads it.
+    let file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(input)?);
+    let stream = MessageStream::new(file, "bench");
     let options = IngestOptions { system_time: Utc::now(), skip_bad_records: false };
-    let outcome = DatasetWriter::open(dataset, WriterOptions::default())?.ingest(request, &options)?;
+    let mut writer = DatasetWriter::open(dataset, WriterOptions::default())?;
+    let prepared = writer.prepare_streams(IngestRequest::default(), [Ok(stream)], &options)?;
+    let outcome = prepared.commit()?;
     let committed = outcome.committed.context("nothing was committed")?;
     Ok(committed.records as usize)
 }

@@ -9,6 +9,7 @@ fn main() -> std::process::ExitCode {
     let cli = odf_gateway::cli::Cli::parse();
     match odf_gateway::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if odf_gateway::cli::is_closed_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -11,8 +11,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use common::{Gateway, LEDGER, reports};
 use odf_gateway::ingest::{
-    DatasetWriter, ErrorKind, IngestError, IngestOptions, IngestRequest, Message, SourcePosition,
-    WriterOptions, WriterThread,
+    DatasetWriter, ErrorKind, IngestError, IngestOptions, IngestRequest, Message, MessageStream,
+    SourcePosition, WriterOptions, WriterThread,
 };
 use odf_gateway::store::DataDir;
 
@@ -265,4 +265,60 @@ fn two_writers_on_one_ledger_dataset_take_turns() {
     drop((first, second));
     assert_eq!(gw.records("trackers").len(), 7);
     gw.verify("trackers");
+}
+
+/// Reads a dataset's `data/` folder: the slices, and any temp file left behind.
+fn data_files(gw: &Gateway, dataset: &str) -> Vec<String> {
+    let dir = gw.data().join(dataset).join("data");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_big_input_is_read_merged_and_written_a_chunk_at_a_time() {
+    // Twice the same input, through a writer reading 4 records at a time and one reading
+    // everything at once: the same rows, the same logical hash.
+    let input = || {
+        let mut a = reports("A", 1..=10);
+        a.push_str(&reports("A", 2..=2)); // a duplicate of a record three chunks back
+        vec![
+            MessageStream::new(std::io::Cursor::new(a), "a.ndjson"),
+            MessageStream::new(std::io::Cursor::new(reports("B", 1..=5)), "b.ndjson"),
+        ]
+    };
+    let mut results = Vec::new();
+    for (dataset, chunk_rows) in [("chunked", 4), ("whole", 1 << 20)] {
+        let gw = Gateway::new();
+        gw.add(&LEDGER.replace("name: trackers", &format!("name: {dataset}")));
+        let dir = DataDir::open(&gw.data()).unwrap().open_dataset(dataset).unwrap();
+        let mut w = DatasetWriter::open(dir, WriterOptions { chunk_rows, ..Default::default() }).unwrap();
+        let streams = input().into_iter().map(Ok);
+        let prepared = w.prepare_streams(IngestRequest::default(), streams, &options()).unwrap();
+        let outcome = prepared.commit().unwrap();
+        assert_eq!((outcome.records_read, outcome.committed.unwrap().records), (16, 15));
+        drop(w);
+        gw.verify(dataset);
+        let log = gw.ok(&["log", dataset], "");
+        let hash = log.lines().find(|l| l.contains("logicalHash:")).map(str::trim).map(str::to_owned);
+        results.push((gw.records(dataset), hash.expect("a logical hash")));
+    }
+    assert_eq!(results[0], results[1]);
+
+    // A bad record in the last chunk: nothing is committed and nothing is left behind.
+    let gw = Gateway::new();
+    gw.add(LEDGER);
+    let dir = DataDir::open(&gw.data()).unwrap().open_dataset("trackers").unwrap();
+    let mut w = DatasetWriter::open(dir, WriterOptions { chunk_rows: 4, ..Default::default() }).unwrap();
+    let mut streams = input();
+    streams.push(MessageStream::new(std::io::Cursor::new("{\"device_id\": \"C\"}\n"), "c.ndjson"));
+    let e = w.prepare_streams(IngestRequest::default(), streams.into_iter().map(Ok), &options()).err();
+    let Some(IngestError::BadRecords(rejected)) = e else { panic!("not BadRecords: {e:?}") };
+    assert_eq!((rejected.len(), rejected[0].origin.as_str()), (1, "c.ndjson"));
+    assert_eq!(data_files(&gw, "trackers"), Vec::<String>::new());
+    // The writer's states were not left holding the uncommitted keys.
+    let outcome = w.prepare_streams(IngestRequest::default(), input().into_iter().map(Ok), &options());
+    assert_eq!(outcome.unwrap().commit().unwrap().committed.unwrap().records, 15);
 }

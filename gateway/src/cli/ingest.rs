@@ -1,6 +1,6 @@
 //! `odf-gateway ingest`: push files or stdin into a dataset's push source (like `kamu ingest`).
 
-use std::io::Read;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 
 use super::{Context, output, parse_time};
 use crate::ingest::{
-    Committed, DatasetWriter, IngestError, IngestOptions, IngestRequest, InputFormat, Message, WriterOptions,
+    Committed, DatasetWriter, IngestError, IngestOptions, IngestRequest, InputFormat, MessageStream,
+    WriterOptions,
 };
 
 /// Push data from files or stdin into a dataset, through one of its push sources.
@@ -49,37 +50,35 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let dataset = ctx.data_dir()?.open_dataset(&args.dataset)?;
-    let mut inputs = Vec::new();
-    if args.stdin {
-        let mut bytes = Vec::new();
-        std::io::stdin().read_to_end(&mut bytes).context("read stdin")?;
-        inputs.push(Message::new(bytes, "<stdin>").with_format(args.input_format));
+    // Inputs are read as streams, a chunk of records at a time: memory stays bounded
+    // whatever their size.
+    let (bar, inputs): (_, Vec<(Box<dyn Read + Send>, String, Option<InputFormat>)>) = if args.stdin {
+        let bar = output::progress(0, "ingest", output::Counting::Bytes);
+        (bar, vec![(Box::new(std::io::stdin()), "<stdin>".to_owned(), args.input_format)])
     } else {
         let files = files(&args.files, args.recursive)?;
         let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
-        let bar = output::progress(total, "read", output::Counting::Bytes);
+        let mut inputs: Vec<(Box<dyn Read + Send>, String, Option<InputFormat>)> = Vec::new();
         for file in files {
-            let bytes = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
-            bar.inc(bytes.len() as u64);
+            let opened = std::fs::File::open(&file).with_context(|| format!("open {}", file.display()))?;
             let format = args.input_format.or_else(|| InputFormat::from_extension(&file));
-            inputs.push(Message::new(bytes, file.display().to_string()).with_format(format));
+            inputs.push((Box::new(opened), file.display().to_string(), format));
         }
-        bar.finish_and_clear();
-    }
-
-    let bytes: usize = inputs.iter().map(|i| i.bytes.len()).sum();
-    let request = IngestRequest {
-        source: args.source_name.clone(),
-        messages: inputs,
-        event_time: args.event_time,
-        source_state: None,
+        (output::progress(total, "ingest", output::Counting::Bytes), inputs)
     };
+    let streams = inputs.into_iter().map(|(input, origin, format)| {
+        let input = BufReader::with_capacity(1 << 20, bar.wrap_read(input));
+        Ok(MessageStream::new(input, origin).with_format(format))
+    });
+
+    let request =
+        IngestRequest { source: args.source_name.clone(), event_time: args.event_time, ..Default::default() };
     let options = IngestOptions { system_time: ctx.system_time(), skip_bad_records: args.skip_bad_records };
     let started = std::time::Instant::now();
     let mut writer = DatasetWriter::open(dataset, WriterOptions::default())?;
-    let spinner = output::spinner("merge and commit");
-    let result = writer.ingest(request, &options);
-    spinner.finish_and_clear();
+    let result = writer.prepare_streams(request, streams, &options).and_then(|prepared| prepared.commit());
+    let bytes = bar.position();
+    bar.finish_and_clear();
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(IngestError::BadRecords(rejected)) => {

@@ -50,7 +50,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     match args.output_format {
         Format::Json => {
             for row in &rows {
-                println!("{}", serde_json::to_string(row)?);
+                output::line(serde_json::to_string(row)?)?;
             }
         }
         Format::Table => {
@@ -65,7 +65,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                     output::size(row.size),
                 ]);
             }
-            println!("{table}");
+            output::line(table)?;
         }
     }
     Ok(())

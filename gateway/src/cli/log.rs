@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::Context;
+use super::{Context, output};
 use crate::odf::MetadataBlock;
 use crate::odf::codec::METADATA_BLOCK_VERSION;
 
@@ -32,7 +32,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     for (hash, block) in dataset.blocks()?.iter().take(limit) {
         let manifest = Manifest { kind: "MetadataBlock", version: METADATA_BLOCK_VERSION, content: block };
         let yaml = serde_yaml_ng::to_string(&manifest).with_context(|| format!("print block {hash}"))?;
-        println!("---\n# Block: {hash}\n{yaml}");
+        output::line(format_args!("---\n# Block: {hash}\n{yaml}"))?;
     }
     Ok(())
 }

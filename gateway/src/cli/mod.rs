@@ -10,6 +10,8 @@ mod sql;
 mod tail;
 mod verify;
 
+pub use output::is_closed_pipe;
+
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};

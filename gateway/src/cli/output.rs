@@ -1,5 +1,8 @@
 //! Shared printing: tables, records, sizes, progress.
 
+use std::io::Write as _;
+
+use anyhow::Context as _;
 use arrow::array::{Array, Int32Array, RecordBatch};
 use arrow::datatypes::Schema;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -19,6 +22,23 @@ pub fn table(header: &[&str]) -> Table {
     table.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
     table.set_header(header.iter().copied());
     table
+}
+
+const WRITE_OUTPUT: &str = "cannot write the output";
+
+/// Writes a line to stdout. A reader that went away (`| head`) ends the command quietly (see
+/// `is_closed_pipe`); a full disk is an error.
+pub fn line(text: impl std::fmt::Display) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").and_then(|()| out.flush()).context(WRITE_OUTPUT)
+}
+
+/// Whether an error is stdout's reader having gone away (`odf-gateway log ds | head`): the
+/// command then ends quietly with success, as Unix tools do.
+pub fn is_closed_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 pub fn size(bytes: u64) -> String {
@@ -57,13 +77,6 @@ pub enum RecordFormat {
     Json,
 }
 
-pub fn spinner(what: &str) -> indicatif::ProgressBar {
-    let spinner = indicatif::ProgressBar::new_spinner();
-    spinner.set_message(what.to_owned());
-    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    spinner
-}
-
 fn op_symbol(op: i32) -> &'static str {
     match op {
         0 => "+A",
@@ -80,19 +93,24 @@ pub fn print_records(
     format: RecordFormat,
     op_column: Option<&str>,
 ) -> anyhow::Result<()> {
+    // Each batch is formatted into a buffer, then written: a write error keeps its kind
+    // (a closed pipe ends the command quietly; see `is_closed_pipe`).
+    let mut out = std::io::stdout().lock();
     match format {
         RecordFormat::Csv => {
-            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(std::io::stdout());
-            for batch in batches {
-                writer.write(batch)?;
+            for (i, batch) in batches.iter().enumerate() {
+                let mut buffer = Vec::new();
+                arrow::csv::WriterBuilder::new().with_header(i == 0).build(&mut buffer).write(batch)?;
+                out.write_all(&buffer).context(WRITE_OUTPUT)?;
             }
         }
         RecordFormat::Json => {
-            let mut writer = arrow::json::LineDelimitedWriter::new(std::io::stdout());
             for batch in batches {
+                let mut writer = arrow::json::LineDelimitedWriter::new(Vec::new());
                 writer.write(batch)?;
+                writer.finish()?;
+                out.write_all(&writer.into_inner()).context(WRITE_OUTPUT)?;
             }
-            writer.finish()?;
         }
         RecordFormat::Table => {
             let header: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -120,8 +138,8 @@ pub fn print_records(
                     table.add_row(cells);
                 }
             }
-            println!("{table}");
+            writeln!(out, "{table}").context(WRITE_OUTPUT)?;
         }
     }
-    Ok(())
+    out.flush().context(WRITE_OUTPUT)
 }

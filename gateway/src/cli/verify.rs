@@ -31,13 +31,13 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         let report = store::verify(&dataset, |done, _| bar.set_position(done));
         bar.finish_and_clear();
         let report = report.with_context(|| format!("verify {name}"))?;
-        println!(
+        output::line(format_args!(
             "{name}: ok ({} blocks, {} data slices, {} checkpoints, {} hashed)",
             report.blocks,
             report.data_files,
             report.checkpoints,
             output::size(report.bytes_hashed)
-        );
+        ))?;
     }
     Ok(())
 }

@@ -1,7 +1,10 @@
 //! Coercion of one input value to a column's kind. Every reader (JSON, CSV, CBOR) reduces its
 //! values to `Input`, so the rules are the same whatever the format:
 //!
-//! - integers: integers in range, floats with no fraction, numeric strings;
+//! - integers: integer literals in range, exactly at any size; a number with a point or an
+//!   exponent (`12.0`, `1e3`, as text or as a float) only when whole and below 2^53, where a
+//!   float is exact; numeric strings likewise. A JSON number with a fraction too small for a
+//!   float to hold (`1.0000000000000000001`) reads as whole: JSON numbers reach us as floats;
 //! - floats: any number, numeric strings;
 //! - booleans: booleans, 0/1, `true`/`false`/`yes`/`no` in any case;
 //! - strings: strings, and numbers or booleans as their text;
@@ -140,16 +143,74 @@ fn int_range(bits: u8) -> (i64, i64) {
     }
 }
 
-/// An integer from any input that holds one exactly; range checks are the caller's.
+/// Floats are exact integers below this (2^53); beyond it a number written with a fraction or
+/// an exponent may not be the integer it rounds to.
+const EXACT_FLOAT_LIMIT: f64 = 9_007_199_254_740_992.0;
+
+/// An integer from any input that holds one exactly; range checks are the caller's. Integer
+/// literals are exact at any size; a number with a fraction or an exponent (`12.0`, `1e3`)
+/// is taken only when it is whole and below 2^53 in magnitude, in text (CSV, JSON strings)
+/// as in floats (JSON numbers with a point, CBOR floats), so every format agrees.
 fn integer(input: Input) -> Result<i128, Reason> {
     match input {
         Input::Int(i) => Ok(i.into()),
         Input::UInt(u) => Ok(u.into()),
-        Input::Float(f) if f.fract() == 0.0 && f.abs() < 1e20 => Ok(f as i128),
-        Input::Float(_) => Err("it has a fraction".into()),
-        Input::Str(s) => s.trim().parse::<i128>().map_err(|_| "not an integer".to_string()),
+        Input::Float(f) if !f.is_finite() => Err("it is not a finite number".into()),
+        Input::Float(f) if f.fract() != 0.0 => Err("it has a fraction".into()),
+        Input::Float(f) if f.abs() >= EXACT_FLOAT_LIMIT => Err(inexact()),
+        Input::Float(f) => Ok(f as i128),
+        Input::Str(s) => exact_integer(s.trim()),
         other => Err(wrong_shape(other)),
     }
+}
+
+fn inexact() -> Reason {
+    "beyond 2^53 a number is exact only as a plain integer (no point, no exponent) of at most 64 bits".into()
+}
+
+/// Parses `[+-]digits[.digits][e[+-]digits]` exactly.
+fn exact_integer(text: &str) -> Result<i128, Reason> {
+    let not_integer = || "not an integer".to_string();
+    let (negative, rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(at) => (&rest[..at], rest[at + 1..].parse::<i32>().map_err(|_| not_integer())?),
+        None => (rest, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = || whole.bytes().chain(fraction.bytes());
+    if whole.is_empty() && fraction.is_empty() || !digits().all(|b| b.is_ascii_digit()) {
+        return Err(not_integer());
+    }
+    let out_of_range = || "it is out of range".to_string();
+    // The digits' value times 10^(exponent - fraction digits).
+    let mut shift = i64::from(exponent) - fraction.len() as i64;
+    let mut digits: Vec<u8> = digits().map(|b| b - b'0').collect();
+    while shift < 0 {
+        match digits.pop() {
+            Some(0) => shift += 1,
+            Some(_) => return Err("it has a fraction".into()),
+            None => break,
+        }
+    }
+    if digits.iter().all(|d| *d == 0) {
+        return Ok(0);
+    }
+    let mut value: i128 = 0;
+    for digit in digits.iter().copied().chain(std::iter::repeat_n(0, shift.max(0) as usize)) {
+        value = value.checked_mul(10).and_then(|v| v.checked_add(digit.into())).ok_or_else(out_of_range)?;
+        if value > u64::MAX.into() {
+            return Err(out_of_range());
+        }
+    }
+    let plain = !mantissa.contains('.') && exponent == 0;
+    if !plain && value as f64 >= EXACT_FLOAT_LIMIT {
+        return Err(inexact());
+    }
+    Ok(if negative { -value } else { value })
 }
 
 fn to_int(input: Input, bits: u8) -> Result<i64, Reason> {
@@ -384,6 +445,33 @@ mod tests {
         assert!(err(Kind::UInt(8), Input::Int(-1)).contains("out of range"));
         assert!(err(Kind::Int(8), Input::Float(1.5)).contains("fraction"));
         assert!(err(Kind::Float64, Input::Str("abc")).contains("not a number"));
+    }
+
+    #[test]
+    fn integers_are_exact_in_every_format() {
+        let int = || Kind::Int(64);
+        // Literals of any size are exact: beyond i64 is out of range, never i64::MIN.
+        assert_eq!(ok(int(), Input::Str("-9223372036854775808")), Value::Int(i64::MIN));
+        assert!(err(int(), Input::Str("-9223372036854775809")).contains("out of range"));
+        assert!(err(int(), Input::Str("99999999999999999999999999999999999999999")).contains("out of range"));
+        assert_eq!(ok(int(), Input::Str("9007199254740993")), Value::Int(9_007_199_254_740_993));
+        // With a point or an exponent: whole numbers below 2^53, in text as in floats.
+        assert_eq!(ok(int(), Input::Str("12.000")), Value::Int(12));
+        assert_eq!(ok(int(), Input::Str("1.5e3")), Value::Int(1500));
+        assert_eq!(ok(int(), Input::Str("0e999999999")), Value::Int(0));
+        assert!(err(int(), Input::Str("1e999999999")).contains("out of range"));
+        assert!(err(int(), Input::Str("12.5")).contains("fraction"));
+        assert!(err(int(), Input::Str("125e-1")).contains("fraction"));
+        assert!(err(int(), Input::Str("9007199254740993.0")).contains("2^53"));
+        assert!(err(int(), Input::Str("-9223372036854776000")).contains("out of range"));
+        // JSON numbers beyond i64 arrive as floats, their text lost: refused, never rounded.
+        assert!(err(int(), Input::Float(9007199254740993.0)).contains("2^53"));
+        assert!(err(int(), Input::Float(-9.223372036854776e18)).contains("2^53"));
+        assert!(err(int(), Input::Float(9007199254740993.5)).contains("2^53"));
+        assert!(err(int(), Input::Float(f64::NAN)).contains("not a finite number"));
+        assert!(err(int(), Input::Float(1e30)).contains("2^53"));
+        assert!(err(int(), Input::Str("1x")).contains("not an integer"));
+        assert!(err(int(), Input::Str("-")).contains("not an integer"));
     }
 
     #[test]

@@ -134,20 +134,24 @@ impl MergeStates {
         Ok(())
     }
 
-    /// While preparing: the in-memory states take in the merged records (up to
-    /// `last_offset`); returns the checkpoint the AddData references, a new one when due.
-    pub fn absorb_prepared(
-        &mut self,
-        dataset: &Dataset,
-        merged: &RecordBatch,
-        last_offset: u64,
-        system_time: DateTime<Utc>,
-    ) -> Result<Option<Checkpoint>, IngestError> {
+    /// While preparing: the in-memory states take in merged records (up to `last_offset`),
+    /// a chunk at a time.
+    pub fn absorb_prepared(&mut self, merged: &RecordBatch, last_offset: u64) -> Result<(), IngestError> {
         for state in self.in_memory_mut() {
             state.absorb(merged, last_offset)?;
         }
         self.rows_since_checkpoint += merged.num_rows() as u64;
         self.offset = Some(last_offset);
+        Ok(())
+    }
+
+    /// Once a commit's records are taken in: the checkpoint its AddData references, a new one
+    /// when due.
+    pub fn checkpoint(
+        &mut self,
+        dataset: &Dataset,
+        system_time: DateTime<Utc>,
+    ) -> Result<Option<Checkpoint>, IngestError> {
         let chain = dataset.state();
         Ok(match self.checkpoint_due(chain, system_time) {
             true => Some(self.write_checkpoint(dataset)?),
@@ -156,25 +160,27 @@ impl MergeStates {
     }
 
     /// After a commit: the states on disk (Ledger indexes) take in what was committed, the
-    /// merging one its pending keys. If that fails an index is behind the chain, which the
-    /// next sync catches up.
+    /// merging one its pending keys. The others need the merged records; without them
+    /// (a commit of several chunks) they are caught up from the slice at the next sync. If
+    /// that fails an index is behind the chain, which the next sync catches up.
     pub fn absorb_committed(
         &mut self,
         dataset: &Dataset,
-        merged: &RecordBatch,
+        merged: Option<&RecordBatch>,
         merging: Option<&str>,
         last_offset: u64,
     ) {
         let Some(states) = self.states.as_mut() else { return };
         let mut result = Ok(());
         for (signature, state) in states.iter_mut().filter(|(_, s)| !s.checkpointed()) {
-            result = result.and_then(|()| match Some(signature.as_str()) == merging {
-                true => state.committed(merged, last_offset),
-                false => state.absorb(merged, last_offset),
+            result = result.and_then(|()| match (Some(signature.as_str()) == merging, merged) {
+                (true, _) => state.committed(last_offset),
+                (false, Some(merged)) => state.absorb(merged, last_offset),
+                (false, None) => Err(IngestError::Internal("the committed records were not kept".into())),
             });
         }
         if let Err(e) = result {
-            tracing::warn!(dataset = %dataset.name(), "ledger index behind the dataset: {e}; catching up at the next commit");
+            tracing::debug!(dataset = %dataset.name(), "ledger index behind the dataset: {e}; catching up at the next commit");
             self.states = None;
         }
     }

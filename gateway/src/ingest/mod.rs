@@ -29,7 +29,8 @@ pub use manifests::{ManifestErrors, check_manifests};
 pub use merge::ledger_index::{IndexConfig, IndexError, IndexStats, LedgerIndex};
 pub use read::{Position, Problem, RecordError};
 pub use request::{
-    Committed, IngestOptions, IngestOutcome, IngestRequest, Message, SourcePosition, WriterOptions,
+    Committed, IngestOptions, IngestOutcome, IngestRequest, Message, MessageStream, SourcePosition,
+    WriterOptions,
 };
 pub use writer::{DatasetWriter, Prepared};
 pub use writer_thread::WriterThread;

@@ -10,12 +10,12 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
-use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::error::IngestError;
 use crate::odf::source::{SqlQueryStep, TransformSql};
+use crate::query::guard;
 
 pub struct Preprocess {
     ctx: SessionContext,
@@ -33,24 +33,21 @@ fn steps(sql: &TransformSql) -> Vec<SqlQueryStep> {
     }
 }
 
-/// Queries may only read: no DDL (external tables reading local files), no DML or `COPY`
-/// (writing files), no `SET`.
-fn read_only() -> SQLOptions {
-    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
-}
-
 impl Preprocess {
     /// Plans the queries for input of `schema`. A query that does not plan (a missing
     /// column, a syntax error, a statement that is not a query) is a fault of the source.
     pub async fn new(sql: &TransformSql, schema: SchemaRef) -> Result<Preprocess, IngestError> {
         let steps = steps(sql);
+        for step in &steps {
+            guard::check_shape(&step.query).map_err(|e| IngestError::Source(format!("preprocess: {e}")))?;
+        }
         // One partition: the records' order is kept, and small batches need no parallelism.
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
         let input = Arc::new(MemTable::try_new(schema, vec![Vec::new()]).map_err(source_error)?);
         ctx.register_table("input", input.clone()).map_err(source_error)?;
         for step in &steps {
             if let Some(alias) = &step.alias {
-                let view = ctx.sql_with_options(&step.query, read_only()).await.map_err(|e| {
+                let view = ctx.sql_with_options(&step.query, guard::read_only()).await.map_err(|e| {
                     IngestError::Source(format!("preprocess query '{alias}': {}", first_line(&e)))
                 })?;
                 ctx.register_table(alias.as_str(), view.into_view()).map_err(source_error)?;
@@ -59,7 +56,7 @@ impl Preprocess {
         let output = steps.iter().rev().find(|s| s.alias.is_none()).ok_or_else(|| {
             IngestError::Source("preprocess has no output query (the last query has no alias)".into())
         })?;
-        let frame = ctx.sql_with_options(&output.query, read_only()).await.map_err(source_error)?;
+        let frame = ctx.sql_with_options(&output.query, guard::read_only()).await.map_err(source_error)?;
         let output: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let plan = frame.into_optimized_plan().map_err(source_error)?;
         Ok(Preprocess { ctx, input, plan, output })

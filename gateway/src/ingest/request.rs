@@ -1,5 +1,6 @@
 //! What a caller hands the writer (messages, a request, options) and what it gets back.
 
+use std::io::{BufRead, Cursor};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -52,6 +53,44 @@ impl Message {
     }
 }
 
+/// A message read as a stream (a file, stdin), for inputs too big to hold in memory.
+pub struct MessageStream {
+    pub body: Box<dyn BufRead + Send>,
+    pub format: Option<InputFormat>,
+    pub origin: String,
+    pub received: Option<DateTime<Utc>>,
+    pub columns: Vec<(String, String)>,
+}
+
+impl MessageStream {
+    pub fn new(body: impl BufRead + Send + 'static, origin: impl Into<String>) -> MessageStream {
+        MessageStream {
+            body: Box::new(body),
+            format: None,
+            origin: origin.into(),
+            received: None,
+            columns: Vec::new(),
+        }
+    }
+
+    pub fn with_format(mut self, format: Option<InputFormat>) -> MessageStream {
+        self.format = format;
+        self
+    }
+}
+
+impl From<Message> for MessageStream {
+    fn from(message: Message) -> MessageStream {
+        MessageStream {
+            body: Box::new(Cursor::new(message.bytes)),
+            format: message.format,
+            origin: message.origin,
+            received: message.received,
+            columns: message.columns,
+        }
+    }
+}
+
 /// An opaque position a sender records with its data, e.g. how far a write-ahead log has
 /// been committed. It goes into the AddData as the source's `newSourceState`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +133,9 @@ pub struct WriterOptions {
     /// ... and no more often than this. A root dataset keeps every checkpoint for good, and
     /// another node pulls every one.
     pub checkpoint_min_interval: Duration,
+    /// Records read before they are transformed, merged and written as one chunk: bounds
+    /// the memory of a big ingest (64k GPS records are a few MB in Arrow).
+    pub chunk_rows: usize,
 }
 
 impl Default for WriterOptions {
@@ -102,6 +144,7 @@ impl Default for WriterOptions {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             checkpoint_min_rows: 0,
             checkpoint_min_interval: Duration::ZERO,
+            chunk_rows: 64 * 1024,
         }
     }
 }

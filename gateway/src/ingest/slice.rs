@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
@@ -15,7 +15,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::error::IngestError;
-use crate::odf::arrow_schema::{logical_hash, timestamp_ms_utc};
+use crate::odf::arrow_schema::{LogicalHasher, timestamp_ms_utc};
 use crate::odf::{Multihash, Vocab};
 use crate::store::{IoError, hash_file};
 
@@ -58,25 +58,55 @@ fn properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(1 << 20))
+        .set_max_row_group_row_count(Some(1 << 17))
         .build()
 }
 
-/// Writes `batch` as Parquet to `temp` (fsynced) and hashes it.
-pub fn stage(batch: &RecordBatch, temp: &Path) -> Result<StagedSlice, IngestError> {
-    let io = |error: std::io::Error| IoError { action: "write", path: temp.to_owned(), error };
-    let file = File::create(temp).map_err(io)?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties()))?;
-    writer.write(batch)?;
-    let file = writer.into_inner()?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    let (physical_hash, size) = hash_file(temp).map_err(io)?;
-    Ok(StagedSlice {
-        temp: temp.to_owned(),
-        physical_hash,
-        logical_hash: logical_hash(&batch.schema(), std::slice::from_ref(batch)),
-        size,
-        rows: batch.num_rows() as u64,
-    })
+/// A slice being written, a batch at a time, to a temp file beside its final place.
+pub struct SliceWriter {
+    temp: PathBuf,
+    writer: ArrowWriter<File>,
+    hasher: LogicalHasher,
+    rows: u64,
+}
+
+impl SliceWriter {
+    pub fn create(temp: &Path, schema: &SchemaRef) -> Result<SliceWriter, IngestError> {
+        let file = File::create(temp).map_err(io(temp))?;
+        Ok(SliceWriter {
+            temp: temp.to_owned(),
+            writer: ArrowWriter::try_new(file, schema.clone(), Some(properties()))?,
+            hasher: LogicalHasher::new(schema),
+            rows: 0,
+        })
+    }
+
+    pub fn temp(&self) -> &Path {
+        &self.temp
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), IngestError> {
+        self.writer.write(batch)?;
+        self.hasher.update(batch);
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Closes the file (fsynced) and hashes it. On error the caller removes `temp`.
+    pub fn finish(self) -> Result<StagedSlice, IngestError> {
+        let temp = self.temp;
+        let file = self.writer.into_inner()?;
+        file.sync_all().map_err(io(&temp))?;
+        drop(file);
+        let (physical_hash, size) = hash_file(&temp).map_err(io(&temp))?;
+        Ok(StagedSlice { physical_hash, logical_hash: self.hasher.finish(), size, rows: self.rows, temp })
+    }
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> IoError + '_ {
+    move |error| IoError { action: "write", path: path.to_owned(), error }
 }

@@ -1,9 +1,11 @@
 //! `DatasetWriter`: one dataset open for pushing data. An ingest is prepared, then committed:
 //!
 //! 1. `prepare` takes the dataset's write lock (waiting at most `lock_timeout`), resolves the
-//!    push source, reads every message (bad records are collected), preprocesses, shapes the
-//!    records to the dataset's columns, merges them against the merge state and stages the
-//!    Parquet slice and, when due, a checkpoint. Nothing is visible yet.
+//!    push source, and reads the messages a chunk of records at a time (bad records are
+//!    collected): each chunk is preprocessed, shaped to the dataset's columns, merged against
+//!    the merge state and written into the Parquet slice being staged, so a big input never
+//!    sits in memory whole. Then the slice is closed and, when due, a checkpoint written.
+//!    Nothing is visible yet.
 //! 2. `Prepared::commit` moves the slice into place, appends SetDataSchema (before the first
 //!    data) and AddData, and moves the head last. A `Prepared` dropped without a commit
 //!    removes what it staged.
@@ -17,6 +19,7 @@
 //! history once (from the last checkpoint), not at every commit.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, TimestampMillisecondArray};
@@ -33,14 +36,14 @@ use super::normalize::{Fallback, Normalized, normalize};
 use super::preprocess::Preprocess;
 use super::read::{Problem, ReadBatch, ReadOptions, Reader, RecordError};
 use super::read_schema::ReadSchema;
-use super::request::{Committed, IngestOptions, IngestOutcome, IngestRequest, Message, WriterOptions};
-use super::slice::{StagedSlice, stage, with_system_columns};
+use super::request::{Committed, IngestOptions, IngestOutcome, IngestRequest, MessageStream, WriterOptions};
+use super::slice::{SliceWriter, StagedSlice, with_system_columns};
 use crate::odf::arrow_schema::{data_columns, to_arrow, to_odf};
 use crate::odf::{
-    AddData, AddPushSource, ChainState, DataSlice, MergeStrategy, MetadataEvent, OffsetInterval,
+    AddData, AddPushSource, ChainState, DataSchema, DataSlice, MergeStrategy, MetadataEvent, OffsetInterval,
     SetDataSchema, SourceState, Transform, Vocab,
 };
-use crate::store::{Dataset, WriteLock};
+use crate::store::{Dataset, IoError, WriteLock};
 
 /// What a source needs to read and preprocess, built once and kept while the source's
 /// definition stays the same.
@@ -129,53 +132,249 @@ impl DatasetWriter {
         request: IngestRequest,
         options: &IngestOptions,
     ) -> Result<Prepared<'_>, IngestError> {
+        self.prepare_streams(request, std::iter::empty(), options)
+    }
+
+    /// As `prepare`, with more messages read as streams after the request's own (files,
+    /// stdin): records are read, merged and written a chunk at a time, so memory stays
+    /// bounded however big the input (but a Snapshot merges its whole input at once, and a
+    /// JSON document is read whole).
+    pub fn prepare_streams(
+        &mut self,
+        request: IngestRequest,
+        streams: impl IntoIterator<Item = Result<MessageStream, IngestError>>,
+        options: &IngestOptions,
+    ) -> Result<Prepared<'_>, IngestError> {
         let lock = self.dataset.lock(self.options.lock_timeout)?;
         let source = self.resolve_source(request.source.as_deref())?;
         let plan = self.plan(&source)?;
         let chain = self.dataset.state().clone();
         let shape = Shape::of(&chain)?;
-
-        let (read, mut rejected) = read_messages(&plan, &request.messages, &shape.vocab)?;
-        let mut outcome = IngestOutcome {
-            source: source.source_name.clone(),
-            records_read: read.records.num_rows(),
-            rejected: Vec::new(),
-            committed: None,
-        };
-        let fallback = request.event_time.unwrap_or(options.system_time);
-        let normalized = match read.records.num_rows() {
-            0 => None,
-            _ => self.transform(&plan, &read, &request.messages, fallback, &shape, &mut rejected)?,
-        };
-        if !rejected.is_empty() && !options.skip_bad_records {
-            return Err(IngestError::BadRecords(rejected));
-        }
-        if !rejected.is_empty() && matches!(source.merge, MergeStrategy::Snapshot(_)) {
-            // A snapshot without the skipped records would retract their keys.
-            return Err(IngestError::BadRecords(rejected));
-        }
-        outcome.rejected = rejected;
         let position = request.source_state.map(|p| SourceState {
             source_name: source.source_name.clone(),
             kind: p.kind,
             value: p.value,
         });
-        let staged = match normalized {
-            Some(normalized) => {
-                self.stage_records(&source, normalized, &chain, &shape, position.clone(), options)
-            }
-            None => Ok(None),
+        // The chain's system time never goes back; the records carry the block's.
+        let system_time =
+            chain.last_system_time.map_or(options.system_time, |last| last.max(options.system_time));
+        let mut stager = Stager {
+            fallback: request.event_time.unwrap_or(options.system_time),
+            skip_bad_records: options.skip_bad_records,
+            system_time,
+            source,
+            plan,
+            chain,
+            shape,
+            messages: Vec::new(),
+            rejected: Vec::new(),
+            records_read: 0,
+            synced: false,
+            slice: None,
+            odf_schema: None,
+            watermark: None,
+            snapshot: Vec::new(),
+            merged: Some(Vec::new()),
         };
-        let staged = match staged {
+        let inputs = request.messages.into_iter().map(|m| Ok(MessageStream::from(m))).chain(streams);
+        let staged = match self.stage_inputs(&mut stager, inputs, position) {
             Ok(staged) => staged,
             Err(e) => {
-                // The merge states may hold records that were not committed: rebuild them.
-                self.states.forget();
+                if let Some(slice) = stager.slice.take() {
+                    let _ = std::fs::remove_file(slice.temp());
+                }
+                if stager.synced {
+                    // The merge states may hold records that were not committed: rebuild them.
+                    self.states.forget();
+                }
                 return Err(e);
             }
         };
-        let staged = staged.or_else(|| state_only(&chain, position, options.system_time));
+        let outcome = IngestOutcome {
+            source: stager.source.source_name,
+            records_read: stager.records_read,
+            rejected: stager.rejected,
+            committed: None,
+        };
         Ok(Prepared { writer: self, lock, outcome, staged, done: false })
+    }
+
+    /// Reads every input a chunk at a time, and finishes the slice and the events.
+    fn stage_inputs(
+        &mut self,
+        st: &mut Stager,
+        inputs: impl Iterator<Item = Result<MessageStream, IngestError>>,
+        position: Option<SourceState>,
+    ) -> Result<Option<Staged>, IngestError> {
+        let mut reader = Reader::new(st.plan.schema.clone(), st.plan.options.clone());
+        let chunk_rows = self.options.chunk_rows.max(1);
+        let fill_event_time = event_time_filled_at_read(&st.plan, &st.shape.vocab);
+        for input in inputs {
+            let input = input?;
+            let format = input.format.unwrap_or(st.plan.declared);
+            let mut defaults = input.columns;
+            if let Some(time) = input.received.filter(|_| fill_event_time) {
+                let time = time.to_rfc3339_opts(SecondsFormat::Millis, true);
+                defaults.push((st.shape.vocab.event_time.clone(), time));
+            }
+            let origin = input.origin;
+            let failed =
+                |error| IngestError::Io(IoError { action: "read", path: origin.clone().into(), error });
+            reader.begin(input.body, format, &origin, &defaults, &mut st.rejected).map_err(failed)?;
+            st.messages.push(MessageMeta { origin: origin.clone(), received: input.received });
+            loop {
+                let ended = reader.read_some(chunk_rows, &mut st.rejected).map_err(failed)?;
+                if reader.rows() >= chunk_rows {
+                    self.take(st, reader.finish()?)?;
+                }
+                if ended {
+                    break;
+                }
+            }
+        }
+        self.take(st, reader.finish()?)?;
+        self.finish_staging(st, position)
+    }
+
+    /// Transforms, merges and writes one chunk of records read.
+    fn take(&mut self, st: &mut Stager, read: ReadBatch) -> Result<(), IngestError> {
+        let rows = read.records.num_rows();
+        st.records_read += rows;
+        // Once a record is rejected without --skip-bad-records, nothing will be committed:
+        // the rest is only read, for the list of errors.
+        let doomed = |st: &Stager| !st.rejected.is_empty() && !st.skip_bad_records;
+        if rows == 0 || doomed(st) {
+            return Ok(());
+        }
+        let normalized =
+            self.transform(&st.plan, &read, &st.messages, st.fallback, &st.shape, &mut st.rejected)?;
+        let Some(normalized) = normalized.filter(|_| !doomed(st)) else { return Ok(()) };
+        if st.shape.data_schema.is_none() {
+            // The first records of a dataset set its columns; the next chunks must fit them.
+            st.shape.data_schema = Some(normalized.batch.schema());
+        }
+        if matches!(st.source.merge, MergeStrategy::Snapshot(_)) {
+            // A snapshot is the whole state: merged at the end, all at once.
+            st.snapshot.push(normalized);
+            return Ok(());
+        }
+        self.merge_and_write(st, normalized)
+    }
+
+    fn merge_and_write(&mut self, st: &mut Stager, normalized: Normalized) -> Result<(), IngestError> {
+        if !st.synced {
+            let data_schema = st.shape.data_schema.clone().unwrap_or_else(|| normalized.batch.schema());
+            self.states.sync(&self.dataset, &data_schema)?;
+            st.synced = true;
+        }
+        let signature = MergeState::signature(&st.source.merge);
+        let state = signature.as_deref().and_then(|s| self.states.get_mut(s));
+        let merged = merge(&st.source.merge, state, normalized, &st.shape.vocab.op)?;
+        if merged.num_rows() == 0 {
+            return Ok(());
+        }
+        let vocab = &st.shape.vocab;
+        let written = st.slice.as_ref().map_or(0, SliceWriter::rows);
+        let first_offset = st
+            .chain
+            .next_offset()
+            .ok()
+            .and_then(|next| next.checked_add(written))
+            .ok_or(IngestError::OffsetsExhausted)?;
+        let slice = with_system_columns(&merged, vocab, first_offset, st.system_time)?;
+        let writer = match &mut st.slice {
+            Some(writer) => writer,
+            None => {
+                // Every column must be one ODF describes (and arrow-digest hashes) before writing.
+                st.odf_schema = Some(to_odf(&slice.schema())?);
+                st.slice.insert(SliceWriter::create(&self.dataset.staging_path(), &slice.schema())?)
+            }
+        };
+        writer.write(&slice)?;
+        st.watermark = st.watermark.max(max_event_time(&slice, vocab)?);
+        let last_offset = first_offset + merged.num_rows() as u64 - 1;
+        // The in-memory states take the new records in now, for the checkpoint; if the commit
+        // does not happen they are forgotten and rebuilt from disk, so they never run ahead
+        // of the chain. A Ledger's index takes them after the commit.
+        self.states.absorb_prepared(&merged, last_offset)?;
+        // Kept for the states that take them after the commit, while they are small.
+        if let Some(kept) = &mut st.merged {
+            match kept.is_empty() {
+                true => kept.push(merged),
+                false => st.merged = None,
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes the slice and the events: AddData (after SetDataSchema for a dataset's
+    /// first data), or an AddData of the source state alone, or nothing.
+    fn finish_staging(
+        &mut self,
+        st: &mut Stager,
+        position: Option<SourceState>,
+    ) -> Result<Option<Staged>, IngestError> {
+        let snapshot = matches!(st.source.merge, MergeStrategy::Snapshot(_));
+        // A snapshot without the skipped records would retract their keys.
+        if !st.rejected.is_empty() && (!st.skip_bad_records || snapshot) {
+            return Err(IngestError::BadRecords(std::mem::take(&mut st.rejected)));
+        }
+        if !st.snapshot.is_empty() {
+            let whole = concat_normalized(std::mem::take(&mut st.snapshot))?;
+            if let Some(whole) = whole {
+                self.merge_and_write(st, whole)?;
+            }
+        }
+        let chain = &st.chain;
+        let Some(writer) = st.slice.take() else { return Ok(state_only(chain, position, st.system_time)) };
+        let temp = writer.temp().to_owned();
+        let finished = writer.finish().and_then(|staged| {
+            let checkpoint = self.states.checkpoint(&self.dataset, st.system_time)?;
+            Ok((staged, checkpoint))
+        });
+        let (staged, new_checkpoint) = match finished {
+            Ok(finished) => finished,
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(e);
+            }
+        };
+        let offsets = OffsetInterval {
+            start: chain.next_offset().map_err(|_| IngestError::OffsetsExhausted)?,
+            end: chain.next_offset().map_err(|_| IngestError::OffsetsExhausted)? + staged.rows - 1,
+        };
+        let watermark = st.watermark.into_iter().chain(chain.watermark).max();
+        let mut events = Vec::new();
+        if chain.schema.is_none() {
+            events.push(MetadataEvent::SetDataSchema(SetDataSchema {
+                raw_arrow_schema: None,
+                schema: st.odf_schema.take(),
+            }));
+        }
+        events.push(MetadataEvent::AddData(AddData {
+            prev_checkpoint: chain.last_checkpoint.as_ref().map(|c| c.physical_hash.clone()),
+            prev_offset: chain.last_offset,
+            new_data: Some(DataSlice {
+                logical_hash: staged.logical_hash.clone(),
+                physical_hash: staged.physical_hash.clone(),
+                offset_interval: offsets,
+                size: staged.size,
+            }),
+            new_checkpoint,
+            new_watermark: watermark,
+            new_source_state: position,
+            extra: None,
+        }));
+        let merged = st.merged.take().and_then(|mut kept| kept.pop());
+        Ok(Some(Staged {
+            records: staged.rows,
+            merged: Some((merged, MergeState::signature(&st.source.merge))),
+            slice: Some(staged),
+            events,
+            system_time: st.system_time,
+            offsets: Some(offsets),
+            watermark,
+        }))
     }
 
     fn plan(&mut self, source: &AddPushSource) -> Result<Arc<SourcePlan>, IngestError> {
@@ -200,52 +399,52 @@ impl DatasetWriter {
     }
 
     /// Preprocesses and normalizes the records read. A message whose records fail there (a
-    /// query failing on its values, an `op` out of range) is rejected as a whole and the
-    /// others go on; which one failed is found by running them one by one.
+    /// query failing on its values, an `op` out of range) is rejected and the others go on;
+    /// which one failed is found by running them one by one.
     fn transform(
         &self,
         plan: &SourcePlan,
         read: &ReadBatch,
-        messages: &[Message],
+        messages: &[MessageMeta],
         fallback: DateTime<Utc>,
         shape: &Shape,
         rejected: &mut Vec<RecordError>,
     ) -> Result<Option<Normalized>, IngestError> {
-        let received = messages.iter().any(|m| m.received.is_some());
+        let parts: Vec<(usize, Range<usize>)> =
+            read.message_rows().filter(|(_, rows)| !rows.is_empty()).collect();
+        let received = parts.iter().any(|(i, _)| messages.get(*i).is_some_and(|m| m.received.is_some()));
         let filled_at_read = event_time_filled_at_read(plan, &shape.vocab);
         // With a preprocess, rows cannot be traced to their message: a receive time that
         // was not filled in at read takes a run per message.
         let per_message = plan.preprocess.is_some() && received && !filled_at_read;
         if !per_message {
-            let fallback = match (plan.preprocess.is_none() && received, read.message_ends.is_empty()) {
-                (true, false) => per_record_fallback(read, messages, fallback),
-                _ => Fallback::One(fallback),
+            let fallback = match plan.preprocess.is_none() && received {
+                true => per_record_fallback(read, messages, fallback),
+                false => Fallback::One(fallback),
             };
             match self.transform_rows(plan, read.records.clone(), &fallback, shape) {
                 Ok(normalized) => return Ok(Some(normalized)),
-                Err(e) if e.kind() == ErrorKind::BadInput && messages.len() > 1 => {}
+                Err(e) if e.kind() == ErrorKind::BadInput && parts.len() > 1 => {}
                 Err(e) if e.kind() == ErrorKind::BadInput => {
-                    rejected.push(message_error(0, messages, &e));
+                    let message = parts.first().map_or(0, |(i, _)| *i);
+                    rejected.push(message_error(message, messages, &e));
                     return Ok(None);
                 }
                 Err(e) => return Err(e),
             }
         }
-        let mut parts = Vec::new();
-        for (i, message) in messages.iter().enumerate() {
-            let rows = read.message_rows(i);
-            if rows.is_empty() {
-                continue;
-            }
+        let mut normalized = Vec::new();
+        for (i, rows) in parts {
             let records = read.records.slice(rows.start, rows.len());
-            let fallback = Fallback::One(message.received.unwrap_or(fallback));
+            let received = messages.get(i).and_then(|m| m.received);
+            let fallback = Fallback::One(received.unwrap_or(fallback));
             match self.transform_rows(plan, records, &fallback, shape) {
-                Ok(normalized) => parts.push(normalized),
+                Ok(part) => normalized.push(part),
                 Err(e) if e.kind() == ErrorKind::BadInput => rejected.push(message_error(i, messages, &e)),
                 Err(e) => return Err(e),
             }
         }
-        concat_normalized(parts)
+        concat_normalized(normalized)
     }
 
     fn transform_rows(
@@ -265,82 +464,41 @@ impl DatasetWriter {
         );
         normalize(records, &shape.vocab, takes_op, fallback, shape.data_schema.as_ref())
     }
+}
 
-    /// Merges normalized records and stages their slice (and a checkpoint when due). `None`
-    /// when every record merged away and there is no source state to record.
-    fn stage_records(
-        &mut self,
-        source: &AddPushSource,
-        normalized: Normalized,
-        chain: &ChainState,
-        shape: &Shape,
-        position: Option<SourceState>,
-        options: &IngestOptions,
-    ) -> Result<Option<Staged>, IngestError> {
-        let vocab = &shape.vocab;
-        let data_schema = shape.data_schema.clone().unwrap_or_else(|| normalized.batch.schema());
-        self.states.sync(&self.dataset, &data_schema)?;
-        let signature = MergeState::signature(&source.merge);
-        let state = signature.as_deref().and_then(|s| self.states.get_mut(s));
-        let merged = merge(&source.merge, state, normalized, &vocab.op)?;
-        if merged.num_rows() == 0 {
-            return Ok(state_only(chain, position, options.system_time));
-        }
+/// A commit being staged, a chunk of records at a time.
+struct Stager {
+    source: AddPushSource,
+    plan: Arc<SourcePlan>,
+    chain: ChainState,
+    shape: Shape,
+    /// The event time of records without one whose message has no receive time.
+    fallback: DateTime<Utc>,
+    skip_bad_records: bool,
+    /// The block's system time, which every record carries.
+    system_time: DateTime<Utc>,
+    /// Every message begun, by index.
+    messages: Vec<MessageMeta>,
+    rejected: Vec<RecordError>,
+    records_read: usize,
+    /// Whether the merge states were brought up to the chain (they then hold this commit's
+    /// records as it goes).
+    synced: bool,
+    slice: Option<SliceWriter>,
+    odf_schema: Option<DataSchema>,
+    /// The latest event time written.
+    watermark: Option<DateTime<Utc>>,
+    /// A Snapshot source's records, merged at the end.
+    snapshot: Vec<Normalized>,
+    /// The merged records, while they are one chunk (`None` beyond), for the states on disk
+    /// that take them in after the commit.
+    merged: Option<Vec<RecordBatch>>,
+}
 
-        // The chain's system time never goes back; the records carry the block's.
-        let system_time =
-            chain.last_system_time.map_or(options.system_time, |last| last.max(options.system_time));
-        let first_offset = chain.next_offset().map_err(|_| IngestError::OffsetsExhausted)?;
-        let slice = with_system_columns(&merged, vocab, first_offset, system_time)?;
-        // Every column must be one ODF describes (and arrow-digest hashes) before writing.
-        let odf_schema = to_odf(&slice.schema())?;
-        let staged = stage(&slice, &self.dataset.staging_path())?;
-        let offsets = OffsetInterval { start: first_offset, end: first_offset + staged.rows - 1 };
-        let watermark = max_event_time(&slice, vocab)?.into_iter().chain(chain.watermark).max();
-
-        // The in-memory states take the new records in now, for the checkpoint; if the commit
-        // does not happen they are dropped (see `Prepared`) and rebuilt from disk, so they
-        // never run ahead of the chain. A Ledger's index takes them after the commit.
-        let checkpoint = self.states.absorb_prepared(&self.dataset, &merged, offsets.end, system_time);
-        let new_checkpoint = match checkpoint {
-            Ok(checkpoint) => checkpoint,
-            Err(e) => {
-                let _ = std::fs::remove_file(&staged.temp);
-                return Err(e);
-            }
-        };
-
-        let mut events = Vec::new();
-        if chain.schema.is_none() {
-            events.push(MetadataEvent::SetDataSchema(SetDataSchema {
-                raw_arrow_schema: None,
-                schema: Some(odf_schema),
-            }));
-        }
-        events.push(MetadataEvent::AddData(AddData {
-            prev_checkpoint: chain.last_checkpoint.as_ref().map(|c| c.physical_hash.clone()),
-            prev_offset: chain.last_offset,
-            new_data: Some(DataSlice {
-                logical_hash: staged.logical_hash.clone(),
-                physical_hash: staged.physical_hash.clone(),
-                offset_interval: offsets,
-                size: staged.size,
-            }),
-            new_checkpoint,
-            new_watermark: watermark,
-            new_source_state: position,
-            extra: None,
-        }));
-        Ok(Some(Staged {
-            records: staged.rows,
-            merged: Some((merged, signature)),
-            slice: Some(staged),
-            events,
-            system_time,
-            offsets: Some(offsets),
-            watermark,
-        }))
-    }
+/// What the chunks of a message need to know about it.
+struct MessageMeta {
+    origin: String,
+    received: Option<DateTime<Utc>>,
 }
 
 /// The dataset's system column names and its data columns (once it has a schema), worked
@@ -362,9 +520,9 @@ impl Shape {
 /// What a prepared commit will write.
 struct Staged {
     slice: Option<StagedSlice>,
-    /// The merged records and the signature of the state that merged them, for the states
-    /// that take them in after the commit.
-    merged: Option<(RecordBatch, Option<String>)>,
+    /// The merged records (unless there were several chunks) and the signature of the state
+    /// that merged them, for the states that take them in after the commit.
+    merged: Option<(Option<RecordBatch>, Option<String>)>,
     events: Vec<MetadataEvent>,
     system_time: DateTime<Utc>,
     records: u64,
@@ -420,7 +578,12 @@ impl Prepared<'_> {
         self.done = true;
         if let (Some((merged, signature)), Some(offsets)) = (&staged.merged, staged.offsets) {
             let writer = &mut *self.writer;
-            writer.states.absorb_committed(&writer.dataset, merged, signature.as_deref(), offsets.end);
+            writer.states.absorb_committed(
+                &writer.dataset,
+                merged.as_ref(),
+                signature.as_deref(),
+                offsets.end,
+            );
         }
         let mut outcome = std::mem::take(&mut self.outcome);
         outcome.committed = Some(Committed {
@@ -445,29 +608,6 @@ impl Drop for Prepared<'_> {
     }
 }
 
-/// Reads every message with its format and its values from outside the payload.
-fn read_messages(
-    plan: &SourcePlan,
-    messages: &[Message],
-    vocab: &Vocab,
-) -> Result<(ReadBatch, Vec<RecordError>), IngestError> {
-    let mut reader = Reader::new(plan.schema.clone(), plan.options.clone());
-    let fill_event_time = event_time_filled_at_read(plan, vocab);
-    let mut rejected = Vec::new();
-    for message in messages {
-        let format = message.format.unwrap_or(plan.declared);
-        let received = message.received.filter(|_| fill_event_time);
-        if let Some(time) = received {
-            let mut defaults = message.columns.clone();
-            defaults.push((vocab.event_time.clone(), time.to_rfc3339_opts(SecondsFormat::Millis, true)));
-            reader.read(&message.bytes, format, &message.origin, &defaults, &mut rejected);
-        } else {
-            reader.read(&message.bytes, format, &message.origin, &message.columns, &mut rejected);
-        }
-    }
-    Ok((reader.finish()?, rejected))
-}
-
 /// Whether a message's receive time is filled into the event time column as it is read:
 /// when the read schema has that column, optional.
 fn event_time_filled_at_read(plan: &SourcePlan, vocab: &Vocab) -> bool {
@@ -475,16 +615,16 @@ fn event_time_filled_at_read(plan: &SourcePlan, vocab: &Vocab) -> bool {
 }
 
 /// Each record's fallback event time: its message's receive time, else `default`.
-fn per_record_fallback(read: &ReadBatch, messages: &[Message], default: DateTime<Utc>) -> Fallback {
+fn per_record_fallback(read: &ReadBatch, messages: &[MessageMeta], default: DateTime<Utc>) -> Fallback {
     let mut times = Vec::with_capacity(read.records.num_rows());
-    for (i, message) in messages.iter().enumerate() {
-        let time = message.received.unwrap_or(default).timestamp_millis();
-        times.extend(std::iter::repeat_n(time, read.message_rows(i).len()));
+    for (i, rows) in read.message_rows() {
+        let time = messages.get(i).and_then(|m| m.received).unwrap_or(default).timestamp_millis();
+        times.extend(std::iter::repeat_n(time, rows.len()));
     }
     Fallback::PerRecord(times)
 }
 
-fn message_error(i: usize, messages: &[Message], error: &IngestError) -> RecordError {
+fn message_error(i: usize, messages: &[MessageMeta], error: &IngestError) -> RecordError {
     RecordError {
         message: i,
         origin: messages.get(i).map(|m| m.origin.clone()).unwrap_or_default(),

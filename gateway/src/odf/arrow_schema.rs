@@ -35,11 +35,29 @@ pub fn arrow_unit(unit: Option<TimeUnit>) -> ArrowUnit {
 
 /// arrow-digest of the records, as ODF's logical hash.
 pub fn logical_hash(schema: &SchemaRef, batches: &[RecordBatch]) -> Multihash {
-    let mut digest = RecordDigestV0::<Sha3_256>::new(schema);
+    let mut hasher = LogicalHasher::new(schema);
     for batch in batches {
-        digest.update(batch);
+        hasher.update(batch);
     }
-    Multihash::from_digest(ARROW_SHA3_256, &digest.finalize().into())
+    hasher.finish()
+}
+
+/// The logical hash of records taken a batch at a time; how they are cut into batches does
+/// not change it.
+pub struct LogicalHasher(RecordDigestV0<Sha3_256>);
+
+impl LogicalHasher {
+    pub fn new(schema: &SchemaRef) -> LogicalHasher {
+        LogicalHasher(RecordDigestV0::new(schema))
+    }
+
+    pub fn update(&mut self, batch: &RecordBatch) {
+        self.0.update(batch);
+    }
+
+    pub fn finish(self) -> Multihash {
+        Multihash::from_digest(ARROW_SHA3_256, &self.0.finalize().into())
+    }
 }
 
 pub fn to_odf(schema: &Schema) -> Result<DataSchema, SchemaError> {

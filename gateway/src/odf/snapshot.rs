@@ -180,6 +180,7 @@ fn validate_push_source(mut source: AddPushSource) -> Result<AddPushSource, Stri
         .and_then(|c| c.ok_or_else(|| "read.schema is required: every pushed record is coerced to it".into()))
         .map_err(|e| at(&e))?;
     source.preprocess = normalize_preprocess(source.preprocess.take(), true).map_err(|e| at(&e))?;
+    check_primary_key(&source.merge).map_err(|e| at(&e))?;
     if source.preprocess.is_none() {
         check_merge_keys(&source.merge, &columns).map_err(|e| at(&e))?;
     }
@@ -193,6 +194,7 @@ fn validate_polling_source(mut source: SetPollingSource) -> Result<SetPollingSou
     let at = |what: &str| format!("SetPollingSource: {what}");
     let columns = read_columns(&source.read).map_err(|e| at(&e))?;
     source.preprocess = normalize_preprocess(source.preprocess.take(), false).map_err(|e| at(&e))?;
+    check_primary_key(&source.merge).map_err(|e| at(&e))?;
     if let (None, Some(columns)) = (&source.preprocess, &columns) {
         check_merge_keys(&source.merge, columns).map_err(|e| at(&e))?;
     }
@@ -216,6 +218,22 @@ fn normalize_preprocess(preprocess: Option<Transform>, runs_here: bool) -> Resul
     }
     let sql = sql.normalized().map_err(|e| format!("preprocess: {e}"))?;
     Ok(Some(Transform::Sql(sql)))
+}
+
+/// Every strategy but Append identifies records by a primary key: an empty one would make
+/// every record the same (a Ledger would drop all but the first, ever).
+fn check_primary_key(merge: &MergeStrategy) -> Result<(), String> {
+    let key = match merge {
+        MergeStrategy::Append(_) => return Ok(()),
+        MergeStrategy::Ledger(k) | MergeStrategy::ChangelogStream(k) | MergeStrategy::UpsertStream(k) => {
+            &k.primary_key
+        }
+        MergeStrategy::Snapshot(s) => &s.primary_key,
+    };
+    match key.is_empty() {
+        true => Err(format!("merge {} needs a primaryKey of at least one column", merge.kind())),
+        false => Ok(()),
+    }
 }
 
 /// Without preprocessing the merge keys must name read columns.

@@ -9,7 +9,9 @@ use arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+pub mod guard;
 
 use crate::odf::Multihash;
 use crate::store::{DataDir, Dataset};
@@ -24,6 +26,8 @@ pub enum QueryError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("sql: {0}")]
     Sql(#[from] datafusion::error::DataFusionError),
+    #[error("sql: {0}")]
+    Refused(String),
 }
 
 /// The last `n` records (by offset), oldest first; `None` when the dataset has no schema yet.
@@ -80,11 +84,9 @@ fn listing(
 }
 
 pub async fn sql(data_dir: &DataDir, query: &str) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+    guard::check_shape(query).map_err(QueryError::Refused)?;
     let ctx = session(data_dir).await?;
-    // Queries only read: no DDL (tables over local files), DML, `COPY` (writing files) or `SET`.
-    let read_only =
-        SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-    let frame = ctx.sql_with_options(query, read_only).await?;
+    let frame = ctx.sql_with_options(query, guard::read_only()).await?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     Ok((schema, frame.collect().await?))
 }

@@ -80,6 +80,8 @@ const RESETTING_KEY: &[u8] = b"resetting";
 /// This module's layout; another value means the index was written by another version.
 const FORMAT: &[u8] = b"ledger-index/1";
 const MIB: u64 = 1024 * 1024;
+/// Keys written at once from which a bulk load is faster than the memtable.
+const BULK_KEYS: usize = 50_000;
 /// fjall's limits for a key (it panics outside them).
 const MAX_KEY: usize = u16::MAX as usize;
 
@@ -149,6 +151,9 @@ pub enum IndexError {
          1 to {MAX_KEY} bytes: shorten the key columns' values"
     )]
     KeySize { len: usize },
+
+    #[error("one commit holds more than 4 GiB of new primary keys; ingest the input in parts")]
+    TooManyPending,
 
     #[error("ledger index {}: {problem}; this is a bug in the caller", .dir.display())]
     Misuse {
@@ -245,6 +250,7 @@ impl LedgerIndex {
                     .index_block_partitioning_policy(PartitioningPolicy::all(true))
             })
             .map_err(|e| open_error(dir, e))?;
+        let hasher = DefaultHashBuilder::default();
         let mut index = LedgerIndex {
             dir: dir.to_owned(),
             db,
@@ -254,9 +260,9 @@ impl LedgerIndex {
             sync_every_commit: config.sync_every_commit,
             memtable_bytes: memtable,
             unrotated_bytes: 0,
-            hasher: DefaultHashBuilder::default(),
-            pending: KeySet::default(),
-            recent: RecentKeys::new(config.recent_keys_bytes),
+            pending: KeySet::new(hasher.clone()),
+            recent: RecentKeys::new(config.recent_keys_bytes, &hasher),
+            hasher,
         };
         index.read_meta(key_schema_fingerprint, fresh)?;
         Ok(index)
@@ -347,9 +353,10 @@ impl LedgerIndex {
                 // Found in the store: a redelivery, likely to come again soon.
                 self.recent.insert(hash, key);
                 false
-            } else {
-                self.pending.insert(hash, key);
+            } else if self.pending.insert(hash, key) {
                 true
+            } else {
+                return Err(IndexError::TooManyPending);
             };
             new.push(is_new);
         }
@@ -361,8 +368,8 @@ impl LedgerIndex {
     /// dataset (see the module doc, step 5).
     pub fn commit_pending(&mut self, covered: u64) -> Result<(), IndexError> {
         self.check_offset(covered)?;
-        let pending = std::mem::take(&mut self.pending);
-        let written = self.write(pending.iter(), covered);
+        let pending = std::mem::replace(&mut self.pending, KeySet::new(self.hasher.clone()));
+        let written = self.write(pending.iter(), pending.len(), covered);
         if written.is_ok() {
             for (hash, key) in pending.entries() {
                 self.recent.insert(hash, key);
@@ -386,7 +393,7 @@ impl LedgerIndex {
         for key in keys {
             checked(key.as_ref())?;
         }
-        self.write(keys.iter().map(AsRef::as_ref), covered)?;
+        self.write(keys.iter().map(AsRef::as_ref), keys.len(), covered)?;
         for key in keys {
             let key = key.as_ref();
             self.recent.insert(self.hasher.hash_one(key), key);
@@ -449,8 +456,17 @@ impl LedgerIndex {
         &self.dir
     }
 
-    /// Writes keys and the covered offset in one atomic batch.
-    fn write<'k>(&mut self, keys: impl Iterator<Item = &'k [u8]>, covered: u64) -> Result<(), IndexError> {
+    /// Writes keys and the covered offset in one atomic batch; many keys (a big ingest, a
+    /// rebuild) go straight into a table of their own instead, before the offset.
+    fn write<'k>(
+        &mut self,
+        keys: impl Iterator<Item = &'k [u8]>,
+        count: usize,
+        covered: u64,
+    ) -> Result<(), IndexError> {
+        if count >= BULK_KEYS {
+            return self.ingest(keys, covered);
+        }
         let durability = self.sync_every_commit.then_some(PersistMode::SyncData);
         let mut batch = self.db.batch().durability(durability);
         for key in keys {
@@ -469,6 +485,27 @@ impl LedgerIndex {
             self.unrotated_bytes = 0;
             self.keys.rotate_memtable().map_err(|e| self.store("sealing the memtable", e))?;
         }
+        Ok(())
+    }
+
+    /// Bulk load: the keys sorted into new tables (fjall's ingestion bypasses the memtable,
+    /// whose skip list made a million inserts take seconds), then the covered offset. Keys
+    /// land before the offset that claims them, so a crash in between leaves the index
+    /// behind the dataset, never ahead of its keys.
+    fn ingest<'k>(&mut self, keys: impl Iterator<Item = &'k [u8]>, covered: u64) -> Result<(), IndexError> {
+        let mut sorted: Vec<&[u8]> = keys.collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut ingestion = self.keys.start_ingestion().map_err(|e| self.store("starting a bulk load", e))?;
+        for key in sorted {
+            ingestion.write(key, &[] as &[u8]).map_err(|e| self.store("bulk loading keys", e))?;
+        }
+        ingestion.finish().map_err(|e| self.store("finishing a bulk load", e))?;
+        let durability = self.sync_every_commit.then_some(PersistMode::SyncData);
+        let mut batch = self.db.batch().durability(durability);
+        batch.insert(&self.meta, COVERED_KEY, covered.to_be_bytes());
+        batch.commit().map_err(|e| self.store("writing the covered offset", e))?;
+        self.covered = Some(covered);
         Ok(())
     }
 
@@ -509,37 +546,54 @@ fn open_error(dir: &Path, e: fjall::Error) -> IndexError {
     }
 }
 
-/// A table entry and its control byte.
-const ENTRY: usize = size_of::<(u64, usize, usize)>() + 1;
+/// A table entry (where its key is in the buffer) and its control byte.
+const ENTRY: usize = size_of::<(u32, u32)>() + 1;
 
-/// Keys back to back in one buffer, found through a hash table of (hash, start, end): no
-/// allocation per key.
-#[derive(Default)]
+/// Keys back to back in one buffer, found through a hash table of (start, end): no
+/// allocation per key, and 9 bytes of table per key (a million pending keys of a big ingest
+/// take ~45 MB with their bytes). Hashes are computed again when the table grows.
 struct KeySet {
+    hasher: DefaultHashBuilder,
     bytes: Vec<u8>,
-    table: HashTable<(u64, usize, usize)>,
+    table: HashTable<(u32, u32)>,
 }
 
 impl KeySet {
-    fn contains(&self, hash: u64, key: &[u8]) -> bool {
-        self.table.find(hash, |&(_, start, end)| self.bytes.get(start..end) == Some(key)).is_some()
+    fn new(hasher: DefaultHashBuilder) -> KeySet {
+        KeySet { hasher, bytes: Vec::new(), table: HashTable::new() }
     }
 
-    fn insert(&mut self, hash: u64, key: &[u8]) {
+    fn key(bytes: &[u8], (start, end): (u32, u32)) -> &[u8] {
+        bytes.get(start as usize..end as usize).unwrap_or_default()
+    }
+
+    fn contains(&self, hash: u64, key: &[u8]) -> bool {
+        self.table.find(hash, |&entry| KeySet::key(&self.bytes, entry) == key).is_some()
+    }
+
+    /// Adds `key` (whose hash by this set's hasher is `hash`); `false` when the set is full
+    /// (4 GiB of keys).
+    fn insert(&mut self, hash: u64, key: &[u8]) -> bool {
         if self.contains(hash, key) {
-            return;
+            return true;
         }
-        let start = self.bytes.len();
+        let (Ok(start), Ok(end)) =
+            (u32::try_from(self.bytes.len()), u32::try_from(self.bytes.len() + key.len()))
+        else {
+            return false;
+        };
         self.bytes.extend_from_slice(key);
-        self.table.insert_unique(hash, (hash, start, self.bytes.len()), |&(hash, ..)| hash);
+        let (bytes, hasher) = (&self.bytes, &self.hasher);
+        self.table.insert_unique(hash, (start, end), |&entry| hasher.hash_one(KeySet::key(bytes, entry)));
+        true
     }
 
     fn entries(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        self.table.iter().filter_map(|&(hash, start, end)| Some((hash, self.bytes.get(start..end)?)))
+        self.iter().map(|key| (self.hasher.hash_one(key), key))
     }
 
     fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        self.entries().map(|(_, key)| key)
+        self.table.iter().map(|&entry| KeySet::key(&self.bytes, entry))
     }
 
     fn len(&self) -> usize {
@@ -573,8 +627,12 @@ struct RecentKeys {
 }
 
 impl RecentKeys {
-    fn new(budget: usize) -> RecentKeys {
-        RecentKeys { current: KeySet::default(), previous: KeySet::default(), limit: budget / 2 }
+    fn new(budget: usize, hasher: &DefaultHashBuilder) -> RecentKeys {
+        RecentKeys {
+            current: KeySet::new(hasher.clone()),
+            previous: KeySet::new(hasher.clone()),
+            limit: budget / 2,
+        }
     }
 
     fn contains(&self, hash: u64, key: &[u8]) -> bool {
@@ -589,6 +647,7 @@ impl RecentKeys {
             std::mem::swap(&mut self.current, &mut self.previous);
             self.current.clear();
         }
+        // Within its small budget the set is never full.
         self.current.insert(hash, key);
     }
 

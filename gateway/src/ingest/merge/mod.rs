@@ -129,11 +129,12 @@ impl MergeState {
         }
     }
 
-    /// The dataset committed what this state merged (`merged`, up to `last_offset`).
-    pub fn committed(&mut self, merged: &RecordBatch, last_offset: u64) -> Result<(), IngestError> {
+    /// The dataset committed what this state merged, up to `last_offset` (a Ledger's
+    /// pending keys; an in-memory state took its records in as they were merged).
+    pub fn committed(&mut self, last_offset: u64) -> Result<(), IngestError> {
         match self {
             MergeState::Ledger(state) => state.committed(last_offset),
-            MergeState::Keyed(state) => state.absorb(merged),
+            MergeState::Keyed(_) => Ok(()),
         }
     }
 

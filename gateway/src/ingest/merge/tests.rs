@@ -61,7 +61,12 @@ fn commit(strategy: &MergeStrategy, state: &mut Option<MergeState>, input: Norma
     let rows = out.num_rows() as u64;
     let end = NEXT_OFFSET.fetch_add(rows.max(1), Ordering::SeqCst) + rows.max(1) - 1;
     if let (Some(state), true) = (state, rows > 0) {
-        state.committed(&out, end).unwrap();
+        // As the writer does: an in-memory state takes the records in, a Ledger's index its
+        // pending keys.
+        match state.checkpointed() {
+            true => state.absorb(&out, end).unwrap(),
+            false => state.committed(end).unwrap(),
+        }
     }
     (out, end)
 }

@@ -1,7 +1,7 @@
 //! CBOR: one map, an array of maps, or a CBOR sequence of either (RFC 8742). Standard
 //! date/time tags are understood: tag 0 (an RFC 3339 string), tag 1 (epoch seconds).
 
-use std::io::Cursor;
+use std::io::{BufRead, Read};
 
 use ciborium::Value;
 
@@ -9,13 +9,47 @@ use super::{Position, Problem, Reject};
 use crate::ingest::coerce::Input;
 use crate::ingest::sink::{FieldError, RecordSink};
 
-pub fn read(bytes: &[u8], sink: &mut RecordSink, reject: &mut Reject) {
-    let mut cursor = Cursor::new(bytes);
-    let mut record = 0;
-    while (cursor.position() as usize) < bytes.len() {
-        let start = cursor.position();
-        let item: Value = match ciborium::de::from_reader(&mut cursor) {
+/// A CBOR message read an item at a time.
+pub struct CborStream {
+    input: Counted,
+}
+
+/// The input, counting the bytes read from it (CBOR items are read exactly, never ahead).
+struct Counted {
+    inner: Box<dyn BufRead + Send>,
+    read: u64,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl CborStream {
+    pub fn new(input: Box<dyn BufRead + Send>) -> CborStream {
+        CborStream { input: Counted { inner: input, read: 0 } }
+    }
+
+    /// Reads the next item's records; `false` at the end, or after a broken item (the rest
+    /// of a sequence cannot be found after it). Fails only when the input does.
+    pub fn next(
+        &mut self,
+        records: &mut usize,
+        sink: &mut RecordSink,
+        reject: &mut Reject,
+    ) -> std::io::Result<bool> {
+        if self.input.inner.fill_buf()?.is_empty() {
+            return Ok(false);
+        }
+        let start = self.input.read;
+        let item: Value = match ciborium::de::from_reader(&mut self.input) {
             Ok(item) => item,
+            Err(ciborium::de::Error::Io(e)) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
+                return Err(e);
+            }
             Err(e) => {
                 let message = match e {
                     ciborium::de::Error::Syntax(at) => format!("malformed CBOR at byte {at}"),
@@ -28,28 +62,28 @@ pub fn read(bytes: &[u8], sink: &mut RecordSink, reject: &mut Reject) {
                         )
                     }
                 };
-                // The rest of a sequence cannot be found after a broken item.
-                return reject(record + 1, Some(Position::Byte(start)), Problem::Malformed(message));
+                reject(*records + 1, Some(Position::Byte(start)), Problem::Malformed(message));
+                return Ok(false);
             }
         };
+        let position = Some(Position::Byte(start));
         let maps = match item {
             Value::Array(items) => items,
             map @ Value::Map(_) => vec![map],
             _ => {
-                record += 1;
+                *records += 1;
                 let problem = Problem::Malformed("expected a CBOR map or an array of maps".into());
-                reject(record, Some(Position::Byte(start)), problem);
-                continue;
+                reject(*records, position, problem);
+                return Ok(true);
             }
         };
         for map in maps {
-            record += 1;
-            let position = Some(Position::Byte(start));
-            match read_record(&map, sink) {
-                Ok(()) => {}
-                Err(problem) => reject(record, position, problem),
+            *records += 1;
+            if let Err(problem) = read_record(&map, sink) {
+                reject(*records, position.clone(), problem);
             }
         }
+        Ok(true)
     }
 }
 

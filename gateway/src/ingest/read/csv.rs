@@ -2,6 +2,9 @@
 //! date/time formats are handled around it). With a header, columns are matched by name;
 //! without one, by position.
 
+use std::io::{BufRead, Read};
+
+use super::text::Decoder;
 use super::{Position, Problem, Reject};
 use crate::ingest::coerce::Input;
 use crate::ingest::sink::RecordSink;
@@ -52,53 +55,197 @@ impl CsvOptions {
     }
 }
 
-pub fn read(text: &str, options: &CsvOptions, translated: bool, sink: &mut RecordSink, reject: &mut Reject) {
-    let mut builder = csv::ReaderBuilder::new();
-    builder.delimiter(options.separator).has_headers(false).flexible(true).escape(options.escape);
-    match options.quote {
-        Some(quote) => builder.quote(quote),
-        None => builder.quoting(false),
-    };
-    let mut reader = builder.from_reader(text.as_bytes());
-    let mut records = reader.records();
+/// A CSV message read a row at a time.
+pub struct CsvStream {
+    reader: csv::Reader<Kept>,
+    decoder: Decoder,
+    options: CsvOptions,
+    translated: bool,
+    /// Which column each field fills: by header name, or by position; `None` until the
+    /// first row says whether it is a header.
+    mapping: Option<Vec<Option<usize>>>,
+    row: csv::ByteRecord,
+}
 
-    // Which column each CSV field fills: by header name, or by position.
-    let mut mapping: Vec<Option<usize>> = (0..sink.schema().fields.len()).map(Some).collect();
-    let mut first = records.next();
-    if let Some(Ok(row)) = &first {
-        let names_columns = row.iter().any(|name| sink.column(name.trim()).is_some());
-        let header = options.header.unwrap_or(translated && names_columns);
-        if header {
-            mapping = row.iter().map(|name| sink.column(name.trim())).collect();
-            first = None;
+impl CsvStream {
+    pub fn new(
+        input: Box<dyn BufRead + Send>,
+        decoder: Decoder,
+        options: &CsvOptions,
+        translated: bool,
+    ) -> CsvStream {
+        let mut builder = csv::ReaderBuilder::new();
+        builder.delimiter(options.separator).has_headers(false).flexible(true).escape(options.escape);
+        match options.quote {
+            Some(quote) => builder.quote(quote),
+            None => builder.quoting(false),
+        };
+        let keep = options.quote.is_some();
+        let input = Kept { inner: input, bytes: Vec::new(), from: 0, keep, total: 0, ended: false };
+        CsvStream {
+            reader: builder.from_reader(input),
+            decoder,
+            options: options.clone(),
+            translated,
+            mapping: None,
+            row: csv::ByteRecord::new(),
         }
     }
 
-    let mut record = 0;
-    for row in first.into_iter().chain(records) {
-        record += 1;
-        let row = match row {
-            Ok(row) => row,
+    /// Reads the next row; `false` at the end. Fails only when the input does.
+    pub fn next(
+        &mut self,
+        records: &mut usize,
+        sink: &mut RecordSink,
+        reject: &mut Reject,
+    ) -> std::io::Result<bool> {
+        let read = self.reader.read_byte_record(&mut self.row);
+        match read {
+            Ok(false) => return Ok(false),
+            Ok(true) => {}
             Err(e) => {
                 let position = e.position().map(|p| Position::Line(p.line()));
-                reject(record, position, Problem::Malformed(format!("malformed CSV: {e}")));
-                continue;
+                if let csv::ErrorKind::Io(_) = e.kind() {
+                    if let csv::ErrorKind::Io(e) = e.into_kind() {
+                        return Err(e);
+                    }
+                    return Ok(false);
+                }
+                *records += 1;
+                reject(*records, position, Problem::Malformed(format!("malformed CSV: {e}")));
+                return Ok(true);
+            }
+        }
+        let position = self.row.position().map(|p| Position::Line(p.line()));
+        let start = self.row.position().map_or(0, |p| p.byte());
+        // Only the last row of a message can hold a quote left open: it runs to the end.
+        let last = self.reader.get_ref().ended_at() == Some(self.reader.position().byte());
+        let unclosed = last && self.quote_left_open(start);
+        self.reader.get_mut().forget_before(start);
+        let fields = match self.row.iter().map(|f| self.decoder.decode(f)).collect::<Result<Vec<_>, _>>() {
+            Ok(fields) => fields,
+            Err(e) => {
+                *records += 1;
+                reject(*records, position, Problem::Malformed(e));
+                return Ok(true);
             }
         };
-        let position = row.position().map(|p| Position::Line(p.line()));
-        if row.len() > mapping.len() {
-            let message = format!("{} fields, where {} are expected", row.len(), mapping.len());
-            reject(record, position, Problem::Malformed(message));
-            continue;
+        if self.mapping.is_none() {
+            let names_columns = fields.iter().any(|name| sink.column(name.trim()).is_some());
+            let header = self.options.header.unwrap_or(self.translated && names_columns);
+            self.mapping = Some(match header {
+                true => fields.iter().map(|name| sink.column(name.trim())).collect(),
+                false => (0..sink.schema().fields.len()).map(Some).collect(),
+            });
+            if header {
+                return Ok(true);
+            }
+        }
+        *records += 1;
+        let mapping = self.mapping.as_deref().unwrap_or_default();
+        if unclosed {
+            let problem = "a quoted field is not closed before the end of the message".to_string();
+            reject(*records, position, Problem::Malformed(problem));
+            return Ok(true);
+        }
+        if fields.len() != mapping.len() {
+            let message = format!("{} fields, where {} are expected", fields.len(), mapping.len());
+            reject(*records, position, Problem::Malformed(message));
+            return Ok(true);
         }
         sink.begin();
-        let fitted = row.iter().zip(&mapping).try_for_each(|(value, column)| match column {
-            Some(column) if value == options.null_value => sink.set(*column, Input::Null),
+        let null = self.options.null_value.as_str();
+        let fitted = fields.iter().zip(mapping).try_for_each(|(value, column)| match column {
+            Some(column) if value == null => sink.set(*column, Input::Null),
             Some(column) => sink.set(*column, Input::Str(value)),
             None => Ok(()),
         });
         if let Err(e) = fitted.and_then(|()| sink.commit()) {
-            reject(record, position, Problem::Field(e));
+            reject(*records, position, Problem::Field(e));
         }
+        Ok(true)
+    }
+
+    /// Whether the row starting at byte `start`, read to the end of the message, leaves a
+    /// quoted field open (the CSV reader takes the end of the input as closing it).
+    fn quote_left_open(&self, start: u64) -> bool {
+        let Some(quote) = self.options.quote else { return false };
+        let escape = self.options.escape.filter(|e| *e != quote);
+        let separator = self.options.separator;
+        #[derive(PartialEq)]
+        enum State {
+            FieldStart,
+            Unquoted,
+            Quoted,
+            Escaped,
+            QuoteInQuoted,
+        }
+        let mut state = State::FieldStart;
+        for &byte in self.reader.get_ref().since(start) {
+            state = match state {
+                State::FieldStart if byte == quote => State::Quoted,
+                State::FieldStart | State::Unquoted | State::QuoteInQuoted
+                    if byte == separator || byte == b'\n' || byte == b'\r' =>
+                {
+                    State::FieldStart
+                }
+                State::FieldStart | State::Unquoted => State::Unquoted,
+                State::Quoted if Some(byte) == escape => State::Escaped,
+                State::Quoted if byte == quote => State::QuoteInQuoted,
+                State::Quoted => State::Quoted,
+                State::Escaped => State::Quoted,
+                State::QuoteInQuoted if byte == quote => State::Quoted,
+                State::QuoteInQuoted => State::Unquoted,
+            };
+        }
+        matches!(state, State::Quoted | State::Escaped)
+    }
+}
+
+/// The input, keeping the bytes of the row being read (for `quote_left_open`).
+struct Kept {
+    inner: Box<dyn BufRead + Send>,
+    bytes: Vec<u8>,
+    /// The offset in the message of `bytes[0]`.
+    from: u64,
+    keep: bool,
+    /// Bytes read in all, and whether the input has ended.
+    total: u64,
+    ended: bool,
+}
+
+impl Kept {
+    /// Drops the bytes before `offset`, in big steps (dropping moves the rest).
+    fn forget_before(&mut self, offset: u64) {
+        let before = offset.saturating_sub(self.from) as usize;
+        if before >= 1 << 20 || before == self.bytes.len() {
+            let before = before.min(self.bytes.len());
+            self.bytes.drain(..before);
+            self.from += before as u64;
+        }
+    }
+
+    /// The message's length, once the input has ended.
+    fn ended_at(&self) -> Option<u64> {
+        self.ended.then_some(self.total)
+    }
+
+    fn since(&self, offset: u64) -> &[u8] {
+        let at = offset.saturating_sub(self.from) as usize;
+        self.bytes.get(at..).unwrap_or_default()
+    }
+}
+
+impl Read for Kept {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.total += n as u64;
+        self.ended |= n == 0 && !buf.is_empty();
+        if self.keep {
+            self.bytes.extend_from_slice(&buf[..n]);
+        } else {
+            self.from += n as u64;
+        }
+        Ok(n)
     }
 }

@@ -1,6 +1,7 @@
 //! NdJson (one object per line) and Json (an array of objects, or one object, possibly under
 //! `subPath`), read straight into the sink with serde: no intermediate value per record.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
@@ -9,22 +10,31 @@ use super::{Position, Problem, Reject};
 use crate::ingest::coerce::Input;
 use crate::ingest::sink::{FieldError, RecordSink};
 
-pub fn read_lines(text: &str, sink: &mut RecordSink, reject: &mut Reject) {
-    let mut record = 0;
-    for (index, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
+/// One NdJson line (number `line`, decoded or not) as a record; blank lines are none.
+pub fn read_line(
+    text: Result<Cow<'_, str>, String>,
+    line: u64,
+    records: &mut usize,
+    sink: &mut RecordSink,
+    reject: &mut Reject,
+) {
+    let position = Some(Position::Line(line));
+    let text = match text {
+        Ok(text) if text.trim().is_empty() => return,
+        Ok(text) => text,
+        Err(e) => {
+            *records += 1;
+            return reject(*records, position, Problem::Malformed(e));
         }
-        record += 1;
-        let position = Some(Position::Line(index as u64 + 1));
-        let mut de = serde_json::Deserializer::from_str(line);
-        match read_record(&mut de, sink).and_then(|()| de.end().map_err(Failure::from)) {
-            Ok(()) => match sink.commit() {
-                Ok(()) => {}
-                Err(e) => reject(record, position, Problem::Field(e)),
-            },
-            Err(failure) => reject(record, position, failure.into_problem()),
-        }
+    };
+    *records += 1;
+    let mut de = serde_json::Deserializer::from_str(&text);
+    match read_record(&mut de, sink).and_then(|()| de.end().map_err(Failure::from)) {
+        Ok(()) => match sink.commit() {
+            Ok(()) => {}
+            Err(e) => reject(*records, position, Problem::Field(e)),
+        },
+        Err(failure) => reject(*records, position, failure.into_problem()),
     }
 }
 

@@ -5,9 +5,11 @@
 mod cbor;
 mod csv;
 mod json;
+mod text;
 
 use std::borrow::Cow;
 use std::fmt;
+use std::io::BufRead;
 
 use arrow::record_batch::RecordBatch;
 
@@ -117,62 +119,102 @@ impl ReadOptions {
     }
 }
 
-/// Reads messages of a batch into one record set in the read schema.
+/// Reads messages into one record set in the read schema, a record at a time: a message is
+/// a stream (a file, stdin, a payload in memory), so a caller can take the records in chunks
+/// of bounded size while a big file is still being read.
 pub struct Reader {
     options: ReadOptions,
     sink: RecordSink,
+    /// The message being read, and how many were begun.
+    current: Option<MessageStream>,
     messages: usize,
-    /// Rows read when each message ended, so that rows can be traced to their message.
-    message_ends: Vec<usize>,
+    /// Which message gave which rows of the records not yet finished.
+    parts: Vec<Part>,
 }
 
-/// The records of a batch's messages, in the read schema, and which rows each message gave.
+/// Rows `..end` (from the previous part's end) of a batch came from message `message`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Part {
+    pub message: usize,
+    pub end: usize,
+}
+
+/// Records read, in the read schema, and which rows each message gave. A big message may
+/// be spread over several batches, each holding a part of it.
 pub struct ReadBatch {
     pub records: RecordBatch,
-    /// Rows read when each message ended: message `i` gave rows `ends[i-1]..ends[i]`.
-    pub message_ends: Vec<usize>,
+    pub parts: Vec<Part>,
 }
 
 impl ReadBatch {
-    /// The rows of message `i`.
-    pub fn message_rows(&self, i: usize) -> std::ops::Range<usize> {
-        let start = if i == 0 { 0 } else { self.message_ends[i - 1] };
-        start..self.message_ends[i]
+    /// Each message's index and its rows in this batch, in order.
+    pub fn message_rows(&self) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> + '_ {
+        let starts = std::iter::once(0).chain(self.parts.iter().map(|p| p.end));
+        self.parts.iter().zip(starts).map(|(part, start)| (part.message, start..part.end))
     }
+}
+
+/// A message being read, with its numbering: records and rejections are reported by message
+/// index and 1-based record number.
+struct MessageStream {
+    index: usize,
+    origin: String,
+    records: usize,
+    body: Body,
+}
+
+enum Body {
+    Lines(Lines),
+    Csv(Box<csv::CsvStream>),
+    Cbor(cbor::CborStream),
+    /// A JSON document, read whole (an array of records cannot be cut anywhere else).
+    Document(String),
+    Done,
 }
 
 impl Reader {
     pub fn new(schema: ReadSchema, options: ReadOptions) -> Reader {
         let sink = RecordSink::new(schema, options.formats.clone());
-        Reader { options, sink, messages: 0, message_ends: Vec::new() }
+        Reader { options, sink, current: None, messages: 0, parts: Vec::new() }
     }
 
-    /// Reads one message. `defaults` (column, value as text) fill the columns its records
-    /// leave out. Rejected records are appended to `rejected`; the rest are kept.
-    pub fn read(
+    /// Rows read and not yet finished.
+    pub fn rows(&self) -> usize {
+        self.sink.rows()
+    }
+
+    /// Starts reading a message from `input` (ending the one before, if it was not read to
+    /// its end). Fails only when `input` fails; bad bytes are rejections.
+    pub fn begin(
         &mut self,
-        bytes: &[u8],
+        input: Box<dyn BufRead + Send>,
         format: InputFormat,
         origin: &str,
         defaults: &[(String, String)],
         rejected: &mut Vec<RecordError>,
-    ) {
-        let message = self.messages;
+    ) -> std::io::Result<()> {
+        let index = self.messages;
         self.messages += 1;
-        let mut reject = |record: usize, position: Option<Position>, problem: Problem| {
-            rejected.push(RecordError { message, origin: origin.to_owned(), record, position, problem });
+        self.current = Some(MessageStream { index, origin: origin.to_owned(), records: 0, body: Body::Done });
+        self.mark();
+        if let Err(problem) = self.set_defaults(defaults) {
+            self.reject_current(rejected, problem);
+            return Ok(());
+        }
+        let body = match self.open(input, format)? {
+            Ok(body) => body,
+            Err(problem) => {
+                self.reject_current(rejected, problem);
+                return Ok(());
+            }
         };
-        self.read_message(bytes, format, defaults, &mut reject);
-        self.message_ends.push(self.sink.rows());
+        if let Some(current) = &mut self.current {
+            current.body = body;
+        }
+        Ok(())
     }
 
-    fn read_message(
-        &mut self,
-        bytes: &[u8],
-        format: InputFormat,
-        defaults: &[(String, String)],
-        reject: &mut Reject,
-    ) {
+    fn set_defaults(&mut self, defaults: &[(String, String)]) -> Result<(), Problem> {
         let mut columns = Vec::with_capacity(defaults.len());
         for (name, value) in defaults {
             match self.sink.column(name) {
@@ -180,63 +222,151 @@ impl Reader {
                 None => {
                     let problem =
                         format!("column '{name}' given with the message is not in the source's schema");
-                    return reject(0, None, Problem::Malformed(problem));
+                    return Err(Problem::Malformed(problem));
                 }
             }
         }
-        if let Err(e) = self.sink.set_defaults(columns) {
-            return reject(0, None, Problem::Field(e));
-        }
-        if format == InputFormat::Cbor {
-            return cbor::read(bytes, &mut self.sink, reject);
-        }
-        let text = match decode_text(bytes, self.options.encoding.as_deref()) {
-            Ok(text) => text,
-            Err(e) => return reject(0, None, Problem::Malformed(e)),
+        self.sink.set_defaults(columns).map_err(Problem::Field)
+    }
+
+    /// How the message's bytes are read, by format; `Err` when they cannot be read at all.
+    fn open(
+        &self,
+        input: Box<dyn BufRead + Send>,
+        format: InputFormat,
+    ) -> std::io::Result<Result<Body, Problem>> {
+        let decoded = |input| text::open(input, self.options.encoding.as_deref());
+        Ok(Ok(match format {
+            InputFormat::Cbor => Body::Cbor(cbor::CborStream::new(input)),
+            InputFormat::NdJson => match decoded(input)? {
+                Ok((input, decoder)) => Body::Lines(Lines::new(input, decoder)),
+                Err(problem) => return Ok(Err(Problem::Malformed(problem))),
+            },
+            InputFormat::Csv => match decoded(input)? {
+                Ok((input, decoder)) => {
+                    let translated = self.options.declared != InputFormat::Csv;
+                    Body::Csv(Box::new(csv::CsvStream::new(input, decoder, &self.options.csv, translated)))
+                }
+                Err(problem) => return Ok(Err(Problem::Malformed(problem))),
+            },
+            InputFormat::Json => {
+                let text = match decoded(input)? {
+                    Ok((input, decoder)) => text::read_whole(input, decoder)?,
+                    Err(problem) => Err(problem),
+                };
+                let text = match text {
+                    Ok(text) => text,
+                    Err(problem) => return Ok(Err(Problem::Malformed(problem))),
+                };
+                // A `.json` file of several lines pushed into an NdJson source is NdJson.
+                if self.options.declared == InputFormat::NdJson && !json::is_one_document(&text) {
+                    let input = Box::new(std::io::Cursor::new(text.into_bytes()));
+                    Body::Lines(Lines::new(input, text::Decoder::utf8()))
+                } else {
+                    Body::Document(text)
+                }
+            }
+        }))
+    }
+
+    /// Reads the current message until `max_rows` rows are waiting or the message ends;
+    /// `true` once it has ended. Fails only when the message's input fails.
+    pub fn read_some(&mut self, max_rows: usize, rejected: &mut Vec<RecordError>) -> std::io::Result<bool> {
+        let Some(current) = self.current.as_mut() else { return Ok(true) };
+        let (index, origin) = (current.index, current.origin.as_str());
+        let mut reject = |record: usize, position: Option<Position>, problem: Problem| {
+            rejected.push(RecordError {
+                message: index,
+                origin: origin.to_owned(),
+                record,
+                position,
+                problem,
+            });
         };
         let sink = &mut self.sink;
-        match format {
-            InputFormat::NdJson => json::read_lines(&text, sink, reject),
-            // A `.json` file of several lines pushed into an NdJson source is NdJson.
-            InputFormat::Json
-                if self.options.declared == InputFormat::NdJson && !json::is_one_document(&text) =>
-            {
-                json::read_lines(&text, sink, reject)
-            }
-            InputFormat::Json => {
-                json::read_document(&text, self.options.json_sub_path.as_deref(), sink, reject)
-            }
-            InputFormat::Csv => {
-                let translated = self.options.declared != InputFormat::Csv;
-                csv::read(&text, &self.options.csv, translated, sink, reject)
-            }
-            InputFormat::Cbor => {} // read above, from the bytes
+        let records = &mut current.records;
+        let mut ended = false;
+        while sink.rows() < max_rows && !ended {
+            ended = match &mut current.body {
+                Body::Lines(lines) => match lines.next()? {
+                    Some((line, text)) => {
+                        json::read_line(text, line, records, sink, &mut reject);
+                        false
+                    }
+                    None => true,
+                },
+                Body::Csv(stream) => !stream.next(records, sink, &mut reject)?,
+                Body::Cbor(stream) => !stream.next(records, sink, &mut reject)?,
+                Body::Document(text) => {
+                    json::read_document(text, self.options.json_sub_path.as_deref(), sink, &mut reject);
+                    true
+                }
+                Body::Done => true,
+            };
+        }
+        if ended {
+            current.body = Body::Done;
+        }
+        self.mark();
+        Ok(ended)
+    }
+
+    /// Notes where the current message's rows end so far.
+    fn mark(&mut self) {
+        let Some(current) = &self.current else { return };
+        let end = self.sink.rows();
+        match self.parts.last_mut() {
+            Some(part) if part.message == current.index => part.end = end,
+            _ => self.parts.push(Part { message: current.index, end }),
         }
     }
 
-    /// The records read so far; the reader starts empty again.
+    /// Rejects the current message as a whole.
+    fn reject_current(&mut self, rejected: &mut Vec<RecordError>, problem: Problem) {
+        if let Some(current) = &mut self.current {
+            let origin = current.origin.clone();
+            rejected.push(RecordError { message: current.index, origin, record: 0, position: None, problem });
+            current.body = Body::Done;
+        }
+    }
+
+    /// The records read so far; a message not read to its end goes on in the next batch.
     pub fn finish(&mut self) -> Result<ReadBatch, arrow::error::ArrowError> {
         let records = self.sink.finish()?;
-        self.messages = 0;
-        Ok(ReadBatch { records, message_ends: std::mem::take(&mut self.message_ends) })
+        let parts = std::mem::take(&mut self.parts);
+        if let Some(current) = self.current.as_ref().filter(|c| !matches!(c.body, Body::Done)) {
+            self.parts.push(Part { message: current.index, end: 0 });
+        }
+        Ok(ReadBatch { records, parts })
     }
 }
 
-/// Text in the source's encoding, as UTF-8. A BOM is honoured and removed.
-fn decode_text<'a>(bytes: &'a [u8], encoding: Option<&str>) -> Result<Cow<'a, str>, String> {
-    let label = encoding.unwrap_or("utf-8");
-    let encoding = encoding_rs::Encoding::for_label(label.as_bytes())
-        .ok_or_else(|| format!("encoding '{label}' is not known"))?;
-    let (text, used, had_errors) = encoding.decode(bytes);
-    if had_errors {
-        // Find where, for the error: the first invalid UTF-8 byte, when reading UTF-8.
-        let at = std::str::from_utf8(bytes).err().map(|e| e.valid_up_to());
-        return Err(match at {
-            Some(at) if used == encoding_rs::UTF_8 => format!("invalid UTF-8 at byte {at}"),
-            _ => format!("bytes that are not valid {}", used.name()),
-        });
+/// NdJson lines, decoded one at a time.
+struct Lines {
+    input: Box<dyn BufRead + Send>,
+    decoder: text::Decoder,
+    line: u64,
+    buffer: Vec<u8>,
+}
+
+impl Lines {
+    fn new(input: Box<dyn BufRead + Send>, decoder: text::Decoder) -> Lines {
+        Lines { input, decoder, line: 0, buffer: Vec::new() }
     }
-    Ok(text)
+
+    /// The next line's number and text (`Err` when its bytes are not in the encoding);
+    /// `None` at the end.
+    fn next(&mut self) -> std::io::Result<Option<(u64, Result<Cow<'_, str>, String>)>> {
+        self.buffer.clear();
+        if self.input.read_until(b'\n', &mut self.buffer)? == 0 {
+            return Ok(None);
+        }
+        self.line += 1;
+        let mut bytes = self.buffer.as_slice();
+        bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        Ok(Some((self.line, self.decoder.decode(bytes))))
+    }
 }
 
 #[cfg(test)]

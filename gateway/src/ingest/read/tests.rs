@@ -14,10 +14,17 @@ fn reader(read: &ReadStep) -> Reader {
     Reader::new(ReadSchema::of(read).unwrap(), ReadOptions::of(read).unwrap())
 }
 
+/// Reads a whole message from memory.
+fn read_all(reader: &mut Reader, bytes: &[u8], format: InputFormat, rejected: &mut Vec<RecordError>) {
+    let input = Box::new(std::io::Cursor::new(bytes.to_vec()));
+    reader.begin(input, format, "test", &[], rejected).unwrap();
+    assert!(reader.read_some(usize::MAX, rejected).unwrap());
+}
+
 fn read(read_step: &ReadStep, bytes: &[u8], format: InputFormat) -> (RecordBatch, Vec<RecordError>) {
     let mut reader = reader(read_step);
     let mut rejected = Vec::new();
-    reader.read(bytes, format, "test", &[], &mut rejected);
+    read_all(&mut reader, bytes, format, &mut rejected);
     (reader.finish().unwrap().records, rejected)
 }
 
@@ -92,6 +99,59 @@ fn csv_options() {
 }
 
 #[test]
+fn csv_rows_must_have_every_field_and_close_their_quotes() {
+    let step = csv(ReadStepCsv { header: Some(true), ..Default::default() });
+    let unclosed = b"id,n,d\nr1,1,1970-01-01\n\"r2,2,1970-01-01\nr3,3,1970-01-01\nr4,4,1970-01-01\n";
+    let (batch, rejected) = read(&step, unclosed, InputFormat::Csv);
+    assert_eq!(batch.num_rows(), 1, "the rows after an open quote are not swallowed silently");
+    assert!(
+        matches!(&rejected[0].problem, Problem::Malformed(m) if m.contains("not closed")),
+        "{rejected:?}"
+    );
+    assert_eq!((rejected[0].record, rejected[0].position.clone()), (2, Some(Position::Line(3))));
+
+    let (batch, rejected) =
+        read(&step, b"id,n,d\nr1,1\nr2,2,1970-01-01,x\nr3,3,1970-01-01\n", InputFormat::Csv);
+    assert_eq!(batch.num_rows(), 1);
+    let problems: Vec<String> = rejected.iter().map(|e| e.to_string()).collect();
+    assert!(problems[0].contains("2 fields, where 3 are expected"), "{problems:?}");
+    assert!(problems[1].contains("4 fields, where 3 are expected"), "{problems:?}");
+
+    // A quoted field may hold line breaks and escaped quotes, when it is closed.
+    let (batch, rejected) = read(&step, b"id,n,d\n\"r\n\"\"1\\\"\",1,1970-01-01\n", InputFormat::Csv);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    assert_eq!(batch.column(0).as_string::<i32>().value(0), "r\n\"1\"");
+}
+
+#[test]
+fn a_message_read_in_chunks_keeps_its_header_and_numbering() {
+    let step = csv(ReadStepCsv { header: Some(true), ..Default::default() });
+    let mut reader = reader(&step);
+    let mut rejected = Vec::new();
+    let text = "id,n,d\na,1,1970-01-01\nb,x,1970-01-01\nc,3,1970-01-01\nd,4,1970-01-01\ne,5,1970-01-01\n";
+    let input = Box::new(std::io::Cursor::new(text.as_bytes().to_vec()));
+    reader.begin(input, InputFormat::Csv, "f.csv", &[], &mut rejected).unwrap();
+    let mut batches = Vec::new();
+    loop {
+        let ended = reader.read_some(2, &mut rejected).unwrap();
+        let batch = reader.finish().unwrap();
+        if batch.records.num_rows() > 0 {
+            batches.push(batch);
+        }
+        if ended {
+            break;
+        }
+    }
+    let ids: Vec<Vec<&str>> = batches
+        .iter()
+        .map(|b| b.records.column(0).as_string::<i32>().iter().map(Option::unwrap).collect())
+        .collect();
+    assert_eq!(ids, [vec!["a", "c"], vec!["d", "e"]]);
+    assert!(batches.iter().all(|b| b.parts == [Part { message: 0, end: 2 }]));
+    assert_eq!((rejected[0].record, rejected[0].position.clone()), (2, Some(Position::Line(3))));
+}
+
+#[test]
 fn csv_in_another_encoding() {
     let latin1 = ReadStep::Csv(ReadStepCsv {
         ddl_schema: ddl(&["city STRING"]),
@@ -138,7 +198,7 @@ proptest! {
         let format = InputFormat::ALL[format];
         let mut reader = reader(&ndjson());
         let mut rejected = Vec::new();
-        reader.read(&bytes, format, "fuzz", &[], &mut rejected);
+        read_all(&mut reader, &bytes, format, &mut rejected);
         let batch = reader.finish().unwrap().records;
         prop_assert!(batch.num_rows() <= bytes.len() + 1);
     }

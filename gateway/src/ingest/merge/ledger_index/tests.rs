@@ -141,8 +141,8 @@ fn a_folder_of_other_files_or_a_broken_index_is_damaged() {
 
 #[test]
 fn recent_keys_stay_within_their_budget() {
-    let mut recent = RecentKeys::new(1_000);
     let hasher = DefaultHashBuilder::default();
+    let mut recent = RecentKeys::new(1_000, &hasher);
     for i in 0..10_000u32 {
         let key = i.to_be_bytes();
         recent.insert(hasher.hash_one(key), &key);

@@ -1,0 +1,115 @@
+//! What an adversarial run of the CLI found (issue 17), each through the CLI as a user meets
+//! it: a closed or full output, SQL too deep to plan, CSV that silently lost rows, integers
+//! rounded through floats, a Ledger without a key.
+
+#[allow(dead_code)]
+mod common;
+
+use std::process::Stdio;
+
+use common::{Gateway, LEDGER, reports};
+
+const CSV_SOURCE: &str = "
+kind: DatasetSnapshot
+version: 1
+content:
+  name: rows
+  kind: Root
+  metadata:
+    - kind: AddPushSource
+      sourceName: csv
+      read:
+        kind: Csv
+        header: true
+        ddlSchema: [\"id STRING\", \"n BIGINT\"]
+      merge:
+        kind: Append
+";
+
+fn with_data() -> Gateway {
+    let gw = Gateway::new();
+    gw.add(LEDGER);
+    gw.ok(&["ingest", "trackers", "--stdin"], &reports("A", 1..=9));
+    gw
+}
+
+#[test]
+fn a_closed_pipe_ends_a_command_quietly_and_a_full_disk_is_an_error() {
+    let gw = with_data();
+    for args in [&["log", "trackers"][..], &["list"], &["verify", "trackers"], &["tail", "trackers"]] {
+        let command = || {
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_odf-gateway"));
+            command.args(args).env("ODF_GATEWAY_DATA_DIR", gw.data());
+            command
+        };
+        // The reader goes away before the command writes: `odf-gateway log | head -c0`.
+        let mut child = command().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let out = command().stdout(full).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("cannot write the output") && stderr.contains("space"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn sql_too_deep_to_plan_is_refused_not_a_crash() {
+    let gw = with_data();
+    let sum = format!("SELECT {} AS x", vec!["1"; 20_000].join("+"));
+    let (ok, _, stderr) = gw.run(&["sql", &sum], "");
+    assert!(!ok && stderr.contains("more than 256 operators"), "{stderr}");
+    assert!(gw.ok(&["sql", "SELECT 1+1+1 AS x"], "").contains('3'));
+
+    let manifest = CSV_SOURCE.replace(
+        "      merge:",
+        &format!("      preprocess:\n        kind: Sql\n        engine: datafusion\n        query: \"SELECT id, {} AS n FROM input\"\n      merge:", vec!["n"; 5_000].join("+")),
+    );
+    let (ok, _, stderr) = gw.run(&["add", "--stdin"], &manifest);
+    assert!(!ok && stderr.contains("more than 256 operators"), "{stderr}");
+}
+
+#[test]
+fn csv_rows_that_lost_fields_or_left_a_quote_open_are_bad_records() {
+    let gw = Gateway::new();
+    gw.add(CSV_SOURCE);
+    let stderr = gw.fails(&["ingest", "rows", "--stdin"], "id,n\nr1,1\n\"r2,2\nr3,3\nr4,4\n");
+    assert!(stderr.contains("record 2 (line 3): a quoted field is not closed"), "{stderr}");
+    let stderr = gw.fails(&["ingest", "rows", "--stdin"], "id,n\nr1,1\nr2\nr3,3\n");
+    assert!(stderr.contains("record 2 (line 3): 1 fields, where 2 are expected"), "{stderr}");
+    assert!(gw.records("rows").is_empty());
+    let out = gw.ok(&["ingest", "rows", "--stdin", "--skip-bad-records"], "id,n\nr1,1\nr2\nr3,3\n");
+    assert!(out.contains("skipped:"), "{out}");
+    assert_eq!(gw.records("rows").len(), 2);
+}
+
+#[test]
+fn integers_never_round_through_floats() {
+    let gw = Gateway::new();
+    gw.add(LEDGER);
+    let record = |seq: &str| format!(r#"{{"device_id":"A","seq":{seq},"t":"2026-01-01T00:00:00Z","lat":1}}"#);
+    for seq in
+        ["-9223372036854775809", "-9223372036854776000", "9007199254740993.0", "9007199254740993.5", "1e30"]
+    {
+        let stderr = gw.fails(&["ingest", "trackers", "--stdin"], &record(seq));
+        assert!(stderr.contains("field 'seq'") && stderr.contains("2^53"), "{seq}: {stderr}");
+    }
+    // The same value as CSV text and as a JSON string: the same answer.
+    let stderr = gw.fails(&["ingest", "trackers", "--stdin"], &record("\"9007199254740993.0\""));
+    assert!(stderr.contains("2^53"), "{stderr}");
+    gw.ok(&["ingest", "trackers", "--stdin"], &record("9223372036854775807"));
+    let records = gw.records("trackers");
+    assert_eq!(records[0]["seq"], serde_json::json!(9_223_372_036_854_775_807_i64));
+}
+
+#[test]
+fn a_merge_without_a_primary_key_is_refused_at_add() {
+    let gw = Gateway::new();
+    let (ok, _, stderr) = gw.run(&["add", "--stdin"], &LEDGER.replace("[device_id, seq]", "[]"));
+    assert!(!ok && stderr.contains("needs a primaryKey of at least one column"), "{stderr}");
+}
