@@ -47,6 +47,8 @@ log "Rust tests"
 cargo test --workspace --locked
 
 log "interop tests"
-cargo build --locked -p odf-gateway --bin odf-gateway
+# `cargo test` built the binary for the CLI tests; building it alone would resolve other
+# features and rebuild half the dependency tree.
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+test -x "$target_dir/debug/odf-gateway" || { echo "no odf-gateway binary in $target_dir/debug" >&2; exit 1; }
 ODF_GATEWAY_BIN="$target_dir/debug/odf-gateway" python3 -m pytest -q tests/interop
