@@ -113,3 +113,25 @@ fn a_merge_without_a_primary_key_is_refused_at_add() {
     let (ok, _, stderr) = gw.run(&["add", "--stdin"], &LEDGER.replace("[device_id, seq]", "[]"));
     assert!(!ok && stderr.contains("needs a primaryKey of at least one column"), "{stderr}");
 }
+
+#[test]
+fn a_damaged_slice_fails_reads_loudly() {
+    let gw = with_data();
+    gw.ok(&["ingest", "trackers", "--stdin"], &reports("B", 1..=9));
+    let data = gw.data().join("trackers").join("data");
+    let slices: Vec<_> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(slices.len(), 2);
+
+    // One bit flipped: the size still fits, the hash does not.
+    let mut bytes = std::fs::read(&slices[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&slices[0], &bytes).unwrap();
+    let stderr = gw.fails(&["tail", "trackers"], "");
+    assert!(stderr.contains("is damaged") && stderr.contains("odf-gateway verify trackers"), "{stderr}");
+
+    // Gone: `sql` refuses to answer from what is left.
+    std::fs::remove_file(&slices[0]).unwrap();
+    let stderr = gw.fails(&["sql", "SELECT count(*) AS n FROM trackers"], "");
+    assert!(stderr.contains("cannot read") && stderr.contains("odf-gateway verify trackers"), "{stderr}");
+}

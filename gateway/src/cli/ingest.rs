@@ -85,10 +85,12 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             for e in &rejected {
                 eprintln!("error: {e}");
             }
-            bail!(
-                "{} record(s) rejected; nothing was committed (--skip-bad-records commits the rest)",
-                rejected.len()
-            );
+            let hint = match args.skip_bad_records {
+                // Only a Snapshot source refuses to skip: its skipped rows would read as deletions.
+                true => "a Snapshot source takes a whole snapshot or nothing",
+                false => "--skip-bad-records commits the rest",
+            };
+            bail!("{} record(s) rejected; nothing was committed ({hint})", rejected.len());
         }
         Err(e) => return Err(e).with_context(|| format!("ingest into '{}'", args.dataset)),
     };

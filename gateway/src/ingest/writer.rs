@@ -174,7 +174,7 @@ impl DatasetWriter {
             odf_schema: None,
             watermark: None,
             snapshot: Vec::new(),
-            merged: Some(Vec::new()),
+            merged: Merged::Nothing,
         };
         let inputs = request.messages.into_iter().map(|m| Ok(MessageStream::from(m))).chain(streams);
         let staged = match self.stage_inputs(&mut stager, inputs, position) {
@@ -297,13 +297,10 @@ impl DatasetWriter {
         // does not happen they are forgotten and rebuilt from disk, so they never run ahead
         // of the chain. A Ledger's index takes them after the commit.
         self.states.absorb_prepared(&merged, last_offset)?;
-        // Kept for the states that take them after the commit, while they are small.
-        if let Some(kept) = &mut st.merged {
-            match kept.is_empty() {
-                true => kept.push(merged),
-                false => st.merged = None,
-            }
-        }
+        st.merged = match std::mem::replace(&mut st.merged, Merged::Many) {
+            Merged::Nothing => Merged::One(merged),
+            _ => Merged::Many,
+        };
         Ok(())
     }
 
@@ -365,7 +362,10 @@ impl DatasetWriter {
             new_source_state: position,
             extra: None,
         }));
-        let merged = st.merged.take().and_then(|mut kept| kept.pop());
+        let merged = match std::mem::replace(&mut st.merged, Merged::Many) {
+            Merged::One(merged) => Some(merged),
+            _ => None,
+        };
         Ok(Some(Staged {
             records: staged.rows,
             merged: Some((merged, MergeState::signature(&st.source.merge))),
@@ -490,9 +490,15 @@ struct Stager {
     watermark: Option<DateTime<Utc>>,
     /// A Snapshot source's records, merged at the end.
     snapshot: Vec<Normalized>,
-    /// The merged records, while they are one chunk (`None` beyond), for the states on disk
-    /// that take them in after the commit.
-    merged: Option<Vec<RecordBatch>>,
+    merged: Merged,
+}
+
+/// The merged records while they are one chunk, for the states on disk that take them in
+/// after the commit (beyond one chunk those catch up from the slice instead).
+enum Merged {
+    Nothing,
+    One(RecordBatch),
+    Many,
 }
 
 /// What the chunks of a message need to know about it.

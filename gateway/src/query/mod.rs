@@ -2,6 +2,7 @@
 //! dataset of a data directory (each a table by its name) with DataFusion. Only slices the
 //! chain references are read, never a file being staged.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -13,7 +14,6 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub mod guard;
 
-use crate::odf::Multihash;
 use crate::store::{DataDir, Dataset};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,25 +56,24 @@ pub async fn session(data_dir: &DataDir) -> Result<SessionContext, QueryError> {
     for name in data_dir.list()? {
         let dataset = data_dir.open_dataset(name.as_str())?;
         let Some(schema) = dataset.arrow_schema()? else { continue };
-        let files: Vec<Multihash> = dataset.slices()?.into_iter().map(|s| s.physical_hash).collect();
+        // Each slice is checked against its block first: a query over a damaged dataset
+        // fails loudly rather than answer from what is left.
+        let files: Vec<PathBuf> =
+            dataset.slices()?.iter().map(|s| dataset.slice_file(s)).collect::<Result<_, _>>()?;
         let table: Arc<dyn datafusion::datasource::TableProvider> = if files.is_empty() {
             Arc::new(MemTable::try_new(schema, vec![vec![]])?)
         } else {
-            listing(&dataset, &files, schema)?
+            listing(&files, schema)?
         };
         ctx.register_table(name.as_str(), table)?;
     }
     Ok(ctx)
 }
 
-fn listing(
-    dataset: &Dataset,
-    files: &[Multihash],
-    schema: SchemaRef,
-) -> Result<Arc<ListingTable>, QueryError> {
+fn listing(files: &[PathBuf], schema: SchemaRef) -> Result<Arc<ListingTable>, QueryError> {
     let urls = files
         .iter()
-        .map(|hash| ListingTableUrl::parse(dataset.data_path(hash).to_string_lossy()))
+        .map(|path| ListingTableUrl::parse(path.to_string_lossy()))
         .collect::<Result<Vec<_>, _>>()?;
     // Slice files have no extension: they are named by their hash.
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");

@@ -1,6 +1,7 @@
 //! Reading a dataset's data slices back: which ones the chain references, and their records.
 
 use std::fs::File;
+use std::path::PathBuf;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -8,6 +9,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::dataset::Dataset;
 use super::error::StoreError;
+use super::hash_file;
 use crate::odf::{AddData, DataSlice, MetadataEvent, SchemaError, arrow_schema};
 
 impl Dataset {
@@ -30,10 +32,41 @@ impl Dataset {
         self.state().schema.as_ref().map(arrow_schema::to_arrow).transpose()
     }
 
-    /// The records of a slice, with the schema written in its file.
-    pub fn read_slice(&self, slice: &DataSlice) -> Result<Vec<RecordBatch>, StoreError> {
+    /// The file of a slice, once it is found with the size its block gives (a cheap check
+    /// that catches a missing, truncated or swapped file before a query reads it).
+    pub fn slice_file(&self, slice: &DataSlice) -> Result<PathBuf, StoreError> {
         let path = self.data_path(&slice.physical_hash);
+        let error = |reason: String| StoreError::BadSlice {
+            hash: slice.physical_hash.clone(),
+            reason: format!("{reason}; run `odf-gateway verify {}`", self.name()),
+        };
+        let size = std::fs::metadata(&path)
+            .map_err(|e| error(format!("cannot read {}: {e}", path.display())))?
+            .len();
+        if size != slice.size {
+            return Err(error(format!(
+                "{} is {size} bytes where its block says {}",
+                path.display(),
+                slice.size
+            )));
+        }
+        Ok(path)
+    }
+
+    /// The records of a slice, with the schema written in its file, once its bytes are
+    /// found to hash to the name its block gives.
+    pub fn read_slice(&self, slice: &DataSlice) -> Result<Vec<RecordBatch>, StoreError> {
+        let path = self.slice_file(slice)?;
         let error = |reason: String| StoreError::BadSlice { hash: slice.physical_hash.clone(), reason };
+        let (hash, _) =
+            hash_file(&path).map_err(|e| error(format!("cannot read {}: {e}", path.display())))?;
+        if hash != slice.physical_hash {
+            return Err(error(format!(
+                "{} is damaged (its bytes hash to {hash}); run `odf-gateway verify {}`",
+                path.display(),
+                self.name()
+            )));
+        }
         let file = File::open(&path).map_err(|e| error(format!("cannot read {}: {e}", path.display())))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|builder| builder.build())

@@ -370,14 +370,15 @@ impl LedgerIndex {
         self.check_offset(covered)?;
         let pending = std::mem::replace(&mut self.pending, KeySet::new(self.hasher.clone()));
         let written = self.write(pending.iter(), pending.len(), covered);
-        if written.is_ok() {
+        // A bulk load's keys are not the recent ones a redelivery repeats.
+        if written.is_ok() && pending.len() < BULK_KEYS {
             for (hash, key) in pending.entries() {
                 self.recent.insert(hash, key);
             }
-            self.pending = pending;
+        }
+        self.pending = pending;
+        if written.is_ok() {
             self.pending.clear();
-        } else {
-            self.pending = pending;
         }
         written
     }
