@@ -193,6 +193,10 @@ fn upsert_stream_across_ingests() {
     let err = gw.fails(&["ingest", "devices", "--stdin"], "{\"id\":\"a\",\"op\":9}");
     assert!(err.contains("record 1: 'op' is 9"), "{err}");
     gw.verify("devices");
+    // `list` says how many rows the state keeps in memory: only a is left.
+    let list = gw.ok(&["list", "-o", "json"], "");
+    let row: serde_json::Value = serde_json::from_str(list.lines().next().unwrap()).unwrap();
+    assert_eq!(row["state_rows"], 1, "{list}");
 }
 
 #[test]

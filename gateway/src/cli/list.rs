@@ -5,7 +5,8 @@ use serde::Serialize;
 use super::Context;
 use super::output::{self, Format};
 
-/// List datasets: name, kind, head, blocks, records, size.
+/// List datasets: name, kind, head, blocks, records, size, and the rows a Snapshot or
+/// UpsertStream source keeps in memory (as of the last checkpoint).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// How to print the list.
@@ -22,6 +23,8 @@ struct Row {
     blocks: u64,
     records: u64,
     size: u64,
+    /// Rows of the in-memory merge states at the last checkpoint.
+    state_rows: Option<u64>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
@@ -45,6 +48,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             blocks: state.blocks,
             records: state.records(),
             size: state.data_size,
+            state_rows: crate::ingest::checkpointed_rows(&dataset),
         });
     }
     match args.output_format {
@@ -54,7 +58,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             }
         }
         Format::Table => {
-            let mut table = output::table(&["Name", "Kind", "Head", "Blocks", "Records", "Size"]);
+            let mut table =
+                output::table(&["Name", "Kind", "Head", "Blocks", "Records", "Size", "State rows"]);
             for row in &rows {
                 table.add_row(vec![
                     row.name.clone(),
@@ -63,6 +68,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                     row.blocks.to_string(),
                     row.records.to_string(),
                     output::size(row.size),
+                    row.state_rows.map(|n| n.to_string()).unwrap_or_default(),
                 ]);
             }
             output::line(table)?;

@@ -228,6 +228,19 @@ fn index_dir(dataset: &Dataset, signature: &str) -> PathBuf {
     data_dir.join(INDEX_DIR).join(id.trim_start_matches("did:odf:")).join(hex::encode(signature))
 }
 
+/// Rows the in-memory states (Snapshot, UpsertStream: the current rows) held at the last
+/// checkpoint; `None` when the dataset has no checkpoint, or it cannot be read (it is then
+/// rebuilt at the next ingest).
+pub fn checkpointed_rows(dataset: &Dataset) -> Option<u64> {
+    let checkpoint = dataset.state().last_checkpoint.as_ref()?;
+    let bytes = std::fs::read(dataset.checkpoint_path(&checkpoint.physical_hash)).ok()?;
+    if Multihash::sha3_256(&bytes) != checkpoint.physical_hash {
+        return None;
+    }
+    let saved = checkpoint::decode(&bytes).ok()??;
+    Some(saved.states.values().map(|batch| batch.num_rows() as u64).sum())
+}
+
 /// Loads the in-memory states from the chain's last checkpoint; returns the offset it
 /// covers. A checkpoint that is missing, damaged (its bytes do not hash to its name),
 /// unreadable or without every state leaves them empty, to be rebuilt from the slices.

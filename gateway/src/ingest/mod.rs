@@ -27,6 +27,7 @@ pub use error::{ErrorKind, IngestError};
 pub use format::InputFormat;
 pub use manifests::{ManifestErrors, check_manifests};
 pub use merge::ledger_index::{IndexConfig, IndexError, IndexStats, LedgerIndex};
+pub use merge_states::checkpointed_rows;
 pub use read::{Position, Problem, RecordError};
 pub use request::{
     Committed, IngestOptions, IngestOutcome, IngestRequest, Message, MessageStream, SourcePosition,
