@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
+use arrow::array::{Array, Int64Array};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
@@ -113,23 +114,26 @@ impl MergeStates {
         let Some(&oldest) = from.values().min() else { return Ok(()) };
         let vocab = Vocab::of(dataset.state().vocab.as_ref());
         for slice in dataset.slices()?.iter().filter(|s| oldest.is_none_or(|c| s.offset_interval.end > c)) {
-            let mut parts = Vec::new();
-            for batch in dataset.read_slice(slice)? {
+            let end = slice.offset_interval.end;
+            // A batch at a time: a slice of millions of rows never sits in memory whole.
+            for batch in dataset.slice_batches(slice)? {
+                let batch = batch?;
+                let Some(last_offset) = last_offset(&batch, &vocab.offset)? else { continue };
                 let mut columns = vec![batch.schema().index_of(&vocab.op)?];
                 for field in data_schema.fields() {
                     columns.push(batch.schema().index_of(field.name())?);
                 }
-                parts.push(batch.project(&columns)?);
-            }
-            let Some(first) = parts.first() else { continue };
-            let records = arrow::compute::concat_batches(&first.schema(), &parts)?;
-            let end = slice.offset_interval.end;
-            for (signature, state) in self.states.iter_mut().flat_map(|s| s.iter_mut()) {
-                if from.get(signature).copied().flatten().is_none_or(|c| end > c) {
-                    state.absorb(&records, end)?;
+                let records = batch.project(&columns)?;
+                for (signature, state) in self.states.iter_mut().flat_map(|s| s.iter_mut()) {
+                    if from.get(signature).copied().flatten().is_none_or(|c| end > c && last_offset > c) {
+                        state.catch_up(&records, last_offset)?;
+                    }
                 }
+                self.rows_since_checkpoint += records.num_rows() as u64;
             }
-            self.rows_since_checkpoint += records.num_rows() as u64;
+        }
+        for state in self.states.iter_mut().flat_map(|s| s.values_mut()) {
+            state.caught_up()?;
         }
         Ok(())
     }
@@ -218,6 +222,16 @@ impl MergeStates {
         self.rows_since_checkpoint = 0;
         Ok(Checkpoint { physical_hash, size })
     }
+}
+
+/// The last offset in a batch of a slice (offsets ascend); `None` for an empty batch.
+fn last_offset(batch: &RecordBatch, offset_column: &str) -> Result<Option<u64>, IngestError> {
+    let column = batch.column(batch.schema().index_of(offset_column)?);
+    let offsets = column
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| IngestError::Internal(format!("'{offset_column}' of a slice is not Int64")))?;
+    Ok(offsets.len().checked_sub(1).map(|i| offsets.value(i)).and_then(|o| u64::try_from(o).ok()))
 }
 
 /// Where a Ledger state's index lives: beside the datasets, by dataset id (a dataset

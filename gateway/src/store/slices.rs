@@ -56,21 +56,32 @@ impl Dataset {
     /// The records of a slice, with the schema written in its file, once its bytes are
     /// found to hash to the name its block gives.
     pub fn read_slice(&self, slice: &DataSlice) -> Result<Vec<RecordBatch>, StoreError> {
+        self.slice_batches(slice)?.collect()
+    }
+
+    /// The records of a slice a batch at a time (of up to 64k rows), once its bytes are found
+    /// to hash to the name its block gives.
+    pub fn slice_batches(
+        &self,
+        slice: &DataSlice,
+    ) -> Result<impl Iterator<Item = Result<RecordBatch, StoreError>> + use<>, StoreError> {
         let path = self.slice_file(slice)?;
-        let error = |reason: String| StoreError::BadSlice { hash: slice.physical_hash.clone(), reason };
-        let (hash, _) =
+        let hash = slice.physical_hash.clone();
+        let error = move |reason: String| StoreError::BadSlice { hash: hash.clone(), reason };
+        let (found, _) =
             hash_file(&path).map_err(|e| error(format!("cannot read {}: {e}", path.display())))?;
-        if hash != slice.physical_hash {
+        if found != slice.physical_hash {
             return Err(error(format!(
-                "{} is damaged (its bytes hash to {hash}); run `odf-gateway verify {}`",
+                "{} is damaged (its bytes hash to {found}); run `odf-gateway verify {}`",
                 path.display(),
                 self.name()
             )));
         }
         let file = File::open(&path).map_err(|e| error(format!("cannot read {}: {e}", path.display())))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map(|builder| builder.with_batch_size(1 << 16))
             .and_then(|builder| builder.build())
             .map_err(|e| error(format!("not a Parquet file: {e}")))?;
-        reader.collect::<Result<Vec<_>, _>>().map_err(|e| error(format!("unreadable Parquet: {e}")))
+        Ok(reader.map(move |batch| batch.map_err(|e| error(format!("unreadable Parquet: {e}")))))
     }
 }

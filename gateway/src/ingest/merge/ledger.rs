@@ -112,6 +112,19 @@ impl LedgerState {
         self.index.commit(&keys, last_offset).map_err(index_error)
     }
 
+    /// As `absorb`, for catching up from many slices: the keys are written in big loads,
+    /// the last by `caught_up`.
+    pub fn catch_up(&mut self, slice: &RecordBatch, last_offset: u64) -> Result<(), IngestError> {
+        let (_, data) = split_op(slice)?;
+        let rows = self.encoder.encode(&data.project(&self.key_columns)?)?;
+        let keys: Vec<&[u8]> = rows.iter().map(|r| r.data()).collect();
+        self.index.catch_up(&keys, last_offset).map_err(index_error)
+    }
+
+    pub fn caught_up(&mut self) -> Result<(), IngestError> {
+        self.index.finish_catch_up().map_err(index_error)
+    }
+
     /// Empties the index, to rebuild it from every slice (the dataset is not the history it
     /// was built from).
     pub fn reset(&mut self) -> Result<(), IngestError> {

@@ -80,6 +80,8 @@ const RESETTING_KEY: &[u8] = b"resetting";
 /// This module's layout; another value means the index was written by another version.
 const FORMAT: &[u8] = b"ledger-index/1";
 const MIB: u64 = 1024 * 1024;
+/// Keys of committed slices held while catching up before they are bulk-loaded.
+const CATCH_UP_BYTES: usize = 32 * MIB as usize;
 /// Keys written at once from which a bulk load is faster than the memtable.
 const BULK_KEYS: usize = 50_000;
 /// fjall's limits for a key (it panics outside them).
@@ -203,6 +205,8 @@ pub struct LedgerIndex {
     hasher: DefaultHashBuilder,
     /// Keys `find_new` reported new and the dataset has not committed yet.
     pending: KeySet,
+    /// While catching up: the offset the pending keys cover (they are committed ones).
+    catching_up: Option<u64>,
     recent: RecentKeys,
 }
 
@@ -261,6 +265,7 @@ impl LedgerIndex {
             memtable_bytes: memtable,
             unrotated_bytes: 0,
             pending: KeySet::new(hasher.clone()),
+            catching_up: None,
             recent: RecentKeys::new(config.recent_keys_bytes, &hasher),
             hasher,
         };
@@ -402,8 +407,38 @@ impl LedgerIndex {
         Ok(())
     }
 
+    /// For catching up from many slices: takes in a batch's keys (committed, up to offset
+    /// `covered`) and writes them in big sorted loads, not one per batch;
+    /// [`finish_catch_up`](Self::finish_catch_up) writes the rest. No merge may be pending.
+    pub fn catch_up<K: AsRef<[u8]>>(&mut self, keys: &[K], covered: u64) -> Result<(), IndexError> {
+        self.check_offset(covered)?;
+        if self.catching_up.is_none() && !self.pending.is_empty() {
+            return Err(self.misuse(Misuse::PendingKeys(self.pending.len())));
+        }
+        for key in keys {
+            let key = checked(key.as_ref())?;
+            if !self.pending.insert(self.hasher.hash_one(key), key) {
+                return Err(IndexError::TooManyPending);
+            }
+        }
+        self.catching_up = Some(covered);
+        if self.pending.used() >= CATCH_UP_BYTES {
+            self.finish_catch_up()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the keys `catch_up` holds, with the offset they cover.
+    pub fn finish_catch_up(&mut self) -> Result<(), IndexError> {
+        match self.catching_up.take() {
+            Some(covered) => self.commit_pending(covered),
+            None => Ok(()),
+        }
+    }
+
     /// Forgets the pending keys: the dataset did not commit them.
     pub fn rollback(&mut self) {
+        self.catching_up = None;
         self.pending.clear();
     }
 
@@ -417,6 +452,7 @@ impl LedgerIndex {
         batch.remove(&self.meta, COVERED_KEY);
         batch.commit().map_err(|e| self.store("starting a reset", e))?;
         self.covered = None;
+        self.catching_up = None;
         self.pending.clear();
         self.recent.clear();
         self.keys.clear().map_err(|e| self.store("clearing the keys", e))?;

@@ -129,6 +129,21 @@ impl MergeState {
         }
     }
 
+    /// As `absorb`, while catching up from many slices; `caught_up` ends it.
+    pub fn catch_up(&mut self, slice: &RecordBatch, last_offset: u64) -> Result<(), IngestError> {
+        match self {
+            MergeState::Ledger(state) => state.catch_up(slice, last_offset),
+            MergeState::Keyed(state) => state.absorb(slice),
+        }
+    }
+
+    pub fn caught_up(&mut self) -> Result<(), IngestError> {
+        match self {
+            MergeState::Ledger(state) => state.caught_up(),
+            MergeState::Keyed(_) => Ok(()),
+        }
+    }
+
     /// The dataset committed what this state merged, up to `last_offset` (a Ledger's
     /// pending keys; an in-memory state took its records in as they were merged).
     pub fn committed(&mut self, last_offset: u64) -> Result<(), IngestError> {
