@@ -135,3 +135,50 @@ fn a_damaged_slice_fails_reads_loudly() {
     let stderr = gw.fails(&["sql", "SELECT count(*) AS n FROM trackers"], "");
     assert!(stderr.contains("cannot read") && stderr.contains("odf-gateway verify trackers"), "{stderr}");
 }
+
+#[test]
+fn messages_say_what_is_really_wrong() {
+    let gw = with_data();
+    // A symbolic link loop under -r is a loop, not a missing file.
+    let dir = gw.data().parent().unwrap().join("inbox");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::symlink(dir.join("loop"), dir.join("loop")).unwrap();
+    let stderr = gw.fails(&["ingest", "trackers", "-r", dir.to_str().unwrap()], "");
+    assert!(stderr.contains("symbolic links"), "{stderr}");
+
+    // A file given as the data directory.
+    let file = gw.write("not-a-folder", b"x");
+    let (ok, _, stderr) = gw.run(&["--data-dir", file.to_str().unwrap(), "list"], "");
+    assert!(!ok && stderr.contains("is not a folder"), "{stderr}");
+
+    // A newline added to refs/head by hand is not damage.
+    let head = gw.data().join("trackers/refs/head");
+    let text = std::fs::read_to_string(&head).unwrap();
+    std::fs::write(&head, format!("{text}\n")).unwrap();
+    assert_eq!(gw.records("trackers").len(), 9);
+}
+
+#[test]
+fn a_writer_waiting_for_the_lock_says_so() {
+    use std::io::{BufRead, Write};
+    let gw = with_data();
+    let held = std::fs::File::options().write(true).open(gw.data().join("trackers/info/lock")).unwrap();
+    held.lock().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+        .args(["ingest", "trackers", "--stdin"])
+        .env("ODF_GATEWAY_DATA_DIR", gw.data())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(reports("C", 1..=1).as_bytes()).unwrap();
+    // The lock is released once the writer has said what it waits for (it gives up after
+    // 30 s, so a writer that never says it fails this test rather than hang it).
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while stderr.read_line(&mut said).unwrap() > 0 && !said.contains("waiting for the write lock") {}
+    assert!(said.contains("held by process"), "{said}");
+    drop(held);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(gw.records("trackers").len(), 10);
+}

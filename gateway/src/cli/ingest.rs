@@ -126,9 +126,8 @@ fn files(paths: &[PathBuf], recursive: bool) -> anyhow::Result<Vec<PathBuf>> {
 
 fn collect(path: &Path, recursive: bool, given: bool, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     if !path.is_dir() {
-        if !path.exists() {
-            bail!("{}: no such file or folder", path.display());
-        }
+        // The system's own reason: no such file, a symbolic link loop, no permission.
+        std::fs::metadata(path).with_context(|| path.display().to_string())?;
         files.push(path.to_owned());
         return Ok(());
     }

@@ -30,6 +30,9 @@ impl DataDir {
     /// The data directory at `root`, which must exist: a mistyped path is an error, not a
     /// new empty directory.
     pub fn open(root: &Path) -> Result<DataDir, StoreError> {
+        if root.exists() && !root.is_dir() {
+            return Err(StoreError::DataDirNotAFolder(root.display().to_string()));
+        }
         if !root.is_dir() {
             return Err(StoreError::NoDataDir(root.display().to_string()));
         }

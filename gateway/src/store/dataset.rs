@@ -107,7 +107,8 @@ impl Dataset {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).context("read", &path)?,
         };
-        text.parse().map(Some).map_err(|e| StoreError::NotADataset {
+        // Written without a newline; one added by hand (an editor, `echo`) is not damage.
+        text.trim_end().parse().map(Some).map_err(|e| StoreError::NotADataset {
             path: path.display().to_string(),
             reason: format!("refs/head does not hold a block hash: {e}"),
         })

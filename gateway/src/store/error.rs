@@ -43,6 +43,9 @@ pub enum StoreError {
 
     #[error("data directory {0} does not exist (create it, or add a dataset there first)")]
     NoDataDir(String),
+
+    #[error("data directory {0} is not a folder")]
+    DataDirNotAFolder(String),
 }
 
 fn known_list(known: &[DatasetName]) -> String {

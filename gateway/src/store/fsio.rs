@@ -129,7 +129,12 @@ pub fn lock_file(path: &Path, timeout: Duration) -> Result<File, LockError> {
             return Err(LockError::TimedOut { holder: holder(), waited });
         }
         if !told && waited >= Duration::from_secs(1) {
-            tracing::info!("waiting for the write lock {}, held by {}", path.display(), holder());
+            tracing::warn!(
+                "waiting for the write lock {}, held by {} (giving up after {} s)",
+                path.display(),
+                holder(),
+                timeout.as_secs()
+            );
             told = true;
         }
         std::thread::sleep(pause.min(timeout - waited));
