@@ -107,26 +107,7 @@ fn verify_names_a_missing_block() {
     assert!(stderr(&verify).contains(&format!("block {head}: cannot read")), "{}", stderr(&verify));
 }
 
-const GOOD: &str = "
-kind: DatasetSnapshot
-version: 1
-content:
-  name: trackers
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: vendorA
-      read:
-        kind: NdJson
-        schema:
-          - t TIMESTAMP
-          - long DOUBLE
-          - lat DOUBLE
-      merge:
-        kind: Append
-    - kind: SetVocab
-      eventTimeColumn: t
-";
+const GOOD: &str = include_str!("fixtures/good.yaml");
 
 /// Adds `yaml` and returns the error output, checking that it failed, said so on one error
 /// line, and created nothing.

@@ -9,22 +9,7 @@ use std::process::Stdio;
 
 use common::{Gateway, LEDGER, reports};
 
-const CSV_SOURCE: &str = "
-kind: DatasetSnapshot
-version: 1
-content:
-  name: rows
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: csv
-      read:
-        kind: Csv
-        header: true
-        ddlSchema: [\"id STRING\", \"n BIGINT\"]
-      merge:
-        kind: Append
-";
+const CSV_SOURCE: &str = include_str!("fixtures/csv-rows.yaml");
 
 fn with_data() -> Gateway {
     let gw = Gateway::new();

@@ -6,26 +6,7 @@ use std::path::Path;
 
 use common::{Gateway, LEDGER, SYSTEM_TIME, path, reports};
 
-const SEED_GPS: &str = "
-kind: DatasetSnapshot
-version: 1
-content:
-  name: gps
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: default
-      read:
-        kind: NdJson
-        schema:
-          - t TIMESTAMP
-          - long DOUBLE
-          - lat DOUBLE
-      merge:
-        kind: Append
-    - kind: SetVocab
-      eventTimeColumn: t
-";
+const SEED_GPS: &str = include_str!("fixtures/seed-gps.yaml");
 
 #[test]
 fn the_seed_example() {
@@ -110,32 +91,7 @@ fn cbor_pushed_in_every_shape() {
     gw.verify("gps");
 }
 
-const PREPROCESSED: &str = "
-kind: DatasetSnapshot
-version: 1
-content:
-  name: positions
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: vendorC
-      read:
-        kind: NdJson
-        schema:
-          fields:
-            - { name: i, type: string }
-            - { name: ts, type: { kind: Timestamp, unit: Second } }
-            - { name: v, type: { kind: Option, inner: float32 } }
-            - { name: b, type: { kind: Option, inner: uint8 } }
-      preprocess:
-        kind: Sql
-        engine: datafusion
-        query: SELECT ts AS t, i AS device_id, CAST(v AS DOUBLE) * 3.6 AS speed_kmh, CAST(b AS INT) AS battery FROM input
-      merge:
-        kind: Append
-    - kind: SetVocab
-      eventTimeColumn: t
-";
+const PREPROCESSED: &str = include_str!("fixtures/preprocessed.yaml");
 
 #[test]
 fn preprocess_renames_and_casts() {
@@ -187,24 +143,7 @@ fn a_preprocess_may_only_read() {
     assert!(!victim.exists());
 }
 
-const NO_EVENT_TIME: &str = "
-kind: DatasetSnapshot
-version: 1
-content:
-  name: readings
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: default
-      read:
-        kind: NdJson
-        schema:
-          fields:
-            - { name: station, type: string }
-            - { name: value, type: float64 }
-      merge:
-        kind: Append
-";
+const NO_EVENT_TIME: &str = include_str!("fixtures/no-event-time.yaml");
 
 #[test]
 fn event_time_from_the_flag_else_the_system_time() {
@@ -238,28 +177,7 @@ fn the_watermark_never_goes_back() {
     gw.verify("gps");
 }
 
-const TWO_SOURCES: &str = "
-kind: DatasetSnapshot
-version: 1
-content:
-  name: multi
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: alpha
-      read: { kind: NdJson, ddlSchema: [\"x BIGINT\"] }
-      merge: { kind: Append }
-    - kind: AddPushSource
-      sourceName: beta
-      read: { kind: Csv, ddlSchema: [\"x BIGINT\"] }
-      merge: { kind: Append }
-    - kind: DisablePushSource
-      sourceName: beta
-    - kind: AddPushSource
-      sourceName: gamma
-      read: { kind: Csv, ddlSchema: [\"x BIGINT\"] }
-      merge: { kind: Append }
-";
+const TWO_SOURCES: &str = include_str!("fixtures/two-sources.yaml");
 
 #[test]
 fn source_errors_name_the_sources() {
@@ -439,22 +357,7 @@ fn simulated_fleets_of_all_three_vendors() {
 // Source definitions as kamu reads them: redefined push sources, declared schemas, the order
 // of push and polling sources, and the warning on Disable events.
 
-const REDEFINED: &str = "
-kind: DatasetSnapshot
-version: 1
-content:
-  name: sensors
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: default
-      read: { kind: NdJson, ddlSchema: [\"id BIGINT\", \"value DOUBLE\"] }
-      merge: { kind: Append }
-    - kind: AddPushSource
-      sourceName: default
-      read: { kind: Csv, header: true, ddlSchema: [\"id BIGINT\", \"value DOUBLE\"] }
-      merge: { kind: Ledger, primaryKey: [id] }
-";
+const REDEFINED: &str = include_str!("fixtures/redefined.yaml");
 
 #[test]
 fn a_redefined_push_source_takes_its_latest_definition() {
@@ -468,26 +371,7 @@ fn a_redefined_push_source_takes_its_latest_definition() {
     gw.verify("sensors");
 }
 
-const DECLARED_SCHEMA: &str = "
-kind: DatasetSnapshot
-version: 1
-content:
-  name: declared
-  kind: Root
-  metadata:
-    - kind: SetDataSchema
-      schema:
-        fields:
-          - { name: offset, type: { kind: Int64 } }
-          - { name: op, type: { kind: Int32 } }
-          - { name: system_time, type: { kind: Timestamp, unit: Millisecond, timezone: UTC } }
-          - { name: event_time, type: { kind: Timestamp, unit: Millisecond, timezone: UTC } }
-          - { name: id, type: { kind: Option, inner: { kind: Int64 } } }
-    - kind: AddPushSource
-      sourceName: default
-      read: { kind: NdJson, ddlSchema: [\"event_time TIMESTAMP\", \"id BIGINT\"] }
-      merge: { kind: Append }
-";
+const DECLARED_SCHEMA: &str = include_str!("fixtures/declared-schema.yaml");
 
 #[test]
 fn a_manifest_may_declare_the_data_schema() {

@@ -36,27 +36,7 @@ fn ledger_dedup_across_three_ingests() {
     gw.verify("trackers");
 }
 
-const FLEET: &str = "
-kind: DatasetSnapshot
-version: 1
-content:
-  name: fleet
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: registry
-      read:
-        kind: Csv
-        header: true
-        schema:
-          fields:
-            - { name: device_id, type: string }
-            - { name: vehicle, type: string }
-            - { name: active, type: bool }
-      merge:
-        kind: Snapshot
-        primaryKey: [device_id]
-";
+const FLEET: &str = include_str!("fixtures/fleet.yaml");
 
 #[test]
 fn snapshot_cdc_across_three_ingests() {
@@ -144,26 +124,7 @@ fn a_lost_or_damaged_ledger_index_is_rebuilt_from_the_data() {
     gw.verify("trackers");
 }
 
-const DEVICES: &str = "
-kind: DatasetSnapshot
-version: 1
-content:
-  name: devices
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: upserts
-      read:
-        kind: NdJson
-        schema:
-          fields:
-            - { name: id, type: string }
-            - { name: firmware, type: { kind: Option, inner: string } }
-            - { name: op, type: { kind: Option, inner: int32 } }
-      merge:
-        kind: UpsertStream
-        primaryKey: [id]
-";
+const DEVICES: &str = include_str!("fixtures/devices.yaml");
 
 fn changes(gw: &Gateway, dataset: &str) -> Vec<String> {
     gw.records(dataset)

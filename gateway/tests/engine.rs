@@ -118,38 +118,7 @@ fn a_writer_gives_up_on_a_held_lock_with_a_retryable_error() {
     gw.verify("trackers");
 }
 
-const SENSORS: &str = "
-kind: DatasetSnapshot
-version: 1
-content:
-  name: sensors
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: raw
-      read:
-        kind: NdJson
-        schema:
-          fields:
-            - { name: device_id, type: string }
-            - { name: value, type: float64 }
-      merge:
-        kind: Append
-    - kind: AddPushSource
-      sourceName: scaled
-      read:
-        kind: NdJson
-        schema:
-          fields:
-            - { name: device_id, type: string }
-            - { name: raw, type: string }
-      preprocess:
-        kind: Sql
-        engine: datafusion
-        query: SELECT device_id, CAST(raw AS DOUBLE) * 10 AS value FROM input
-      merge:
-        kind: Append
-";
+const SENSORS: &str = include_str!("fixtures/sensors.yaml");
 
 #[test]
 fn messages_carry_their_receive_time_and_columns_from_outside_the_payload() {

@@ -81,29 +81,7 @@ pub fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-pub const LEDGER: &str = "
-kind: DatasetSnapshot
-version: 1
-content:
-  name: trackers
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: vendorA
-      read:
-        kind: NdJson
-        schema:
-          fields:
-            - { name: device_id, type: string }
-            - { name: seq, type: int64 }
-            - { name: t, type: timestamp }
-            - { name: lat, type: float64 }
-      merge:
-        kind: Ledger
-        primaryKey: [device_id, seq]
-    - kind: SetVocab
-      eventTimeColumn: t
-";
+pub const LEDGER: &str = include_str!("../fixtures/trackers-ledger.yaml");
 
 pub fn reports(device: &str, seqs: std::ops::RangeInclusive<i64>) -> String {
     seqs.map(|s| {
