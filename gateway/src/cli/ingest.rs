@@ -11,6 +11,7 @@ use crate::ingest::{
     Committed, DatasetWriter, IngestError, IngestOptions, IngestRequest, InputFormat, MessageStream,
     WriterOptions,
 };
+use crate::store::IoError;
 
 /// Push data from files or stdin into a dataset, through one of its push sources.
 #[derive(Debug, clap::Args)]
@@ -50,26 +51,24 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let dataset = ctx.data_dir()?.open_dataset(&args.dataset)?;
-    // Inputs are read as streams, a chunk of records at a time: memory stays bounded
-    // whatever their size.
-    let (bar, inputs): (_, Vec<(Box<dyn Read + Send>, String, Option<InputFormat>)>) = if args.stdin {
-        let bar = output::progress(0, "ingest", output::Counting::Bytes);
-        (bar, vec![(Box::new(std::io::stdin()), "<stdin>".to_owned(), args.input_format)])
-    } else {
-        let files = files(&args.files, args.recursive)?;
-        let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
-        let mut inputs: Vec<(Box<dyn Read + Send>, String, Option<InputFormat>)> = Vec::new();
-        for file in files {
-            let opened = std::fs::File::open(&file).with_context(|| format!("open {}", file.display()))?;
-            let format = args.input_format.or_else(|| InputFormat::from_extension(&file));
-            inputs.push((Box::new(opened), file.display().to_string(), format));
-        }
-        (output::progress(total, "ingest", output::Counting::Bytes), inputs)
+    let files = if args.stdin { Vec::new() } else { files(&args.files, args.recursive)? };
+    let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let bar = output::progress(total, "ingest", output::Counting::Bytes);
+    // Inputs are read as streams, a chunk of records at a time, and files opened one at a
+    // time: memory and open files stay bounded whatever the input.
+    let stream = |input: Box<dyn Read + Send>, origin: String, format: Option<InputFormat>| {
+        MessageStream::new(BufReader::with_capacity(1 << 20, bar.wrap_read(input)), origin)
+            .with_format(format)
     };
-    let streams = inputs.into_iter().map(|(input, origin, format)| {
-        let input = BufReader::with_capacity(1 << 20, bar.wrap_read(input));
-        Ok(MessageStream::new(input, origin).with_format(format))
+    let stdin =
+        args.stdin.then(|| Ok(stream(Box::new(std::io::stdin()), "<stdin>".into(), args.input_format)));
+    let opened = files.into_iter().map(|file| {
+        let opened = std::fs::File::open(&file)
+            .map_err(|error| IngestError::Io(IoError { action: "open", path: file.clone(), error }))?;
+        let format = args.input_format.or_else(|| InputFormat::from_extension(&file));
+        Ok(stream(Box::new(opened), file.display().to_string(), format))
     });
+    let streams = stdin.into_iter().chain(opened);
 
     let request =
         IngestRequest { source: args.source_name.clone(), event_time: args.event_time, ..Default::default() };

@@ -164,9 +164,9 @@ impl MergeStates {
     }
 
     /// After a commit: the states on disk (Ledger indexes) take in what was committed, the
-    /// merging one its pending keys. The others need the merged records; without them
-    /// (a commit of several chunks) they are caught up from the slice at the next sync. If
-    /// that fails an index is behind the chain, which the next sync catches up.
+    /// merging one its pending keys, the others the merged records. Without those records (a
+    /// commit of several chunks), or if writing fails, the states are dropped and the next
+    /// sync catches the indexes up from the slices.
     pub fn absorb_committed(
         &mut self,
         dataset: &Dataset,
@@ -175,16 +175,22 @@ impl MergeStates {
         last_offset: u64,
     ) {
         let Some(states) = self.states.as_mut() else { return };
-        let mut result = Ok(());
+        let mut behind = false;
         for (signature, state) in states.iter_mut().filter(|(_, s)| !s.checkpointed()) {
-            result = result.and_then(|()| match (Some(signature.as_str()) == merging, merged) {
+            let result = match (Some(signature.as_str()) == merging, merged) {
                 (true, _) => state.committed(last_offset),
                 (false, Some(merged)) => state.absorb(merged, last_offset),
-                (false, None) => Err(IngestError::Internal("the committed records were not kept".into())),
-            });
+                (false, None) => {
+                    behind = true;
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                tracing::warn!(dataset = %dataset.name(), "ledger index behind the dataset: {e}; catching up at the next commit");
+                behind = true;
+            }
         }
-        if let Err(e) = result {
-            tracing::debug!(dataset = %dataset.name(), "ledger index behind the dataset: {e}; catching up at the next commit");
+        if behind {
             self.states = None;
         }
     }

@@ -14,6 +14,7 @@ mod manifests;
 mod merge;
 mod merge_states;
 mod normalize;
+mod prepared;
 mod preprocess;
 mod read;
 mod read_schema;
@@ -28,12 +29,13 @@ pub use format::InputFormat;
 pub use manifests::{ManifestErrors, check_manifests};
 pub use merge::ledger_index::{IndexConfig, IndexError, IndexStats, LedgerIndex};
 pub use merge_states::checkpointed_rows;
+pub use prepared::Prepared;
 pub use read::{Position, Problem, RecordError};
 pub use request::{
     Committed, IngestOptions, IngestOutcome, IngestRequest, Message, MessageStream, SourcePosition,
     WriterOptions,
 };
-pub use writer::{DatasetWriter, Prepared};
+pub use writer::DatasetWriter;
 pub use writer_thread::WriterThread;
 
 use crate::odf::{AddPushSource, Transform};

@@ -33,17 +33,18 @@ use super::format::InputFormat;
 use super::merge::{MergeState, merge};
 use super::merge_states::{CheckpointPolicy, MergeStates};
 use super::normalize::{Fallback, Normalized, normalize};
+use super::prepared::{Prepared, Staged};
 use super::preprocess::Preprocess;
 use super::read::{Problem, ReadBatch, ReadOptions, Reader, RecordError};
 use super::read_schema::ReadSchema;
-use super::request::{Committed, IngestOptions, IngestOutcome, IngestRequest, MessageStream, WriterOptions};
-use super::slice::{SliceWriter, StagedSlice, with_system_columns};
+use super::request::{IngestOptions, IngestOutcome, IngestRequest, MessageStream, WriterOptions};
+use super::slice::{SliceWriter, with_system_columns};
 use crate::odf::arrow_schema::{data_columns, to_arrow, to_odf};
 use crate::odf::{
     AddData, AddPushSource, ChainState, DataSchema, DataSlice, MergeStrategy, MetadataEvent, OffsetInterval,
     SetDataSchema, SourceState, Transform, Vocab,
 };
-use crate::store::{Dataset, IoError, WriteLock};
+use crate::store::{Dataset, IoError};
 
 /// What a source needs to read and preprocess, built once and kept while the source's
 /// definition stays the same.
@@ -56,12 +57,12 @@ struct SourcePlan {
 }
 
 pub struct DatasetWriter {
-    dataset: Dataset,
+    pub(super) dataset: Dataset,
     options: WriterOptions,
     /// Runs DataFusion (the preprocess) on the writer's own thread.
     runtime: tokio::runtime::Runtime,
     plans: HashMap<String, Arc<SourcePlan>>,
-    states: MergeStates,
+    pub(super) states: MergeStates,
 }
 
 impl DatasetWriter {
@@ -159,6 +160,7 @@ impl DatasetWriter {
         let system_time =
             chain.last_system_time.map_or(options.system_time, |last| last.max(options.system_time));
         let mut stager = Stager {
+            signature: MergeState::signature(&source.merge),
             fallback: request.event_time.unwrap_or(options.system_time),
             skip_bad_records: options.skip_bad_records,
             system_time,
@@ -196,7 +198,7 @@ impl DatasetWriter {
             rejected: stager.rejected,
             committed: None,
         };
-        Ok(Prepared { writer: self, lock, outcome, staged, done: false })
+        Ok(Prepared::new(self, lock, outcome, staged))
     }
 
     /// Reads every input a chunk at a time, and finishes the slice and the events.
@@ -267,8 +269,7 @@ impl DatasetWriter {
             self.states.sync(&self.dataset, &data_schema)?;
             st.synced = true;
         }
-        let signature = MergeState::signature(&st.source.merge);
-        let state = signature.as_deref().and_then(|s| self.states.get_mut(s));
+        let state = st.signature.as_deref().and_then(|s| self.states.get_mut(s));
         let merged = merge(&st.source.merge, state, normalized, &st.shape.vocab.op)?;
         if merged.num_rows() == 0 {
             return Ok(());
@@ -323,7 +324,9 @@ impl DatasetWriter {
             }
         }
         let chain = &st.chain;
-        let Some(writer) = st.slice.take() else { return Ok(state_only(chain, position, st.system_time)) };
+        let Some(writer) = st.slice.take() else {
+            return Ok(Staged::state_only(chain, position, st.system_time));
+        };
         let temp = writer.temp().to_owned();
         let finished = writer.finish().and_then(|staged| {
             let checkpoint = self.states.checkpoint(&self.dataset, st.system_time)?;
@@ -336,10 +339,8 @@ impl DatasetWriter {
                 return Err(e);
             }
         };
-        let offsets = OffsetInterval {
-            start: chain.next_offset().map_err(|_| IngestError::OffsetsExhausted)?,
-            end: chain.next_offset().map_err(|_| IngestError::OffsetsExhausted)? + staged.rows - 1,
-        };
+        let start = chain.next_offset().map_err(|_| IngestError::OffsetsExhausted)?;
+        let offsets = OffsetInterval { start, end: start + staged.rows - 1 };
         let watermark = st.watermark.into_iter().chain(chain.watermark).max();
         let mut events = Vec::new();
         if chain.schema.is_none() {
@@ -368,7 +369,8 @@ impl DatasetWriter {
         };
         Ok(Some(Staged {
             records: staged.rows,
-            merged: Some((merged, MergeState::signature(&st.source.merge))),
+            merged,
+            signature: st.signature.clone(),
             slice: Some(staged),
             events,
             system_time: st.system_time,
@@ -469,6 +471,8 @@ impl DatasetWriter {
 /// A commit being staged, a chunk of records at a time.
 struct Stager {
     source: AddPushSource,
+    /// The merge state the source merges against, by signature.
+    signature: Option<String>,
     plan: Arc<SourcePlan>,
     chain: ChainState,
     shape: Shape,
@@ -523,97 +527,6 @@ impl Shape {
     }
 }
 
-/// What a prepared commit will write.
-struct Staged {
-    slice: Option<StagedSlice>,
-    /// The merged records (unless there were several chunks) and the signature of the state
-    /// that merged them, for the states that take them in after the commit.
-    merged: Option<(Option<RecordBatch>, Option<String>)>,
-    events: Vec<MetadataEvent>,
-    system_time: DateTime<Utc>,
-    records: u64,
-    offsets: Option<OffsetInterval>,
-    watermark: Option<DateTime<Utc>>,
-}
-
-/// A commit ready to be made visible: the dataset's lock is held until it is committed or
-/// dropped. Dropped without a commit, it removes its staged slice and the writer forgets
-/// its merge states (they hold the staged records).
-pub struct Prepared<'w> {
-    writer: &'w mut DatasetWriter,
-    lock: WriteLock,
-    outcome: IngestOutcome,
-    staged: Option<Staged>,
-    done: bool,
-}
-
-impl Prepared<'_> {
-    /// Records read and rejected so far.
-    pub fn outcome(&self) -> &IngestOutcome {
-        &self.outcome
-    }
-
-    /// Records the commit will add.
-    pub fn records(&self) -> u64 {
-        self.staged.as_ref().map_or(0, |s| s.records)
-    }
-
-    /// Moves the slice into place and the head to the new blocks.
-    pub fn commit(mut self) -> Result<IngestOutcome, IngestError> {
-        let Some(staged) = self.staged.take() else {
-            self.done = true;
-            return Ok(std::mem::take(&mut self.outcome));
-        };
-        let dataset = &mut self.writer.dataset;
-        let published = match &staged.slice {
-            Some(slice) => dataset.publish(&slice.temp, &dataset.data_path(&slice.physical_hash)),
-            None => Ok(()),
-        };
-        let result =
-            published.and_then(|()| dataset.commit_locked(&self.lock, staged.events, staged.system_time));
-        let head = match result {
-            Ok(head) => head,
-            Err(e) => {
-                if let Some(slice) = &staged.slice {
-                    // Not yet published: the staged file would otherwise wait for this process to end.
-                    let _ = std::fs::remove_file(&slice.temp);
-                }
-                return Err(e.into());
-            }
-        };
-        self.done = true;
-        if let (Some((merged, signature)), Some(offsets)) = (&staged.merged, staged.offsets) {
-            let writer = &mut *self.writer;
-            writer.states.absorb_committed(
-                &writer.dataset,
-                merged.as_ref(),
-                signature.as_deref(),
-                offsets.end,
-            );
-        }
-        let mut outcome = std::mem::take(&mut self.outcome);
-        outcome.committed = Some(Committed {
-            head,
-            records: staged.records,
-            offsets: staged.offsets,
-            watermark: staged.watermark,
-        });
-        Ok(outcome)
-    }
-}
-
-impl Drop for Prepared<'_> {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        if let Some(slice) = self.staged.as_ref().and_then(|s| s.slice.as_ref()) {
-            let _ = std::fs::remove_file(&slice.temp);
-        }
-        self.writer.states.forget();
-    }
-}
-
 /// Whether a message's receive time is filled into the event time column as it is read:
 /// when the read schema has that column, optional.
 fn event_time_filled_at_read(plan: &SourcePlan, vocab: &Vocab) -> bool {
@@ -652,35 +565,6 @@ fn concat_normalized(parts: Vec<Normalized>) -> Result<Option<Normalized>, Inges
         _ => return Err(IngestError::Internal("some messages carried an op column and some not".into())),
     };
     Ok(Some(Normalized { batch, op }))
-}
-
-/// An AddData that records a source state alone, when it differs from the previous
-/// AddData's (kamu's rule for a block without data).
-fn state_only(
-    chain: &ChainState,
-    position: Option<SourceState>,
-    system_time: DateTime<Utc>,
-) -> Option<Staged> {
-    let position = position.filter(|p| chain.last_add_data_state.as_ref() != Some(p))?;
-    let system_time = chain.last_system_time.map_or(system_time, |last| last.max(system_time));
-    let add = AddData {
-        prev_checkpoint: chain.last_checkpoint.as_ref().map(|c| c.physical_hash.clone()),
-        prev_offset: chain.last_offset,
-        new_data: None,
-        new_checkpoint: chain.last_checkpoint.clone(),
-        new_watermark: chain.watermark,
-        new_source_state: Some(position),
-        extra: None,
-    };
-    Some(Staged {
-        slice: None,
-        merged: None,
-        events: vec![MetadataEvent::AddData(add)],
-        system_time,
-        records: 0,
-        offsets: None,
-        watermark: chain.watermark,
-    })
 }
 
 fn max_event_time(slice: &RecordBatch, vocab: &Vocab) -> Result<Option<DateTime<Utc>>, IngestError> {

@@ -106,10 +106,8 @@ impl LedgerState {
     /// Takes in every key of a committed slice (`op` then the data columns), whatever its
     /// op, up to `last_offset`.
     pub fn absorb(&mut self, slice: &RecordBatch, last_offset: u64) -> Result<(), IngestError> {
-        let (_, data) = split_op(slice)?;
-        let rows = self.encoder.encode(&data.project(&self.key_columns)?)?;
-        let keys: Vec<&[u8]> = rows.iter().map(|r| r.data()).collect();
-        self.index.commit(&keys, last_offset).map_err(index_error)
+        self.catch_up(slice, last_offset)?;
+        self.caught_up()
     }
 
     /// As `absorb`, for catching up from many slices: the keys are written in big loads,

@@ -68,7 +68,9 @@ use std::path::{Path, PathBuf};
 
 use fjall::config::PartitioningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::DefaultHashBuilder;
+
+use self::key_set::{KeySet, RecentKeys};
 
 const KEYS: &str = "keys";
 const META: &str = "meta";
@@ -392,19 +394,8 @@ impl LedgerIndex {
     /// repeats) up to offset `covered`, for catching up from the slices. No merge may be
     /// pending.
     pub fn commit<K: AsRef<[u8]>>(&mut self, keys: &[K], covered: u64) -> Result<(), IndexError> {
-        self.check_offset(covered)?;
-        if !self.pending.is_empty() {
-            return Err(self.misuse(Misuse::PendingKeys(self.pending.len())));
-        }
-        for key in keys {
-            checked(key.as_ref())?;
-        }
-        self.write(keys.iter().map(AsRef::as_ref), keys.len(), covered)?;
-        for key in keys {
-            let key = key.as_ref();
-            self.recent.insert(self.hasher.hash_one(key), key);
-        }
-        Ok(())
+        self.catch_up(keys, covered)?;
+        self.finish_catch_up()
     }
 
     /// For catching up from many slices: takes in a batch's keys (committed, up to offset
@@ -416,7 +407,10 @@ impl LedgerIndex {
             return Err(self.misuse(Misuse::PendingKeys(self.pending.len())));
         }
         for key in keys {
-            let key = checked(key.as_ref())?;
+            checked(key.as_ref())?;
+        }
+        for key in keys {
+            let key = key.as_ref();
             if !self.pending.insert(self.hasher.hash_one(key), key) {
                 return Err(IndexError::TooManyPending);
             }
@@ -583,116 +577,6 @@ fn open_error(dir: &Path, e: fjall::Error) -> IndexError {
     }
 }
 
-/// A table entry (where its key is in the buffer) and its control byte.
-const ENTRY: usize = size_of::<(u32, u32)>() + 1;
-
-/// Keys back to back in one buffer, found through a hash table of (start, end): no
-/// allocation per key, and 9 bytes of table per key (a million pending keys of a big ingest
-/// take ~45 MB with their bytes). Hashes are computed again when the table grows.
-struct KeySet {
-    hasher: DefaultHashBuilder,
-    bytes: Vec<u8>,
-    table: HashTable<(u32, u32)>,
-}
-
-impl KeySet {
-    fn new(hasher: DefaultHashBuilder) -> KeySet {
-        KeySet { hasher, bytes: Vec::new(), table: HashTable::new() }
-    }
-
-    fn key(bytes: &[u8], (start, end): (u32, u32)) -> &[u8] {
-        bytes.get(start as usize..end as usize).unwrap_or_default()
-    }
-
-    fn contains(&self, hash: u64, key: &[u8]) -> bool {
-        self.table.find(hash, |&entry| KeySet::key(&self.bytes, entry) == key).is_some()
-    }
-
-    /// Adds `key` (whose hash by this set's hasher is `hash`); `false` when the set is full
-    /// (4 GiB of keys).
-    fn insert(&mut self, hash: u64, key: &[u8]) -> bool {
-        if self.contains(hash, key) {
-            return true;
-        }
-        let (Ok(start), Ok(end)) =
-            (u32::try_from(self.bytes.len()), u32::try_from(self.bytes.len() + key.len()))
-        else {
-            return false;
-        };
-        self.bytes.extend_from_slice(key);
-        let (bytes, hasher) = (&self.bytes, &self.hasher);
-        self.table.insert_unique(hash, (start, end), |&entry| hasher.hash_one(KeySet::key(bytes, entry)));
-        true
-    }
-
-    fn entries(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        self.iter().map(|key| (self.hasher.hash_one(key), key))
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        self.table.iter().map(|&entry| KeySet::key(&self.bytes, entry))
-    }
-
-    fn len(&self) -> usize {
-        self.table.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.table.is_empty()
-    }
-
-    /// Bytes the keys take, counting the table's entries (its spare capacity aside).
-    fn used(&self) -> usize {
-        self.bytes.len() + self.table.len() * ENTRY
-    }
-
-    /// Empties the set, keeping its allocations for the next keys.
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.table.clear();
-    }
-}
-
-/// Recent keys within a byte budget, in two generations: when the current one is full, it
-/// becomes the previous one and the old previous one is emptied to take new keys. Lookups
-/// see both, so the newest half to whole of the budget's keys are always known.
-struct RecentKeys {
-    current: KeySet,
-    previous: KeySet,
-    /// Per generation.
-    limit: usize,
-}
-
-impl RecentKeys {
-    fn new(budget: usize, hasher: &DefaultHashBuilder) -> RecentKeys {
-        RecentKeys {
-            current: KeySet::new(hasher.clone()),
-            previous: KeySet::new(hasher.clone()),
-            limit: budget / 2,
-        }
-    }
-
-    fn contains(&self, hash: u64, key: &[u8]) -> bool {
-        self.current.contains(hash, key) || self.previous.contains(hash, key)
-    }
-
-    fn insert(&mut self, hash: u64, key: &[u8]) {
-        if self.limit == 0 {
-            return;
-        }
-        if self.current.used() + key.len() + ENTRY > self.limit {
-            std::mem::swap(&mut self.current, &mut self.previous);
-            self.current.clear();
-        }
-        // Within its small budget the set is never full.
-        self.current.insert(hash, key);
-    }
-
-    fn clear(&mut self) {
-        self.current.clear();
-        self.previous.clear();
-    }
-}
-
+mod key_set;
 #[cfg(test)]
 mod tests;

@@ -105,14 +105,12 @@ impl CsvStream {
             Ok(true) => {}
             Err(e) => {
                 let position = e.position().map(|p| Position::Line(p.line()));
-                if let csv::ErrorKind::Io(_) = e.kind() {
-                    if let csv::ErrorKind::Io(e) = e.into_kind() {
-                        return Err(e);
-                    }
-                    return Ok(false);
+                let problem = Problem::Malformed(format!("malformed CSV: {e}"));
+                if let csv::ErrorKind::Io(e) = e.into_kind() {
+                    return Err(e);
                 }
                 *records += 1;
-                reject(*records, position, Problem::Malformed(format!("malformed CSV: {e}")));
+                reject(*records, position, problem);
                 return Ok(true);
             }
         }

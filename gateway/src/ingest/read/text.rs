@@ -19,14 +19,24 @@ impl Decoder {
 
     pub fn decode<'b>(&self, bytes: &'b [u8]) -> Result<Cow<'b, str>, String> {
         if self.0 == UTF_8 {
-            return std::str::from_utf8(bytes)
-                .map(Cow::Borrowed)
-                .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()));
+            return std::str::from_utf8(bytes).map(Cow::Borrowed).map_err(invalid_utf8);
         }
         self.0
             .decode_without_bom_handling_and_without_replacement(bytes)
             .ok_or_else(|| format!("bytes that are not valid {}", self.0.name()))
     }
+
+    /// As `decode`, keeping UTF-8 bytes where they are.
+    fn decode_owned(&self, bytes: Vec<u8>) -> Result<String, String> {
+        if self.0 == UTF_8 {
+            return String::from_utf8(bytes).map_err(|e| invalid_utf8(e.utf8_error()));
+        }
+        self.decode(&bytes).map(Cow::into_owned)
+    }
+}
+
+fn invalid_utf8(e: std::str::Utf8Error) -> String {
+    format!("invalid UTF-8 at byte {}", e.valid_up_to())
 }
 
 /// The message's bytes after any byte-order mark, and how to decode them; `Err` names an
@@ -62,5 +72,5 @@ pub fn read_whole(
 ) -> std::io::Result<Result<String, String>> {
     let mut bytes = Vec::new();
     input.read_to_end(&mut bytes)?;
-    Ok(decoder.decode(&bytes).map(Cow::into_owned))
+    Ok(decoder.decode_owned(bytes))
 }

@@ -139,21 +139,6 @@ fn a_folder_of_other_files_or_a_broken_index_is_damaged() {
     assert_eq!(index.covered(), None);
 }
 
-#[test]
-fn recent_keys_stay_within_their_budget() {
-    let hasher = DefaultHashBuilder::default();
-    let mut recent = RecentKeys::new(1_000, &hasher);
-    for i in 0..10_000u32 {
-        let key = i.to_be_bytes();
-        recent.insert(hasher.hash_one(key), &key);
-        assert!(recent.current.used() + recent.previous.used() <= 1_000);
-    }
-    let last = 9_999u32.to_be_bytes();
-    assert!(recent.contains(hasher.hash_one(last), &last));
-    let first = 0u32.to_be_bytes();
-    assert!(!recent.contains(hasher.hash_one(first), &first));
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
