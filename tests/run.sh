@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
-# Debian peers (mosquitto and libcoap3-bin join with the transports). Python is needed by the
-# interop tests; any python3 on the PATH will do.
-debian_packages=()
+# Debian peers: curl for the HTTPS tests (mosquitto and libcoap3-bin join with their
+# transports). Python is needed by the interop tests; any python3 on the PATH will do.
+debian_packages=(curl)
 command -v python3 >/dev/null || debian_packages+=(python3 python3-pip)
 missing=()
 for pkg in "${debian_packages[@]}"; do

@@ -13,13 +13,25 @@
 //!   source's schema, DataFusion preprocessing, merge strategies with their state, the
 //!   Parquet slice writer and the commit.
 //! - [`query`]: reading committed data back: `tail`, and SQL over every dataset.
+//! - [`pipeline`]: per-dataset write-ahead log (group commit), batching, commits with the
+//!   log position recorded, replay after a crash, backpressure, the quarantine.
+//! - [`routes`]: a topic or path to a (dataset, source) and captured columns, for every
+//!   transport.
+//! - [`access`]: identities, their secrets and what they may write, query or subscribe to.
+//! - [`transport`]: the listeners (HTTP); each turns a request into a pipeline submission
+//!   and a reply in its protocol's terms.
+//! - [`config`]: the `serve` configuration (TOML), with defaults that need no file.
+//! - [`serve`]: wiring it all together for `odf-gateway serve`.
 //! - `cli`: the `odf-gateway` subcommands; thin, each calls the library.
-//!
-//! Still to come, in the places DESIGN.md gives them: `pipeline` (write-ahead log,
-//! batching), `transport` (MQTT, CoAP, HTTP), `routes` and `config`.
 
+pub mod access;
 pub mod cli;
+pub mod config;
 pub mod ingest;
 pub mod odf;
+pub mod pipeline;
 pub mod query;
+pub mod routes;
+pub mod serve;
 pub mod store;
+pub mod transport;

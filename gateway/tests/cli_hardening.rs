@@ -167,3 +167,89 @@ fn a_writer_waiting_for_the_lock_says_so() {
     assert!(child.wait().unwrap().success());
     assert_eq!(gw.records("trackers").len(), 10);
 }
+
+#[test]
+fn nothing_is_committed_on_top_of_a_lost_slice() {
+    let gw = with_data();
+    let before = gw.blocks("trackers");
+    let data = gw.data().join("trackers").join("data");
+    let slice = std::fs::read_dir(&data).unwrap().next().unwrap().unwrap().path();
+    std::fs::remove_file(&slice).unwrap();
+    let stderr = gw.fails(&["ingest", "trackers", "--stdin"], &reports("B", 1..=2));
+    assert!(stderr.contains("cannot read") && stderr.contains("odf-gateway verify trackers"), "{stderr}");
+    assert_eq!(gw.blocks("trackers"), before, "no new block");
+}
+
+#[test]
+fn gc_removes_only_what_no_block_references() {
+    let gw = with_data();
+    let root = gw.data().join("trackers");
+    let blocks_before = gw.blocks("trackers");
+    // What a crash between writing an object and moving the head leaves behind.
+    let orphan_slice =
+        root.join("data/f1620aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    let orphan_block =
+        root.join("blocks/f1620bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+    std::fs::write(&orphan_slice, vec![0u8; 4096]).unwrap();
+    std::fs::write(&orphan_block, b"block").unwrap();
+    let out = gw.ok(&["gc", "trackers"], "");
+    assert!(out.contains("removed 2 unreferenced file(s)"), "{out}");
+    assert!(!orphan_slice.exists() && !orphan_block.exists());
+    assert_eq!(gw.blocks("trackers"), blocks_before);
+    gw.verify("trackers");
+    assert_eq!(gw.records("trackers").len(), 9);
+    assert!(gw.ok(&["gc", "--all"], "").contains("removed 0"));
+}
+
+#[test]
+fn deep_manifests_and_huge_cells_are_bounded() {
+    let gw = Gateway::new();
+    // 200 KB of nested brackets: refused at once, not after minutes of parsing.
+    let nested = format!(
+        "kind: DatasetSnapshot\nversion: 1\ncontent: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let started = std::time::Instant::now();
+    let stderr = gw.fails(&["add", "--stdin"], &nested);
+    assert!(stderr.contains("nests deeper than 64"), "{stderr}");
+    let indented: String = (0..2000).map(|i| format!("{}a{i}:\n", " ".repeat(i))).collect();
+    let stderr = gw.fails(&["add", "--stdin"], &indented);
+    assert!(stderr.contains("nests deeper than 64"), "{stderr}");
+    eprintln!("refused in {:?}", started.elapsed());
+
+    // A 1 MB cell is cut in a table (people read tables), whole in JSON.
+    gw.add(CSV_SOURCE);
+    let big = "x".repeat(1 << 20);
+    gw.ok(&["ingest", "rows", "--stdin"], &format!("id,n\n{big},1\n"));
+    let table = gw.ok(&["tail", "rows"], "");
+    assert!(table.len() < 10_000 && table.contains('…'), "{} bytes", table.len());
+    assert_eq!(gw.records("rows")[0]["id"].as_str().unwrap().len(), 1 << 20);
+}
+
+#[test]
+fn sql_errors_say_it_once_and_name_a_dataset_without_data() {
+    let gw = with_data();
+    gw.add(CSV_SOURCE);
+    let stderr = gw.fails(&["sql", "SELECT * FROM rows"], "");
+    assert!(stderr.contains("dataset 'rows' has no data yet"), "{stderr}");
+    let stderr = gw.fails(&["sql", "SELECT nope FROM trackers"], "");
+    let words = stderr.matches("nope").count();
+    assert!(words >= 1 && words <= 2, "said {words} times: {stderr}");
+    assert!(!stderr.contains("caused by"), "{stderr}");
+}
+
+#[test]
+fn a_system_time_far_ahead_of_the_clock_is_refused_unless_meant() {
+    let gw = with_data();
+    let future = ["--system-time", "2999-01-01T00:00:00Z"];
+    let stderr = gw.fails(&[&future[..], &["ingest", "trackers", "--stdin"]].concat(), &reports("D", 1..=1));
+    assert!(
+        stderr.contains("more than a day ahead") && stderr.contains("--allow-future-system-time"),
+        "{stderr}"
+    );
+    gw.ok(
+        &[&future[..], &["--allow-future-system-time", "ingest", "trackers", "--stdin"]].concat(),
+        &reports("D", 1..=1),
+    );
+}

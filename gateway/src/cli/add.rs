@@ -1,12 +1,12 @@
 //! `odf-gateway add`: create datasets from DatasetSnapshot manifests.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 
 use super::Context;
-use crate::ingest::{ManifestErrors, check_manifests};
+use crate::ingest::{ManifestErrors, check_manifests, read_manifests};
 use crate::store::StoreError;
 
 /// Create datasets from DatasetSnapshot manifests (YAML files, folders of them, or stdin).
@@ -37,10 +37,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         inputs.push(("<stdin>".to_string(), text));
     }
     for path in &args.manifests {
-        for file in manifest_files(path, args.recursive)? {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
-            inputs.push((file.display().to_string(), text));
-        }
+        inputs.extend(read_manifests(path, args.recursive).map_err(anyhow::Error::msg)?);
     }
 
     // Every manifest is checked before any dataset is created.
@@ -86,27 +83,4 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         if skipped > 0 { format!(", skipped {skipped}") } else { String::new() }
     );
     Ok(())
-}
-
-fn manifest_files(path: &Path, recursive: bool) -> anyhow::Result<Vec<PathBuf>> {
-    if !path.is_dir() {
-        if !path.exists() {
-            bail!("{}: no such file or folder", path.display());
-        }
-        return Ok(vec![path.to_owned()]);
-    }
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(path).with_context(|| format!("list {}", path.display()))? {
-        let entry = entry.with_context(|| format!("list {}", path.display()))?;
-        let p = entry.path();
-        if p.is_dir() {
-            if recursive {
-                files.extend(manifest_files(&p, true)?);
-            }
-        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            files.push(p);
-        }
-    }
-    files.sort();
-    Ok(files)
 }

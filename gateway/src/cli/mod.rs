@@ -2,10 +2,15 @@
 //! and prints. The only place (with `main`) that uses `anyhow`.
 
 mod add;
+mod certs;
+mod gc;
+mod hash_secret;
 mod ingest;
 mod list;
 mod log;
 mod output;
+mod quarantine;
+mod serve;
 mod sql;
 mod tail;
 mod verify;
@@ -23,14 +28,20 @@ use crate::store::DataDir;
 #[derive(Debug, Parser)]
 #[command(name = "odf-gateway", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Where datasets live: one folder per dataset, in the ODF layout.
-    #[arg(long, global = true, env = "ODF_GATEWAY_DATA_DIR", default_value = "odf-data")]
-    pub data_dir: PathBuf,
+    /// Where datasets live: one folder per dataset, in the ODF layout [default: odf-data,
+    /// or `data_dir` of the serve configuration].
+    #[arg(long, global = true, env = "ODF_GATEWAY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 
     /// Use this time (RFC 3339) as the system time of everything written, instead of the
     /// clock; for reproducible tests.
     #[arg(long, global = true, env = "ODF_GATEWAY_SYSTEM_TIME", value_parser = parse_time)]
     pub system_time: Option<DateTime<Utc>>,
+
+    /// Accept a --system-time more than a day ahead of the clock. Blocks never go back in
+    /// time, so every later block of the dataset would carry that time too.
+    #[arg(long, global = true)]
+    pub allow_future_system_time: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -45,11 +56,25 @@ pub enum Command {
     Sql(sql::Args),
     Tail(tail::Args),
     Verify(verify::Args),
+    Gc(gc::Args),
+    Serve(serve::Args),
+    Quarantine(quarantine::Args),
+    HashSecret(hash_secret::Args),
+    Certs(certs::Args),
+}
+
+impl Command {
+    /// Whether the command is a long-running server (it logs at info by default).
+    pub fn is_server(&self) -> bool {
+        matches!(self, Command::Serve(_))
+    }
 }
 
 /// Global settings every subcommand may need.
 pub struct Context {
     pub data_dir: PathBuf,
+    /// The data directory when given by flag or variable (it then wins over a config file).
+    pub data_dir_flag: Option<PathBuf>,
     system_time: Option<DateTime<Utc>>,
 }
 
@@ -62,6 +87,11 @@ impl Context {
     pub fn block_on<F: std::future::Future>(&self, future: F) -> anyhow::Result<F::Output> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         Ok(runtime.block_on(future))
+    }
+
+    /// The system time given by flag or variable, if any.
+    pub fn system_time_flag(&self) -> Option<DateTime<Utc>> {
+        self.system_time
     }
 
     /// The injected system time, or now; milliseconds, as ODF data columns hold.
@@ -77,8 +107,24 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|e| format!("'{s}' is not an RFC 3339 time such as 2026-01-31T12:00:00Z: {e}"))
 }
 
+/// How far ahead of the clock a pinned system time may be without --allow-future-system-time.
+const FUTURE_SLACK: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = Context { data_dir: cli.data_dir, system_time: cli.system_time };
+    if let Some(time) =
+        cli.system_time.filter(|t| *t > Utc::now() + FUTURE_SLACK && !cli.allow_future_system_time)
+    {
+        anyhow::bail!(
+            "--system-time {} is more than a day ahead of the clock; every later block would carry it too \
+             (blocks never go back in time). Pass --allow-future-system-time if that is meant",
+            time.to_rfc3339()
+        );
+    }
+    let ctx = Context {
+        data_dir: cli.data_dir.clone().unwrap_or_else(|| PathBuf::from("odf-data")),
+        data_dir_flag: cli.data_dir,
+        system_time: cli.system_time,
+    };
     match cli.command {
         Command::Add(args) => add::run(&ctx, args),
         Command::Ingest(args) => ingest::run(&ctx, args),
@@ -87,5 +133,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sql(args) => sql::run(&ctx, args),
         Command::Tail(args) => tail::run(&ctx, args),
         Command::Verify(args) => verify::run(&ctx, args),
+        Command::Gc(args) => gc::run(&ctx, args),
+        Command::Serve(args) => serve::run(&ctx, args),
+        Command::Quarantine(args) => quarantine::run(&ctx, args),
+        Command::HashSecret(args) => hash_secret::run(&ctx, args),
+        Command::Certs(args) => certs::run(&ctx, args),
     }
 }

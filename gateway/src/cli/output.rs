@@ -25,6 +25,8 @@ pub fn table(header: &[&str]) -> Table {
 }
 
 const WRITE_OUTPUT: &str = "cannot write the output";
+/// Characters of a value shown in a table cell.
+const MAX_CELL_CHARS: usize = 256;
 
 /// Writes a line to stdout. A reader that went away (`| head`) ends the command quietly (see
 /// `is_closed_pipe`); a full disk is an error.
@@ -39,6 +41,14 @@ pub fn is_closed_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// `text` cut to `chars` characters, with an ellipsis when it was longer.
+pub fn cut(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
 }
 
 pub fn size(bytes: u64) -> String {
@@ -132,7 +142,9 @@ pub fn print_records(
                             Some(ops) if Some(i) == op_index && ops.is_valid(row) => {
                                 op_symbol(ops.value(row)).to_string()
                             }
-                            _ => f.value(row).to_string(),
+                            // Table cells are for people; a cell of megabytes would make
+                            // the layout quadratic. CSV and JSON print values whole.
+                            _ => cut(&f.value(row).to_string(), MAX_CELL_CHARS),
                         })
                         .collect();
                     table.add_row(cells);

@@ -19,7 +19,7 @@ use super::checkpoint;
 use super::error::IngestError;
 use super::merge::MergeState;
 use crate::odf::{AddPushSource, ChainState, Checkpoint, Multihash, Vocab};
-use crate::store::Dataset;
+use crate::store::{Dataset, IoError};
 
 /// Folder of the data directory holding the Ledger indexes (beside `.keys`).
 const INDEX_DIR: &str = ".index";
@@ -246,6 +246,30 @@ fn index_dir(dataset: &Dataset, signature: &str) -> PathBuf {
     let data_dir = dataset.root().parent().unwrap_or(dataset.root());
     let id = dataset.state().dataset_id.as_ref().map(ToString::to_string).unwrap_or_default();
     data_dir.join(INDEX_DIR).join(id.trim_start_matches("did:odf:")).join(hex::encode(signature))
+}
+
+/// Removes the private Ledger indexes (`<state>.private-<pid>`) of this dataset that
+/// processes no longer running left behind; returns how many.
+pub fn remove_stale_private_indexes(dataset: &Dataset) -> Result<u64, IngestError> {
+    let dir = index_dir(dataset, "");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(error) => return Err(IoError { action: "list", path: dir, error }.into()),
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.rsplit_once(".private-").and_then(|(_, pid)| pid.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !crate::store::process_alive(pid) {
+            let path = entry.path();
+            std::fs::remove_dir_all(&path).map_err(|error| IoError { action: "remove", path, error })?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Rows the in-memory states (Snapshot, UpsertStream: the current rows) held at the last

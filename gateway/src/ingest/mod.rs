@@ -6,6 +6,7 @@
 //! (Parquet, hashes) -> commit. `DatasetWriter` runs it for batches of many messages, as the
 //! transports deliver them, or for files, as the CLI does.
 
+mod check;
 mod checkpoint;
 mod coerce;
 mod error;
@@ -24,11 +25,12 @@ mod slice;
 mod writer;
 mod writer_thread;
 
+pub use check::{CheckOutcome, SourceCheck};
 pub use error::{ErrorKind, IngestError};
 pub use format::InputFormat;
-pub use manifests::{ManifestErrors, check_manifests};
+pub use manifests::{Applied, ManifestErrors, apply_manifests, check_manifests, read_manifests};
 pub use merge::ledger_index::{IndexConfig, IndexError, IndexStats, LedgerIndex};
-pub use merge_states::checkpointed_rows;
+pub use merge_states::{checkpointed_rows, remove_stale_private_indexes};
 pub use prepared::Prepared;
 pub use read::{Position, Problem, RecordError};
 pub use request::{

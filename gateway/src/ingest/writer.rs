@@ -66,9 +66,15 @@ pub struct DatasetWriter {
 }
 
 impl DatasetWriter {
-    /// Opens `dataset` for writing; removes the temp files dead writers left in it.
+    /// Opens `dataset` for writing: removes the temp files (and private indexes) writers no
+    /// longer running left, and refuses a dataset whose slices are missing or truncated.
     pub fn open(dataset: Dataset, options: WriterOptions) -> Result<DatasetWriter, IngestError> {
         dataset.remove_stale_temp_files()?;
+        dataset.check_slice_files()?;
+        let removed = super::merge_states::remove_stale_private_indexes(&dataset)?;
+        if removed > 0 {
+            tracing::info!(dataset = %dataset.name(), removed, "removed private Ledger indexes of writers no longer running");
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -174,7 +174,7 @@ pub fn data_columns(full: &Schema, vocab: &Vocab) -> SchemaRef {
 }
 
 /// Names of the system columns (ODF's defaults; SetVocab may rename them).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vocab {
     pub offset: String,
     pub op: String,

@@ -48,6 +48,11 @@ pub struct ChainState {
     pub last_add_data_state: Option<SourceState>,
     /// Bytes of data slices, for listings.
     pub data_size: u64,
+    /// The latest SetInfo, SetLicense and SetAttachments, to tell whether a manifest changed
+    /// them.
+    pub info: Option<super::events::SetInfo>,
+    pub license: Option<super::events::SetLicense>,
+    pub attachments: Option<super::events::SetAttachments>,
 }
 
 impl ChainState {
@@ -154,7 +159,9 @@ impl ChainState {
                 (_, Some(new)) => self.schema = Some(new.clone()),
             },
             MetadataEvent::AddData(add) => self.apply_add_data(add)?,
-            MetadataEvent::SetInfo(_) | MetadataEvent::SetLicense(_) | MetadataEvent::SetAttachments(_) => {}
+            MetadataEvent::SetInfo(info) => self.info = Some(info.clone()),
+            MetadataEvent::SetLicense(license) => self.license = Some(license.clone()),
+            MetadataEvent::SetAttachments(attachments) => self.attachments = Some(attachments.clone()),
         }
         Ok(())
     }
@@ -211,11 +218,16 @@ impl ChainState {
     /// Checks the events a snapshot declares, as they would follow a seed. Returns the
     /// index of the first bad event and why.
     pub fn check_declared(events: &[MetadataEvent]) -> Result<(), (usize, String)> {
+        Self::declared(events).map(|_| ())
+    }
+
+    /// The state the events a snapshot declares add up to, as they would follow a seed.
+    pub fn declared(events: &[MetadataEvent]) -> Result<ChainState, (usize, String)> {
         let mut state = ChainState::default();
         for (i, event) in events.iter().enumerate() {
             state.apply_event(event).map_err(|reason| (i, format!("{}: {reason}", event.kind())))?;
         }
-        Ok(())
+        Ok(state)
     }
 
     pub fn source_names(&self) -> Vec<String> {

@@ -64,6 +64,7 @@ struct Content {
 pub fn parse_snapshots(text: &str, origin: &str) -> Result<Vec<DatasetSnapshot>, SnapshotError> {
     let mut snapshots = Vec::new();
     let error = |message: String| SnapshotError { origin: origin.to_owned(), message };
+    check_shape(text).map_err(error)?;
     for document in serde_yaml_ng::Deserializer::from_str(text) {
         // Syntax first, where the parser knows the line; then structure, by field path.
         let value =
@@ -84,6 +85,59 @@ pub fn parse_snapshots(text: &str, origin: &str) -> Result<Vec<DatasetSnapshot>,
         });
     }
     Ok(snapshots)
+}
+
+/// A manifest is at most this big ...
+const MAX_MANIFEST_BYTES: usize = 4 << 20;
+/// ... and nests at most this deep (a real one nests under ten levels).
+const MAX_DEPTH: usize = 64;
+
+/// Refuses a text too big or too deeply nested before the YAML parser sees it: the parser's
+/// time grows faster than the text with nesting (a 200 KB manifest of nested brackets took
+/// minutes to refuse). Indentation levels, `- ` items and `[`/`{` brackets all count.
+fn check_shape(text: &str) -> Result<(), String> {
+    if text.len() > MAX_MANIFEST_BYTES {
+        return Err(format!("the manifest is {} bytes, over the limit of {MAX_MANIFEST_BYTES}", text.len()));
+    }
+    let too_deep =
+        |line: usize| Err(format!("line {line}: the manifest nests deeper than {MAX_DEPTH} levels"));
+    let mut indents: Vec<usize> = Vec::new();
+    let (mut brackets, mut quote) = (0usize, None::<char>);
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if quote.is_none() && brackets == 0 && !trimmed.is_empty() && !trimmed.starts_with('#') {
+            let indent = line.len() - trimmed.len();
+            while indents.last().is_some_and(|&i| i >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+            let items = trimmed.split_inclusive("- ").take_while(|p| p.trim() == "-").count();
+            if indents.len() + items > MAX_DEPTH {
+                return too_deep(n + 1);
+            }
+        }
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') => break,
+                (None, '[' | '{') => {
+                    brackets += 1;
+                    if brackets > MAX_DEPTH {
+                        return too_deep(n + 1);
+                    }
+                }
+                (None, ']' | '}') => brackets = brackets.saturating_sub(1),
+                _ => {}
+            }
+        }
+        // A quote does not run past a line outside brackets (YAML's plain scalars).
+        if brackets == 0 {
+            quote = None;
+        }
+    }
+    Ok(())
 }
 
 fn describe_syntax_error(e: &serde_yaml_ng::Error) -> String {

@@ -102,3 +102,9 @@ mod tests {
         assert_eq!(check_shape("SELECT (a + 1) * 2 AS x, -b FROM input"), Ok(()));
     }
 }
+
+/// DataFusion's error as one line of text: the innermost error (the wrappers around it
+/// repeat its text), without a backtrace.
+pub fn error_text(error: &datafusion::error::DataFusionError) -> String {
+    error.find_root().strip_backtrace()
+}

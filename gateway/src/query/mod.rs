@@ -14,6 +14,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub mod guard;
 
+use crate::odf::{AddData, DataSlice, MetadataEvent};
 use crate::store::{DataDir, Dataset};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,18 +25,70 @@ pub enum QueryError {
     Schema(#[from] crate::odf::SchemaError),
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
+    /// DataFusion's error, its innermost text once (its own chain repeats it).
     #[error("sql: {0}")]
-    Sql(#[from] datafusion::error::DataFusionError),
+    Sql(String),
     #[error("sql: {0}")]
     Refused(String),
 }
 
+impl From<datafusion::error::DataFusionError> for QueryError {
+    fn from(error: datafusion::error::DataFusionError) -> QueryError {
+        QueryError::Sql(guard::error_text(&error))
+    }
+}
+
+/// A dataset kept open for reading: its chain state and the slices it references, brought up
+/// to date by reading only the blocks committed since (a server answering queries for
+/// months must not walk the whole chain each time).
+pub struct DatasetReader {
+    dataset: Dataset,
+    slices: Vec<DataSlice>,
+}
+
+impl DatasetReader {
+    pub fn open(data_dir: &DataDir, name: &str) -> Result<DatasetReader, QueryError> {
+        let dataset = data_dir.open_dataset(name)?;
+        let slices = dataset.slices()?;
+        Ok(DatasetReader { dataset, slices })
+    }
+
+    /// Takes in what was committed since the last look.
+    pub fn refresh(&mut self) -> Result<(), QueryError> {
+        for block in self.dataset.catch_up()? {
+            if let MetadataEvent::AddData(AddData { new_data: Some(slice), .. }) = block.event {
+                self.slices.push(slice);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn dataset(&self) -> &Dataset {
+        &self.dataset
+    }
+
+    /// The data slices, oldest first.
+    pub fn slices(&self) -> &[DataSlice] {
+        &self.slices
+    }
+
+    /// The last `n` records (by offset), oldest first; `None` when the dataset has no
+    /// schema yet.
+    pub fn tail(&self, n: usize) -> Result<Option<RecordBatch>, QueryError> {
+        tail_of(&self.dataset, &self.slices, n)
+    }
+}
+
 /// The last `n` records (by offset), oldest first; `None` when the dataset has no schema yet.
 pub fn tail(dataset: &Dataset, n: usize) -> Result<Option<RecordBatch>, QueryError> {
+    tail_of(dataset, &dataset.slices()?, n)
+}
+
+fn tail_of(dataset: &Dataset, slices: &[DataSlice], n: usize) -> Result<Option<RecordBatch>, QueryError> {
     let Some(schema) = dataset.arrow_schema()? else { return Ok(None) };
     let mut newest_first: Vec<RecordBatch> = Vec::new();
     let mut rows = 0;
-    for slice in dataset.slices()?.iter().rev() {
+    for slice in slices.iter().rev() {
         if rows >= n {
             break;
         }
@@ -52,20 +105,30 @@ pub fn tail(dataset: &Dataset, n: usize) -> Result<Option<RecordBatch>, QueryErr
 
 /// A session where every dataset of `data_dir` is a table named after it.
 pub async fn session(data_dir: &DataDir) -> Result<SessionContext, QueryError> {
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+    let mut readers = Vec::new();
     for name in data_dir.list()? {
-        let dataset = data_dir.open_dataset(name.as_str())?;
+        readers.push(DatasetReader::open(data_dir, name.as_str())?);
+    }
+    session_of(&readers.iter().collect::<Vec<_>>())
+}
+
+/// A session where each of `readers` is a table named after its dataset. A dataset without
+/// data has no schema yet, so no table; a query naming it is told so.
+pub fn session_of(readers: &[&DatasetReader]) -> Result<SessionContext, QueryError> {
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+    for reader in readers {
+        let dataset = reader.dataset();
         let Some(schema) = dataset.arrow_schema()? else { continue };
         // Each slice is checked against its block first: a query over a damaged dataset
         // fails loudly rather than answer from what is left.
         let files: Vec<PathBuf> =
-            dataset.slices()?.iter().map(|s| dataset.slice_file(s)).collect::<Result<_, _>>()?;
+            reader.slices().iter().map(|s| dataset.slice_file(s)).collect::<Result<_, _>>()?;
         let table: Arc<dyn datafusion::datasource::TableProvider> = if files.is_empty() {
             Arc::new(MemTable::try_new(schema, vec![vec![]])?)
         } else {
             listing(&files, schema)?
         };
-        ctx.register_table(name.as_str(), table)?;
+        ctx.register_table(dataset.name().as_str(), table)?;
     }
     Ok(ctx)
 }
@@ -83,9 +146,98 @@ fn listing(files: &[PathBuf], schema: SchemaRef) -> Result<Arc<ListingTable>, Qu
 }
 
 pub async fn sql(data_dir: &DataDir, query: &str) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+    let mut readers = Vec::new();
+    for name in data_dir.list()? {
+        readers.push(DatasetReader::open(data_dir, name.as_str())?);
+    }
+    sql_over(&readers.iter().collect::<Vec<_>>(), query).await
+}
+
+/// Runs a read-only query over `readers`, each a table by its dataset's name.
+pub async fn sql_over(
+    readers: &[&DatasetReader],
+    query: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
     guard::check_shape(query).map_err(QueryError::Refused)?;
-    let ctx = session(data_dir).await?;
-    let frame = ctx.sql_with_options(query, guard::read_only()).await?;
+    let ctx = session_of(readers)?;
+    run(ctx, query, &without_data(readers)).await
+}
+
+/// Datasets that have no data yet (so no table), for a clearer error.
+pub fn without_data(readers: &[&DatasetReader]) -> Vec<String> {
+    readers
+        .iter()
+        .filter(|r| r.dataset().state().schema.is_none())
+        .map(|r| r.dataset().name().to_string())
+        .collect()
+}
+
+/// Runs a read-only query in a session made by `session_of` (its shape already checked).
+pub async fn run(
+    ctx: SessionContext,
+    query: &str,
+    without_data: &[String],
+) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+    let frame = match ctx.sql_with_options(query, guard::read_only()).await {
+        Ok(frame) => frame,
+        Err(e) => return Err(explain(e, without_data)),
+    };
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     Ok((schema, frame.collect().await?))
+}
+
+/// A planning error in plain words: DataFusion's own text, once, and a table that is not
+/// there because its dataset has no data yet said as such.
+fn explain(error: datafusion::error::DataFusionError, without_data: &[String]) -> QueryError {
+    let text = guard::error_text(&error);
+    if let Some(name) =
+        without_data.iter().find(|name| text.contains("not found") && text.contains(name.as_str()))
+    {
+        return QueryError::Refused(format!(
+            "dataset '{name}' has no data yet, so it has no columns to query; push some first"
+        ));
+    }
+    QueryError::Refused(text)
+}
+
+/// Readers of every dataset a server answers for, opened on first use and brought up to
+/// date on each use.
+pub struct Readers {
+    data_dir: DataDir,
+    open: std::sync::Mutex<std::collections::HashMap<String, DatasetReader>>,
+}
+
+impl Readers {
+    pub fn new(data_dir: DataDir) -> Readers {
+        Readers { data_dir, open: Default::default() }
+    }
+
+    /// Runs `f` on the up-to-date reader of dataset `name`.
+    pub fn with<R>(&self, name: &str, f: impl FnOnce(&DatasetReader) -> R) -> Result<R, QueryError> {
+        self.with_all(&[name], |readers| f(readers[0]))
+    }
+
+    /// Runs `f` on the up-to-date readers of `names` (in that order).
+    pub fn with_all<R>(
+        &self,
+        names: &[&str],
+        f: impl FnOnce(&[&DatasetReader]) -> R,
+    ) -> Result<R, QueryError> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        for name in names {
+            match open.get_mut(*name) {
+                Some(reader) => reader.refresh()?,
+                None => {
+                    let reader = DatasetReader::open(&self.data_dir, name)?;
+                    open.insert((*name).to_owned(), reader);
+                }
+            }
+        }
+        let readers: Vec<&DatasetReader> = names.iter().filter_map(|n| open.get(*n)).collect();
+        Ok(f(&readers))
+    }
+
+    pub fn data_dir(&self) -> &DataDir {
+        &self.data_dir
+    }
 }

@@ -33,7 +33,7 @@ const LOCK_FILE: &str = "info/lock";
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Takes the lock file at `path` (see `fsio::lock_file`).
-pub(super) fn take_lock(path: &Path, timeout: Duration) -> Result<File, StoreError> {
+pub fn take_lock(path: &Path, timeout: Duration) -> Result<File, StoreError> {
     fsio::lock_file(path, timeout).map_err(|e| match e {
         fsio::LockError::Io(e) => StoreError::Io(e),
         fsio::LockError::TimedOut { holder, waited } => {
@@ -164,11 +164,40 @@ impl Dataset {
     /// commit and commits holds it throughout.
     pub fn lock(&mut self, timeout: Duration) -> Result<WriteLock, StoreError> {
         let file = take_lock(&self.root.join(LOCK_FILE), timeout)?;
-        if self.read_head()? != self.state.head {
-            tracing::debug!(dataset = %self.name, "head moved since open; re-reading the chain");
-            self.reload()?;
-        }
+        self.catch_up()?;
         Ok(WriteLock { _file: file })
+    }
+
+    /// Takes in the blocks committed since this handle last looked (by another writer or
+    /// process) and returns them, oldest first. Only the new blocks are read, so a handle
+    /// kept open for months stays cheap to bring up to date.
+    pub fn catch_up(&mut self) -> Result<Vec<MetadataBlock>, StoreError> {
+        let head = self.read_head()?;
+        if head == self.state.head {
+            return Ok(Vec::new());
+        }
+        tracing::debug!(dataset = %self.name, "head moved; reading the new blocks");
+        let mut new = Vec::new();
+        let mut next = head;
+        while let Some(hash) = next {
+            if Some(&hash) == self.state.head.as_ref() {
+                break;
+            }
+            let block = self.read_block(&hash)?;
+            next = block.prev_block_hash.clone();
+            new.push((hash, block));
+            if next.is_none() && self.state.head.is_some() {
+                // Not a descendant of the head we knew: the chain was replaced; read it all.
+                self.reload()?;
+                return Ok(self.blocks()?.into_iter().rev().map(|(_, b)| b).collect());
+            }
+        }
+        let mut state = self.state.clone();
+        for (hash, block) in new.iter().rev() {
+            state.apply(hash, block)?;
+        }
+        self.state = state;
+        Ok(new.into_iter().rev().map(|(_, block)| block).collect())
     }
 
     /// Removes the temp files that writers which are no longer running left behind. A writer

@@ -166,9 +166,13 @@ pub fn remove_temp_files(dir: &Path) -> Result<(), IoError> {
 }
 
 /// Whether the process that named a temp file `<pid>-<nonce>` may still be writing it.
-/// Where that cannot be known (no /proc), it is assumed alive and its files are kept.
 fn writer_alive(name: &str) -> bool {
-    let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { return false };
+    name.split('-').next().and_then(|p| p.parse::<u32>().ok()).is_some_and(process_alive)
+}
+
+/// Whether process `pid` may be running. Where that cannot be known (no /proc), it is
+/// assumed to be, so that its files are kept.
+pub fn process_alive(pid: u32) -> bool {
     let proc = Path::new("/proc");
     !proc.is_dir() || proc.join(pid.to_string()).exists()
 }

@@ -5,13 +5,17 @@ mod data_dir;
 mod dataset;
 mod error;
 mod fsio;
+mod gc;
 mod slices;
 mod verify;
 
 pub use data_dir::DataDir;
-pub use dataset::{DEFAULT_LOCK_TIMEOUT, Dataset, WriteLock};
+pub use dataset::{
+    BLOCKS, CHECKPOINTS, DATA, DEFAULT_LOCK_TIMEOUT, Dataset, HEAD, WriteLock, take_lock as lock_file,
+};
 pub use error::StoreError;
-pub use fsio::IoError;
+pub use fsio::{IoError, process_alive, sync_dir, write_atomic};
+pub use gc::{GcReport, collect_garbage};
 pub use verify::{VerifyError, VerifyReport, hash_file, verify};
 
 #[cfg(test)]

@@ -27,6 +27,16 @@ impl Dataset {
         Ok(slices)
     }
 
+    /// Checks that every slice the chain references is there with the size its block gives,
+    /// so that nothing is committed on top of a dataset that lost data (a writer does this
+    /// when it opens the dataset; `verify` checks the hashes too).
+    pub fn check_slice_files(&self) -> Result<(), StoreError> {
+        for slice in self.slices()? {
+            self.slice_file(&slice)?;
+        }
+        Ok(())
+    }
+
     /// The Arrow schema of the dataset's slices, once it has one (after the first data commit).
     pub fn arrow_schema(&self) -> Result<Option<SchemaRef>, SchemaError> {
         self.state().schema.as_ref().map(arrow_schema::to_arrow).transpose()

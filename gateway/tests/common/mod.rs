@@ -1,5 +1,7 @@
 //! The gateway binary, driven as a user drives it, for the end-to-end tests.
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;

@@ -1,0 +1,269 @@
+//! Who may do what, the same for every transport: identities with their secrets (an argon2
+//! password hash for MQTT and HTTP Basic, SHA-256 digests of bearer tokens for HTTP and
+//! CoAP, a client-certificate subject) and their grants (the (dataset, source) pairs they
+//! may write, the datasets they may query, the MQTT topics they may subscribe to).
+//!
+//! Passwords are hashed with argon2, which is slow on purpose: a verified password is
+//! remembered (by its SHA-256, never in clear) so that a device reconnecting every minute
+//! costs one hash. Tokens are long random strings, so a SHA-256 digest is enough for them
+//! and is looked up directly.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use argon2::password_hash::PasswordVerifier;
+use argon2::password_hash::phc::PasswordHash;
+use sha2::{Digest, Sha256};
+
+/// Remembered password verifications, at most.
+const VERIFIED_CACHE: usize = 4096;
+
+/// What an identity (or an anonymous client) may do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// `dataset/source` patterns it may write to: `gps/vendorA`, `gps/*`, `*`.
+    pub write: Vec<String>,
+    /// Datasets it may read (tail, query, transfer, quarantine): `gps`, `*`.
+    pub query: Vec<String>,
+    /// MQTT topic filters it may subscribe to (`replies/vendorA/#`).
+    pub subscribe: Vec<String>,
+}
+
+impl Grants {
+    /// Everything: what anonymous clients get when the gateway runs without a configuration.
+    pub fn all() -> Grants {
+        Grants { write: vec!["*".into()], query: vec!["*".into()], subscribe: vec!["#".into()] }
+    }
+
+    pub fn may_write(&self, dataset: &str, source: &str) -> bool {
+        self.write.iter().any(|grant| match grant.split_once('/') {
+            _ if grant == "*" => true,
+            Some((d, s)) => (d == "*" || d == dataset) && (s == "*" || s == source),
+            None => grant == dataset,
+        })
+    }
+
+    pub fn may_query(&self, dataset: &str) -> bool {
+        self.query.iter().any(|grant| grant == "*" || grant == dataset)
+    }
+
+    pub fn may_subscribe(&self, filter: &str) -> bool {
+        self.subscribe.iter().any(|grant| topic_filter_covers(grant, filter))
+    }
+}
+
+/// One configured identity.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub name: String,
+    /// An argon2 PHC string (`$argon2id$...`).
+    pub password_hash: Option<String>,
+    /// Lower-case hex SHA-256 digests of its bearer tokens.
+    pub token_sha256: Vec<String>,
+    /// The subject of its client certificate (`CN=tracker-17,O=Acme`), or its common name.
+    pub cert_subject: Option<String>,
+    pub grants: Grants,
+}
+
+/// Who a request is from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Anonymous,
+    Identity(String),
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Anonymous => f.write_str("anonymous"),
+            Principal::Identity(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Why a client was not let in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("credentials are required")]
+    NoCredentials,
+    #[error("the credentials are not valid")]
+    BadCredentials,
+}
+
+pub struct AccessTable {
+    identities: Vec<Identity>,
+    /// What clients without credentials get; `None`: they are refused.
+    anonymous: Option<Grants>,
+    by_token: HashMap<String, usize>,
+    /// SHA-256 of (name, password) verified before, to the identity's index.
+    verified: Mutex<HashMap<[u8; 32], usize>>,
+}
+
+impl AccessTable {
+    pub fn new(identities: Vec<Identity>, anonymous: Option<Grants>) -> AccessTable {
+        let mut by_token = HashMap::new();
+        for (i, identity) in identities.iter().enumerate() {
+            for token in &identity.token_sha256 {
+                by_token.insert(token.to_ascii_lowercase(), i);
+            }
+        }
+        AccessTable { identities, anonymous, by_token, verified: Mutex::new(HashMap::new()) }
+    }
+
+    /// Anyone may do anything: the gateway without a configuration (loopback only).
+    pub fn open() -> AccessTable {
+        AccessTable::new(Vec::new(), Some(Grants::all()))
+    }
+
+    pub fn allows_anonymous(&self) -> bool {
+        self.anonymous.is_some()
+    }
+
+    pub fn identities(&self) -> &[Identity] {
+        &self.identities
+    }
+
+    /// A client that presented nothing.
+    pub fn anonymous(&self) -> Result<Principal, Denied> {
+        self.anonymous.as_ref().map(|_| Principal::Anonymous).ok_or(Denied::NoCredentials)
+    }
+
+    pub fn by_password(&self, name: &str, password: &[u8]) -> Result<Principal, Denied> {
+        let mut key = Sha256::new();
+        key.update((name.len() as u64).to_le_bytes());
+        key.update(name.as_bytes());
+        key.update(password);
+        let key: [u8; 32] = key.finalize().into();
+        if let Some(&i) = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(Principal::Identity(self.identities[i].name.clone()));
+        }
+        let (i, identity) = self
+            .identities
+            .iter()
+            .enumerate()
+            .find(|(_, id)| id.name == name)
+            .ok_or(Denied::BadCredentials)?;
+        let hash = identity.password_hash.as_deref().ok_or(Denied::BadCredentials)?;
+        let parsed = PasswordHash::new(hash).map_err(|_| Denied::BadCredentials)?;
+        argon2::Argon2::default().verify_password(password, &parsed).map_err(|_| Denied::BadCredentials)?;
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= VERIFIED_CACHE {
+            verified.clear();
+        }
+        verified.insert(key, i);
+        Ok(Principal::Identity(identity.name.clone()))
+    }
+
+    pub fn by_token(&self, token: &str) -> Result<Principal, Denied> {
+        let digest = hex::encode(Sha256::digest(token.as_bytes()));
+        self.by_token
+            .get(&digest)
+            .map(|&i| Principal::Identity(self.identities[i].name.clone()))
+            .ok_or(Denied::BadCredentials)
+    }
+
+    /// A client certificate's subject (RFC 4514 string) or common name.
+    pub fn by_certificate(&self, subject: &str, common_name: Option<&str>) -> Result<Principal, Denied> {
+        self.identities
+            .iter()
+            .find(|id| id.cert_subject.as_deref().is_some_and(|s| s == subject || Some(s) == common_name))
+            .map(|id| Principal::Identity(id.name.clone()))
+            .ok_or(Denied::BadCredentials)
+    }
+
+    pub fn grants(&self, principal: &Principal) -> Option<&Grants> {
+        match principal {
+            Principal::Anonymous => self.anonymous.as_ref(),
+            Principal::Identity(name) => {
+                self.identities.iter().find(|id| &id.name == name).map(|id| &id.grants)
+            }
+        }
+    }
+
+    pub fn may_write(&self, principal: &Principal, dataset: &str, source: &str) -> bool {
+        self.grants(principal).is_some_and(|g| g.may_write(dataset, source))
+    }
+
+    pub fn may_query(&self, principal: &Principal, dataset: &str) -> bool {
+        self.grants(principal).is_some_and(|g| g.may_query(dataset))
+    }
+
+    pub fn may_subscribe(&self, principal: &Principal, filter: &str) -> bool {
+        self.grants(principal).is_some_and(|g| g.may_subscribe(filter))
+    }
+}
+
+/// Whether topic filter `grant` matches every topic that `filter` can (MQTT wildcards).
+fn topic_filter_covers(grant: &str, filter: &str) -> bool {
+    let mut grant = grant.split('/');
+    let mut filter = filter.split('/');
+    loop {
+        match (grant.next(), filter.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(f)) if f != "#" => {}
+            (Some(g), Some(f)) if g == f => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// The argon2 hash of a password, for the configuration file.
+pub fn hash_password(password: &[u8]) -> Result<String, String> {
+    use argon2::password_hash::PasswordHasher;
+    argon2::Argon2::default().hash_password(password).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+/// The SHA-256 digest of a token, for the configuration file.
+pub fn token_digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> AccessTable {
+        let vendor_a = Identity {
+            name: "vendorA".into(),
+            password_hash: Some(hash_password(b"secret-a").unwrap()),
+            token_sha256: vec![token_digest("tok-a")],
+            cert_subject: Some("CN=vendorA".into()),
+            grants: Grants {
+                write: vec!["gps/vendorA".into()],
+                query: vec!["gps".into()],
+                subscribe: vec!["replies/vendorA/#".into()],
+            },
+        };
+        AccessTable::new(vec![vendor_a], None)
+    }
+
+    #[test]
+    fn credentials_map_to_identities_and_grants_stay_within_their_routes() {
+        let t = table();
+        let a = Principal::Identity("vendorA".into());
+        assert_eq!(t.by_password("vendorA", b"secret-a"), Ok(a.clone()));
+        assert_eq!(t.by_password("vendorA", b"secret-a"), Ok(a.clone()), "remembered");
+        assert_eq!(t.by_password("vendorA", b"wrong"), Err(Denied::BadCredentials));
+        assert_eq!(t.by_password("nobody", b"secret-a"), Err(Denied::BadCredentials));
+        assert_eq!(t.by_token("tok-a"), Ok(a.clone()));
+        assert_eq!(t.by_token("tok-b"), Err(Denied::BadCredentials));
+        assert_eq!(t.by_certificate("CN=vendorA", None), Ok(a.clone()));
+        assert_eq!(t.anonymous(), Err(Denied::NoCredentials));
+        assert!(t.may_write(&a, "gps", "vendorA"));
+        assert!(!t.may_write(&a, "gps", "vendorB"));
+        assert!(t.may_query(&a, "gps") && !t.may_query(&a, "fleet"));
+        assert!(t.may_subscribe(&a, "replies/vendorA/A-1"));
+        assert!(!t.may_subscribe(&a, "replies/#"));
+        assert!(!t.may_write(&Principal::Anonymous, "gps", "vendorA"));
+    }
+
+    #[test]
+    fn topic_filters_cover_narrower_ones() {
+        assert!(topic_filter_covers("a/+/c", "a/b/c"));
+        assert!(topic_filter_covers("a/#", "a/b/#"));
+        assert!(!topic_filter_covers("a/+/c", "a/#"));
+        assert!(!topic_filter_covers("a/+", "a/+/c"));
+        assert!(topic_filter_covers("#", "anything/at/all"));
+    }
+}

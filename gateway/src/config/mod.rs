@@ -1,0 +1,462 @@
+//! The `serve` configuration: a TOML file parsed as it is written (`RawConfig`, every field
+//! with its default), then checked into the settings the server runs with (`ServeConfig`).
+//! With no file, the defaults make `serve` work on one machine: the data directory and
+//! manifests of the current folder, HTTP on loopback, anonymous clients allowed there only.
+//! A problem is one line naming the field.
+
+mod size;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use size::Size;
+
+use crate::access::{AccessTable, Grants, Identity};
+use crate::ingest::WriterOptions;
+use crate::pipeline::{FlushPolicy, PipelineOptions};
+use crate::routes::{Route, RouteTable, Transport};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where datasets live (the `--data-dir` flag or its variable, when given, wins).
+    pub data_dir: PathBuf,
+    /// Manifests applied at start (a file or a folder of `*.yaml`); a missing folder is skipped.
+    pub schemas: PathBuf,
+    pub http: HttpConfig,
+    pub pipeline: PipelineConfig,
+    /// What clients without credentials may do. Without a configuration file: everything
+    /// (listeners are on loopback); with one: nothing unless this section says so.
+    pub anonymous: Option<GrantsConfig>,
+    #[serde(rename = "identity")]
+    pub identities: Vec<IdentityConfig>,
+    #[serde(rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    /// Addresses to listen on (`127.0.0.1:8080`, `[::]:8080`; port 0 picks a free one).
+    pub listen: Vec<String>,
+    /// Request bodies above this are refused with 413.
+    pub max_body: Size,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// How long `?wait=commit` (and kamu's ingest endpoint) waits for the commit.
+    #[serde(with = "humantime_serde")]
+    pub commit_wait: Duration,
+    /// HTTPS instead of HTTP on every HTTP listener.
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain and private key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// PEM CA certificates that sign client certificates; with it, clients may (or, with
+    /// `require_client_cert`, must) present one, which maps to an identity by subject.
+    pub client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The oldest accepted payload waits at most this long for its commit.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// ... or a commit is made once this many records wait,
+    pub max_batch_records: usize,
+    /// ... or this many bytes.
+    pub max_batch_bytes: Size,
+    /// Bytes accepted and not committed, per dataset, before senders are pushed back.
+    pub max_pending_bytes: Size,
+    pub wal_segment_bytes: Size,
+    pub quarantine_max_entries: usize,
+    /// Snapshot/UpsertStream checkpoints no more often than every this many rows and this
+    /// long (each is kept for good and pulled by every other node).
+    pub checkpoint_min_rows: u64,
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_min_interval: Duration,
+    /// How long a commit waits for another writer's lock (a CLI ingest) before retrying.
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrantsConfig {
+    /// `dataset/source` patterns: `gps/vendorA`, `gps/*`, `*`.
+    pub write: Vec<String>,
+    /// Datasets: `gps`, `*`.
+    pub query: Vec<String>,
+    /// MQTT topic filters.
+    pub subscribe: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub name: String,
+    /// argon2 hash (`odf-gateway hash-secret`), for MQTT and HTTP Basic.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// SHA-256 hex digests of bearer tokens (`odf-gateway hash-secret`), for HTTP and CoAP.
+    #[serde(default)]
+    pub token_sha256: Vec<String>,
+    /// Client certificate subject (`CN=tracker-17,O=Acme`) or common name.
+    #[serde(default)]
+    pub cert_subject: Option<String>,
+    #[serde(flatten)]
+    pub grants: GrantsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// `trackers/{device_id}/gps`: literals, `{capture}`, `+`, and `#` last.
+    pub pattern: String,
+    /// The target; either may come from a `{dataset}` / `{source}` capture instead.
+    #[serde(default)]
+    pub dataset: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Limit the route to some transports (`http`, `mqtt`, `coap`); all by default.
+    #[serde(default)]
+    pub transports: Option<Vec<Transport>>,
+}
+
+impl Default for RawConfig {
+    fn default() -> RawConfig {
+        RawConfig {
+            data_dir: PathBuf::from("odf-data"),
+            schemas: PathBuf::from("schemas"),
+            http: HttpConfig::default(),
+            pipeline: PipelineConfig::default(),
+            anonymous: None,
+            identities: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            enabled: true,
+            listen: vec!["127.0.0.1:8080".into()],
+            max_body: Size(8 * 1024 * 1024),
+            max_connections: 1024,
+            commit_wait: Duration::from_secs(30),
+            tls: None,
+        }
+    }
+}
+
+impl Default for PipelineConfig {
+    fn default() -> PipelineConfig {
+        let defaults = PipelineOptions::default();
+        PipelineConfig {
+            flush_interval: defaults.flush.interval,
+            max_batch_records: defaults.flush.max_records,
+            max_batch_bytes: Size(defaults.flush.max_bytes as u64),
+            max_pending_bytes: Size(defaults.max_pending_bytes as u64),
+            wal_segment_bytes: Size(defaults.wal_segment_bytes),
+            quarantine_max_entries: defaults.quarantine_max_entries,
+            checkpoint_min_rows: 10_000,
+            checkpoint_min_interval: Duration::from_secs(60),
+            lock_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A problem with the configuration: the field and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.into(), message: message.into() }
+}
+
+/// The checked settings `serve` runs with.
+pub struct ServeConfig {
+    pub raw: RawConfig,
+    /// Whether a file was given (without one, everything is open on loopback).
+    pub from_file: bool,
+    pub http_listen: Vec<SocketAddr>,
+    pub pipeline: PipelineOptions,
+    pub routes: RouteTable,
+    pub access: AccessTable,
+}
+
+impl RawConfig {
+    /// Reads a TOML file; an error names the file, the line and the field.
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid(path.display().to_string(), format!("cannot read: {e}")))?;
+        RawConfig::from_toml(&text)
+            .map_err(|e| invalid(format!("{}: {}", path.display(), e.field), e.message))
+    }
+
+    pub fn from_toml(text: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            let field = line.map(|l| format!("line {l}")).unwrap_or_else(|| "config".into());
+            invalid(field, e.message().to_owned())
+        })
+    }
+
+    /// The configuration as TOML, every default written out.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+
+    /// Checks every field into the settings `serve` runs with.
+    pub fn check(self, from_file: bool) -> Result<ServeConfig, ConfigError> {
+        let http_listen = self
+            .http
+            .listen
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                a.parse::<SocketAddr>().map_err(|e| {
+                    invalid(
+                        format!("http.listen[{i}]"),
+                        format!("'{a}' is not an address such as 127.0.0.1:8080: {e}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.http.enabled && http_listen.is_empty() {
+            return Err(invalid("http.listen", "give at least one address, or set http.enabled = false"));
+        }
+        if self.http.max_body.0 == 0 {
+            return Err(invalid("http.max_body", "must be above 0"));
+        }
+        if let Some(tls) = &self.http.tls {
+            for (field, path) in [
+                ("http.tls.cert", Some(&tls.cert)),
+                ("http.tls.key", Some(&tls.key)),
+                ("http.tls.client_ca", tls.client_ca.as_ref()),
+            ] {
+                if let Some(path) = path.filter(|p| !p.is_file()) {
+                    return Err(invalid(field, format!("{} is not a file", path.display())));
+                }
+            }
+            if tls.require_client_cert && tls.client_ca.is_none() {
+                return Err(invalid("http.tls.require_client_cert", "needs http.tls.client_ca"));
+            }
+        }
+        let p = &self.pipeline;
+        if p.flush_interval.is_zero() {
+            return Err(invalid("pipeline.flush_interval", "must be above 0 (e.g. \"1s\")"));
+        }
+        if p.max_batch_records == 0 || p.max_batch_bytes.0 == 0 || p.max_pending_bytes.0 == 0 {
+            return Err(invalid(
+                "pipeline",
+                "max_batch_records, max_batch_bytes and max_pending_bytes must be above 0",
+            ));
+        }
+        if p.quarantine_max_entries == 0 {
+            return Err(invalid("pipeline.quarantine_max_entries", "must be above 0"));
+        }
+        let pipeline = PipelineOptions {
+            flush: FlushPolicy {
+                interval: p.flush_interval,
+                max_records: p.max_batch_records,
+                max_bytes: p.max_batch_bytes.as_usize(),
+                retry_min: Duration::from_millis(500),
+                retry_max: Duration::from_secs(30),
+                system_time: None,
+            },
+            max_pending_bytes: p.max_pending_bytes.as_usize(),
+            wal_segment_bytes: p.wal_segment_bytes.0.max(64 * 1024),
+            quarantine_max_entries: p.quarantine_max_entries,
+            writer: WriterOptions {
+                lock_timeout: p.lock_timeout,
+                checkpoint_min_rows: p.checkpoint_min_rows,
+                checkpoint_min_interval: p.checkpoint_min_interval,
+                ..WriterOptions::default()
+            },
+        };
+        let mut routes = Vec::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let checked = Route::new(
+                &route.pattern,
+                route.dataset.clone(),
+                route.source.clone(),
+                route.transports.clone(),
+            )
+            .map_err(|e| invalid(format!("route[{i}]"), e))?;
+            routes.push(checked);
+        }
+        let mut identities: Vec<Identity> = Vec::new();
+        for (i, id) in self.identities.iter().enumerate() {
+            let field = |f: &str| format!("identity[{i}] ({}).{f}", id.name);
+            if id.name.is_empty() {
+                return Err(invalid(format!("identity[{i}].name"), "must not be empty"));
+            }
+            if identities.iter().any(|other| other.name == id.name) {
+                return Err(invalid(
+                    format!("identity[{i}].name"),
+                    format!("'{}' is defined twice", id.name),
+                ));
+            }
+            if let Some(hash) = &id.password_hash {
+                argon2::password_hash::phc::PasswordHash::new(hash).map_err(|e| {
+                    invalid(
+                        field("password_hash"),
+                        format!("not an argon2 hash (make one with `odf-gateway hash-secret`): {e}"),
+                    )
+                })?;
+            }
+            for token in &id.token_sha256 {
+                if token.len() != 64 || !token.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(invalid(
+                        field("token_sha256"),
+                        "each must be 64 hex digits (`odf-gateway hash-secret`)",
+                    ));
+                }
+            }
+            if id.password_hash.is_none() && id.token_sha256.is_empty() && id.cert_subject.is_none() {
+                return Err(invalid(
+                    field("password_hash"),
+                    "the identity has no password, token or certificate subject",
+                ));
+            }
+            check_grants(&id.grants, &field(""))?;
+            identities.push(Identity {
+                name: id.name.clone(),
+                password_hash: id.password_hash.clone(),
+                token_sha256: id.token_sha256.clone(),
+                cert_subject: id.cert_subject.clone(),
+                grants: grants(&id.grants),
+            });
+        }
+        let anonymous = match (&self.anonymous, from_file) {
+            (Some(g), _) => {
+                check_grants(g, "anonymous.")?;
+                Some(grants(g))
+            }
+            (None, false) => Some(Grants::all()),
+            (None, true) => None,
+        };
+        let access = AccessTable::new(identities, anonymous);
+        Ok(ServeConfig {
+            raw: self,
+            from_file,
+            http_listen,
+            pipeline,
+            routes: RouteTable::new(routes),
+            access,
+        })
+    }
+}
+
+fn grants(g: &GrantsConfig) -> Grants {
+    Grants { write: g.write.clone(), query: g.query.clone(), subscribe: g.subscribe.clone() }
+}
+
+fn check_grants(g: &GrantsConfig, prefix: &str) -> Result<(), ConfigError> {
+    for w in &g.write {
+        let ok = w == "*" || w.split('/').count() <= 2 && !w.split('/').any(str::is_empty);
+        if !ok {
+            return Err(invalid(
+                format!("{prefix}write"),
+                format!("'{w}' is not `dataset/source`, `dataset/*`, `dataset` or `*`"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl ServeConfig {
+    /// Listeners on addresses other than loopback, for the warning that anonymous clients
+    /// reach them.
+    pub fn exposed(&self) -> Vec<SocketAddr> {
+        self.http_listen.iter().copied().filter(|a| !a.ip().is_loopback()).collect()
+    }
+}
+
+/// `humantime` durations ("1s", "500ms", "2m") in serde.
+mod humantime_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("'{text}' is not a duration such as \"1s\" or \"500ms\": {e}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_is_open_on_loopback_and_a_file_is_closed_unless_it_says_so() {
+        let open = RawConfig::default().check(false).unwrap();
+        assert!(open.access.allows_anonymous());
+        assert!(open.exposed().is_empty());
+        let closed =
+            RawConfig::from_toml("[http]\nlisten = [\"0.0.0.0:8080\"]\n").unwrap().check(true).unwrap();
+        assert!(!closed.access.allows_anonymous());
+        assert_eq!(closed.exposed().len(), 1);
+    }
+
+    #[test]
+    fn printed_defaults_read_back() {
+        let printed = RawConfig::default().to_toml();
+        assert!(printed.contains("flush_interval = \"1s\""), "{printed}");
+        let back = RawConfig::from_toml(&printed).unwrap();
+        assert_eq!(back.to_toml(), printed);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = RawConfig::from_toml("[pipeline]\nflush_interval = \"soon\"\n").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("soon"), "{e}");
+        let e = RawConfig::from_toml("[http]\nport = 1\n").unwrap_err().to_string();
+        assert!(e.contains("port"), "{e}");
+        let e = RawConfig::from_toml("[[route]]\npattern = \"a/#/b\"\ndataset = \"x\"\n")
+            .unwrap()
+            .check(true)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("route[0]") && e.contains("last segment"), "{e}");
+        let e = RawConfig::from_toml("[[identity]]\nname = \"a\"\npassword_hash = \"plain\"\n")
+            .unwrap()
+            .check(true)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("identity[0] (a).password_hash"), "{e}");
+        let e = RawConfig::from_toml("[http]\nlisten = [\"localhost\"]\n")
+            .unwrap()
+            .check(true)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("http.listen[0]"), "{e}");
+    }
+}

@@ -1,0 +1,481 @@
+//! One dataset's pipeline as the transports see it: `submit` checks a payload, applies the
+//! backpressure, appends it to the log and waits for the group commit; `wait_committed`
+//! lets a sender wait for the commit as well.
+
+use std::fs::File;
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+
+use super::committer::Committer;
+use super::entry::Entry;
+use super::group_commit::{self, AppendError, Command, Durability};
+use super::quarantine::{Quarantine, QuarantineEntry};
+use super::rejection::Rejection;
+use super::shared::{Health, Phase, Shared};
+use super::wal::Wal;
+use super::{Pipeline, PipelineError, PipelineOptions, SubmitError};
+use crate::ingest::{CheckOutcome, DatasetWriter, IngestError, InputFormat, SourceCheck};
+use crate::odf::{AddPushSource, ChainState, MergeStrategy};
+use crate::store::DataDir;
+
+/// Payloads up to this size are checked on the sender's task; bigger ones on a blocking
+/// thread, so that a megabyte of CSV does not hold up a runtime worker.
+const CHECK_INLINE: usize = 64 * 1024;
+/// Appends waiting for the log writer before senders wait for room in its queue.
+const LOG_QUEUE: usize = 1024;
+
+/// A payload for a dataset.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub dataset: String,
+    /// The push source; `None` means the dataset's only active one.
+    pub source: Option<String>,
+    /// The format the sender declared; `None` reads it in the source's own.
+    pub format: Option<InputFormat>,
+    pub payload: Vec<u8>,
+    /// Values for columns the payload leaves out (captured from a topic or path).
+    pub columns: Vec<(String, String)>,
+    /// The event time of records that carry none (kamu's `odf-event-time`); else the time
+    /// the gateway received the payload.
+    pub event_time: Option<DateTime<Utc>>,
+    /// `http`, `mqtt`, `coap`, for the metrics.
+    pub transport: &'static str,
+    /// The route pattern it matched, for the metrics (`datasets/{dataset}/sources/{source}`).
+    pub route: String,
+    /// The concrete path or topic, for the quarantine.
+    pub address: String,
+    /// Who sent it (peer, client id, identity), for errors and the quarantine.
+    pub sender: String,
+    pub durability: Durability,
+}
+
+/// A payload accepted: in the log (on disk, unless the durability said otherwise).
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub dataset: String,
+    pub source: String,
+    /// Its log position (for `wait_committed`); `None` when it held no record.
+    pub seq: Option<u64>,
+    pub records: usize,
+    /// Records that did not fit: in the quarantine, under `quarantine_id`.
+    pub rejected: Vec<Rejection>,
+    pub quarantine_id: Option<String>,
+}
+
+/// A push source as the pipeline knows it.
+#[derive(Clone)]
+pub struct SourceInfo {
+    pub definition: AddPushSource,
+    pub active: bool,
+    check: Option<SourceCheck>,
+}
+
+pub struct DatasetPipeline {
+    name: String,
+    sources: Vec<SourceInfo>,
+    shared: Arc<Shared>,
+    quarantine: Arc<Quarantine>,
+    /// The log writer's queue: open once the log is replayed, closed at shutdown.
+    commands: Arc<Mutex<Queue>>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+    busy_retry: Duration,
+}
+
+impl DatasetPipeline {
+    pub(super) fn start(
+        data_dir: &DataDir,
+        name: &str,
+        options: &PipelineOptions,
+    ) -> Result<DatasetPipeline, PipelineError> {
+        let dataset = data_dir.open_dataset(name)?;
+        let sources = sources_of(dataset.state());
+        let wal_dir = Pipeline::wal_dir(data_dir, name);
+        let lock = lock_wal(&wal_dir, dataset.state())?;
+        let writer = DatasetWriter::open(dataset, options.writer.clone())?;
+        let shared = Arc::new(Shared::new(options.max_pending_bytes));
+        let quarantine = Arc::new(Quarantine::new(data_dir.root(), name, options.quarantine_max_entries));
+        let committer =
+            Committer::new(name, writer, quarantine.clone(), options.flush.clone(), shared.clone());
+        let commands = Arc::new(Mutex::new(Queue::Waiting));
+        let start = Start {
+            name: name.to_owned(),
+            wal_dir,
+            segment_bytes: options.wal_segment_bytes,
+            shared: shared.clone(),
+            commands: commands.clone(),
+            lock,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("commit:{name}"))
+            .spawn(move || start.run(committer))
+            .map_err(|e| PipelineError::Log(format!("cannot start the committer of '{name}': {e}")))?;
+        Ok(DatasetPipeline {
+            name: name.to_owned(),
+            sources,
+            shared,
+            quarantine,
+            commands,
+            committer: Mutex::new(Some(thread)),
+            busy_retry: options.flush.interval.max(Duration::from_secs(1)),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn sources(&self) -> &[SourceInfo] {
+        &self.sources
+    }
+
+    pub fn quarantine(&self) -> &Quarantine {
+        &self.quarantine
+    }
+
+    pub fn health(&self) -> Health {
+        self.shared.health()
+    }
+
+    /// Bytes accepted and not yet committed, and the limit.
+    pub fn pending(&self) -> (usize, usize) {
+        (self.shared.pending(), self.shared.max_pending())
+    }
+
+    /// The push source a request names, or the only active one.
+    pub fn resolve(&self, name: Option<&str>) -> Result<&SourceInfo, IngestError> {
+        let dataset = self.name.clone();
+        let known = || self.sources.iter().map(|s| s.definition.source_name.clone()).collect();
+        match name {
+            Some(name) => match self.sources.iter().find(|s| s.definition.source_name == name) {
+                Some(source) if source.active => Ok(source),
+                Some(_) => Err(IngestError::DisabledSource { dataset, source_name: name.to_owned() }),
+                None => {
+                    Err(IngestError::UnknownSource { dataset, source_name: name.to_owned(), known: known() })
+                }
+            },
+            None => {
+                let active: Vec<&SourceInfo> = self.sources.iter().filter(|s| s.active).collect();
+                match active.as_slice() {
+                    [only] => Ok(only),
+                    [] => Err(IngestError::NoPushSource(dataset)),
+                    _ => Err(IngestError::SourceNotNamed {
+                        dataset,
+                        known: active.iter().map(|s| s.definition.source_name.clone()).collect(),
+                    }),
+                }
+            }
+        }
+    }
+
+    pub async fn submit(&self, submission: Submission) -> Result<Accepted, SubmitError> {
+        let source = self.resolve(submission.source.as_deref()).map_err(SubmitError::Source)?.clone();
+        let source_name = source.definition.source_name.clone();
+        let labels = [
+            ("dataset", self.name.clone()),
+            ("source", source_name.clone()),
+            ("transport", submission.transport.to_owned()),
+            ("route", submission.route.clone()),
+        ];
+        metrics::counter!("odf_requests_total", &labels).increment(1);
+        metrics::counter!("odf_request_bytes_total", &labels).increment(submission.payload.len() as u64);
+        match self.health().phase {
+            Phase::Ready => {}
+            Phase::Starting | Phase::Replaying => {
+                return Err(self.busy("the dataset is replaying its write-ahead log".into()));
+            }
+            Phase::Failed(reason) => return Err(SubmitError::Unavailable(reason)),
+            Phase::Stopped => return Err(SubmitError::Unavailable("the gateway is stopping".into())),
+        }
+        let size = submission.payload.len();
+        if !self.shared.reserve(size) {
+            metrics::counter!("odf_requests_busy_total", &labels).increment(1);
+            let (pending, max) = self.pending();
+            return Err(self.busy(format!(
+                "dataset '{}' has {pending} bytes accepted and not yet committed (the limit is {max})",
+                self.name
+            )));
+        }
+        let reservation = Reservation { shared: &self.shared, bytes: size };
+        let received = Utc::now();
+        let outcome = check(&source, &submission).await;
+        let rejected: Vec<Rejection> = outcome.rejected.iter().map(Rejection::from).collect();
+        metrics::counter!("odf_records_accepted_total", &labels).increment(outcome.records as u64);
+        metrics::counter!("odf_records_rejected_total", &labels).increment(rejected.len() as u64);
+        let quarantine_id = match rejected.is_empty() {
+            true => None,
+            false => Some(
+                self.quarantine_payload(&submission, &source_name, &rejected, outcome.records, received)
+                    .await?,
+            ),
+        };
+        if outcome.records == 0 {
+            if rejected.is_empty() {
+                return Ok(Accepted {
+                    dataset: self.name.clone(),
+                    source: source_name,
+                    seq: None,
+                    records: 0,
+                    rejected,
+                    quarantine_id,
+                });
+            }
+            return Err(SubmitError::Rejected { source_name, rejections: rejected, quarantine_id });
+        }
+        let entry = Entry {
+            source: source_name.clone(),
+            format: submission.format,
+            route: submission.address,
+            sender: submission.sender,
+            received: submission.event_time.unwrap_or(received),
+            columns: submission.columns,
+            payload: submission.payload,
+        };
+        let Queue::Open(commands) = self.commands.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return Err(SubmitError::Unavailable("the gateway is stopping".into()));
+        };
+        let (reply, logged) = oneshot::channel();
+        let command = Command::Append {
+            entry,
+            records: outcome.records,
+            reserved: size,
+            durability: submission.durability,
+            reply,
+        };
+        if commands.send(command).await.is_err() {
+            return Err(SubmitError::Unavailable("the gateway is stopping".into()));
+        }
+        let seq = match logged.await {
+            Ok(Ok(seq)) => seq,
+            // Written but not synced: it goes on to the commit, with its reservation.
+            Ok(Err(e @ AppendError::NotSynced(_))) => {
+                reservation.hand_over();
+                return Err(SubmitError::Unavailable(e.to_string()));
+            }
+            Ok(Err(e)) => return Err(SubmitError::Unavailable(e.to_string())),
+            Err(_) => return Err(SubmitError::Unavailable("the gateway is stopping".into())),
+        };
+        reservation.hand_over();
+        Ok(Accepted {
+            dataset: self.name.clone(),
+            source: source_name,
+            seq: Some(seq),
+            records: outcome.records,
+            rejected,
+            quarantine_id,
+        })
+    }
+
+    /// Waits until the entry at `seq` is committed (or quarantined after it was accepted);
+    /// `false` if `timeout` passed first.
+    pub async fn wait_committed(&self, seq: u64, timeout: Duration) -> bool {
+        let mut committed = self.shared.committed();
+        tokio::time::timeout(timeout, committed.wait_for(|&c| c >= seq)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    fn busy(&self, reason: String) -> SubmitError {
+        SubmitError::Busy { retry_after: self.busy_retry, reason }
+    }
+
+    async fn quarantine_payload(
+        &self,
+        submission: &Submission,
+        source: &str,
+        reasons: &[Rejection],
+        accepted: usize,
+        time: DateTime<Utc>,
+    ) -> Result<String, SubmitError> {
+        let entry = QuarantineEntry {
+            id: String::new(),
+            time,
+            dataset: self.name.clone(),
+            source: Some(source.to_owned()),
+            route: submission.address.clone(),
+            sender: submission.sender.clone(),
+            format: submission.format.map(|f| f.to_string()),
+            reasons: reasons.to_vec(),
+            accepted,
+            payload: submission.payload.clone(),
+        };
+        metrics::counter!("odf_records_quarantined_total", "dataset" => self.name.clone())
+            .increment(reasons.len() as u64);
+        let quarantine = self.quarantine.clone();
+        match tokio::task::spawn_blocking(move || quarantine.put(entry)).await {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(e)) => Err(SubmitError::Unavailable(format!(
+                "cannot write the rejected records to the quarantine: {e}"
+            ))),
+            Err(e) => Err(SubmitError::Unavailable(format!("cannot write to the quarantine: {e}"))),
+        }
+    }
+
+    /// Stops taking submissions; what is accepted is still committed.
+    pub(super) fn close(&self) {
+        if self.health().phase == Phase::Ready {
+            self.shared.set_phase(Phase::Stopped);
+        }
+        *self.commands.lock().unwrap_or_else(|e| e.into_inner()) = Queue::Closed;
+    }
+
+    /// Waits for the committer to commit everything accepted and end.
+    pub(super) fn join(&self) {
+        let thread = self.committer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                tracing::error!(dataset = %self.name, "the committer thread panicked");
+            }
+        }
+        self.shared.set_phase(Phase::Stopped);
+    }
+}
+
+#[derive(Clone)]
+enum Queue {
+    /// The log is being replayed.
+    Waiting,
+    Open(mpsc::Sender<Command>),
+    Closed,
+}
+
+/// Gives reserved bytes back unless the entry went on to the committer.
+struct Reservation<'a> {
+    shared: &'a Shared,
+    bytes: usize,
+}
+
+impl Reservation<'_> {
+    /// The entry went on to the committer, which gives the bytes back after the commit.
+    fn hand_over(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.shared.release_pending(self.bytes);
+    }
+}
+
+async fn check(source: &SourceInfo, submission: &Submission) -> CheckOutcome {
+    let Some(check) = source.check.clone() else { return CheckOutcome::default() };
+    let origin = format!("{} via {}", submission.sender, submission.address);
+    if submission.payload.len() <= CHECK_INLINE {
+        return check.check(&submission.payload, submission.format, &submission.columns, &origin);
+    }
+    let (payload, format, columns) =
+        (submission.payload.clone(), submission.format, submission.columns.clone());
+    tokio::task::spawn_blocking(move || check.check(&payload, format, &columns, &origin))
+        .await
+        .unwrap_or_default()
+}
+
+fn sources_of(state: &ChainState) -> Vec<SourceInfo> {
+    state
+        .push_sources
+        .values()
+        .map(|(definition, active)| SourceInfo {
+            check: SourceCheck::new(definition).ok(),
+            definition: definition.clone(),
+            active: *active,
+        })
+        .collect()
+}
+
+impl SourceInfo {
+    pub fn is_snapshot(&self) -> bool {
+        matches!(self.definition.merge, MergeStrategy::Snapshot(_))
+    }
+}
+
+/// Takes the log folder for this process (one server per data directory) and checks that it
+/// belongs to this dataset and not to one deleted and made again under the same name.
+fn lock_wal(dir: &std::path::Path, state: &ChainState) -> Result<File, PipelineError> {
+    let fail = |e: String| PipelineError::Log(e);
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    let lock = crate::store::lock_file(&dir.join("lock"), Duration::ZERO)
+        .map_err(|e| fail(format!("{e}: is another `odf-gateway serve` using this data directory?")))?;
+    let id = state.dataset_id.as_ref().map(ToString::to_string).unwrap_or_default();
+    let id_file = dir.join("dataset-id");
+    match std::fs::read_to_string(&id_file) {
+        Ok(found) if found.trim() == id => {}
+        Ok(found) => {
+            return Err(fail(format!(
+                "the write-ahead log in {} belongs to dataset {} and this one is {id}: move the folder away if its entries are no longer wanted",
+                dir.display(),
+                found.trim()
+            )));
+        }
+        Err(_) => crate::store::write_atomic(&id_file, id.as_bytes()).map_err(|e| fail(e.to_string()))?,
+    }
+    Ok(lock)
+}
+
+/// Opening the log and replaying it, on the committer's thread, then committing as entries
+/// arrive.
+struct Start {
+    name: String,
+    wal_dir: std::path::PathBuf,
+    segment_bytes: u64,
+    shared: Arc<Shared>,
+    commands: Arc<Mutex<Queue>>,
+    lock: File,
+}
+
+impl Start {
+    fn run(self, mut committer: Committer) {
+        let name = self.name.as_str();
+        let floor = committer.recorded_floor();
+        let (mut wal, recovery) = match Wal::open(&self.wal_dir, self.segment_bytes, floor) {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::error!(dataset = name, "cannot open the write-ahead log: {e}");
+                self.shared.set_phase(Phase::Failed(format!("cannot open the write-ahead log: {e}")));
+                return;
+            }
+        };
+        if recovery.torn_bytes > 0 {
+            tracing::warn!(
+                dataset = name,
+                bytes = recovery.torn_bytes,
+                "cut an unfinished write off the end of the write-ahead log (never acknowledged)"
+            );
+        }
+        for (path, bytes) in &recovery.damaged {
+            tracing::error!(dataset = name, bytes, moved_to = %path.display(), "damaged records in the write-ahead log were moved aside");
+        }
+        self.shared.set_phase(Phase::Replaying);
+        match committer.replay(&mut wal) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(dataset = name, entries = n, "replayed the write-ahead log"),
+            Err(e) => {
+                tracing::error!(dataset = name, "{e}");
+                self.shared.set_phase(Phase::Failed(e));
+                return;
+            }
+        }
+        let (to_committer, logged) = std_mpsc::channel();
+        let (commands, log_thread) = match group_commit::spawn(name, wal, to_committer, LOG_QUEUE) {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                self.shared.set_phase(Phase::Failed(e));
+                return;
+            }
+        };
+        let weak = commands.downgrade();
+        {
+            let mut queue = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+            // Stopped while replaying: the queue stays closed and the threads end at once.
+            if matches!(*queue, Queue::Waiting) {
+                *queue = Queue::Open(commands);
+                self.shared.set_phase(Phase::Ready);
+            }
+        }
+        committer.run(logged, weak);
+        let _ = log_thread.join();
+        drop(self.lock);
+    }
+}

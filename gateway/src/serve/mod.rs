@@ -1,0 +1,202 @@
+//! `odf-gateway serve`, wired by hand: the manifests applied, the pipeline started (each
+//! dataset replays its log), the listeners bound and served until the shutdown signal;
+//! then the listeners stop accepting, requests in flight finish, the pipeline commits what
+//! was accepted, and `run` returns.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::config::ServeConfig;
+use crate::ingest::{Applied, ManifestErrors, apply_manifests, check_manifests, read_manifests};
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::query::Readers;
+use crate::store::{DataDir, StoreError};
+use crate::transport::http::{self, HttpState};
+use crate::transport::tls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("manifests in {path}: {errors}")]
+    Manifests { path: String, errors: ManifestErrors },
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("cannot listen on {addr} ({what}): {error}")]
+    Bind { what: &'static str, addr: SocketAddr, error: std::io::Error },
+    #[error("{0}")]
+    Tls(String),
+    #[error("cannot write {path}: {error}")]
+    AddressesFile { path: String, error: std::io::Error },
+}
+
+/// Where the listeners ended up (with port 0, the port picked), for scripts and tests.
+#[derive(Debug, Default, Serialize)]
+pub struct Addresses {
+    pub http: Vec<String>,
+}
+
+/// How a run is set up beyond the configuration.
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    /// Pinned system time for blocks (reproducible runs).
+    pub system_time: Option<DateTime<Utc>>,
+    /// Written as JSON once every listener is bound.
+    pub addresses_file: Option<PathBuf>,
+}
+
+pub async fn run(
+    config: ServeConfig,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let exposed = config.exposed();
+    let ServeConfig { raw, from_file, http_listen, pipeline: mut pipeline_options, routes, access } = config;
+    let access = Arc::new(access);
+    let data_dir = DataDir::create(&options.data_dir)?;
+    apply_schemas(&data_dir, &raw.schemas, options.system_time).await?;
+
+    pipeline_options.flush.system_time = options.system_time;
+    let pipeline = Arc::new(Pipeline::start(&data_dir, &pipeline_options)?);
+    for dataset in pipeline.datasets() {
+        let sources: Vec<String> = dataset
+            .sources()
+            .iter()
+            .map(|s| format!("{}{}", s.definition.source_name, if s.active { "" } else { " (disabled)" }))
+            .collect();
+        tracing::info!(dataset = dataset.name(), sources = %sources.join(", "), "dataset open; replaying its write-ahead log");
+    }
+
+    let (stop, stopped) = watch::channel(false);
+    let mut servers = Vec::new();
+    let mut addresses = Addresses::default();
+    if raw.http.enabled {
+        let tls = match &raw.http.tls {
+            Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+                tls::server_config(&t.cert, &t.key, t.client_ca.as_deref(), t.require_client_cert)
+                    .map_err(ServeError::Tls)?,
+            )),
+            None => None,
+        };
+        let state = Arc::new(HttpState {
+            pipeline: pipeline.clone(),
+            routes: Arc::new(routes),
+            access: access.clone(),
+            readers: Readers::new(data_dir.clone()),
+            metrics: http::metrics_handle(),
+            max_body: raw.http.max_body.as_usize(),
+            commit_wait: raw.http.commit_wait,
+        });
+        let app = http::router(state);
+        for addr in &http_listen {
+            let listener = std::net::TcpListener::bind(addr).map_err(|error| ServeError::Bind {
+                what: "http",
+                addr: *addr,
+                error,
+            })?;
+            let bound = listener.local_addr().map_err(|error| ServeError::Bind {
+                what: "http",
+                addr: *addr,
+                error,
+            })?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            tracing::info!(
+                "{scheme} listening on {bound}{}",
+                if access.allows_anonymous() {
+                    ", anonymous clients allowed"
+                } else {
+                    ", credentials required"
+                }
+            );
+            addresses.http.push(bound.to_string());
+            servers.push(tokio::spawn(http::run(
+                listener,
+                tls.clone(),
+                app.clone(),
+                raw.http.max_connections,
+                stopped.clone(),
+            )));
+        }
+    }
+    if !from_file {
+        tracing::info!(
+            "no configuration file: listening on loopback only, anonymous clients may write and read everything"
+        );
+    } else if access.allows_anonymous() && !exposed.is_empty() {
+        tracing::warn!("anonymous clients are allowed on listeners beyond loopback ({exposed:?})");
+    }
+    if let Some(path) = &options.addresses_file {
+        write_addresses(path, &addresses)?;
+    }
+
+    shutdown.await;
+    tracing::info!("stopping: no new requests; committing what was accepted");
+    let _ = stop.send(true);
+    for server in servers {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("a listener failed: {e}"),
+            Err(e) => tracing::error!("a listener task failed: {e}"),
+        }
+    }
+    let closing = pipeline.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || closing.shutdown()).await {
+        tracing::error!("the pipeline did not stop cleanly: {e}");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Applies every manifest at `path` (a missing folder is skipped), reporting what changed.
+async fn apply_schemas(
+    data_dir: &DataDir,
+    path: &Path,
+    system_time: Option<DateTime<Utc>>,
+) -> Result<(), ServeError> {
+    if !path.exists() {
+        tracing::info!(
+            "no manifests at {}: serving the datasets already in the data directory",
+            path.display()
+        );
+        return Ok(());
+    }
+    let fail = |errors: Vec<String>| ServeError::Manifests {
+        path: path.display().to_string(),
+        errors: ManifestErrors(errors),
+    };
+    let inputs = read_manifests(path, false).map_err(|e| fail(vec![e]))?;
+    let snapshots = check_manifests(&inputs).await.map_err(|e| fail(e.0))?;
+    let now = system_time.unwrap_or_else(Utc::now);
+    let applied = apply_manifests(data_dir, &snapshots, now).map_err(|e| fail(e.0))?;
+    for change in applied {
+        match change {
+            Applied::Created { name, id } => {
+                tracing::info!(dataset = %name, %id, "created from its manifest")
+            }
+            Applied::Updated { name, events, notes } => {
+                tracing::info!(dataset = %name, "manifest changed: appended {}", events.join(", "));
+                for note in notes {
+                    tracing::warn!(dataset = %name, "{note}");
+                }
+            }
+            Applied::Unchanged { name, notes } => {
+                for note in notes {
+                    tracing::warn!(dataset = %name, "{note}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_addresses(path: &Path, addresses: &Addresses) -> Result<(), ServeError> {
+    let text = serde_json::to_string(addresses).unwrap_or_default();
+    crate::store::write_atomic(path, text.as_bytes())
+        .map_err(|e| ServeError::AddressesFile { path: path.display().to_string(), error: e.error })
+}

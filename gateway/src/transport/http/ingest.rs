@@ -1,0 +1,187 @@
+//! Pushing data over HTTP: `POST /datasets/{dataset}/sources/{source}` (and
+//! `/datasets/{dataset}`, and any configured route), and kamu's own
+//! `POST /{dataset}/ingest?sourceName=` with its `odf-event-time` header.
+//!
+//! The Content-Type chooses the format (NdJson, Json, CSV, CBOR); none, `text/plain`,
+//! `application/octet-stream` or curl's default form type mean the source's own. The reply
+//! is 202 once the payload is in the write-ahead log (200 after the commit with
+//! `?wait=commit`, and always for kamu's endpoint), with the records accepted and each one
+//! rejected; 400 when none fits; 413 past the body limit; 503 with Retry-After under
+//! backpressure.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Extension, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::HttpState;
+use super::auth::{Peer, principal};
+use super::reply::ApiError;
+use crate::ingest::InputFormat;
+use crate::pipeline::{Durability, Submission};
+use crate::routes::{Resolved, Transport};
+
+/// The header kamu's clients send with the event time of records that carry none.
+const EVENT_TIME_HEADER: &str = "odf-event-time";
+
+pub async fn routed(State(state): State<Arc<HttpState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some(peer) = parts.extensions.get::<Peer>().cloned() else {
+        return ApiError::internal("the request has no connection information").into_response();
+    };
+    let path = parts.uri.path();
+    let Some(resolved) = state.routes.resolve(path, Transport::Http) else {
+        return ApiError::not_found(format!(
+            "no route for POST {path}: push to /datasets/{{dataset}}/sources/{{source}} or a configured route"
+        ))
+        .into_response();
+    };
+    let wait = parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "wait=commit"));
+    let push = Push { target: resolved, address: format!("POST {path}"), event_time: None, wait };
+    push.run(&state, &peer, &parts.headers, body).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn kamu(
+    State(state): State<Arc<HttpState>>,
+    Extension(peer): Extension<Peer>,
+    Path(dataset): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let event_time = match headers.get(EVENT_TIME_HEADER).map(|v| v.to_str().map(str::to_owned)) {
+        None => None,
+        Some(Ok(text)) => match DateTime::parse_from_rfc3339(text.trim()) {
+            Ok(time) => Some(time.with_timezone(&Utc)),
+            Err(e) => {
+                return ApiError::bad_request(format!(
+                    "{EVENT_TIME_HEADER}: '{text}' is not an RFC 3339 time: {e}"
+                ))
+                .into_response();
+            }
+        },
+        Some(Err(_)) => {
+            return ApiError::bad_request(format!("{EVENT_TIME_HEADER} is not text")).into_response();
+        }
+    };
+    let push = Push {
+        address: format!("POST /{dataset}/ingest"),
+        target: Resolved {
+            dataset,
+            source: params.get("sourceName").cloned(),
+            columns: Vec::new(),
+            route: "{dataset}/ingest".into(),
+        },
+        event_time,
+        wait: true,
+    };
+    push.run(&state, &peer, &headers, body).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A push to a resolved target.
+struct Push {
+    target: Resolved,
+    /// The request line, for the quarantine.
+    address: String,
+    event_time: Option<DateTime<Utc>>,
+    /// Answer after the commit rather than after the write-ahead log.
+    wait: bool,
+}
+
+impl Push {
+    async fn run(
+        self,
+        state: &HttpState,
+        peer: &Peer,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Response, ApiError> {
+        let Push { target, address, event_time, wait } = self;
+        let who = principal(&state.access, headers, peer).await?;
+        let format = format_of(headers)?;
+        let dataset = state.pipeline.dataset(&target.dataset)?;
+        let source =
+            dataset.resolve(target.source.as_deref()).map_err(crate::pipeline::SubmitError::Source)?;
+        let source_name = source.definition.source_name.clone();
+        if !state.access.may_write(&who, &target.dataset, &source_name) {
+            return Err(ApiError::forbidden(format!(
+                "{who} may not write to {}/{source_name}",
+                target.dataset
+            )));
+        }
+        let payload = read_body(body, state.max_body).await?;
+        let submission = Submission {
+            dataset: target.dataset.clone(),
+            source: Some(source_name),
+            format,
+            payload,
+            columns: target.columns,
+            event_time,
+            transport: Transport::Http.as_str(),
+            route: target.route,
+            address,
+            sender: peer.describe(&who),
+            durability: Durability::Synced,
+        };
+        let accepted = dataset.submit(submission).await?;
+        let committed = match (wait, accepted.seq) {
+            (true, Some(seq)) => dataset.wait_committed(seq, state.commit_wait).await,
+            (true, None) => true,
+            (false, _) => false,
+        };
+        let status = if committed { StatusCode::OK } else { StatusCode::ACCEPTED };
+        let body = json!({
+            "dataset": accepted.dataset,
+            "source": accepted.source,
+            "accepted": accepted.records,
+            "rejected": accepted.rejected,
+            "quarantine_id": accepted.quarantine_id,
+            "committed": committed,
+        });
+        Ok((status, axum::Json(body)).into_response())
+    }
+}
+
+/// The format a request declares; `None` for the source's own.
+fn format_of(headers: &HeaderMap) -> Result<Option<InputFormat>, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(None) };
+    let text = value.to_str().map_err(|_| ApiError::bad_request("Content-Type is not text"))?;
+    let essence = text.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    // What generic clients send when nobody chose a type (curl -d sends a form type).
+    if matches!(
+        essence.as_str(),
+        "" | "text/plain" | "application/octet-stream" | "application/x-www-form-urlencoded"
+    ) {
+        return Ok(None);
+    }
+    InputFormat::from_media_type(text)
+        .map(Some)
+        .map_err(|e| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e))
+}
+
+/// The body, up to `limit` bytes (413 beyond).
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(bytes.to_vec()),
+        Err(e) => {
+            let too_big = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            if too_big {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the body is over the limit of {limit} bytes (http.max_body); send smaller batches"
+                    ),
+                ))
+            } else {
+                Err(ApiError::bad_request(format!("cannot read the body: {e}")))
+            }
+        }
+    }
+}

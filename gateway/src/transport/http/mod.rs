@@ -1,0 +1,82 @@
+//! The HTTP API (axum over hyper, HTTPS with rustls):
+//!
+//! - ingest: `POST /datasets/{ds}/sources/{src}`, `POST /datasets/{ds}`, configured routes,
+//!   and kamu's `POST /{ds}/ingest?sourceName=` (`ingest`);
+//! - reading: `GET /datasets`, `/datasets/{ds}`, `/datasets/{ds}/sources/{src}`,
+//!   `/datasets/{ds}/tail`, `POST /query` (`datasets`, `query`);
+//! - the ODF Simple Transfer Protocol under `/datasets/{ds}/` (`transfer`);
+//! - the quarantine (`quarantine`); `/healthz`, `/readyz`, `/metrics` (`ops`).
+//!
+//! `server` is the accept loop (connection cap, TLS handshake, graceful shutdown); `auth`
+//! finds the caller; `reply` turns errors into JSON replies.
+
+mod auth;
+mod datasets;
+mod ingest;
+mod ops;
+mod quarantine;
+mod query;
+mod reply;
+mod server;
+mod transfer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+pub use auth::Peer;
+pub use ops::metrics_handle;
+pub use server::run;
+
+use crate::access::AccessTable;
+use crate::pipeline::Pipeline;
+use crate::query::Readers;
+use crate::routes::RouteTable;
+
+/// What every handler reads.
+pub struct HttpState {
+    pub pipeline: Arc<Pipeline>,
+    pub routes: Arc<RouteTable>,
+    pub access: Arc<AccessTable>,
+    pub readers: Readers,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub max_body: usize,
+    pub commit_wait: Duration,
+}
+
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/query", post(query::run))
+        .route("/datasets", get(datasets::list))
+        .route("/datasets/{ds}", get(datasets::show).post(ingest::routed))
+        .route("/datasets/{ds}/tail", get(datasets::tail))
+        .route("/datasets/{ds}/sources/{src}", get(datasets::source).post(ingest::routed))
+        .route("/datasets/{ds}/refs/head", get(transfer::head))
+        .route("/datasets/{ds}/quarantine", get(quarantine::list).delete(quarantine::purge))
+        .route("/datasets/{ds}/quarantine/{id}", get(quarantine::show))
+        .route("/datasets/{ds}/{kind}/{hash}", get(transfer::object))
+        .route("/{ds}/ingest", post(ingest::kamu))
+        .fallback(fallback)
+        .with_state(state)
+}
+
+/// A POST to any other path may be a configured route; anything else is not here.
+async fn fallback(state: axum::extract::State<Arc<HttpState>>, request: Request) -> Response {
+    if request.method() == Method::POST {
+        return ingest::routed(state, request).await;
+    }
+    reply::ApiError::not_found(format!(
+        "no {} {} here: see /datasets, /datasets/{{dataset}}, /query, /healthz, /readyz, /metrics",
+        request.method(),
+        request.uri().path()
+    ))
+    .into_response()
+}

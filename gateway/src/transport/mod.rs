@@ -1,0 +1,9 @@
+//! The listeners. Each turns a protocol's request into a pipeline submission (through the
+//! route table and the access table) and the outcome into its protocol's reply; none of them
+//! decodes payloads.
+//!
+//! - `http`: the HTTP API (ingest, datasets, query, ODF transfer, quarantine, metrics).
+//! - `tls`: TLS settings from PEM files.
+
+pub mod http;
+pub mod tls;

@@ -1,0 +1,372 @@
+//! `odf-gateway serve` over HTTP, as devices and scripts use it: pushes in each format, kamu's
+//! ingest endpoint, good and bad records, limits, credentials, backpressure, and reading the
+//! data back (tail, query, the ODF transfer protocol).
+
+#[allow(dead_code)]
+mod common;
+
+use common::server::{GPS, Server, config, request, schemas};
+use device_sim::gps::{Fleet, Vendor, encode};
+use serde_json::Value;
+
+fn fleet(vendor: Vendor, devices: usize) -> Vec<u8> {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z").unwrap().to_utc();
+    let mut fleet = Fleet::new(vendor, devices, 7, start, chrono::Duration::seconds(10));
+    encode(vendor, &fleet.tick())
+}
+
+fn gps_server(extra: &str) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("gps.yaml", GPS)]);
+    let server = Server::start(dir.path(), &config(extra));
+    (dir, server)
+}
+
+fn tail(server: &Server, dataset: &str) -> Vec<Value> {
+    let response = server.get(&format!("/datasets/{dataset}/tail?limit=10000"));
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.lines()
+}
+
+#[test]
+fn each_vendor_format_is_committed_and_read_back() {
+    let (_dir, mut server) = gps_server("");
+    let a = server.post(
+        "/datasets/gps/sources/vendorA?wait=commit",
+        Some("application/x-ndjson"),
+        &fleet(Vendor::A, 3),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["accepted"], 3);
+    assert_eq!(a.json()["committed"], true);
+    let b = server.post("/datasets/gps/sources/vendorB", Some("text/csv"), &fleet(Vendor::B, 2));
+    assert_eq!(b.status, 202, "{}", b.text());
+    let c = server.post(
+        "/datasets/gps/sources/vendorC?wait=commit",
+        Some("application/cbor"),
+        &fleet(Vendor::C, 4),
+    );
+    assert_eq!(c.status, 200, "{}", c.text());
+
+    let rows = tail(&server, "gps");
+    assert_eq!(rows.len(), 9, "{rows:?}");
+    for prefix in ["A-", "3569", "C-"] {
+        assert!(
+            rows.iter().any(|r| r["device_id"].as_str().unwrap().starts_with(prefix)),
+            "{prefix}: {rows:?}"
+        );
+    }
+    let described = server.get("/datasets/gps").json();
+    assert_eq!(described["records"], 9);
+    assert_eq!(described["sources"].as_array().unwrap().len(), 3);
+
+    let query = server.post("/query", Some("text/plain"), b"SELECT count(*) AS n FROM gps");
+    assert_eq!(query.lines()[0]["n"], 9, "{}", query.text());
+    let csv = request(
+        server.http,
+        "POST",
+        "/query?format=csv",
+        &[],
+        b"SELECT device_id FROM gps ORDER BY device_id LIMIT 1",
+    );
+    assert!(csv.text().starts_with("device_id\n"), "{}", csv.text());
+
+    let metrics = server.get("/metrics").text();
+    assert!(metrics.contains("odf_records_committed_total"), "{metrics}");
+    assert!(metrics.contains("odf_commit_seconds_bucket"), "{metrics}");
+
+    assert!(server.stop().success());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+        .args(["verify", "gps", "--data-dir"])
+        .arg(server.data())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_payload_in_another_format_is_translated_and_an_unnamed_source_lists_the_choices() {
+    let (_dir, server) = gps_server("");
+    let csv = b"device_id,seq,t,lat,lon\nA-9,1,2026-01-01T00:00:00Z,49.2,-123.1\n";
+    let r = server.post("/datasets/gps/sources/vendorA?wait=commit", Some("text/csv; charset=utf-8"), csv);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(tail(&server, "gps")[0]["device_id"], "A-9");
+
+    let r = server.post("/datasets/gps", Some("application/x-ndjson"), b"{}");
+    assert_eq!(r.status, 404, "{}", r.text());
+    let error = r.json()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("vendorA") && error.contains("vendorB") && error.contains("vendorC"), "{error}");
+
+    let r = server.post("/datasets/gps/sources/vendorA", Some("image/png"), b"x");
+    assert_eq!(r.status, 415, "{}", r.text());
+    let r = server.post("/datasets/nope/sources/x", None, b"{}");
+    assert_eq!(r.status, 404);
+    assert!(r.json()["datasets"].as_array().unwrap().iter().any(|d| d == "gps"));
+}
+
+#[test]
+fn kamus_ingest_endpoint_takes_the_event_time_header() {
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("sensors.yaml", include_str!("fixtures/no-event-time.yaml"))]);
+    let server = Server::start(dir.path(), &config(""));
+    let name = "readings";
+    let headers = [("Content-Type", "application/x-ndjson"), ("odf-event-time", "2025-06-01T08:30:00Z")];
+    let r = request(
+        server.http,
+        "POST",
+        &format!("/{name}/ingest"),
+        &headers,
+        b"{\"station\": \"s1\", \"value\": 1}\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rows = tail(&server, name);
+    assert_eq!(rows[0]["event_time"], "2025-06-01T08:30:00Z", "{rows:?}");
+    let bad = [("odf-event-time", "yesterday")];
+    let r = request(server.http, "POST", &format!("/{name}/ingest"), &bad, b"{\"value\": 1}\n");
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn good_records_are_committed_and_bad_ones_quarantined_with_reasons() {
+    let (dir, server) = gps_server("");
+    let mixed = concat!(
+        r#"{"device_id":"A-1","seq":1,"t":"2026-01-01T00:00:00Z","lat":49.1,"lon":-123.1}"#,
+        "\n",
+        r#"{"device_id":"A-1","seq":2,"t":"2026-01-01T00:00:10Z","lat":"north","lon":-123.1}"#,
+        "\n",
+        r#"{"device_id":"A-1","seq":3,"t":"2026-01-01T00:00:20Z","lat":49.3,"lon":-123.1}"#,
+        "\n",
+    );
+    let r = server.post(
+        "/datasets/gps/sources/vendorA?wait=commit",
+        Some("application/x-ndjson"),
+        mixed.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["accepted"], 2);
+    let rejected = &body["rejected"][0];
+    assert_eq!((rejected["record"].as_u64(), rejected["field"].as_str()), (Some(2), Some("lat")), "{body}");
+    assert_eq!(rejected["value"], "\"north\"");
+    assert!(rejected["expected"].as_str().unwrap().contains("Float64"), "{body}");
+    assert_eq!(tail(&server, "gps").len(), 2);
+
+    let r = server.post(
+        "/datasets/gps/sources/vendorA",
+        Some("application/x-ndjson"),
+        b"{\"seq\": \"x\"}\nnot json\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["rejected"].as_array().unwrap().len(), 2);
+
+    let listed = server.get("/datasets/gps/quarantine").json();
+    let entries = listed["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{listed}");
+    let id = entries[0]["id"].as_str().unwrap();
+    let entry = server.get(&format!("/datasets/gps/quarantine/{id}")).json();
+    assert_eq!(entry["reasons"][0]["field"], "lat");
+
+    // The quarantine survives the server, and the CLI reads it.
+    drop(server);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+            .args(args)
+            .env("ODF_GATEWAY_DATA_DIR", dir.path().join("data"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listing = cli(&["quarantine", "list", "gps"]);
+    assert!(listing.contains("field 'lat'"), "{listing}");
+    let shown = cli(&["quarantine", "show", "gps", id]);
+    assert!(shown.contains("north") && shown.contains("sender:   http 127.0.0.1"), "{shown}");
+    cli(&["quarantine", "purge", "gps"]);
+    assert!(cli(&["quarantine", "list", "gps", "-o", "json"]).is_empty());
+}
+
+#[test]
+fn limits_credentials_and_backpressure_answer_in_http_terms() {
+    let token = "tok-vendor-a";
+    let digest = odf_gateway::access::token_digest(token);
+    let extra = format!(
+        "[[identity]]\nname = \"vendorA\"\ntoken_sha256 = [\"{digest}\"]\nwrite = [\"gps/vendorA\"]\nquery = [\"gps\"]\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("gps.yaml", GPS)]);
+    let toml = format!(
+        "[http]\nlisten = [\"127.0.0.1:0\"]\nmax_body = \"1 KiB\"\n\n[pipeline]\nflush_interval = \"1h\"\nmax_pending_bytes = 400\n\n{extra}"
+    );
+    let server = Server::start(dir.path(), &toml);
+    let report = br#"{"device_id":"A-1","seq":1,"t":"2026-01-01T00:00:00Z","lat":1,"lon":2}"#;
+    let path = "/datasets/gps/sources/vendorA";
+    let auth = format!("Bearer {token}");
+
+    let r = request(server.http, "POST", path, &[], report);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.header("www-authenticate").is_some());
+    let r = request(server.http, "POST", path, &[("Authorization", "Bearer wrong")], report);
+    assert_eq!(r.status, 401);
+    let r =
+        request(server.http, "POST", "/datasets/gps/sources/vendorB", &[("Authorization", &auth)], report);
+    assert_eq!(r.status, 403, "{}", r.text());
+    let big = vec![b' '; 2048];
+    let r = request(server.http, "POST", path, &[("Authorization", &auth)], &big);
+    assert_eq!(r.status, 413, "{}", r.text());
+
+    // Nothing is committed within the hour: the pending budget fills, and then the log is full.
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let r = request(server.http, "POST", path, &[("Authorization", &auth)], report);
+        statuses.push(r.status);
+        if r.status == 503 {
+            assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+            assert!(r.text().contains("not yet committed"), "{}", r.text());
+            break;
+        }
+    }
+    assert!(statuses.contains(&202) && statuses.last() == Some(&503), "{statuses:?}");
+    assert_eq!(request(server.http, "GET", "/datasets", &[], b"").status, 401);
+    assert_eq!(request(server.http, "GET", "/datasets/gps", &[("Authorization", &auth)], b"").status, 200);
+}
+
+#[test]
+fn a_restart_replays_what_was_accepted_and_commits_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("gps.yaml", GPS)]);
+    // The commit waits an hour: what was accepted is only in the write-ahead log.
+    let mut server = Server::start(dir.path(), &config("").replace("100ms", "1h"));
+    let r = server.post("/datasets/gps/sources/vendorA", Some("application/x-ndjson"), &fleet(Vendor::A, 5));
+    assert_eq!(r.status, 202, "{}", r.text());
+    server.kill();
+    server.restart();
+    assert_eq!(tail(&server, "gps").len(), 5, "replayed at start");
+    assert!(server.stop().success());
+    server.restart();
+    assert_eq!(tail(&server, "gps").len(), 5, "replayed once only");
+    assert!(server.log().contains("listening on 127.0.0.1:"), "{}", server.log());
+}
+
+#[test]
+fn the_transfer_protocol_serves_every_object_the_head_reaches() {
+    let (_dir, server) = gps_server("");
+    let r = server.post(
+        "/datasets/gps/sources/vendorA?wait=commit",
+        Some("application/x-ndjson"),
+        &fleet(Vendor::A, 2),
+    );
+    assert_eq!(r.status, 200);
+    let head = server.get("/datasets/gps/refs/head").text();
+    let block = server.get(&format!("/datasets/gps/blocks/{head}"));
+    assert_eq!(block.status, 200);
+    assert!(!block.body.is_empty());
+    assert_eq!(server.get("/datasets/gps/blocks/not-a-hash").status, 404);
+    assert_eq!(server.get("/datasets/gps/blocks/..%2F..%2Fetc").status, 404);
+}
+
+#[test]
+fn print_config_shows_every_default() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+        .args(["serve", "--print-config"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for key in [
+        "data_dir",
+        "listen = [\"127.0.0.1:8080\"]",
+        "max_body = \"8 MiB\"",
+        "flush_interval = \"1s\"",
+        "max_pending_bytes",
+    ] {
+        assert!(text.contains(key), "{key}: {text}");
+    }
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), "[pipeline]\nflush_interval = 3\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+        .args(["serve", "--config"])
+        .arg(bad.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("line 2"), "{stderr}");
+}
+
+/// `curl` as the client, trusting a development CA made by `odf-gateway certs`.
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "30"])
+        .args(args)
+        .output()
+        .expect("curl (tests/run.sh installs it)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn https_with_a_development_ca_and_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+        .args(["certs", "--client", "vendorA", "--out"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    schemas(dir.path(), &[("gps.yaml", GPS)]);
+    let c = |name: &str| certs.join(name).display().to_string();
+    let toml = format!(
+        "[http]\nlisten = [\"127.0.0.1:0\"]\n[http.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n\n\
+         [[identity]]\nname = \"vendorA\"\ncert_subject = \"CN=vendorA\"\nwrite = [\"gps/vendorA\"]\nquery = [\"gps\"]\n",
+        c("server.pem"),
+        c("server.key"),
+        c("ca.pem")
+    );
+    std::fs::write(dir.path().join("gateway.toml"), &toml).unwrap();
+    // The helper's readiness probe speaks plain HTTP, so start the server by hand here.
+    let addresses = dir.path().join("addresses.json");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+        .current_dir(dir.path())
+        .args(["serve", "--config", "gateway.toml", "--addresses-file"])
+        .arg(&addresses)
+        .env("ODF_GATEWAY_DATA_DIR", dir.path().join("data"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !addresses.exists() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(120), "no start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let addr: Value = serde_json::from_str(&std::fs::read_to_string(&addresses).unwrap()).unwrap();
+    let port = addr["http"][0].as_str().unwrap().rsplit(':').next().unwrap().to_owned();
+    let url = |path: &str| format!("https://localhost:{port}{path}");
+    let ca = c("ca.pem");
+    let (ok, out) = curl(&["--cacert", &ca, &url("/healthz")]);
+    assert!(ok && out.contains("ok"), "{out}");
+    let (ok, _) = curl(&[&url("/healthz")]);
+    assert!(!ok, "an untrusted CA must fail");
+
+    let report = r#"{"device_id":"A-1","seq":1,"t":"2026-01-01T00:00:00Z","lat":1,"lon":2}"#;
+    let post = [
+        "--cacert",
+        &ca,
+        "-H",
+        "Content-Type: application/x-ndjson",
+        "--data-binary",
+        report,
+        "-w",
+        "%{http_code}",
+    ];
+    let (_, out) = curl(&[&post[..], &[&url("/datasets/gps/sources/vendorA")]].concat());
+    assert!(out.ends_with("401"), "no certificate, no anonymous: {out}");
+    let (cert, key) = (c("client-vendorA.pem"), c("client-vendorA.key"));
+    let with_cert = [&post[..], &["--cert", &cert, "--key", &key]].concat();
+    let (_, out) = curl(&[&with_cert[..], &[&url("/datasets/gps/sources/vendorA?wait=commit")]].concat());
+    assert!(out.ends_with("200"), "{out}");
+    let (_, out) = curl(&[&with_cert[..], &[&url("/datasets/gps/sources/vendorB")]].concat());
+    assert!(out.ends_with("403"), "{out}");
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    assert!(child.wait().unwrap().success());
+}
