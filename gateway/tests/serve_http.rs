@@ -370,3 +370,110 @@ fn https_with_a_development_ca_and_client_certificates() {
     let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     assert!(child.wait().unwrap().success());
 }
+
+const SENSORS_V1: &str = r#"
+kind: DatasetSnapshot
+version: 1
+content:
+  name: sensors
+  kind: Root
+  metadata:
+    - kind: SetInfo
+      description: Sensor readings.
+    - kind: AddPushSource
+      sourceName: a
+      read: { kind: NdJson, ddlSchema: ["station STRING", "t TIMESTAMP", "value DOUBLE"] }
+      merge: { kind: Append }
+    - kind: SetVocab
+      eventTimeColumn: t
+"#;
+
+#[test]
+fn a_changed_manifest_is_appended_at_start_and_an_impossible_change_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("sensors.yaml", SENSORS_V1)]);
+    let mut server = Server::start(dir.path(), &config(""));
+    let r = server.post(
+        "/datasets/sensors?wait=commit",
+        None,
+        br#"{"station":"s1","t":"2026-01-01T00:00:00Z","value":1}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(server.stop().success());
+
+    // A new source and new info; source `a` left out of the manifest stays.
+    let v2 = SENSORS_V1.replace("Sensor readings.", "Sensor readings, two kinds.").replace(
+        "    - kind: AddPushSource\n      sourceName: a",
+        "    - kind: AddPushSource\n      sourceName: b",
+    );
+    schemas(dir.path(), &[("sensors.yaml", &v2)]);
+    server.restart();
+    let log = server.log();
+    assert!(log.contains("appended AddPushSource, SetInfo"), "{log}");
+    assert!(log.contains("push source 'a' is no longer in the manifest; it stays enabled"), "{log}");
+    let sources: Vec<String> = server.get("/datasets/sensors").json()["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sources, ["a", "b"]);
+    assert!(server.stop().success());
+
+    // The event time column cannot change once there is data: refused, and the server exits 1.
+    schemas(dir.path(), &[("sensors.yaml", &v2.replace("eventTimeColumn: t", "eventTimeColumn: value"))]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+        .current_dir(dir.path())
+        .args(["serve", "--config", "gateway.toml"])
+        .env("ODF_GATEWAY_DATA_DIR", dir.path().join("data"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("dataset 'sensors'") && stderr.contains("SetVocab"), "{stderr}");
+}
+
+#[test]
+fn a_configured_route_captures_a_column_from_the_path() {
+    let extra =
+        "[[route]]\npattern = \"/trackers/{device_id}/gps\"\ndataset = \"gps\"\nsource = \"vendorA\"\n";
+    let (_dir, server) = gps_server(extra);
+    let report = br#"{"seq":1,"t":"2026-01-01T00:00:00Z","lat":49.2,"lon":-123.1}"#;
+    let r = server.post("/trackers/A-77/gps?wait=commit", Some("application/json"), report);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(tail(&server, "gps")[0]["device_id"], "A-77");
+    let r = server.post("/trackers/A-77/elsewhere", None, report);
+    assert_eq!(r.status, 404, "{}", r.text());
+}
+
+#[test]
+fn configured_routes_win_over_built_in_paths() {
+    // Shaped like the transfer protocol's /datasets/{ds}/{kind}/{hash}, yet a push route.
+    let extra =
+        "[[route]]\npattern = \"/datasets/gps/raw/{device_id}\"\ndataset = \"gps\"\nsource = \"vendorA\"\n";
+    let (_dir, server) = gps_server(extra);
+    let report = br#"{"seq":1,"t":"2026-01-01T00:00:00Z","lat":49.2,"lon":-123.1}"#;
+    let r = server.post("/datasets/gps/raw/A%2F9?wait=commit", None, report);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(tail(&server, "gps")[0]["device_id"], "A/9", "a captured value is percent-decoded");
+}
+
+#[test]
+fn a_snapshot_with_a_bad_record_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("fleet.yaml", include_str!("../../schemas/fleet.yaml"))]);
+    let server = Server::start(dir.path(), &config(""));
+    let path = "/datasets/fleet/sources/registry";
+    // One good row and one bad: taking the good one alone would retract the other device.
+    let body = b"device_id,vehicle,vendor,active\nA-1,van 7,A,true\nA-2,van 8,A,maybe\n";
+    let r = server.post(path, Some("text/csv"), body);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["rejected"][0]["field"], "active");
+    let r = server.post(
+        &format!("{path}?wait=commit"),
+        Some("text/csv"),
+        b"device_id,vehicle,vendor,active\nA-1,van 7,A,true\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(server.get("/datasets/fleet").json()["records"], 1);
+}

@@ -9,7 +9,7 @@
 //! and is looked up directly.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::PasswordVerifier;
 use argon2::password_hash::phc::PasswordHash;
@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 
 /// Remembered password verifications, at most.
 const VERIFIED_CACHE: usize = 4096;
+/// Password verifications running at once (each takes about 19 MiB and a core for a while).
+const VERIFYING: usize = 2;
 
 /// What an identity (or an anonymous client) may do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,6 +43,13 @@ impl Grants {
             Some((d, s)) => (d == "*" || d == dataset) && (s == "*" || s == source),
             None => grant == dataset,
         })
+    }
+
+    /// Whether any source of `dataset` may be written.
+    pub fn may_write_some(&self, dataset: &str) -> bool {
+        self.write
+            .iter()
+            .any(|grant| grant == "*" || grant.split('/').next().is_some_and(|d| d == "*" || d == dataset))
     }
 
     pub fn may_query(&self, dataset: &str) -> bool {
@@ -95,8 +104,10 @@ pub struct AccessTable {
     /// What clients without credentials get; `None`: they are refused.
     anonymous: Option<Grants>,
     by_token: HashMap<String, usize>,
-    /// SHA-256 of (name, password) verified before, to the identity's index.
+    /// Keyed SHA-256 of (name, password) verified before, to the identity's index.
     verified: Mutex<HashMap<[u8; 32], usize>>,
+    cache_key: [u8; 32],
+    verifying: tokio::sync::Semaphore,
 }
 
 impl AccessTable {
@@ -107,7 +118,21 @@ impl AccessTable {
                 by_token.insert(token.to_ascii_lowercase(), i);
             }
         }
-        AccessTable { identities, anonymous, by_token, verified: Mutex::new(HashMap::new()) }
+        let mut cache_key = [0u8; 32];
+        // Without randomness the key is still unknown outside the process: the clock and pid.
+        if getrandom::fill(&mut cache_key).is_err() {
+            let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+            cache_key = Sha256::digest(seed.as_bytes()).into();
+        }
+        let verifying = tokio::sync::Semaphore::new(VERIFYING);
+        AccessTable {
+            identities,
+            anonymous,
+            by_token,
+            verified: Mutex::new(HashMap::new()),
+            cache_key,
+            verifying,
+        }
     }
 
     /// Anyone may do anything: the gateway without a configuration (loopback only).
@@ -128,8 +153,26 @@ impl AccessTable {
         self.anonymous.as_ref().map(|_| Principal::Anonymous).ok_or(Denied::NoCredentials)
     }
 
+    /// As `by_password`, off the caller's runtime and at most `VERIFYING` at a time: argon2
+    /// takes tens of milliseconds and megabytes on purpose, so wrong passwords sent in a
+    /// flood must queue, not exhaust the machine.
+    pub async fn by_password_async(
+        self: &Arc<Self>,
+        name: &str,
+        password: &[u8],
+    ) -> Result<Principal, Denied> {
+        let _permit = self.verifying.acquire().await.map_err(|_| Denied::BadCredentials)?;
+        let (table, name, password) = (self.clone(), name.to_owned(), password.to_vec());
+        tokio::task::spawn_blocking(move || table.by_password(&name, &password))
+            .await
+            .unwrap_or(Err(Denied::BadCredentials))
+    }
+
     pub fn by_password(&self, name: &str, password: &[u8]) -> Result<Principal, Denied> {
+        // Keyed with a secret of this process: the cache never holds a plain digest of a
+        // password.
         let mut key = Sha256::new();
+        key.update(self.cache_key);
         key.update((name.len() as u64).to_le_bytes());
         key.update(name.as_bytes());
         key.update(password);
@@ -137,12 +180,14 @@ impl AccessTable {
         if let Some(&i) = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(Principal::Identity(self.identities[i].name.clone()));
         }
-        let (i, identity) = self
-            .identities
-            .iter()
-            .enumerate()
-            .find(|(_, id)| id.name == name)
-            .ok_or(Denied::BadCredentials)?;
+        let found =
+            self.identities.iter().enumerate().find(|(_, id)| id.name == name && id.password_hash.is_some());
+        let Some((i, identity)) = found else {
+            // The same work for a name that is not there, so that timing does not tell.
+            let _ = PasswordHash::new(dummy_hash())
+                .map(|h| argon2::Argon2::default().verify_password(password, &h));
+            return Err(Denied::BadCredentials);
+        };
         let hash = identity.password_hash.as_deref().ok_or(Denied::BadCredentials)?;
         let parsed = PasswordHash::new(hash).map_err(|_| Denied::BadCredentials)?;
         argon2::Argon2::default().verify_password(password, &parsed).map_err(|_| Denied::BadCredentials)?;
@@ -180,6 +225,10 @@ impl AccessTable {
         }
     }
 
+    pub fn may_write_some(&self, principal: &Principal, dataset: &str) -> bool {
+        self.grants(principal).is_some_and(|g| g.may_write_some(dataset))
+    }
+
     pub fn may_write(&self, principal: &Principal, dataset: &str, source: &str) -> bool {
         self.grants(principal).is_some_and(|g| g.may_write(dataset, source))
     }
@@ -206,6 +255,12 @@ fn topic_filter_covers(grant: &str, filter: &str) -> bool {
             _ => return false,
         }
     }
+}
+
+/// A hash no password matches, to spend the same time on an unknown name.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password(b"not a password of anyone's").unwrap_or_default())
 }
 
 /// The argon2 hash of a password, for the configuration file.

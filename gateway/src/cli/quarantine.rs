@@ -36,7 +36,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let open = |dataset: &str| -> anyhow::Result<Quarantine> {
         // The dataset must exist: a typo should not read as an empty quarantine.
         data_dir.open_dataset(dataset)?;
-        Ok(Quarantine::new(data_dir.root(), dataset, usize::MAX))
+        Ok(Quarantine::new(data_dir.root(), dataset, usize::MAX, u64::MAX))
     };
     match args.command {
         Command::List { dataset, output_format } => {

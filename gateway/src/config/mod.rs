@@ -81,6 +81,8 @@ pub struct PipelineConfig {
     pub max_pending_bytes: Size,
     pub wal_segment_bytes: Size,
     pub quarantine_max_entries: usize,
+    /// ... and bytes, per dataset; past either the oldest entries are removed.
+    pub quarantine_max_bytes: Size,
     /// Snapshot/UpsertStream checkpoints no more often than every this many rows and this
     /// long (each is kept for good and pulled by every other node).
     pub checkpoint_min_rows: u64,
@@ -171,6 +173,7 @@ impl Default for PipelineConfig {
             max_pending_bytes: Size(defaults.max_pending_bytes as u64),
             wal_segment_bytes: Size(defaults.wal_segment_bytes),
             quarantine_max_entries: defaults.quarantine_max_entries,
+            quarantine_max_bytes: Size(defaults.quarantine_max_bytes),
             checkpoint_min_rows: 10_000,
             checkpoint_min_interval: Duration::from_secs(60),
             lock_timeout: Duration::from_secs(30),
@@ -242,8 +245,13 @@ impl RawConfig {
         if self.http.enabled && http_listen.is_empty() {
             return Err(invalid("http.listen", "give at least one address, or set http.enabled = false"));
         }
-        if self.http.max_body.0 == 0 {
-            return Err(invalid("http.max_body", "must be above 0"));
+        // A payload is one write-ahead log record.
+        let max_record = crate::pipeline::MAX_PAYLOAD as u64;
+        if self.http.max_body.0 == 0 || self.http.max_body.0 > max_record {
+            return Err(invalid(
+                "http.max_body",
+                format!("must be above 0 and at most {}", Size(max_record)),
+            ));
         }
         if let Some(tls) = &self.http.tls {
             for (field, path) in [
@@ -284,6 +292,7 @@ impl RawConfig {
             max_pending_bytes: p.max_pending_bytes.as_usize(),
             wal_segment_bytes: p.wal_segment_bytes.0.max(64 * 1024),
             quarantine_max_entries: p.quarantine_max_entries,
+            quarantine_max_bytes: p.quarantine_max_bytes.0,
             writer: WriterOptions {
                 lock_timeout: p.lock_timeout,
                 checkpoint_min_rows: p.checkpoint_min_rows,

@@ -12,6 +12,9 @@ use crate::odf::AddPushSource;
 
 /// Records are read and dropped this many at a time.
 const CHUNK: usize = 4096;
+/// Rejections described at most; the rest are counted. A payload of a million bad lines
+/// must not become a million error values.
+pub const MAX_DESCRIBED: usize = 100;
 
 /// A push source's read step, ready to check payloads.
 #[derive(Clone)]
@@ -25,8 +28,10 @@ pub struct SourceCheck {
 pub struct CheckOutcome {
     /// Records that fit the source's schema.
     pub records: usize,
-    /// Records that do not, with the reason each.
+    /// Records that do not, with the reason each (the first `MAX_DESCRIBED`).
     pub rejected: Vec<RecordError>,
+    /// How many did not, described or not.
+    pub rejected_count: usize,
 }
 
 impl SourceCheck {
@@ -53,16 +58,18 @@ impl SourceCheck {
         let mut reader = Reader::new(self.schema.clone(), self.options.clone());
         let mut outcome = CheckOutcome::default();
         let format = format.unwrap_or(self.options.declared);
-        // Reading from memory cannot fail: only the records can.
         let input = Box::new(Cursor::new(payload.to_vec()));
-        if reader.begin(input, format, origin, columns, &mut outcome.rejected).is_err() {
-            return outcome;
-        }
+        let mut rejected = Vec::new();
+        // Reading from memory cannot fail; a message that cannot be opened is a rejection.
+        let _ = reader.begin(input, format, origin, columns, &mut rejected);
         loop {
-            let ended = reader.read_some(CHUNK, &mut outcome.rejected).unwrap_or(true);
+            let ended = reader.read_some(CHUNK, &mut rejected).unwrap_or(true);
             outcome.records += reader.rows();
             // The rows are not kept; finishing only empties the reader's buffers.
             let _ = reader.finish();
+            outcome.rejected_count += rejected.len();
+            let room = MAX_DESCRIBED.saturating_sub(outcome.rejected.len());
+            outcome.rejected.extend(rejected.drain(..).take(room));
             if ended {
                 return outcome;
             }

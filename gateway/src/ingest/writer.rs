@@ -96,6 +96,13 @@ impl DatasetWriter {
         &self.dataset
     }
 
+    /// Takes in what other writers committed since the last look (a prepare does this too,
+    /// under the lock).
+    pub fn catch_up(&mut self) -> Result<(), IngestError> {
+        self.dataset.catch_up()?;
+        Ok(())
+    }
+
     /// The push source a request names, or the only one.
     pub fn resolve_source(&self, name: Option<&str>) -> Result<AddPushSource, IngestError> {
         let state = self.dataset.state();

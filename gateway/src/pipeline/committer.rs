@@ -17,13 +17,12 @@ use tokio::sync::mpsc;
 
 use super::entry::Entry;
 use super::group_commit::{Command, Logged};
-use super::quarantine::{Quarantine, QuarantineEntry};
+use super::quarantine::{Quarantine, QuarantineEntry, QuarantineError};
 use super::rejection::Rejection;
 use super::shared::Shared;
 use super::wal::Wal;
 use crate::ingest::{
-    DatasetWriter, ErrorKind, IngestError, IngestOptions, IngestOutcome, IngestRequest, Message, Problem,
-    SourcePosition,
+    DatasetWriter, ErrorKind, IngestError, IngestOptions, IngestRequest, Message, Problem, SourcePosition,
 };
 use crate::odf::MergeStrategy;
 
@@ -54,6 +53,8 @@ pub struct Committer {
     shared: Arc<Shared>,
     /// Where releases go; weak, so that the log writer ends when the senders are gone.
     commands: Option<mpsc::WeakSender<Command>>,
+    /// A batch could not be committed before the gateway stopped: commit nothing more.
+    halted: bool,
 }
 
 /// Entries waiting for a commit.
@@ -75,7 +76,20 @@ impl Committer {
         policy: FlushPolicy,
         shared: Arc<Shared>,
     ) -> Committer {
-        Committer { dataset: dataset.to_owned(), writer, quarantine, policy, shared, commands: None }
+        Committer {
+            dataset: dataset.to_owned(),
+            writer,
+            quarantine,
+            policy,
+            shared,
+            commands: None,
+            halted: false,
+        }
+    }
+
+    /// Records in the dataset.
+    pub fn records(&self) -> u64 {
+        self.writer.dataset().state().records()
     }
 
     /// The highest seq the dataset records for any source: the log numbers above it.
@@ -94,20 +108,20 @@ impl Committer {
             .collect()
     }
 
-    /// Commits every entry of the log that its source has not recorded, then releases the
-    /// log up to where the dataset now is. Returns how many entries were replayed.
+    /// Commits every entry of the log that its source has not recorded, then lets the log
+    /// drop what it held (a new segment is begun, so that the replayed ones go as a whole).
+    /// Returns how many entries were replayed; stopped part way (the gateway is stopping and
+    /// a commit keeps failing), the rest stays in the log.
     pub fn replay(&mut self, wal: &mut Wal) -> Result<usize, String> {
         let recorded = self.recorded();
         let end = wal.next_seq();
         let mut batch = Batch::default();
         let mut replayed = 0;
-        let mut last = 0;
         for record in wal.read_after(0) {
             let record = record.map_err(|e| format!("cannot read the write-ahead log: {e}"))?;
             if record.seq >= end {
                 break;
             }
-            last = record.seq;
             let entry = match Entry::decode(&record.body) {
                 Ok(entry) => entry,
                 Err(reason) => {
@@ -120,13 +134,15 @@ impl Committer {
             }
             replayed += 1;
             batch.push(Logged { seq: record.seq, entry, records: 1, reserved: 0 });
-            if batch.full(&self.policy) {
-                self.flush(&mut batch, false);
+            if batch.full(&self.policy) && !self.flush(&mut batch, false) {
+                return Ok(replayed);
             }
         }
-        self.flush(&mut batch, false);
-        self.shared.set_committed(last.max(end.saturating_sub(1)));
-        if let Err(e) = wal.release(end.saturating_sub(1)) {
+        if !self.flush(&mut batch, false) {
+            return Ok(replayed);
+        }
+        self.shared.set_committed(end.saturating_sub(1));
+        if let Err(e) = wal.rotate().and_then(|()| wal.release(end.saturating_sub(1))) {
             tracing::warn!(dataset = %self.dataset, "cannot remove replayed log segments: {e}");
         }
         Ok(replayed)
@@ -148,7 +164,9 @@ impl Committer {
                         self.flush(&mut batch, false);
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => self.flush(&mut batch, false),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.flush(&mut batch, false);
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     self.flush(&mut batch, true);
                     return;
@@ -157,13 +175,17 @@ impl Committer {
         }
     }
 
-    /// Commits the batch, source by source in log order. A commit that fails for a passing
-    /// reason is retried (with back-off) until it succeeds, or once more at shutdown: what is
-    /// not committed stays in the log for the next start.
-    fn flush(&mut self, batch: &mut Batch, stopping: bool) {
+    /// Commits the batch, source by source in log order; `false` if some entries could not
+    /// be committed before the gateway stopped (they stay in the log for the next start).
+    fn flush(&mut self, batch: &mut Batch, stopping: bool) -> bool {
         let taken = std::mem::take(batch);
+        if self.halted {
+            // An earlier batch is not committed: nothing after it may be, or a replay would
+            // skip it (it lies below the position a later commit records).
+            return false;
+        }
         let (entries, reserved) = (taken.entries, taken.reserved);
-        let Some(last) = entries.last().map(|e| e.seq) else { return };
+        let Some(last) = entries.last().map(|e| e.seq) else { return true };
         let started = Instant::now();
         let mut groups: Vec<(String, Vec<Logged>)> = Vec::new();
         for logged in entries {
@@ -174,27 +196,27 @@ impl Committer {
         }
         let mut complete = true;
         for (source, group) in groups {
-            let snapshot = self.is_snapshot(&source);
-            let parts: Vec<Vec<Logged>> = match snapshot {
+            let parts: Vec<Vec<Logged>> = match self.is_snapshot(&source) {
                 // A Snapshot source takes each payload as a whole snapshot of its own.
                 true => group.into_iter().map(|e| vec![e]).collect(),
                 false => vec![group],
             };
             for part in parts {
-                complete &= self.commit_with_retries(&source, part, stopping);
+                complete = complete && self.commit_with_retries(&source, part, stopping);
             }
         }
         metrics::histogram!("odf_commit_seconds", "dataset" => self.dataset.clone())
             .record(started.elapsed().as_secs_f64());
         if !complete {
-            // Stopping with entries not committed: they stay in the log for the next start.
-            return;
+            self.halted = true;
+            return false;
         }
         self.shared.release_pending(reserved);
         self.shared.set_committed(last);
         if let Some(commands) = self.commands.as_ref().and_then(|c| c.upgrade()) {
             let _ = commands.blocking_send(Command::Release(last));
         }
+        true
     }
 
     fn is_snapshot(&self, source: &str) -> bool {
@@ -204,44 +226,83 @@ impl Committer {
         )
     }
 
-    /// Commits one source's entries; `false` if they could not be (only when stopping).
-    fn commit_with_retries(&mut self, source: &str, entries: Vec<Logged>, stopping: bool) -> bool {
+    /// Commits one source's entries, retrying what fails for a passing reason; `false` if
+    /// they could not be committed before the gateway stopped.
+    ///
+    /// Entries that can never be committed (their records refused as a whole, their source
+    /// gone) are quarantined and the log position recorded past them; if even the quarantine
+    /// cannot be written, nothing moves and the commit is retried. An internal fault (a bad
+    /// plan, a Parquet error) is tried a few times, then blamed on one entry at a time.
+    fn commit_with_retries(&mut self, source: &str, mut entries: Vec<Logged>, stopping: bool) -> bool {
         let mut pause = self.policy.retry_min;
-        loop {
-            match self.commit(source, &entries) {
+        for attempt in 0.. {
+            if attempt > 0 {
+                // A commit that failed after its head moved (the folder sync, say) must not
+                // be made again: leave out what the dataset now records.
+                if self.writer.catch_up().is_ok() {
+                    let done = self.recorded().get(source).copied().unwrap_or(0);
+                    entries.retain(|e| e.seq > done);
+                }
+                if entries.is_empty() {
+                    return true;
+                }
+            }
+            let error = match self.commit(source, &entries) {
                 Ok(()) => {
                     self.shared.set_failing(None);
                     return true;
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::BadInput) && entries.len() > 1 => {
-                    // One of them is to blame: commit them one at a time.
-                    return entries.into_iter().all(|e| self.commit_with_retries(source, vec![e], stopping));
-                }
-                Err(e)
-                    if matches!(e.kind(), ErrorKind::BadInput | ErrorKind::NotFound | ErrorKind::Refused) =>
-                {
-                    // Never going to fit: quarantined, and the position moved past them.
-                    self.quarantine_entries(&entries, &e.to_string());
-                    match self.commit_position(source, &entries) {
-                        Ok(()) => return true,
-                        Err(e) => {
-                            tracing::error!(dataset = %self.dataset, source, "cannot record the log position: {e}")
-                        }
-                    }
-                }
-                Err(e) => {
-                    let reason = format!("commit failed: {e}");
-                    tracing::error!(dataset = %self.dataset, source, retry_in = ?pause, "{reason}");
-                    self.shared.set_failing(Some(reason));
-                    metrics::counter!("odf_commit_failures_total", "dataset" => self.dataset.clone())
-                        .increment(1);
-                }
+                Err(e) => e,
+            };
+            let kind = match &error {
+                Failure::Commit(e) => Some(e.kind()),
+                Failure::Quarantine(_) => None,
+            };
+            let hopeless =
+                matches!(kind, Some(ErrorKind::BadInput | ErrorKind::NotFound | ErrorKind::Refused));
+            let internal = matches!(kind, Some(ErrorKind::Internal));
+            if (hopeless || internal && attempt + 1 >= INTERNAL_ATTEMPTS) && entries.len() > 1 {
+                // One of them is to blame: commit them one at a time.
+                return entries.into_iter().all(|e| self.commit_with_retries(source, vec![e], stopping));
             }
-            if stopping {
+            if hopeless || internal && attempt + 1 >= INTERNAL_ATTEMPTS {
+                if self.give_up(source, &entries, &error.to_string()) {
+                    return true;
+                }
+            } else {
+                let reason = format!("commit failed: {error}");
+                tracing::error!(dataset = %self.dataset, source, retry_in = ?pause, "{reason}");
+                self.shared.set_failing(Some(reason));
+                metrics::counter!("odf_commit_failures_total", "dataset" => self.dataset.clone())
+                    .increment(1);
+            }
+            if stopping || self.shared.stopping() {
                 return false;
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(self.policy.retry_max);
+        }
+        false
+    }
+
+    /// Quarantines entries that can never be committed and records the log position past
+    /// them; `false` if that could not be done yet.
+    fn give_up(&mut self, source: &str, entries: &[Logged], reason: &str) -> bool {
+        for logged in entries {
+            if let Err(e) = self.put_quarantine(&logged.entry, vec![Rejection::whole(reason)], 0) {
+                tracing::error!(dataset = %self.dataset, source, "cannot write to the quarantine: {e}; retrying");
+                return false;
+            }
+        }
+        match self.commit_position(source, entries) {
+            Ok(()) => true,
+            // The source is gone or disabled: its entries are quarantined, and there is no
+            // position to record for it (a restart would quarantine them once more).
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Refused) => true,
+            Err(e) => {
+                tracing::error!(dataset = %self.dataset, source, "cannot record the log position: {e}");
+                false
+            }
         }
     }
 
@@ -251,7 +312,9 @@ impl Committer {
         IngestOptions { system_time, skip_bad_records: true }
     }
 
-    fn commit(&mut self, source: &str, entries: &[Logged]) -> Result<(), IngestError> {
+    /// Prepares the commit, quarantines the records a later step refused (so that none is
+    /// lost if the quarantine cannot be written), then commits.
+    fn commit(&mut self, source: &str, entries: &[Logged]) -> Result<(), Failure> {
         let Some(last) = entries.last() else { return Ok(()) };
         let messages = entries.iter().map(|l| message(&l.entry)).collect();
         let request = IngestRequest {
@@ -260,8 +323,28 @@ impl Committer {
             event_time: None,
             source_state: Some(position(last.seq)),
         };
-        let outcome = self.writer.ingest(request, &self.options())?;
-        self.after_commit(source, entries, &outcome);
+        let options = self.options();
+        let (dataset, quarantine) = (self.dataset.clone(), self.quarantine.clone());
+        let prepared = self.writer.prepare(request, &options).map_err(Failure::Commit)?;
+        let mut refused: HashMap<usize, Vec<Rejection>> = HashMap::new();
+        for error in &prepared.outcome().rejected {
+            // Records that did not read were quarantined before the sender was answered;
+            // those refused after reading (a preprocess failing on their values) were not.
+            if matches!(error.problem, Problem::Refused(_)) {
+                refused.entry(error.message).or_default().push(Rejection::from(error));
+            }
+        }
+        for (index, reasons) in refused {
+            if let Some(logged) = entries.get(index) {
+                quarantine_entry(&quarantine, &dataset, &logged.entry, reasons, 0)
+                    .map_err(Failure::Quarantine)?;
+            }
+        }
+        let outcome = prepared.commit().map_err(Failure::Commit)?;
+        let labels = [("dataset", self.dataset.clone()), ("source", source.to_owned())];
+        let records = outcome.committed.as_ref().map_or(0, |c| c.records);
+        metrics::counter!("odf_records_committed_total", &labels).increment(records);
+        metrics::counter!("odf_commits_total", &labels).increment(1);
         Ok(())
     }
 
@@ -278,54 +361,13 @@ impl Committer {
         self.writer.ingest(request, &self.options()).map(|_| ())
     }
 
-    fn after_commit(&self, source: &str, entries: &[Logged], outcome: &IngestOutcome) {
-        let labels = [("dataset", self.dataset.clone()), ("source", source.to_owned())];
-        let records = outcome.committed.as_ref().map_or(0, |c| c.records);
-        metrics::counter!("odf_records_committed_total", &labels).increment(records);
-        metrics::counter!("odf_commits_total", &labels).increment(1);
-        // Records refused after reading (a preprocess failing on their values) were not seen
-        // when the payload was accepted: they go to the quarantine now. Those that did not
-        // read were quarantined before the sender was answered.
-        let mut refused: HashMap<usize, Vec<Rejection>> = HashMap::new();
-        for error in &outcome.rejected {
-            if matches!(error.problem, Problem::Refused(_)) {
-                refused.entry(error.message).or_default().push(Rejection::from(error));
-            }
-        }
-        for (index, reasons) in refused {
-            if let Some(logged) = entries.get(index) {
-                self.put_quarantine(&logged.entry, reasons, 0);
-            }
-        }
-    }
-
-    fn quarantine_entries(&self, entries: &[Logged], reason: &str) {
-        for logged in entries {
-            self.put_quarantine(&logged.entry, vec![Rejection::whole(reason)], 0);
-        }
-    }
-
-    fn put_quarantine(&self, entry: &Entry, reasons: Vec<Rejection>, accepted: usize) {
-        let rejected = reasons.len();
-        let quarantined = QuarantineEntry {
-            id: String::new(),
-            time: entry.received,
-            dataset: self.dataset.clone(),
-            source: Some(entry.source.clone()),
-            route: entry.route.clone(),
-            sender: entry.sender.clone(),
-            format: entry.format.map(|f| f.to_string()),
-            reasons,
-            accepted,
-            payload: entry.payload.clone(),
-        };
-        metrics::counter!("odf_records_quarantined_total", "dataset" => self.dataset.clone())
-            .increment(rejected as u64);
-        if let Err(e) = self.quarantine.put(quarantined) {
-            // The payload stays in the write-ahead log's damaged copy only if it was damage;
-            // here the reason is logged with the sender so an operator can find it.
-            tracing::error!(dataset = %self.dataset, sender = %entry.sender, "cannot write to the quarantine: {e}");
-        }
+    fn put_quarantine(
+        &self,
+        entry: &Entry,
+        reasons: Vec<Rejection>,
+        accepted: usize,
+    ) -> Result<String, QuarantineError> {
+        quarantine_entry(&self.quarantine, &self.dataset, entry, reasons, accepted)
     }
 
     fn quarantine_damaged(&self, seq: u64, body: Vec<u8>, reason: &str) {
@@ -346,6 +388,45 @@ impl Committer {
             tracing::error!(dataset = %self.dataset, "cannot write to the quarantine: {e}");
         }
     }
+}
+
+/// A commit attempt that did not happen.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Commit(IngestError),
+    #[error("cannot write refused records to the quarantine: {0}")]
+    Quarantine(QuarantineError),
+}
+
+/// How many times an internal fault is retried before it is blamed on the entries.
+const INTERNAL_ATTEMPTS: usize = 5;
+
+fn quarantine_entry(
+    quarantine: &Quarantine,
+    dataset: &str,
+    entry: &Entry,
+    reasons: Vec<Rejection>,
+    accepted: usize,
+) -> Result<String, QuarantineError> {
+    let rejected = reasons.len();
+    let quarantined = QuarantineEntry {
+        id: String::new(),
+        // When it was quarantined: an entry's receive time may be a sender's own event time.
+        time: Utc::now(),
+        dataset: dataset.to_owned(),
+        source: Some(entry.source.clone()),
+        route: entry.route.clone(),
+        sender: entry.sender.clone(),
+        format: entry.format.map(|f| f.to_string()),
+        reasons,
+        accepted,
+        payload: entry.payload.clone(),
+    };
+    let id = quarantine.put(quarantined)?;
+    metrics::counter!("odf_records_quarantined_total", "dataset" => dataset.to_owned())
+        .increment(rejected as u64);
+    Ok(id)
 }
 
 impl Batch {

@@ -98,7 +98,12 @@ impl DatasetPipeline {
         let lock = lock_wal(&wal_dir, dataset.state())?;
         let writer = DatasetWriter::open(dataset, options.writer.clone())?;
         let shared = Arc::new(Shared::new(options.max_pending_bytes));
-        let quarantine = Arc::new(Quarantine::new(data_dir.root(), name, options.quarantine_max_entries));
+        let quarantine = Arc::new(Quarantine::new(
+            data_dir.root(),
+            name,
+            options.quarantine_max_entries,
+            options.quarantine_max_bytes,
+        ));
         let committer =
             Committer::new(name, writer, quarantine.clone(), options.flush.clone(), shared.clone());
         let commands = Arc::new(Mutex::new(Queue::Waiting));
@@ -202,10 +207,14 @@ impl DatasetPipeline {
         }
         let reservation = Reservation { shared: &self.shared, bytes: size };
         let received = Utc::now();
-        let outcome = check(&source, &submission).await;
-        let rejected: Vec<Rejection> = outcome.rejected.iter().map(Rejection::from).collect();
+        let outcome = check(&source, &submission).await.map_err(SubmitError::Unavailable)?;
+        let mut rejected: Vec<Rejection> = outcome.rejected.iter().map(Rejection::from).collect();
+        if outcome.rejected_count > rejected.len() {
+            let more = outcome.rejected_count - rejected.len();
+            rejected.push(Rejection::whole(&format!("... and {more} more record(s) rejected")));
+        }
         metrics::counter!("odf_records_accepted_total", &labels).increment(outcome.records as u64);
-        metrics::counter!("odf_records_rejected_total", &labels).increment(rejected.len() as u64);
+        metrics::counter!("odf_records_rejected_total", &labels).increment(outcome.rejected_count as u64);
         let quarantine_id = match rejected.is_empty() {
             true => None,
             false => Some(
@@ -213,7 +222,9 @@ impl DatasetPipeline {
                     .await?,
             ),
         };
-        if outcome.records == 0 {
+        // A snapshot is the whole state: without its bad records it would retract their keys.
+        let refused_whole = source.is_snapshot() && !rejected.is_empty();
+        if outcome.records == 0 || refused_whole {
             if rejected.is_empty() {
                 return Ok(Accepted {
                     dataset: self.name.clone(),
@@ -254,7 +265,7 @@ impl DatasetPipeline {
             // Written but not synced: it goes on to the commit, with its reservation.
             Ok(Err(e @ AppendError::NotSynced(_))) => {
                 reservation.hand_over();
-                return Err(SubmitError::Unavailable(e.to_string()));
+                return Err(SubmitError::Uncertain(e.to_string()));
             }
             Ok(Err(e)) => return Err(SubmitError::Unavailable(e.to_string())),
             Err(_) => return Err(SubmitError::Unavailable("the gateway is stopping".into())),
@@ -268,6 +279,18 @@ impl DatasetPipeline {
             rejected,
             quarantine_id,
         })
+    }
+
+    /// Whether a payload of `bytes` would be taken now (checked before its body is read).
+    pub fn would_take(&self, bytes: usize) -> Result<(), SubmitError> {
+        let (pending, max) = self.pending();
+        if pending > 0 && pending.saturating_add(bytes) > max {
+            return Err(self.busy(format!(
+                "dataset '{}' has {pending} bytes accepted and not yet committed (the limit is {max})",
+                self.name
+            )));
+        }
+        Ok(())
     }
 
     /// Waits until the entry at `seq` is committed (or quarantined after it was accepted);
@@ -315,6 +338,7 @@ impl DatasetPipeline {
 
     /// Stops taking submissions; what is accepted is still committed.
     pub(super) fn close(&self) {
+        self.shared.stop();
         if self.health().phase == Phase::Ready {
             self.shared.set_phase(Phase::Stopped);
         }
@@ -360,27 +384,33 @@ impl Drop for Reservation<'_> {
     }
 }
 
-async fn check(source: &SourceInfo, submission: &Submission) -> CheckOutcome {
-    let Some(check) = source.check.clone() else { return CheckOutcome::default() };
+async fn check(source: &SourceInfo, submission: &Submission) -> Result<CheckOutcome, String> {
+    let name = &source.definition.source_name;
+    let check = source.check.clone().ok_or_else(|| {
+        format!("push source '{name}' has a read step this gateway cannot apply; see its log at start")
+    })?;
     let origin = format!("{} via {}", submission.sender, submission.address);
     if submission.payload.len() <= CHECK_INLINE {
-        return check.check(&submission.payload, submission.format, &submission.columns, &origin);
+        return Ok(check.check(&submission.payload, submission.format, &submission.columns, &origin));
     }
     let (payload, format, columns) =
         (submission.payload.clone(), submission.format, submission.columns.clone());
     tokio::task::spawn_blocking(move || check.check(&payload, format, &columns, &origin))
         .await
-        .unwrap_or_default()
+        .map_err(|e| format!("checking the payload failed: {e}"))
 }
 
 fn sources_of(state: &ChainState) -> Vec<SourceInfo> {
     state
         .push_sources
         .values()
-        .map(|(definition, active)| SourceInfo {
-            check: SourceCheck::new(definition).ok(),
-            definition: definition.clone(),
-            active: *active,
+        .map(|(definition, active)| {
+            let check = SourceCheck::new(definition)
+                .inspect_err(|e| {
+                    tracing::error!(source = %definition.source_name, "the source's read step cannot be applied: {e}")
+                })
+                .ok();
+            SourceInfo { check, definition: definition.clone(), active: *active }
         })
         .collect()
 }
@@ -397,7 +427,7 @@ fn lock_wal(dir: &std::path::Path, state: &ChainState) -> Result<File, PipelineE
     let fail = |e: String| PipelineError::Log(e);
     std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
     let lock = crate::store::lock_file(&dir.join("lock"), Duration::ZERO)
-        .map_err(|e| fail(format!("{e}: is another `odf-gateway serve` using this data directory?")))?;
+        .map_err(|e| PipelineError::Locked(e.to_string()))?;
     let id = state.dataset_id.as_ref().map(ToString::to_string).unwrap_or_default();
     let id_file = dir.join("dataset-id");
     match std::fs::read_to_string(&id_file) {
@@ -449,8 +479,9 @@ impl Start {
         }
         self.shared.set_phase(Phase::Replaying);
         match committer.replay(&mut wal) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(dataset = name, entries = n, "replayed the write-ahead log"),
+            Ok(replayed) => {
+                tracing::info!(dataset = name, records = committer.records(), replayed, "dataset ready")
+            }
             Err(e) => {
                 tracing::error!(dataset = name, "{e}");
                 self.shared.set_phase(Phase::Failed(e));
@@ -458,13 +489,14 @@ impl Start {
             }
         }
         let (to_committer, logged) = std_mpsc::channel();
-        let (commands, log_thread) = match group_commit::spawn(name, wal, to_committer, LOG_QUEUE) {
-            Ok(spawned) => spawned,
-            Err(e) => {
-                self.shared.set_phase(Phase::Failed(e));
-                return;
-            }
-        };
+        let (commands, log_thread) =
+            match group_commit::spawn(name, wal, to_committer, LOG_QUEUE, self.shared.clone()) {
+                Ok(spawned) => spawned,
+                Err(e) => {
+                    self.shared.set_phase(Phase::Failed(e));
+                    return;
+                }
+            };
         let weak = commands.downgrade();
         {
             let mut queue = self.commands.lock().unwrap_or_else(|e| e.into_inner());
@@ -472,6 +504,9 @@ impl Start {
             if matches!(*queue, Queue::Waiting) {
                 *queue = Queue::Open(commands);
                 self.shared.set_phase(Phase::Ready);
+            } else {
+                // Stopped while replaying: without this sender the log writer ends at once.
+                drop(commands);
             }
         }
         committer.run(logged, weak);

@@ -4,6 +4,7 @@
 //! Releases from the committer (entries now in the dataset) come through the same queue, so
 //! the log has one owner and no lock.
 
+use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -11,6 +12,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use super::entry::Entry;
+use super::shared::{Phase, Shared};
 use super::wal::{Wal, WalError};
 
 /// Appends taken into one write at most (the rest wait for the next).
@@ -67,17 +69,24 @@ pub fn spawn(
     wal: Wal,
     to_committer: std_mpsc::Sender<Logged>,
     queue: usize,
+    shared: Arc<Shared>,
 ) -> Result<(mpsc::Sender<Command>, JoinHandle<()>), String> {
     let (commands, receiver) = mpsc::channel(queue.max(1));
     let name = dataset.to_owned();
     let thread = std::thread::Builder::new()
         .name(format!("wal:{dataset}"))
-        .spawn(move || run(&name, wal, receiver, to_committer))
+        .spawn(move || run(&name, wal, receiver, to_committer, &shared))
         .map_err(|e| format!("cannot start the log writer of '{dataset}': {e}"))?;
     Ok((commands, thread))
 }
 
-fn run(dataset: &str, mut wal: Wal, mut commands: mpsc::Receiver<Command>, logged: std_mpsc::Sender<Logged>) {
+fn run(
+    dataset: &str,
+    mut wal: Wal,
+    mut commands: mpsc::Receiver<Command>,
+    logged: std_mpsc::Sender<Logged>,
+    shared: &Shared,
+) {
     let mut group = Vec::new();
     while let Some(first) = commands.blocking_recv() {
         let mut bytes = 0;
@@ -105,7 +114,7 @@ fn run(dataset: &str, mut wal: Wal, mut commands: mpsc::Receiver<Command>, logge
             }
         }
         if !group.is_empty() {
-            write_group(dataset, &mut wal, &mut group, &logged);
+            write_group(dataset, &mut wal, &mut group, &logged, shared);
         }
     }
     if let Err(e) = wal.sync() {
@@ -125,6 +134,7 @@ fn write_group(
     wal: &mut Wal,
     group: &mut Vec<Pending>,
     to_committer: &std_mpsc::Sender<Logged>,
+    shared: &Shared,
 ) {
     let started = Instant::now();
     let appended = wal.append(group.iter().map(|p| p.body.as_slice()));
@@ -150,7 +160,13 @@ fn write_group(
         // The records may or may not be on disk. The senders waiting are not told they are;
         // the entries are committed all the same (a commit makes them durable), because
         // later entries will be and a replay skips what lies below a committed position.
-        tracing::error!(dataset, "the write-ahead log could not be synced: {e}");
+        tracing::error!(
+            dataset,
+            "the write-ahead log could not be synced: {e}; it takes nothing more until a restart"
+        );
+        shared.set_phase(Phase::Failed(format!(
+            "the write-ahead log could not be synced ({e}); restart the gateway"
+        )));
     }
     metrics::histogram!("odf_wal_sync_seconds", "dataset" => dataset.to_owned())
         .record(started.elapsed().as_secs_f64());

@@ -42,6 +42,9 @@ pub use shared::{Health, Phase};
 use crate::ingest::{IngestError, WriterOptions};
 use crate::store::{DataDir, StoreError};
 
+/// The biggest payload the log takes (its records carry a little metadata besides).
+pub const MAX_PAYLOAD: usize = wal::MAX_RECORD - 64 * 1024;
+
 /// Where the logs live in a data directory: `<data-dir>/.wal/<dataset>/`.
 pub const WAL_FOLDER: &str = ".wal";
 
@@ -52,6 +55,7 @@ pub struct PipelineOptions {
     pub max_pending_bytes: usize,
     pub wal_segment_bytes: u64,
     pub quarantine_max_entries: usize,
+    pub quarantine_max_bytes: u64,
     pub writer: WriterOptions,
 }
 
@@ -69,6 +73,7 @@ impl Default for PipelineOptions {
             max_pending_bytes: 64 * 1024 * 1024,
             wal_segment_bytes: 16 * 1024 * 1024,
             quarantine_max_entries: 10_000,
+            quarantine_max_bytes: 256 * 1024 * 1024,
             writer: WriterOptions::default(),
         }
     }
@@ -95,6 +100,11 @@ pub enum SubmitError {
     /// The gateway cannot take it now (stopping, the log failing).
     #[error("{0}")]
     Unavailable(String),
+
+    /// Written to the log but not known to be on disk (its sync failed): it may or may not
+    /// be committed. The gateway takes nothing more until it is restarted.
+    #[error("{0}; the payload may or may not be stored")]
+    Uncertain(String),
 }
 
 fn first(rejections: &[Rejection]) -> String {
@@ -109,24 +119,43 @@ pub enum PipelineError {
     Ingest(#[from] IngestError),
     #[error("{0}")]
     Log(String),
+    #[error("{0}: is another `odf-gateway serve` using this data directory?")]
+    Locked(String),
 }
 
 /// Every dataset's pipeline.
 pub struct Pipeline {
     data_dir: DataDir,
     datasets: BTreeMap<String, Arc<DatasetPipeline>>,
+    /// Datasets that could not be opened, and why: the others are served, and `/readyz`
+    /// names these.
+    failed: BTreeMap<String, String>,
 }
 
 impl Pipeline {
     /// Opens every dataset of `data_dir` for pushing: each replays its log on a thread of its
     /// own and takes submissions once that is done (`health` says when).
     pub fn start(data_dir: &DataDir, options: &PipelineOptions) -> Result<Pipeline, PipelineError> {
-        let mut datasets = BTreeMap::new();
+        let (mut datasets, mut failed) = (BTreeMap::new(), BTreeMap::new());
         for name in data_dir.list()? {
-            let pipeline = DatasetPipeline::start(data_dir, name.as_str(), options)?;
-            datasets.insert(name.to_string(), Arc::new(pipeline));
+            match DatasetPipeline::start(data_dir, name.as_str(), options) {
+                Ok(pipeline) => {
+                    datasets.insert(name.to_string(), Arc::new(pipeline));
+                }
+                // Another server on this data directory: nothing here is ours to serve.
+                Err(e @ PipelineError::Locked(_)) => return Err(e),
+                Err(e) => {
+                    tracing::error!(dataset = %name, "cannot open the dataset, so it is not served: {e}");
+                    failed.insert(name.to_string(), e.to_string());
+                }
+            }
         }
-        Ok(Pipeline { data_dir: data_dir.clone(), datasets })
+        Ok(Pipeline { data_dir: data_dir.clone(), datasets, failed })
+    }
+
+    /// Datasets that could not be opened, with the reason.
+    pub fn failed(&self) -> &BTreeMap<String, String> {
+        &self.failed
     }
 
     pub fn data_dir(&self) -> &DataDir {
@@ -138,6 +167,9 @@ impl Pipeline {
     }
 
     pub fn dataset(&self, name: &str) -> Result<&Arc<DatasetPipeline>, SubmitError> {
+        if let Some(reason) = self.failed.get(name) {
+            return Err(SubmitError::Unavailable(format!("dataset '{name}' could not be opened: {reason}")));
+        }
         self.datasets.get(name).ok_or_else(|| SubmitError::UnknownDataset {
             name: name.to_owned(),
             known: self.datasets.keys().cloned().collect(),
@@ -150,7 +182,7 @@ impl Pipeline {
 
     /// Whether every dataset has replayed its log and takes submissions.
     pub fn ready(&self) -> bool {
-        self.datasets.values().all(|d| d.health().phase == Phase::Ready)
+        self.failed.is_empty() && self.datasets.values().all(|d| d.health().phase == Phase::Ready)
     }
 
     /// Stops taking submissions, commits what was accepted, and waits for every thread.

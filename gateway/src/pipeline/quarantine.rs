@@ -70,16 +70,18 @@ pub struct Summary {
 pub struct Quarantine {
     dir: PathBuf,
     max_entries: usize,
-    /// Entries on disk as last counted; `None` until first needed.
-    count: Mutex<Option<usize>>,
+    max_bytes: u64,
+    /// Entries and bytes on disk as last counted; `None` until first needed.
+    usage: Mutex<Option<(usize, u64)>>,
 }
 
 impl Quarantine {
-    pub fn new(data_dir: &Path, dataset: &str, max_entries: usize) -> Quarantine {
+    pub fn new(data_dir: &Path, dataset: &str, max_entries: usize, max_bytes: u64) -> Quarantine {
         Quarantine {
             dir: data_dir.join(FOLDER).join(dataset),
             max_entries: max_entries.max(1),
-            count: Mutex::new(None),
+            max_bytes: max_bytes.max(1),
+            usage: Mutex::new(None),
         }
     }
 
@@ -94,25 +96,53 @@ impl Quarantine {
         let bytes = serde_json::to_vec_pretty(&entry)
             .map_err(|e| QuarantineError::Damaged { path: entry.id.clone(), reason: e.to_string() })?;
         crate::store::write_atomic(&self.dir.join(format!("{}{SUFFIX}", entry.id)), &bytes)?;
-        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        let now = match *count {
-            Some(n) => n + 1,
-            None => self.ids()?.len(),
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        let (entries, size) = match *usage {
+            Some((entries, size)) => (entries + 1, size + bytes.len() as u64),
+            None => self.measure()?,
         };
-        *count = Some(now);
-        if now > self.max_entries {
-            let removed = self.remove_oldest(now - self.max_entries * 9 / 10)?;
-            *count = Some(now - removed);
+        *usage = Some((entries, size));
+        if entries > self.max_entries || size > self.max_bytes {
+            let (removed, freed) = self.evict(entries, size)?;
+            *usage = Some((entries - removed, size.saturating_sub(freed)));
             metrics::counter!("odf_quarantine_evicted_total", "dataset" => entry.dataset.clone())
                 .increment(removed as u64);
             tracing::warn!(
                 dataset = %entry.dataset,
                 removed,
-                "the quarantine is over its limit of {} entries: the oldest were removed",
-                self.max_entries
+                "the quarantine is over its limit ({} entries, {} bytes): the oldest were removed",
+                self.max_entries,
+                self.max_bytes
             );
         }
         Ok(entry.id)
+    }
+
+    /// Entries and bytes on disk.
+    fn measure(&self) -> Result<(usize, u64), QuarantineError> {
+        let ids = self.ids()?;
+        let bytes = ids.iter().filter_map(|id| fs::metadata(self.path(id)).ok()).map(|m| m.len()).sum();
+        Ok((ids.len(), bytes))
+    }
+
+    /// Removes the oldest entries until both counts are under nine tenths of their limits;
+    /// returns (entries, bytes) removed.
+    fn evict(&self, mut entries: usize, mut size: u64) -> Result<(usize, u64), QuarantineError> {
+        let (mut removed, mut freed) = (0, 0);
+        for id in self.ids()? {
+            if entries <= self.max_entries * 9 / 10 && size <= self.max_bytes / 10 * 9 {
+                break;
+            }
+            let bytes = fs::metadata(self.path(&id)).map(|m| m.len()).unwrap_or(0);
+            self.remove(&id)?;
+            (entries, size) = (entries - 1, size.saturating_sub(bytes));
+            (removed, freed) = (removed + 1, freed + bytes);
+        }
+        Ok((removed, freed))
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}{SUFFIX}"))
     }
 
     /// Entry ids, oldest first.
@@ -169,20 +199,12 @@ impl Quarantine {
         for id in &doomed {
             self.remove(id)?;
         }
-        *self.count.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.usage.lock().unwrap_or_else(|e| e.into_inner()) = None;
         Ok(doomed.len())
     }
 
-    fn remove_oldest(&self, n: usize) -> Result<usize, QuarantineError> {
-        let ids = self.ids()?;
-        for id in ids.iter().take(n) {
-            self.remove(id)?;
-        }
-        Ok(n.min(ids.len()))
-    }
-
     fn remove(&self, id: &str) -> Result<(), QuarantineError> {
-        let path = self.dir.join(format!("{id}{SUFFIX}"));
+        let path = self.path(id);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -270,9 +292,9 @@ mod tests {
     #[test]
     fn entries_survive_a_reopen_and_are_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let q = Quarantine::new(dir.path(), "gps", 10);
+        let q = Quarantine::new(dir.path(), "gps", 10, u64::MAX);
         let id = q.put(entry(1000)).unwrap();
-        let reopened = Quarantine::new(dir.path(), "gps", 10);
+        let reopened = Quarantine::new(dir.path(), "gps", 10, u64::MAX);
         let back = reopened.get(&id).unwrap();
         assert_eq!(back.payload, vec![0xff, b'{']);
         assert_eq!(back.reasons[0].field.as_deref(), Some("lat"));
@@ -288,5 +310,14 @@ mod tests {
         );
         assert_eq!(reopened.purge(None).unwrap(), 5);
         assert!(matches!(reopened.get("../../etc/passwd"), Err(QuarantineError::NotFound(_))));
+
+        // Bounded by bytes as well: big payloads push the oldest out.
+        let small = Quarantine::new(dir.path(), "big", 1000, 8192);
+        for i in 0..10 {
+            small.put(QuarantineEntry { payload: vec![b'x'; 2000], ..entry(5000 + i) }).unwrap();
+        }
+        let bytes: u64 =
+            small.ids().unwrap().iter().map(|id| fs::metadata(small.path(id)).unwrap().len()).sum();
+        assert!(bytes <= 8192, "{bytes}");
     }
 }

@@ -3,7 +3,7 @@
 //! the commit), and the dataset's health (for `/readyz`).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::watch;
 
@@ -31,6 +31,7 @@ pub struct Shared {
     max_pending: usize,
     committed: watch::Sender<u64>,
     health: Mutex<Health>,
+    stopping: AtomicBool,
 }
 
 impl Shared {
@@ -40,6 +41,7 @@ impl Shared {
             max_pending,
             committed: watch::Sender::new(0),
             health: Mutex::new(Health { phase: Phase::Starting, failing: None }),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -66,6 +68,15 @@ impl Shared {
 
     pub fn max_pending(&self) -> usize {
         self.max_pending
+    }
+
+    /// The gateway is stopping: a commit that keeps failing is not retried for ever.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     pub fn set_committed(&self, seq: u64) {

@@ -35,6 +35,12 @@ pub enum WalError {
     Io(#[from] IoError),
     #[error("a write-ahead log record of {0} bytes is over the limit of {MAX_RECORD}")]
     TooBig(usize),
+    /// A write or sync failed earlier: what the file holds is not known, so nothing more is
+    /// appended to it until a restart reads it back.
+    #[error(
+        "the write-ahead log failed earlier and takes nothing more; restart the gateway (it reads the log back)"
+    )]
+    Failed,
 }
 
 fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WalError + 'a {
@@ -75,6 +81,7 @@ pub struct Wal {
     len: u64,
     next_seq: u64,
     segment_bytes: u64,
+    failed: bool,
 }
 
 impl Wal {
@@ -109,11 +116,20 @@ impl Wal {
         }
         let last_seq = segments.iter().rev().find_map(|s| s.last).unwrap_or(0);
         let next_seq = last_seq.max(floor) + 1;
+        // The newest segment is appended to only if the next record follows on in it and it
+        // starts with its magic; otherwise (an empty file a crash left while creating it, a
+        // floor above its records) a new segment is begun, so no record ever lands where a
+        // reader would stop before it.
+        let continues = |s: &Segment| match s.last {
+            Some(last) => last + 1 == next_seq,
+            None => s.first == next_seq && fs::metadata(&s.path).is_ok_and(|m| m.len() >= MAGIC.len() as u64),
+        };
         let segment = match segments.pop() {
-            // A segment whose numbering would go backwards is left alone and a new one begun.
-            Some(last) if last.last.is_some() || last.first == next_seq => last,
+            Some(last) if continues(&last) => last,
             Some(last) => {
-                segments.push(last);
+                if last.last.is_some() {
+                    segments.push(last);
+                }
                 new_segment(dir, next_seq)?
             }
             None => new_segment(dir, next_seq)?,
@@ -129,6 +145,7 @@ impl Wal {
             len,
             next_seq,
             segment_bytes: segment_bytes.max(4096),
+            failed: false,
         };
         Ok((wal, recovery))
     }
@@ -160,6 +177,9 @@ impl Wal {
         if self.len >= self.segment_bytes {
             self.rotate()?;
         }
+        if self.failed {
+            return Err(WalError::Failed);
+        }
         let first = self.next_seq;
         let mut buffer = Vec::new();
         let mut seq = first;
@@ -175,8 +195,11 @@ impl Wal {
         }
         let path = &self.segments[self.segments.len() - 1].path;
         if let Err(e) = self.file.write_all(&buffer) {
-            // A partial write must not stay under later records: cut back to what was there.
-            let _ = self.file.set_len(self.len);
+            // A partial write must not stay under later records: cut back to what was there,
+            // and if even that fails, take nothing more.
+            if self.file.set_len(self.len).is_err() {
+                self.failed = true;
+            }
             return Err(io_error("append to", path)(e));
         }
         self.len += buffer.len() as u64;
@@ -188,9 +211,15 @@ impl Wal {
     }
 
     /// Waits until every record appended is on disk.
+    /// A failed sync leaves the file's state unknown (the kernel may have dropped the
+    /// pages): the log then takes nothing more.
     pub fn sync(&mut self) -> Result<(), WalError> {
         let path = &self.segments[self.segments.len() - 1].path;
-        self.file.sync_data().map_err(io_error("sync", path))
+        let synced = self.file.sync_data().map_err(io_error("sync", path));
+        if synced.is_err() {
+            self.failed = true;
+        }
+        synced
     }
 
     /// Deletes the segments whose records all have seqs up to `upto` (committed elsewhere).
@@ -208,7 +237,12 @@ impl Wal {
         Ok(())
     }
 
-    fn rotate(&mut self) -> Result<(), WalError> {
+    /// Begins a new segment if the current one holds records, so that they can be released
+    /// as a whole (done after a replay: what was replayed is then deleted once committed).
+    pub fn rotate(&mut self) -> Result<(), WalError> {
+        if self.segments.last().is_some_and(|s| s.last.is_none()) {
+            return Ok(());
+        }
         self.sync()?;
         let segment = new_segment(&self.dir, self.next_seq)?;
         self.file =
@@ -467,6 +501,27 @@ mod tests {
         assert_eq!(&seqs[..2], &[1, 2]);
         assert!(!seqs.contains(&3));
         assert_eq!(seqs.last(), Some(&60));
+    }
+
+    #[test]
+    fn a_raised_floor_or_a_torn_new_segment_never_hides_later_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 1 << 20, 0).unwrap();
+        wal.append([b"1".as_slice(), b"2".as_slice()]).unwrap();
+        drop(wal);
+        // The dataset records seq 10 (this log's later segments were lost): numbering jumps,
+        // in a new segment, so a reader of the old one never stops at a gap.
+        let (mut wal, _) = Wal::open(dir.path(), 1 << 20, 10).unwrap();
+        assert_eq!(wal.append([b"11".as_slice()]).unwrap(), 11);
+        drop(wal);
+        // A crash while creating a segment leaves it without its magic.
+        fs::write(segment_path(dir.path(), 12), b"ODF").unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 1 << 20, 0).unwrap();
+        assert_eq!(wal.append([b"12".as_slice()]).unwrap(), 12);
+        drop(wal);
+        let (wal, _) = Wal::open(dir.path(), 1 << 20, 0).unwrap();
+        let seqs: Vec<u64> = bodies(&wal, 0).iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, vec![1, 2, 11, 12]);
     }
 
     #[test]

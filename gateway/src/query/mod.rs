@@ -15,7 +15,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 pub mod guard;
 
 use crate::odf::{AddData, DataSlice, MetadataEvent};
-use crate::store::{DataDir, Dataset};
+use crate::store::{CatchUp, DataDir, Dataset};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -55,10 +55,15 @@ impl DatasetReader {
 
     /// Takes in what was committed since the last look.
     pub fn refresh(&mut self) -> Result<(), QueryError> {
-        for block in self.dataset.catch_up()? {
-            if let MetadataEvent::AddData(AddData { new_data: Some(slice), .. }) = block.event {
-                self.slices.push(slice);
+        match self.dataset.catch_up()? {
+            CatchUp::New(blocks) => {
+                for block in blocks {
+                    if let MetadataEvent::AddData(AddData { new_data: Some(slice), .. }) = block.event {
+                        self.slices.push(slice);
+                    }
+                }
             }
+            CatchUp::Replaced => self.slices = self.dataset.slices()?,
         }
         Ok(())
     }
@@ -115,7 +120,30 @@ pub async fn session(data_dir: &DataDir) -> Result<SessionContext, QueryError> {
 /// A session where each of `readers` is a table named after its dataset. A dataset without
 /// data has no schema yet, so no table; a query naming it is told so.
 pub fn session_of(readers: &[&DatasetReader]) -> Result<SessionContext, QueryError> {
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+    session_within(readers, &Limits::default())
+}
+
+/// What one query may take: a server answering anyone bounds both.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Memory for its operators (sorts, joins, aggregations), in bytes; `None`: unbounded.
+    pub memory: Option<usize>,
+    /// Rows in its answer; more is an error that says to add a LIMIT.
+    pub rows: Option<usize>,
+}
+
+/// As `session_of`, with the operators' memory bounded.
+pub fn session_within(readers: &[&DatasetReader], limits: &Limits) -> Result<SessionContext, QueryError> {
+    let config = SessionConfig::new().with_information_schema(true);
+    let ctx = match limits.memory {
+        None => SessionContext::new_with_config(config),
+        Some(bytes) => {
+            let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+                .with_memory_limit(bytes, 1.0)
+                .build_arc()?;
+            SessionContext::new_with_config_rt(config, runtime)
+        }
+    };
     for reader in readers {
         let dataset = reader.dataset();
         let Some(schema) = dataset.arrow_schema()? else { continue };
@@ -160,7 +188,7 @@ pub async fn sql_over(
 ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
     guard::check_shape(query).map_err(QueryError::Refused)?;
     let ctx = session_of(readers)?;
-    run(ctx, query, &without_data(readers)).await
+    run(ctx, query, &without_data(readers), None).await
 }
 
 /// Datasets that have no data yet (so no table), for a clearer error.
@@ -177,13 +205,28 @@ pub async fn run(
     ctx: SessionContext,
     query: &str,
     without_data: &[String],
+    max_rows: Option<usize>,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+    use futures::StreamExt as _;
     let frame = match ctx.sql_with_options(query, guard::read_only()).await {
         Ok(frame) => frame,
         Err(e) => return Err(explain(e, without_data)),
     };
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-    Ok((schema, frame.collect().await?))
+    let Some(max_rows) = max_rows else { return Ok((schema, frame.collect().await?)) };
+    let mut stream = frame.execute_stream().await?;
+    let (mut batches, mut rows) = (Vec::new(), 0);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        rows += batch.num_rows();
+        if rows > max_rows {
+            return Err(QueryError::Refused(format!(
+                "the answer has more than {max_rows} rows; add a LIMIT or aggregate"
+            )));
+        }
+        batches.push(batch);
+    }
+    Ok((schema, batches))
 }
 
 /// A planning error in plain words: DataFusion's own text, once, and a table that is not

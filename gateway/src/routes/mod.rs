@@ -161,7 +161,13 @@ impl Route {
                 // An empty segment (`a//b`) captures nothing: it is not a value.
                 Segment::Capture(_) if parts[i].is_empty() => return None,
                 Segment::Capture(name) => {
-                    let value = parts[i].to_owned();
+                    // A URL path arrives percent-encoded; a topic or a CoAP option does not.
+                    let value = match transport {
+                        Transport::Http => {
+                            percent_encoding::percent_decode_str(parts[i]).decode_utf8_lossy().into_owned()
+                        }
+                        Transport::Mqtt | Transport::Coap => parts[i].to_owned(),
+                    };
                     match name.as_str() {
                         "dataset" => dataset = Some(value),
                         "source" => source = Some(value),
@@ -182,6 +188,8 @@ impl Route {
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// How many of `routes` are configured (they come first).
+    configured: usize,
 }
 
 impl RouteTable {
@@ -189,7 +197,14 @@ impl RouteTable {
         let defaults = [DEFAULT_SOURCE_ROUTE, DEFAULT_DATASET_ROUTE]
             .into_iter()
             .filter_map(|pattern| Route::new(pattern, None, None, None).ok());
-        RouteTable { routes: configured.into_iter().chain(defaults).collect() }
+        let count = configured.len();
+        RouteTable { routes: configured.into_iter().chain(defaults).collect(), configured: count }
+    }
+
+    /// The target of `address` by a configured route only (they win over a transport's own
+    /// paths, as over the defaults).
+    pub fn resolve_configured(&self, address: &str, transport: Transport) -> Option<Resolved> {
+        self.routes[..self.configured].iter().find_map(|route| route.matches(address, transport))
     }
 
     /// The target of `address` (a topic, or a path without its query), or `None` when no
@@ -229,6 +244,9 @@ mod tests {
         let r = t.resolve("/datasets/fleet", Transport::Coap).unwrap();
         assert_eq!((r.dataset.as_str(), r.source), ("fleet", None));
 
+        let r = t.resolve("/trackers/A%2017/gps", Transport::Http).unwrap();
+        assert_eq!(r.columns[0].1, "A 17", "a URL path is decoded");
+        assert!(t.resolve_configured("/datasets/gps", Transport::Http).is_none());
         let r = t.resolve("acme/eu/S-1/raw/v2", Transport::Mqtt).unwrap();
         assert_eq!(r.columns, vec![("station".to_string(), "S-1".to_string())]);
         assert!(t.resolve("acme/eu/S-1/raw", Transport::Http).is_none(), "limited to MQTT");

@@ -70,7 +70,7 @@ pub async fn run(
             .iter()
             .map(|s| format!("{}{}", s.definition.source_name, if s.active { "" } else { " (disabled)" }))
             .collect();
-        tracing::info!(dataset = dataset.name(), sources = %sources.join(", "), "dataset open; replaying its write-ahead log");
+        tracing::info!(dataset = dataset.name(), sources = %sources.join(", "), "dataset open");
     }
 
     let (stop, stopped) = watch::channel(false);

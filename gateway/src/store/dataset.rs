@@ -42,6 +42,15 @@ pub fn take_lock(path: &Path, timeout: Duration) -> Result<File, StoreError> {
     })
 }
 
+/// What `catch_up` found.
+#[derive(Debug)]
+pub enum CatchUp {
+    /// The blocks after the head the handle knew, oldest first.
+    New(Vec<MetadataBlock>),
+    /// The chain is not a continuation of the one the handle knew; it was read whole.
+    Replaced,
+}
+
 /// Proof that the dataset's write lock is held.
 pub struct WriteLock {
     _file: File,
@@ -171,10 +180,10 @@ impl Dataset {
     /// Takes in the blocks committed since this handle last looked (by another writer or
     /// process) and returns them, oldest first. Only the new blocks are read, so a handle
     /// kept open for months stays cheap to bring up to date.
-    pub fn catch_up(&mut self) -> Result<Vec<MetadataBlock>, StoreError> {
+    pub fn catch_up(&mut self) -> Result<CatchUp, StoreError> {
         let head = self.read_head()?;
         if head == self.state.head {
-            return Ok(Vec::new());
+            return Ok(CatchUp::New(Vec::new()));
         }
         tracing::debug!(dataset = %self.name, "head moved; reading the new blocks");
         let mut new = Vec::new();
@@ -189,7 +198,7 @@ impl Dataset {
             if next.is_none() && self.state.head.is_some() {
                 // Not a descendant of the head we knew: the chain was replaced; read it all.
                 self.reload()?;
-                return Ok(self.blocks()?.into_iter().rev().map(|(_, b)| b).collect());
+                return Ok(CatchUp::Replaced);
             }
         }
         let mut state = self.state.clone();
@@ -197,7 +206,7 @@ impl Dataset {
             state.apply(hash, block)?;
         }
         self.state = state;
-        Ok(new.into_iter().rev().map(|(_, block)| block).collect())
+        Ok(CatchUp::New(new.into_iter().rev().map(|(_, block)| block).collect()))
     }
 
     /// Removes the temp files that writers which are no longer running left behind. A writer

@@ -11,7 +11,8 @@ mod verify;
 
 pub use data_dir::DataDir;
 pub use dataset::{
-    BLOCKS, CHECKPOINTS, DATA, DEFAULT_LOCK_TIMEOUT, Dataset, HEAD, WriteLock, take_lock as lock_file,
+    BLOCKS, CHECKPOINTS, CatchUp, DATA, DEFAULT_LOCK_TIMEOUT, Dataset, HEAD, WriteLock,
+    take_lock as lock_file,
 };
 pub use error::StoreError;
 pub use fsio::{IoError, process_alive, sync_dir, write_atomic};

@@ -1,5 +1,6 @@
 //! The gateway binary, driven as a user drives it, for the end-to-end tests.
 
+#[allow(dead_code)]
 pub mod server;
 
 use std::path::{Path, PathBuf};

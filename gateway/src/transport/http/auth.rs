@@ -47,12 +47,7 @@ pub async fn principal(
                     .map_err(|_| ApiError::unauthorized("Basic credentials are not base64"))?;
                 let text = String::from_utf8_lossy(&decoded).into_owned();
                 let (name, password) = text.split_once(':').unwrap_or((&text, ""));
-                let (name, password, access) = (name.to_owned(), password.to_owned(), access.clone());
-                // argon2 takes tens of milliseconds on purpose: off the runtime's workers.
-                tokio::task::spawn_blocking(move || access.by_password(&name, password.as_bytes()))
-                    .await
-                    .map_err(|e| ApiError::internal(e.to_string()))?
-                    .map_err(denied)
+                access.by_password_async(name, password.as_bytes()).await.map_err(denied)
             }
             other => Err(ApiError::unauthorized(format!(
                 "authorization scheme '{other}' is not supported (use Bearer or Basic)"

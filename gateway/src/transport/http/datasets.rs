@@ -66,8 +66,14 @@ pub async fn source(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let pipeline = readable(&state, &peer, &headers, &name).await?;
-    let found = pipeline.resolve(Some(&source)).map_err(|e| ApiError::not_found(e.to_string()))?;
-    Ok(axum::Json(describe_source(found)).into_response())
+    // A disabled source is described too (its `active` says so).
+    let found = pipeline.sources().iter().find(|s| s.definition.source_name == source);
+    match found {
+        Some(found) => Ok(axum::Json(describe_source(found)).into_response()),
+        None => Err(ApiError::not_found(
+            pipeline.resolve(Some(&source)).err().map(|e| e.to_string()).unwrap_or_default(),
+        )),
+    }
 }
 
 pub async fn tail(
@@ -111,10 +117,10 @@ pub async fn readable(
     name: &str,
 ) -> Result<Arc<DatasetPipeline>, ApiError> {
     let who = principal(&state.access, headers, peer).await?;
-    let pipeline = state.pipeline.dataset(name)?.clone();
     if !state.access.may_query(&who, name) {
         return Err(denied(&who, name));
     }
+    let pipeline = state.pipeline.dataset(name)?.clone();
     Ok(pipeline)
 }
 

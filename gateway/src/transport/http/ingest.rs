@@ -26,6 +26,9 @@ use crate::ingest::InputFormat;
 use crate::pipeline::{Durability, Submission};
 use crate::routes::{Resolved, Transport};
 
+/// A body must arrive within this (slow senders would hold connections).
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The header kamu's clients send with the event time of records that carry none.
 const EVENT_TIME_HEADER: &str = "odf-event-time";
 
@@ -103,6 +106,11 @@ impl Push {
     ) -> Result<Response, ApiError> {
         let Push { target, address, event_time, wait } = self;
         let who = principal(&state.access, headers, peer).await?;
+        // Whether the caller may write there at all comes before whether it exists, so that
+        // dataset and source names are told only to those who may use them.
+        if !state.access.may_write_some(&who, &target.dataset) {
+            return Err(ApiError::forbidden(format!("{who} may not write to dataset '{}'", target.dataset)));
+        }
         let format = format_of(headers)?;
         let dataset = state.pipeline.dataset(&target.dataset)?;
         let source =
@@ -114,7 +122,24 @@ impl Push {
                 target.dataset
             )));
         }
-        let payload = read_body(body, state.max_body).await?;
+        // Refused before the body is read when it could not be taken anyway.
+        let announced =
+            headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if let Some(length) = announced {
+            if length > state.max_body {
+                return Err(too_big(state.max_body));
+            }
+            dataset.would_take(length)?;
+        }
+        let payload = match tokio::time::timeout(BODY_TIMEOUT, read_body(body, state.max_body)).await {
+            Ok(read) => read?,
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+                ));
+            }
+        };
         let submission = Submission {
             dataset: target.dataset.clone(),
             source: Some(source_name),
@@ -169,19 +194,21 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => Ok(bytes.to_vec()),
         Err(e) => {
-            let too_big = std::error::Error::source(&e)
+            let over = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
                 || e.to_string().contains("length limit");
-            if too_big {
-                Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "the body is over the limit of {limit} bytes (http.max_body); send smaller batches"
-                    ),
-                ))
+            if over {
+                Err(too_big(limit))
             } else {
                 Err(ApiError::bad_request(format!("cannot read the body: {e}")))
             }
         }
     }
+}
+
+fn too_big(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body is over the limit of {limit} bytes (http.max_body); send smaller batches"),
+    )
 }

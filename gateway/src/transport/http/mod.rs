@@ -50,7 +50,7 @@ pub struct HttpState {
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -65,7 +65,22 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/datasets/{ds}/{kind}/{hash}", get(transfer::object))
         .route("/{ds}/ingest", post(ingest::kamu))
         .fallback(fallback)
-        .with_state(state)
+        .with_state(state.clone());
+    Router::new().fallback_service(api).layer(axum::middleware::from_fn_with_state(state, configured_first))
+}
+
+/// A POST that a configured route matches is ingested there, whatever built-in path it
+/// looks like: configured routes are tried first.
+async fn configured_first(
+    state: axum::extract::State<Arc<HttpState>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let configured = state.routes.resolve_configured(request.uri().path(), crate::routes::Transport::Http);
+    if request.method() == Method::POST && configured.is_some() {
+        return ingest::routed(state, request).await;
+    }
+    next.run(request).await
 }
 
 /// A POST to any other path may be a configured route; anything else is not here.

@@ -48,6 +48,9 @@ pub async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
             waiting.push(json!({ "dataset": dataset.name(), "state": "ready", "failing": failing }));
         }
     }
+    for (dataset, reason) in state.pipeline.failed() {
+        waiting.push(json!({ "dataset": dataset, "state": format!("failed: {reason}") }));
+    }
     let ready = state.pipeline.ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(json!({ "ready": ready, "datasets": waiting }))).into_response()

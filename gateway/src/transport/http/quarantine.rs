@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::HttpState;
-use super::auth::Peer;
+use super::auth::{Peer, principal};
 use super::datasets::readable;
 use super::reply::ApiError;
 use crate::pipeline::QuarantineError;
@@ -61,6 +61,11 @@ pub async fn purge(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let pipeline = readable(&state, &peer, &headers, &name).await?;
+    // Reading the quarantine takes a read grant; clearing it takes a write grant as well.
+    let who = principal(&state.access, &headers, &peer).await?;
+    if !state.access.may_write_some(&who, &name) {
+        return Err(ApiError::forbidden(format!("{who} may not purge the quarantine of '{name}'")));
+    }
     let before = match params.get("before") {
         None => None,
         Some(text) => Some(

@@ -17,6 +17,8 @@ use crate::query::{self as sql, guard};
 
 /// Queries longer than this are refused: a query is typed, not uploaded.
 const MAX_QUERY: usize = 256 * 1024;
+/// What one query over HTTP may take: memory for its operators, and rows in its answer.
+const LIMITS: sql::Limits = sql::Limits { memory: Some(256 * 1024 * 1024), rows: Some(1_000_000) };
 
 #[derive(serde::Deserialize)]
 struct JsonQuery {
@@ -63,14 +65,14 @@ pub async fn run(
     let (ctx, without_data) = tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         state2.readers.with_all(&refs, |readers| {
-            Ok::<_, sql::QueryError>((sql::session_of(readers)?, sql::without_data(readers)))
+            Ok::<_, sql::QueryError>((sql::session_within(readers, &LIMITS)?, sql::without_data(readers)))
         })
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
     .map_err(query_error)?
     .map_err(query_error)?;
-    let (schema, batches) = sql::run(ctx, &text, &without_data).await.map_err(query_error)?;
+    let (schema, batches) = sql::run(ctx, &text, &without_data, LIMITS.rows).await.map_err(query_error)?;
 
     let mut bytes = Vec::new();
     let written = if csv {

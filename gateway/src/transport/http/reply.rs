@@ -76,6 +76,8 @@ impl From<SubmitError> for ApiError {
             },
             SubmitError::Busy { retry_after, .. } => ApiError::unavailable(message, retry_after),
             SubmitError::Unavailable(_) => ApiError::unavailable(message, Duration::from_secs(5)),
+            // Not retryable blindly: the payload may be stored already.
+            SubmitError::Uncertain(_) => ApiError::internal(message),
         }
     }
 }
