@@ -8,6 +8,7 @@
 //!
 //!     cargo build --release --bin odf-gateway   # or set ODF_GATEWAY_BIN
 //!     cargo run --release --example http_bench [-- --seconds 10]
+//!     BENCH_ONLY=64x100 cargo run --release --example http_bench   # one run: clients x batch
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -72,6 +73,8 @@ impl Connection {
 struct Load {
     acked_records: usize,
     requests: usize,
+    /// Pushed back (503, or the connection closed on an unread body).
+    busy: usize,
     latencies_ms: Vec<f64>,
     elapsed: Duration,
 }
@@ -84,32 +87,45 @@ fn load(addr: SocketAddr, clients: usize, batch: usize, seconds: f64) -> anyhow:
     let mut threads = Vec::new();
     for _ in 0..clients {
         let next = next.clone();
-        threads.push(std::thread::spawn(move || -> anyhow::Result<(usize, Vec<f64>)> {
+        threads.push(std::thread::spawn(move || -> anyhow::Result<(usize, Vec<f64>, usize)> {
             let mut connection = Connection::open(addr)?;
-            let (mut acked, mut latencies) = (0, Vec::new());
+            let (mut acked, mut latencies, mut busy) = (0, Vec::new(), 0);
             let mut body = Vec::with_capacity(batch * 160);
             while Instant::now() < deadline {
                 let from = next.fetch_add(batch, Ordering::Relaxed);
                 body.clear();
                 gps_records::write_records(&mut body, from, batch)?;
                 let sent = Instant::now();
-                let status = connection.post(PATH, &body)?;
+                let status = match connection.post(PATH, &body) {
+                    Ok(status) => status,
+                    // A server that refuses a body before reading it (503) closes the
+                    // connection: open another and go on.
+                    Err(_) => {
+                        busy += 1;
+                        connection = Connection::open(addr)?;
+                        continue;
+                    }
+                };
                 latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
                 match status {
                     200 | 202 => acked += batch,
                     // Pushed back: wait as told, and go on.
-                    503 => std::thread::sleep(Duration::from_millis(100)),
+                    503 => {
+                        busy += 1;
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                     other => bail!("unexpected status {other}"),
                 }
             }
-            Ok((acked, latencies))
+            Ok((acked, latencies, busy))
         }));
     }
     let mut result =
-        Load { acked_records: 0, requests: 0, latencies_ms: Vec::new(), elapsed: Duration::ZERO };
+        Load { acked_records: 0, requests: 0, busy: 0, latencies_ms: Vec::new(), elapsed: Duration::ZERO };
     for thread in threads {
-        let (acked, latencies) = thread.join().map_err(|_| anyhow::anyhow!("a client panicked"))??;
+        let (acked, latencies, busy) = thread.join().map_err(|_| anyhow::anyhow!("a client panicked"))??;
         result.acked_records += acked;
+        result.busy += busy;
         result.requests += latencies.len();
         result.latencies_ms.extend(latencies);
     }
@@ -129,6 +145,14 @@ struct Gateway {
     child: Child,
     addr: SocketAddr,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for Gateway {
+    /// A run that fails part way must not leave a gateway running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn start_gateway(bin: &Path) -> anyhow::Result<Gateway> {
@@ -221,10 +245,18 @@ fn main() -> anyhow::Result<()> {
     let reference = reference_server()?;
     println!("{seconds} s per run; records/s = acknowledged records / time until the last is committed");
     println!(
-        "{:>7} {:>6}  {:>11} {:>9} {:>9} {:>9}  {:>13} {:>7}",
-        "clients", "batch", "records/s", "p50 ms", "p99 ms", "RSS MiB", "reference r/s", "ratio"
+        "{:>7} {:>6}  {:>11} {:>9} {:>9} {:>6} {:>9}  {:>13} {:>7}",
+        "clients", "batch", "records/s", "p50 ms", "p99 ms", "503s", "RSS MiB", "reference r/s", "ratio"
     );
-    for (clients, batch) in [(1, 1), (64, 1), (1, 100), (64, 100)] {
+    let runs: Vec<(usize, usize)> = match std::env::var("BENCH_ONLY") {
+        Ok(only) => only
+            .split(',')
+            .filter_map(|r| r.split_once('x'))
+            .filter_map(|(c, b)| Some((c.parse().ok()?, b.parse().ok()?)))
+            .collect(),
+        Err(_) => vec![(1, 1), (64, 1), (1, 100), (64, 100)],
+    };
+    for (clients, batch) in runs {
         let mut gateway = start_gateway(&bin)?;
         let run = load(gateway.addr, clients, batch, seconds)?;
         let waiting = Instant::now();
@@ -239,17 +271,20 @@ fn main() -> anyhow::Result<()> {
         let rate = run.acked_records as f64 / total.as_secs_f64();
         let rss = peak_rss_mib(gateway.child.id());
         let _ = Command::new("kill").arg("-TERM").arg(gateway.child.id().to_string()).status();
-        let _ = gateway.child.wait();
+        let stopping = Instant::now();
+        let status = gateway.child.wait()?;
+        eprintln!("gateway stopped in {:.1} s: {status}", stopping.elapsed().as_secs_f64());
 
         let plain = load(reference, clients, batch, seconds.min(5.0))?;
         let plain_rate = plain.acked_records as f64 / plain.elapsed.as_secs_f64();
         println!(
-            "{:>7} {:>6}  {:>11.0} {:>9.2} {:>9.2} {:>9.1}  {:>13.0} {:>7.2}",
+            "{:>7} {:>6}  {:>11.0} {:>9.2} {:>9.2} {:>6} {:>9.1}  {:>13.0} {:>7.2}",
             clients,
             batch,
             rate,
             percentile(&run.latencies_ms, 0.5),
             percentile(&run.latencies_ms, 0.99),
+            run.busy,
             rss,
             plain_rate,
             rate / plain_rate

@@ -288,6 +288,7 @@ impl Committer {
     /// Quarantines entries that can never be committed and records the log position past
     /// them; `false` if that could not be done yet.
     fn give_up(&mut self, source: &str, entries: &[Logged], reason: &str) -> bool {
+        tracing::warn!(dataset = %self.dataset, source, entries = entries.len(), "cannot be committed, so quarantined: {reason}");
         for logged in entries {
             if let Err(e) = self.put_quarantine(&logged.entry, vec![Rejection::whole(reason)], 0) {
                 tracing::error!(dataset = %self.dataset, source, "cannot write to the quarantine: {e}; retrying");
