@@ -28,6 +28,8 @@ use crate::routes::{Resolved, Transport};
 
 /// A body must arrive within this (slow senders would hold connections).
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long the body of a refused request is read for before the answer goes out anyway.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The header kamu's clients send with the event time of records that carry none.
 const EVENT_TIME_HEADER: &str = "odf-event-time";
@@ -46,7 +48,7 @@ pub async fn routed(State(state): State<Arc<HttpState>>, request: Request) -> Re
     };
     let wait = parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "wait=commit"));
     let push = Push { target: resolved, address: format!("POST {path}"), event_time: None, wait };
-    push.run(&state, &peer, &parts.headers, body).await.unwrap_or_else(IntoResponse::into_response)
+    push.answer(&state, &peer, &parts.headers, body).await
 }
 
 pub async fn kamu(
@@ -83,7 +85,7 @@ pub async fn kamu(
         event_time,
         wait: true,
     };
-    push.run(&state, &peer, &headers, body).await.unwrap_or_else(IntoResponse::into_response)
+    push.answer(&state, &peer, &headers, body).await
 }
 
 /// A push to a resolved target.
@@ -97,12 +99,31 @@ struct Push {
 }
 
 impl Push {
+    /// The reply. A request refused before its body was read has the body read and dropped
+    /// first (up to the body limit), so that the client sees the answer rather than a reset
+    /// connection or stream.
+    async fn answer(self, state: &HttpState, peer: &Peer, headers: &HeaderMap, body: Body) -> Response {
+        let mut body = Some(body);
+        match self.run(state, peer, headers, &mut body).await {
+            Ok(response) => response,
+            Err(error) => {
+                let announced =
+                    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+                if let Some(body) = body.filter(|_| announced.is_none_or(|n| n <= state.max_body)) {
+                    let _ =
+                        tokio::time::timeout(DRAIN_TIMEOUT, axum::body::to_bytes(body, state.max_body)).await;
+                }
+                error.into_response()
+            }
+        }
+    }
+
     async fn run(
         self,
         state: &HttpState,
         peer: &Peer,
         headers: &HeaderMap,
-        body: Body,
+        body: &mut Option<Body>,
     ) -> Result<Response, ApiError> {
         let Push { target, address, event_time, wait } = self;
         let who = principal(&state.access, headers, peer).await?;
@@ -131,6 +152,7 @@ impl Push {
             }
             dataset.would_take(length)?;
         }
+        let body = body.take().ok_or_else(|| ApiError::internal("the body was read already"))?;
         let payload = match tokio::time::timeout(BODY_TIMEOUT, read_body(body, state.max_body)).await {
             Ok(read) => read?,
             Err(_) => {
