@@ -7,9 +7,11 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
-# Debian peers: curl for the HTTPS tests (mosquitto and libcoap3-bin join with their
-# transports). Python is needed by the interop tests; any python3 on the PATH will do.
-debian_packages=(curl)
+# Debian peers: curl (HTTPS tests), mosquitto and its clients (MQTT tests, the bridge's
+# upstream, the benchmark's plain broker), libcoap3-bin (CoAP), strace (the test that a
+# PUBACK never comes before the fsync). Python is needed by the interop tests; any python3 on
+# the PATH will do.
+debian_packages=(curl mosquitto mosquitto-clients libcoap3-bin strace)
 command -v python3 >/dev/null || debian_packages+=(python3 python3-pip)
 missing=()
 for pkg in "${debian_packages[@]}"; do

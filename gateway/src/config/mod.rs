@@ -27,6 +27,7 @@ pub struct RawConfig {
     /// Manifests applied at start (a file or a folder of `*.yaml`); a missing folder is skipped.
     pub schemas: PathBuf,
     pub http: HttpConfig,
+    pub mqtt: MqttConfig,
     pub pipeline: PipelineConfig,
     /// What clients without credentials may do. Without a configuration file: everything
     /// (listeners are on loopback); with one: nothing unless this section says so.
@@ -65,6 +66,85 @@ pub struct TlsConfig {
     pub client_ca: Option<PathBuf>,
     #[serde(default)]
     pub require_client_cert: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    pub enabled: bool,
+    /// Plain MQTT listeners (v3.1.1 and v5).
+    pub listen: Vec<String>,
+    /// MQTT over TLS listeners (need `[mqtt.tls]`), e.g. `["[::]:8883"]`.
+    pub tls_listen: Vec<String>,
+    /// MQTT over WebSocket listeners (path `/mqtt`).
+    pub ws_listen: Vec<String>,
+    /// When a publish is acknowledged: `durable` (after the write-ahead log's fsync) or
+    /// `received` (after the write; the fsync follows within the group).
+    pub ack: crate::transport::mqtt::AckPolicy,
+    pub max_packet_size: Size,
+    /// QoS 1/2 publishes a client may have unacknowledged at once.
+    pub max_inflight: u16,
+    pub max_connections: usize,
+    /// How long a persistent session (clean start off) is kept for a device that went away.
+    #[serde(with = "humantime_serde")]
+    pub session_expiry: Duration,
+    pub tls: Option<MqttTlsConfig>,
+    /// Upstream brokers to take messages from.
+    #[serde(rename = "bridge")]
+    pub bridges: Vec<BridgeConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    pub name: String,
+    pub host: String,
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// Default `odf-gateway-{name}`; give each gateway of a shared subscription its own.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The upstream password, in clear (it is sent to the upstream broker): keep the file
+    /// readable by the gateway only.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PEM CA of the upstream broker: TLS to it; with `tls_cert`/`tls_key`, a client certificate.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Topic filters; `$share/{group}/{filter}` to split the load with other gateways.
+    pub subscribe: Vec<String>,
+    #[serde(default = "default_bridge_qos")]
+    pub qos: u8,
+    /// Off (the default): a persistent session upstream keeps messages while the gateway is down.
+    #[serde(default)]
+    pub clean_session: bool,
+    /// An identity whose write grants bound where the bridge's messages may go.
+    #[serde(default)]
+    pub identity: Option<String>,
+}
+
+fn default_mqtt_port() -> u16 {
+    1883
+}
+
+fn default_bridge_qos() -> u8 {
+    1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// With it, TLS clients must present a certificate it signed (its subject maps to an
+    /// identity); rmqtt has no "optional" client certificates.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,6 +222,7 @@ impl Default for RawConfig {
             data_dir: PathBuf::from("odf-data"),
             schemas: PathBuf::from("schemas"),
             http: HttpConfig::default(),
+            mqtt: MqttConfig::default(),
             pipeline: PipelineConfig::default(),
             anonymous: None,
             identities: Vec::new(),
@@ -159,6 +240,24 @@ impl Default for HttpConfig {
             max_connections: 1024,
             commit_wait: Duration::from_secs(30),
             tls: None,
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> MqttConfig {
+        MqttConfig {
+            enabled: true,
+            listen: vec!["127.0.0.1:1883".into()],
+            tls_listen: Vec::new(),
+            ws_listen: Vec::new(),
+            ack: crate::transport::mqtt::AckPolicy::Durable,
+            max_packet_size: Size(1024 * 1024),
+            max_inflight: 16,
+            max_connections: 10_000,
+            session_expiry: Duration::from_secs(2 * 3600),
+            tls: None,
+            bridges: Vec::new(),
         }
     }
 }
@@ -199,6 +298,9 @@ pub struct ServeConfig {
     /// Whether a file was given (without one, everything is open on loopback).
     pub from_file: bool,
     pub http_listen: Vec<SocketAddr>,
+    /// `None` when MQTT is off.
+    pub mqtt: Option<crate::transport::mqtt::BrokerOptions>,
+    pub bridges: Vec<crate::transport::mqtt::bridge::BridgeOptions>,
     pub pipeline: PipelineOptions,
     pub routes: RouteTable,
     pub access: AccessTable,
@@ -267,6 +369,8 @@ impl RawConfig {
                 return Err(invalid("http.tls.require_client_cert", "needs http.tls.client_ca"));
             }
         }
+        let mqtt = self.check_mqtt()?;
+        let bridges = self.check_bridges()?;
         let p = &self.pipeline;
         if p.flush_interval.is_zero() {
             return Err(invalid("pipeline.flush_interval", "must be above 0 (e.g. \"1s\")"));
@@ -367,10 +471,123 @@ impl RawConfig {
             raw: self,
             from_file,
             http_listen,
+            mqtt,
+            bridges,
             pipeline,
             routes: RouteTable::new(routes),
             access,
         })
+    }
+
+    fn check_bridges(&self) -> Result<Vec<crate::transport::mqtt::bridge::BridgeOptions>, ConfigError> {
+        use crate::transport::mqtt::bridge::{BridgeOptions, BridgeTls};
+        let mut bridges = Vec::new();
+        for (i, b) in self.mqtt.bridges.iter().enumerate() {
+            let field = |f: &str| format!("mqtt.bridge[{i}] ({}).{f}", b.name);
+            if b.subscribe.is_empty() {
+                return Err(invalid(field("subscribe"), "give at least one topic filter"));
+            }
+            if b.qos > 2 {
+                return Err(invalid(field("qos"), "must be 0, 1 or 2"));
+            }
+            if b.username.is_some() != b.password.is_some() {
+                return Err(invalid(field("password"), "give both username and password, or neither"));
+            }
+            if b.tls_cert.is_some() != b.tls_key.is_some() {
+                return Err(invalid(field("tls_key"), "give both tls_cert and tls_key, or neither"));
+            }
+            for (name, path) in [("tls_ca", &b.tls_ca), ("tls_cert", &b.tls_cert), ("tls_key", &b.tls_key)] {
+                if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
+                    return Err(invalid(field(name), format!("{} is not a file", path.display())));
+                }
+            }
+            if b.tls_cert.is_some() && b.tls_ca.is_none() {
+                return Err(invalid(field("tls_ca"), "a client certificate needs TLS: give tls_ca"));
+            }
+            bridges.push(BridgeOptions {
+                name: b.name.clone(),
+                host: b.host.clone(),
+                port: b.port,
+                client_id: b.client_id.clone().unwrap_or_else(|| format!("odf-gateway-{}", b.name)),
+                username: b.username.clone(),
+                password: b.password.clone(),
+                tls: b.tls_ca.clone().map(|ca| BridgeTls {
+                    ca,
+                    cert: b.tls_cert.clone(),
+                    key: b.tls_key.clone(),
+                }),
+                subscribe: b.subscribe.clone(),
+                qos: b.qos,
+                clean_session: b.clean_session,
+                identity: b.identity.clone(),
+            });
+        }
+        Ok(bridges)
+    }
+
+    fn check_mqtt(&self) -> Result<Option<crate::transport::mqtt::BrokerOptions>, ConfigError> {
+        let m = &self.mqtt;
+        if !m.enabled {
+            return Ok(None);
+        }
+        let addresses = |field: &str, list: &[String]| {
+            list.iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    a.parse::<SocketAddr>().map_err(|e| {
+                        invalid(
+                            format!("mqtt.{field}[{i}]"),
+                            format!("'{a}' is not an address such as 127.0.0.1:1883: {e}"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let (listen, tls_listen, ws_listen) = (
+            addresses("listen", &m.listen)?,
+            addresses("tls_listen", &m.tls_listen)?,
+            addresses("ws_listen", &m.ws_listen)?,
+        );
+        if listen.is_empty() && tls_listen.is_empty() && ws_listen.is_empty() {
+            return Err(invalid("mqtt.listen", "give at least one address, or set mqtt.enabled = false"));
+        }
+        let tls = match (&m.tls, tls_listen.is_empty()) {
+            (None, false) => return Err(invalid("mqtt.tls_listen", "needs [mqtt.tls] with cert and key")),
+            (None, true) => None,
+            (Some(t), _) => {
+                for (field, path) in [
+                    ("mqtt.tls.cert", Some(&t.cert)),
+                    ("mqtt.tls.key", Some(&t.key)),
+                    ("mqtt.tls.client_ca", t.client_ca.as_ref()),
+                ] {
+                    if let Some(path) = path.filter(|p| !p.is_file()) {
+                        return Err(invalid(field, format!("{} is not a file", path.display())));
+                    }
+                }
+                Some(crate::transport::mqtt::TlsFiles {
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                    client_ca: t.client_ca.clone(),
+                })
+            }
+        };
+        let max_packet_size = u32::try_from(m.max_packet_size.0)
+            .ok()
+            .filter(|&n| n >= 1024 && n as usize <= crate::pipeline::MAX_PAYLOAD)
+            .ok_or_else(|| invalid("mqtt.max_packet_size", "must be from 1 KiB to 255 MiB"))?;
+        let max_inflight = std::num::NonZeroU16::new(m.max_inflight)
+            .ok_or_else(|| invalid("mqtt.max_inflight", "must be above 0"))?;
+        Ok(Some(crate::transport::mqtt::BrokerOptions {
+            listen,
+            tls_listen,
+            ws_listen,
+            tls,
+            ack: m.ack,
+            max_packet_size,
+            max_inflight,
+            max_connections: m.max_connections.max(1),
+            session_expiry: m.session_expiry,
+        }))
     }
 }
 
@@ -395,7 +612,8 @@ impl ServeConfig {
     /// Listeners on addresses other than loopback, for the warning that anonymous clients
     /// reach them.
     pub fn exposed(&self) -> Vec<SocketAddr> {
-        self.http_listen.iter().copied().filter(|a| !a.ip().is_loopback()).collect()
+        let mqtt = self.mqtt.iter().flat_map(|m| m.listen.iter().chain(&m.tls_listen).chain(&m.ws_listen));
+        self.http_listen.iter().chain(mqtt).copied().filter(|a| !a.ip().is_loopback()).collect()
     }
 }
 

@@ -18,6 +18,7 @@ use crate::pipeline::{Pipeline, PipelineError};
 use crate::query::Readers;
 use crate::store::{DataDir, StoreError};
 use crate::transport::http::{self, HttpState};
+use crate::transport::mqtt::{AckPolicy, Broker};
 use crate::transport::tls;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,8 @@ pub enum ServeError {
     Bind { what: &'static str, addr: SocketAddr, error: std::io::Error },
     #[error("{0}")]
     Tls(String),
+    #[error(transparent)]
+    Mqtt(#[from] crate::transport::mqtt::BrokerError),
     #[error("cannot write {path}: {error}")]
     AddressesFile { path: String, error: std::io::Error },
 }
@@ -40,6 +43,7 @@ pub enum ServeError {
 #[derive(Debug, Default, Serialize)]
 pub struct Addresses {
     pub http: Vec<String>,
+    pub mqtt: crate::transport::mqtt::BrokerAddresses,
 }
 
 /// How a run is set up beyond the configuration.
@@ -57,8 +61,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let exposed = config.exposed();
-    let ServeConfig { raw, from_file, http_listen, pipeline: mut pipeline_options, routes, access } = config;
+    let ServeConfig {
+        raw,
+        from_file,
+        http_listen,
+        mqtt,
+        bridges,
+        pipeline: mut pipeline_options,
+        routes,
+        access,
+    } = config;
     let access = Arc::new(access);
+    let routes = Arc::new(routes);
     let data_dir = DataDir::create(&options.data_dir)?;
     apply_schemas(&data_dir, &raw.schemas, options.system_time).await?;
 
@@ -86,7 +100,7 @@ pub async fn run(
         };
         let state = Arc::new(HttpState {
             pipeline: pipeline.clone(),
-            routes: Arc::new(routes),
+            routes: routes.clone(),
             access: access.clone(),
             readers: Readers::new(data_dir.clone()),
             metrics: http::metrics_handle(),
@@ -124,6 +138,45 @@ pub async fn run(
             )));
         }
     }
+    let anonymous =
+        if access.allows_anonymous() { "anonymous clients allowed" } else { "credentials required" };
+    let broker = match &mqtt {
+        None => None,
+        Some(options) => {
+            let broker = Broker::start(options, pipeline.clone(), routes.clone(), access.clone()).await?;
+            for (kind, addrs) in [
+                ("mqtt", &broker.addresses.tcp),
+                ("mqtts", &broker.addresses.tls),
+                ("mqtt over websocket", &broker.addresses.ws),
+            ] {
+                for addr in addrs {
+                    tracing::info!(
+                        "{kind} listening on {addr}, {anonymous}, acknowledged {}",
+                        match options.ack {
+                            AckPolicy::Durable => "once on disk",
+                            AckPolicy::Received => "once written (before the fsync)",
+                        }
+                    );
+                }
+            }
+            addresses.mqtt = broker.addresses.clone();
+            Some(broker)
+        }
+    };
+    let mut bridge_tasks = Vec::new();
+    for options in bridges {
+        let name = options.name.clone();
+        let task = crate::transport::mqtt::bridge::spawn(
+            options,
+            pipeline.clone(),
+            routes.clone(),
+            access.clone(),
+            stopped.clone(),
+        )
+        .map_err(|e| ServeError::Tls(format!("bridge {name}: {e}")))?;
+        tracing::info!(bridge = %name, "bridge started");
+        bridge_tasks.push(task);
+    }
     if !from_file {
         tracing::info!(
             "no configuration file: listening on loopback only, anonymous clients may write and read everything"
@@ -138,6 +191,12 @@ pub async fn run(
     shutdown.await;
     tracing::info!("stopping: no new requests; committing what was accepted");
     let _ = stop.send(true);
+    if let Some(broker) = broker {
+        broker.shutdown().await;
+    }
+    for task in bridge_tasks {
+        let _ = task.await;
+    }
     for server in servers {
         match server.await {
             Ok(Ok(())) => {}

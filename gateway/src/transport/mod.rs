@@ -3,7 +3,9 @@
 //! decodes payloads.
 //!
 //! - `http`: the HTTP API (ingest, datasets, query, ODF transfer, quarantine, metrics).
+//! - `mqtt`: the embedded MQTT broker, whose acknowledgement waits for the write-ahead log.
 //! - `tls`: TLS settings from PEM files.
 
 pub mod http;
+pub mod mqtt;
 pub mod tls;

@@ -16,14 +16,24 @@ pub struct Server {
     child: Option<Child>,
     pub root: PathBuf,
     pub http: SocketAddr,
+    /// The first plain MQTT listener, when MQTT is on.
+    pub mqtt: Option<SocketAddr>,
+    /// The first MQTT over TLS listener.
+    pub mqtts: Option<SocketAddr>,
     config: PathBuf,
     log: PathBuf,
 }
 
-/// A config for tests: HTTP on a free loopback port, a short flush interval.
+/// A config for tests: HTTP and MQTT on free loopback ports, a short flush interval,
+/// anonymous clients allowed.
 pub fn config(extra: &str) -> String {
+    config_with("", "write = [\"*\"]\nquery = [\"*\"]\nsubscribe = [\"#\"]\n", extra)
+}
+
+/// As `config`, with more `[mqtt]` keys and the `[anonymous]` grants given.
+pub fn config_with(mqtt: &str, anonymous: &str, extra: &str) -> String {
     format!(
-        "[http]\nlisten = [\"127.0.0.1:0\"]\n\n[pipeline]\nflush_interval = \"100ms\"\n\n[anonymous]\nwrite = [\"*\"]\nquery = [\"*\"]\n\n{extra}"
+        "[http]\nlisten = [\"127.0.0.1:0\"]\n\n[mqtt]\nlisten = [\"127.0.0.1:0\"]\n{mqtt}\n\n[pipeline]\nflush_interval = \"100ms\"\n\n[anonymous]\n{anonymous}\n{extra}"
     )
 }
 
@@ -59,6 +69,8 @@ impl Server {
             child: Some(child),
             root: root.to_owned(),
             http: "127.0.0.1:1".parse().unwrap(),
+            mqtt: None,
+            mqtts: None,
             config,
             log,
         };
@@ -75,6 +87,8 @@ impl Server {
         };
         let addresses: Value = serde_json::from_str(&text).unwrap();
         server.http = addresses["http"][0].as_str().unwrap().parse().unwrap();
+        server.mqtt = addresses["mqtt"]["tcp"][0].as_str().map(|a| a.parse().unwrap());
+        server.mqtts = addresses["mqtt"]["tls"][0].as_str().map(|a| a.parse().unwrap());
         while server.get("/readyz").status != 200 {
             assert!(started.elapsed() < START_TIMEOUT, "the gateway did not get ready:\n{}", server.log());
             std::thread::sleep(Duration::from_millis(20));

@@ -1,0 +1,597 @@
+//! The embedded MQTT broker as devices use it, with clients we did not write (mosquitto's
+//! `mosquitto_pub`, `mosquitto_sub`, `mosquitto_rr`; rumqttc for the crash test): every
+//! protocol version and QoS, topic routes, content types, credentials and authorization,
+//! reason codes, TLS, and the acknowledgement that means "on disk".
+
+#[allow(dead_code)]
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::server::{GPS, Server, config, config_with, schemas};
+use serde_json::Value;
+
+const TOPIC_A: &str = "datasets/gps/sources/vendorA";
+
+fn report(device: &str, seq: u64) -> String {
+    format!(
+        r#"{{"device_id":"{device}","seq":{seq},"t":"2026-01-01T00:00:{:02}Z","lat":49.2,"lon":-123.1}}"#,
+        seq % 60
+    )
+}
+
+fn gps_server(toml: &str) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("gps.yaml", GPS)]);
+    let server = Server::start(dir.path(), toml);
+    (dir, server)
+}
+
+/// `mosquitto_pub` against the gateway's plain MQTT listener.
+fn publish(server: &Server, args: &[&str]) -> Output {
+    let addr = server.mqtt.expect("mqtt is on");
+    Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &addr.port().to_string()])
+        .args(args)
+        .output()
+        .expect("mosquitto_pub (tests/run.sh installs mosquitto-clients)")
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// The dataset's records, once there are `n` (the commit follows within the flush interval).
+fn records(server: &Server, dataset: &str, n: usize) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let response = server.get(&format!("/datasets/{dataset}/tail?limit=10000"));
+        assert_eq!(response.status, 200, "{}", response.text());
+        let rows = response.lines();
+        if rows.len() >= n || started.elapsed() > Duration::from_secs(30) {
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn every_protocol_version_and_qos_is_committed() {
+    let (_dir, server) = gps_server(&config(""));
+    let mut seq = 0;
+    for version in ["mqttv311", "mqttv5"] {
+        for qos in ["0", "1", "2"] {
+            seq += 1;
+            let out = publish(&server, &["-V", version, "-q", qos, "-t", TOPIC_A, "-m", &report("A-1", seq)]);
+            assert!(out.status.success(), "{version} qos {qos}: {}", text(&out));
+        }
+    }
+    let rows = records(&server, "gps", 6);
+    let mut seqs: Vec<u64> = rows.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=6).collect::<Vec<_>>(), "{rows:?}");
+}
+
+#[test]
+fn a_topic_route_fills_a_column_and_the_content_type_chooses_the_format() {
+    let extra =
+        "[[route]]\npattern = \"trackers/{device_id}/gps\"\ndataset = \"gps\"\nsource = \"vendorA\"\n";
+    let (_dir, server) = gps_server(&config(extra));
+    let csv = "seq,t,lat,lon\n7,2026-01-01T00:00:00Z,49.2,-123.1\n";
+    let out = publish(
+        &server,
+        &[
+            "-V",
+            "mqttv5",
+            "-q",
+            "1",
+            "-t",
+            "trackers/A-42/gps",
+            "-D",
+            "publish",
+            "content-type",
+            "text/csv",
+            "-m",
+            csv,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let rows = records(&server, "gps", 1);
+    assert_eq!((rows[0]["device_id"].as_str(), rows[0]["seq"].as_u64()), (Some("A-42"), Some(7)), "{rows:?}");
+}
+
+#[test]
+fn v5_reason_codes_say_what_was_wrong() {
+    let (_dir, server) = gps_server(&config(""));
+    // `-d` shows the PUBACK's reason code; the reason string follows the warning.
+    let v5 = |topic: &str, message: &str| {
+        text(&publish(&server, &["-d", "-V", "mqttv5", "-q", "1", "-t", topic, "-m", message]))
+    };
+    let out = v5(TOPIC_A, "not json at all");
+    assert!(out.contains("RC:153") && out.contains("malformed JSON"), "0x99 payload format invalid: {out}");
+    let out = v5("somewhere/else", &report("A-1", 1));
+    assert!(out.contains("RC:144") && out.contains("no route for topic"), "0x90 topic name invalid: {out}");
+    let out = v5(TOPIC_A, &report("A-1", 1));
+    assert!(out.contains("received PUBACK (Mid: 1, RC:0)"), "{out}");
+    // The bad payload is in the quarantine, with the topic and the client.
+    let listed = server.get("/datasets/gps/quarantine").json();
+    let entry = &listed["entries"][0];
+    assert!(entry["sender"].as_str().unwrap().starts_with("mqtt client"), "{listed}");
+    assert!(entry["route"].as_str().unwrap().contains(TOPIC_A), "{listed}");
+}
+
+#[test]
+fn a_response_topic_gets_the_outcome_with_the_correlation_data() {
+    let (_dir, server) = gps_server(&config(""));
+    let addr = server.mqtt.unwrap();
+    let out = Command::new("mosquitto_rr")
+        .args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-V", "mqttv5", "-q", "1"])
+        .args(["-t", TOPIC_A, "-e", "replies/A-1", "-D", "publish", "correlation-data", "req-17", "-W", "20"])
+        .args(["-m", &format!("{}\n{{\"seq\": \"x\"}}\n", report("A-1", 1))])
+        .output()
+        .expect("mosquitto_rr");
+    assert!(out.status.success(), "{}", text(&out));
+    let reply: Value =
+        serde_json::from_slice(out.stdout.trim_ascii()).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(reply["accepted"], 1, "{reply}");
+    assert_eq!(reply["rejected"][0]["field"], "seq", "{reply}");
+}
+
+#[test]
+fn credentials_and_grants_keep_each_vendor_to_its_own_source() {
+    let hash = odf_gateway::access::hash_password(b"secret-a").unwrap();
+    let extra = format!(
+        "[[identity]]\nname = \"vendorA\"\npassword_hash = \"{hash}\"\nwrite = [\"gps/vendorA\"]\nsubscribe = [\"replies/vendorA/#\"]\n"
+    );
+    // Anonymous clients may read (for this test's checks) but not write.
+    let (_dir, server) = gps_server(&config_with("", "query = [\"*\"]\n", &extra));
+    let as_a = ["-u", "vendorA", "-P", "secret-a"];
+    let out = publish(
+        &server,
+        &[&as_a[..], &["-V", "mqttv5", "-q", "1", "-t", TOPIC_A, "-m", &report("A-1", 1)]].concat(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = publish(
+        &server,
+        &[&as_a[..], &["-d", "-V", "mqttv5", "-q", "1", "-t", "datasets/gps/sources/vendorB", "-m", "x"]]
+            .concat(),
+    );
+    assert!(text(&out).contains("RC:135") && text(&out).contains("may not write"), "0x87: {}", text(&out));
+    let out = publish(&server, &["-d", "-V", "mqttv5", "-q", "1", "-t", TOPIC_A, "-m", &report("A-1", 2)]);
+    assert!(text(&out).contains("RC:135"), "anonymous: {}", text(&out));
+    let out = publish(
+        &server,
+        &["-u", "vendorA", "-P", "wrong", "-q", "1", "-t", TOPIC_A, "-m", &report("A-1", 3)],
+    );
+    assert!(!out.status.success(), "a wrong password: {}", text(&out));
+    // v3.1.1 writing where it may not is disconnected, never acknowledged.
+    let out = publish(
+        &server,
+        &[&as_a[..], &["-V", "mqttv311", "-q", "1", "-t", "datasets/gps/sources/vendorB", "-m", "x"]]
+            .concat(),
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    // Subscriptions only to what the grants say.
+    let port = server.mqtt.unwrap().port().to_string();
+    let sub = |topic: &str| {
+        Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-u",
+                "vendorA",
+                "-P",
+                "secret-a",
+                "-V",
+                "mqttv5",
+                "-t",
+                topic,
+                "-W",
+                "1",
+            ])
+            .output()
+            .unwrap()
+    };
+    assert!(
+        text(&sub("datasets/#")).contains("subscription requests were denied"),
+        "{}",
+        text(&sub("datasets/#"))
+    );
+    assert!(!text(&sub("replies/vendorA/x")).contains("denied"));
+    assert_eq!(records(&server, "gps", 1).len(), 1);
+}
+
+#[test]
+fn backpressure_is_quota_exceeded() {
+    // Nothing is committed within the hour, and the pending budget is tiny.
+    let toml =
+        config("").replace("flush_interval = \"100ms\"", "flush_interval = \"1h\"\nmax_pending_bytes = 300");
+    let (_dir, server) = gps_server(&toml);
+    let mut codes = Vec::new();
+    for seq in 0..10 {
+        let out = text(&publish(
+            &server,
+            &["-d", "-V", "mqttv5", "-q", "1", "-t", TOPIC_A, "-m", &report("A-1", seq)],
+        ));
+        let code = out.split("RC:").nth(1).and_then(|r| r.split(')').next()).unwrap_or("?").to_owned();
+        codes.push(code.clone());
+        if code == "151" {
+            assert!(out.contains("not yet committed"), "{out}");
+            break;
+        }
+    }
+    assert!(
+        codes.first().map(String::as_str) == Some("0") && codes.last().map(String::as_str) == Some("151"),
+        "{codes:?}"
+    );
+}
+
+#[test]
+fn v311_acknowledges_a_bad_payload_it_quarantined_so_a_device_never_loops() {
+    let (_dir, server) = gps_server(&config(""));
+    let out = publish(&server, &["-V", "mqttv311", "-q", "1", "-t", TOPIC_A, "-m", "garbage"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listed = server.get("/datasets/gps/quarantine").json();
+    assert_eq!(listed["entries"].as_array().unwrap().len(), 1, "{listed}");
+}
+
+#[test]
+fn a_retained_publish_is_ingested_once() {
+    let (_dir, server) = gps_server(&config(""));
+    let out = publish(&server, &["-V", "mqttv311", "-q", "1", "-r", "-t", TOPIC_A, "-m", &report("A-1", 1)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let port = server.mqtt.unwrap().port().to_string();
+    for _ in 0..2 {
+        let _ = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-t", TOPIC_A, "-W", "1"])
+            .output()
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(records(&server, "gps", 2).len(), 1);
+}
+
+/// The acknowledgement means "on disk": traced with strace, every PUBACK the gateway writes
+/// to a client comes after an fdatasync of the write-ahead log that followed the publish.
+#[test]
+fn a_puback_never_comes_before_the_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("gps.yaml", GPS)]);
+    std::fs::write(dir.path().join("gateway.toml"), config("")).unwrap();
+    let addresses = dir.path().join("addresses.json");
+    let trace = dir.path().join("trace.txt");
+    let mut child = Command::new("strace")
+        .args(["-f", "-qq", "-xx", "-e", "trace=fdatasync,write,writev,sendto,sendmsg", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_odf-gateway"))
+        .args(["serve", "--config", "gateway.toml", "--addresses-file"])
+        .arg(&addresses)
+        .current_dir(dir.path())
+        .env("ODF_GATEWAY_DATA_DIR", dir.path().join("data"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("strace (tests/run.sh installs it)");
+    let started = Instant::now();
+    while !addresses.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no start: {}",
+            std::fs::read_to_string(&trace).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let port = serde_json::from_str::<Value>(&std::fs::read_to_string(&addresses).unwrap()).unwrap()["mqtt"]
+        ["tcp"][0]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    for seq in 1..=5 {
+        let out = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                "mqttv311",
+                "-q",
+                "1",
+                "-t",
+                TOPIC_A,
+                "-m",
+                &report("A-1", seq),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // SIGTERM to the gateway, strace's child: strace ends with it.
+    let _ = Command::new("pkill").args(["-TERM", "-P", &child.id().to_string()]).status();
+    let _ = child.wait();
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    // A v3.1.1 PUBACK is four bytes: 0x40 0x02 and the packet id.
+    let (mut synced, mut pubacks) = (false, 0);
+    for line in trace.lines() {
+        if line.contains("fdatasync(") {
+            synced = true;
+        } else if line.contains("\"\\x40\\x02\\x00") {
+            assert!(synced, "a PUBACK was written before the write-ahead log was synced:\n{line}");
+            synced = false;
+            pubacks += 1;
+        }
+    }
+    assert_eq!(pubacks, 5, "five PUBACKs in the trace:\n{trace}");
+}
+
+#[test]
+fn tls_with_a_password_and_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let out = Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+        .args(["certs", "--client", "vendorA", "--out"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let c = |name: &str| certs.join(name).display().to_string();
+    let hash = odf_gateway::access::hash_password(b"secret-a").unwrap();
+    let mqtt = format!(
+        "tls_listen = [\"127.0.0.1:0\"]\n[mqtt.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+        c("server.pem"),
+        c("server.key"),
+        c("ca.pem")
+    );
+    let extra = format!(
+        "[[identity]]\nname = \"vendorA\"\npassword_hash = \"{hash}\"\ncert_subject = \"CN=vendorA\"\nwrite = [\"gps/vendorA\"]\n"
+    );
+    schemas(dir.path(), &[("gps.yaml", GPS)]);
+    let server = Server::start(dir.path(), &config_with(&mqtt, "query = [\"*\"]\n", &extra));
+    let port = server.mqtts.expect("a TLS listener").port().to_string();
+    let tls = |args: &[&str]| {
+        Command::new("mosquitto_pub")
+            .args(["-h", "localhost", "-p", &port, "--cafile", &c("ca.pem"), "-q", "1", "-t", TOPIC_A])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let (cert, key) = (c("client-vendorA.pem"), c("client-vendorA.key"));
+    let out = tls(&["--cert", &cert, "--key", &key, "-m", &report("A-1", 1)]);
+    assert!(out.status.success(), "client certificate: {}", text(&out));
+    let out =
+        tls(&["--cert", &cert, "--key", &key, "-u", "vendorA", "-P", "secret-a", "-m", &report("A-1", 2)]);
+    assert!(out.status.success(), "certificate and password: {}", text(&out));
+    let out = tls(&["-u", "vendorA", "-P", "secret-a", "-m", &report("A-1", 3)]);
+    assert!(!out.status.success(), "the listener requires a client certificate: {}", text(&out));
+    assert_eq!(records(&server, "gps", 2).len(), 2);
+}
+
+/// QoS 1 publishes from several clients while the gateway is killed with SIGKILL: every
+/// publish that got its PUBACK is committed exactly once.
+#[test]
+fn acknowledged_publishes_survive_kills_exactly_once() {
+    use rumqttc::{Client, Event, MqttOptions, Outgoing, Packet, QoS};
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("counts.yaml", COUNTS)]);
+    let server = std::sync::Arc::new(std::sync::Mutex::new(Server::start(dir.path(), &config(""))));
+    let acked: std::sync::Arc<std::sync::Mutex<Vec<(usize, u64)>>> = Default::default();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..3 {
+        let (server, acked, done) = (server.clone(), acked.clone(), done.clone());
+        clients.push(std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let port = server.lock().unwrap().mqtt.unwrap().port();
+                let mut options = MqttOptions::new(format!("counter-{c}-{n}"), "127.0.0.1", port);
+                options.set_keep_alive(Duration::from_secs(5));
+                let (client, mut connection) = Client::new(options, 10);
+                // One publish at a time, so each PUBACK names the record it acknowledges.
+                let mut in_flight: Option<u64> = None;
+                for event in connection.iter() {
+                    match event {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) | Ok(Event::Incoming(Packet::PubAck(_))) => {
+                            if let (Some(sent), Ok(Event::Incoming(Packet::PubAck(_)))) =
+                                (in_flight.take(), &event)
+                            {
+                                acked.lock().unwrap().push((c, sent));
+                            }
+                            if done.load(std::sync::atomic::Ordering::SeqCst) {
+                                break;
+                            }
+                            n += 1;
+                            let body = format!("{{\"client\":\"c{c}\",\"n\":{n}}}");
+                            in_flight = Some(n);
+                            if client
+                                .try_publish("datasets/counts/sources/clients", QoS::AtLeastOnce, false, body)
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                        Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                        Ok(_) => {}
+                        // Killed: a record in flight is of unknown fate; reconnect and go on.
+                        Err(_) => break,
+                    }
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }));
+    }
+    for pause in [300, 700, 400] {
+        std::thread::sleep(Duration::from_millis(pause));
+        let mut server = server.lock().unwrap();
+        server.kill();
+        server.restart();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    for client in clients {
+        client.join().unwrap();
+    }
+    let mut server = server.lock().unwrap();
+    assert!(server.stop().success());
+    let out = Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+        .args(["tail", "counts", "-n", "10000000", "-o", "json"])
+        .env("ODF_GATEWAY_DATA_DIR", server.data())
+        .output()
+        .unwrap();
+    let mut committed: HashMap<(String, u64), usize> = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        *committed
+            .entry((row["client"].as_str().unwrap().to_owned(), row["n"].as_u64().unwrap()))
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = committed.iter().filter(|&(_, &count)| count > 1).collect();
+    assert!(twice.is_empty(), "committed twice: {twice:?}");
+    let acked = acked.lock().unwrap();
+    assert!(acked.len() > 10, "only {} acknowledged", acked.len());
+    for (c, n) in acked.iter() {
+        assert!(committed.contains_key(&(format!("c{c}"), *n)), "acknowledged and lost: c{c} {n}");
+    }
+    eprintln!("{} acknowledged, {} committed", acked.len(), committed.len());
+}
+
+const COUNTS: &str = r#"
+kind: DatasetSnapshot
+version: 1
+content:
+  name: counts
+  kind: Root
+  metadata:
+    - kind: AddPushSource
+      sourceName: clients
+      read:
+        kind: NdJson
+        schema: ["client STRING NOT NULL", "n BIGINT NOT NULL"]
+      merge:
+        kind: Append
+"#;
+
+/// A mosquitto broker on a free loopback port, stopped when dropped.
+struct Mosquitto {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto (tests/run.sh installs it)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mosquitto { child, port, _dir: dir }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_gateways_split_a_shared_subscription_and_commit_each_record_once() {
+    let upstream = Mosquitto::start();
+    let gateway = |n: usize| {
+        let extra = format!(
+            "[[route]]\npattern = \"trackers/{{device_id}}/gps\"\ndataset = \"gps\"\nsource = \"vendorA\"\n\n\
+             [[mqtt.bridge]]\nname = \"site\"\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"gateway-{n}\"\n\
+             subscribe = [\"$share/gateways/trackers/+/gps\"]\n",
+            upstream.port
+        );
+        gps_server(&config(&extra))
+    };
+    let (_a_dir, a) = gateway(1);
+    let (_b_dir, b) = gateway(2);
+    // Both bridges have subscribed once a first message reaches one of them.
+    let started = Instant::now();
+    loop {
+        let out = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &upstream.port.to_string(), "-q", "1", "-t", "trackers/T-0/gps"])
+            .args(["-m", &format!(r#"{{"seq":0,"t":"2026-01-01T00:00:00Z","lat":1,"lon":2}}"#)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        std::thread::sleep(Duration::from_millis(300));
+        let total = |s: &Server| s.get("/datasets/gps").json()["records"].as_u64().unwrap_or(0);
+        if total(&a) + total(&b) > 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the bridges never received anything");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let lines: String = (1..=200)
+        .map(|seq| format!(r#"{{"seq":{seq},"t":"2026-01-01T00:00:00Z","lat":1,"lon":2}}"#) + "\n")
+        .collect();
+    let mut publisher = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &upstream.port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            "trackers/T-1/gps",
+            "-l",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    publisher.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    assert!(publisher.wait().unwrap().success());
+
+    let seqs = |s: &Server| -> Vec<u64> {
+        s.get("/datasets/gps/tail?limit=10000")
+            .lines()
+            .iter()
+            .filter(|r| r["device_id"] == "T-1")
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let started = Instant::now();
+    let (mut from_a, mut from_b) = (seqs(&a), seqs(&b));
+    while from_a.len() + from_b.len() < 200 && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+        (from_a, from_b) = (seqs(&a), seqs(&b));
+    }
+    assert!(
+        !from_a.is_empty() && !from_b.is_empty(),
+        "the load was not shared: {} and {}",
+        from_a.len(),
+        from_b.len()
+    );
+    let mut all: Vec<u64> = from_a.iter().chain(&from_b).copied().collect();
+    all.sort();
+    assert_eq!(all, (1..=200).collect::<Vec<_>>(), "each record exactly once across the two gateways");
+}

@@ -1,0 +1,58 @@
+"""paho-mqtt, a client that shares no code with the gateway, publishes to the embedded broker
+over MQTT 5: a good payload is acknowledged with reason code 0 and committed; a payload of
+which no record fits gets 0x99 (Payload format invalid) and goes to the quarantine."""
+
+import json
+import shutil
+import signal
+import threading
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from test_serve_pull import get, start
+
+
+def test_paho_v5_publish_outcomes(gateway_bin, tmp_path, schemas):
+    (tmp_path / "schemas").mkdir()
+    shutil.copy(schemas / "gps.yaml", tmp_path / "schemas" / "gps.yaml")
+    process, base = start(gateway_bin, tmp_path)
+    try:
+        addresses = json.loads((tmp_path / "addresses.json").read_text())
+        host, port = addresses["mqtt"]["tcp"][0].rsplit(":", 1)
+        acks = {}
+        done = threading.Event()
+
+        def on_publish(client, userdata, mid, reason_code, properties):
+            acks[mid] = reason_code.value
+            if len(acks) == 2:
+                done.set()
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-test", protocol=mqtt.MQTTv5)
+        client.on_publish = on_publish
+        client.connect(host, int(port))
+        client.loop_start()
+        good = json.dumps({"device_id": "P-1", "seq": 1, "t": "2026-01-01T00:00:00Z", "lat": 49.2, "lon": -123.1})
+        ndjson = Properties(PacketTypes.PUBLISH)
+        ndjson.ContentType = "application/x-ndjson"
+        first = client.publish("datasets/gps/sources/vendorA", good, qos=1, properties=ndjson)
+        second = client.publish("datasets/gps/sources/vendorA", "{not json", qos=1)
+        assert done.wait(30), acks
+        client.loop_stop()
+        client.disconnect()
+        assert acks[first.mid] == 0, acks
+        assert acks[second.mid] == 0x99, acks
+
+        rows = []
+        for _ in range(100):
+            rows = [json.loads(line) for line in get(f"{base}/datasets/gps/tail?limit=10").decode().splitlines() if line]
+            if rows:
+                break
+            threading.Event().wait(0.1)
+        assert [r["device_id"] for r in rows] == ["P-1"], rows
+        quarantine = json.loads(get(f"{base}/datasets/gps/quarantine"))
+        assert len(quarantine["entries"]) == 1, quarantine
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, (tmp_path / "gateway.log").read_text()
