@@ -53,6 +53,26 @@ def test_paho_v5_publish_outcomes(gateway_bin, tmp_path, schemas):
         assert [r["device_id"] for r in rows] == ["P-1"], rows
         quarantine = json.loads(get(f"{base}/datasets/gps/quarantine"))
         assert len(quarantine["entries"]) == 1, quarantine
+
+        # The same over MQTT over WebSocket.
+        ws_host, ws_port = addresses["mqtt"]["ws"][0].rsplit(":", 1)
+        acked = threading.Event()
+        ws = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-ws", protocol=mqtt.MQTTv311, transport="websockets")
+        ws.ws_set_options(path="/mqtt", headers={"Sec-WebSocket-Protocol": "mqtt"})
+        ws.on_publish = lambda client, userdata, mid, reason_code, properties: acked.set()
+        ws.connect(ws_host, int(ws_port))
+        ws.loop_start()
+        over_ws = json.dumps({"device_id": "P-2", "seq": 1, "t": "2026-01-01T00:00:00Z", "lat": 49.2, "lon": -123.1})
+        ws.publish("datasets/gps/sources/vendorA", over_ws, qos=1)
+        assert acked.wait(30)
+        ws.loop_stop()
+        ws.disconnect()
+        for _ in range(100):
+            rows = [json.loads(line) for line in get(f"{base}/datasets/gps/tail?limit=10").decode().splitlines() if line]
+            if len(rows) == 2:
+                break
+            threading.Event().wait(0.1)
+        assert sorted(r["device_id"] for r in rows) == ["P-1", "P-2"], rows
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0, (tmp_path / "gateway.log").read_text()
