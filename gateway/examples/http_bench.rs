@@ -161,7 +161,7 @@ fn start_gateway(bin: &Path) -> anyhow::Result<Gateway> {
     std::fs::write(dir.path().join("schemas/gps.yaml"), MANIFEST)?;
     std::fs::write(
         dir.path().join("gateway.toml"),
-        "[http]\nlisten = [\"127.0.0.1:0\"]\n[mqtt]\nenabled = false\n[anonymous]\nwrite = [\"*\"]\nquery = [\"*\"]\n",
+        "[http]\nlisten = [\"127.0.0.1:0\"]\n[mqtt]\nenabled = false\n[coap]\nenabled = false\n[anonymous]\nwrite = [\"*\"]\nquery = [\"*\"]\n",
     )?;
     let addresses = dir.path().join("addresses.json");
     let child = Command::new(bin)

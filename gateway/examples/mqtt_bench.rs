@@ -45,7 +45,7 @@ fn gateway(bin: &Path, ack: &str) -> anyhow::Result<Broker> {
     std::fs::create_dir(dir.path().join("schemas"))?;
     std::fs::write(dir.path().join("schemas/gps.yaml"), MANIFEST)?;
     let config = format!(
-        "[http]\nlisten = [\"127.0.0.1:0\"]\n[mqtt]\nlisten = [\"127.0.0.1:0\"]\nack = \"{ack}\"\n\
+        "[http]\nlisten = [\"127.0.0.1:0\"]\n[coap]\nenabled = false\n[mqtt]\nlisten = [\"127.0.0.1:0\"]\nack = \"{ack}\"\n\
          [anonymous]\nwrite = [\"*\"]\nquery = [\"*\"]\n"
     );
     std::fs::write(dir.path().join("gateway.toml"), config)?;

@@ -195,7 +195,7 @@ fn limits_credentials_and_backpressure_answer_in_http_terms() {
     let dir = tempfile::tempdir().unwrap();
     schemas(dir.path(), &[("gps.yaml", GPS)]);
     let toml = format!(
-        "[http]\nlisten = [\"127.0.0.1:0\"]\nmax_body = \"1 KiB\"\n[mqtt]\nenabled = false\n\n[pipeline]\nflush_interval = \"1h\"\nmax_pending_bytes = 400\n\n{extra}"
+        "[http]\nlisten = [\"127.0.0.1:0\"]\nmax_body = \"1 KiB\"\n[mqtt]\nenabled = false\n[coap]\nenabled = false\n\n[pipeline]\nflush_interval = \"1h\"\nmax_pending_bytes = 400\n\n{extra}"
     );
     let server = Server::start(dir.path(), &toml);
     let report = br#"{"device_id":"A-1","seq":1,"t":"2026-01-01T00:00:00Z","lat":1,"lon":2}"#;
@@ -317,7 +317,7 @@ fn https_with_a_development_ca_and_client_certificates() {
     schemas(dir.path(), &[("gps.yaml", GPS)]);
     let c = |name: &str| certs.join(name).display().to_string();
     let toml = format!(
-        "[mqtt]\nenabled = false\n[http]\nlisten = [\"127.0.0.1:0\"]\n[http.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n\n\
+        "[mqtt]\nenabled = false\n[coap]\nenabled = false\n[http]\nlisten = [\"127.0.0.1:0\"]\n[http.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n\n\
          [[identity]]\nname = \"vendorA\"\ncert_subject = \"CN=vendorA\"\nwrite = [\"gps/vendorA\"]\nquery = [\"gps\"]\n",
         c("server.pem"),
         c("server.key"),

@@ -35,7 +35,7 @@ def post(url: str, body: bytes, content_type: str) -> dict:
 
 def start(gateway_bin, root):
     config = root / "gateway.toml"
-    config.write_text('[http]\nlisten = ["127.0.0.1:0"]\n[mqtt]\nlisten = ["127.0.0.1:0"]\nws_listen = ["127.0.0.1:0"]\n[pipeline]\nflush_interval = "100ms"\n'
+    config.write_text('[http]\nlisten = ["127.0.0.1:0"]\n[mqtt]\nlisten = ["127.0.0.1:0"]\nws_listen = ["127.0.0.1:0"]\n[coap]\nlisten = ["127.0.0.1:0", "[::1]:0"]\n[pipeline]\nflush_interval = "100ms"\n'
                       '[anonymous]\nwrite = ["*"]\nquery = ["*"]\n')
     addresses = root / "addresses.json"
     process = subprocess.Popen(

@@ -28,6 +28,7 @@ pub struct RawConfig {
     pub schemas: PathBuf,
     pub http: HttpConfig,
     pub mqtt: MqttConfig,
+    pub coap: CoapConfig,
     pub pipeline: PipelineConfig,
     /// What clients without credentials may do. Without a configuration file: everything
     /// (listeners are on loopback); with one: nothing unless this section says so.
@@ -138,6 +139,24 @@ fn default_bridge_qos() -> u8 {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoapConfig {
+    pub enabled: bool,
+    /// UDP addresses (IPv4 and IPv6).
+    pub listen: Vec<String>,
+    /// A body sent block-wise (Block1) may be at most this big (4.13 beyond).
+    pub max_body: Size,
+    /// Bodies being assembled, all together, at most (5.03 beyond).
+    pub max_assembling: Size,
+    /// If the answer to a CON request is not ready by then, an empty ACK goes first and the
+    /// answer follows as a separate response (clients retransmit after about 2 s); 0: always.
+    #[serde(with = "humantime_serde")]
+    pub separate_after: Duration,
+    /// Requests remembered for duplicate detection (for 247 s each).
+    pub max_exchanges: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttTlsConfig {
     pub cert: PathBuf,
@@ -223,6 +242,7 @@ impl Default for RawConfig {
             schemas: PathBuf::from("schemas"),
             http: HttpConfig::default(),
             mqtt: MqttConfig::default(),
+            coap: CoapConfig::default(),
             pipeline: PipelineConfig::default(),
             anonymous: None,
             identities: Vec::new(),
@@ -240,6 +260,19 @@ impl Default for HttpConfig {
             max_connections: 1024,
             commit_wait: Duration::from_secs(30),
             tls: None,
+        }
+    }
+}
+
+impl Default for CoapConfig {
+    fn default() -> CoapConfig {
+        CoapConfig {
+            enabled: true,
+            listen: vec!["127.0.0.1:5683".into(), "[::1]:5683".into()],
+            max_body: Size(1024 * 1024),
+            max_assembling: Size(16 * 1024 * 1024),
+            separate_after: Duration::from_secs(1),
+            max_exchanges: 100_000,
         }
     }
 }
@@ -301,6 +334,8 @@ pub struct ServeConfig {
     /// `None` when MQTT is off.
     pub mqtt: Option<crate::transport::mqtt::BrokerOptions>,
     pub bridges: Vec<crate::transport::mqtt::bridge::BridgeOptions>,
+    /// `None` when CoAP is off.
+    pub coap: Option<crate::transport::coap::CoapOptions>,
     pub pipeline: PipelineOptions,
     pub routes: RouteTable,
     pub access: AccessTable,
@@ -371,6 +406,7 @@ impl RawConfig {
         }
         let mqtt = self.check_mqtt()?;
         let bridges = self.check_bridges()?;
+        let coap = self.check_coap()?;
         let p = &self.pipeline;
         if p.flush_interval.is_zero() {
             return Err(invalid("pipeline.flush_interval", "must be above 0 (e.g. \"1s\")"));
@@ -473,10 +509,44 @@ impl RawConfig {
             http_listen,
             mqtt,
             bridges,
+            coap,
             pipeline,
             routes: RouteTable::new(routes),
             access,
         })
+    }
+
+    fn check_coap(&self) -> Result<Option<crate::transport::coap::CoapOptions>, ConfigError> {
+        let c = &self.coap;
+        if !c.enabled {
+            return Ok(None);
+        }
+        let listen = c
+            .listen
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                a.parse::<SocketAddr>().map_err(|e| {
+                    invalid(
+                        format!("coap.listen[{i}]"),
+                        format!("'{a}' is not an address such as 127.0.0.1:5683: {e}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if listen.is_empty() {
+            return Err(invalid("coap.listen", "give at least one address, or set coap.enabled = false"));
+        }
+        if c.max_body.0 == 0 || c.max_body.as_usize() > crate::pipeline::MAX_PAYLOAD {
+            return Err(invalid("coap.max_body", "must be above 0 and at most 255 MiB"));
+        }
+        Ok(Some(crate::transport::coap::CoapOptions {
+            listen,
+            max_body: c.max_body.as_usize(),
+            max_assembling: c.max_assembling.as_usize().max(c.max_body.as_usize()),
+            separate_after: c.separate_after,
+            max_exchanges: c.max_exchanges.max(16),
+        }))
     }
 
     fn check_bridges(&self) -> Result<Vec<crate::transport::mqtt::bridge::BridgeOptions>, ConfigError> {
@@ -613,7 +683,8 @@ impl ServeConfig {
     /// reach them.
     pub fn exposed(&self) -> Vec<SocketAddr> {
         let mqtt = self.mqtt.iter().flat_map(|m| m.listen.iter().chain(&m.tls_listen).chain(&m.ws_listen));
-        self.http_listen.iter().chain(mqtt).copied().filter(|a| !a.ip().is_loopback()).collect()
+        let coap = self.coap.iter().flat_map(|c| c.listen.iter());
+        self.http_listen.iter().chain(mqtt).chain(coap).copied().filter(|a| !a.ip().is_loopback()).collect()
     }
 }
 

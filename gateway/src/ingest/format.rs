@@ -13,11 +13,20 @@ pub enum InputFormat {
     Json,
     Csv,
     Cbor,
+    /// SenML (RFC 8428) packs, resolved into rows (see `read/senml.rs`).
+    SenmlJson,
+    SenmlCbor,
 }
 
 impl InputFormat {
-    pub const ALL: [InputFormat; 4] =
-        [InputFormat::NdJson, InputFormat::Json, InputFormat::Csv, InputFormat::Cbor];
+    pub const ALL: [InputFormat; 6] = [
+        InputFormat::NdJson,
+        InputFormat::Json,
+        InputFormat::Csv,
+        InputFormat::Cbor,
+        InputFormat::SenmlJson,
+        InputFormat::SenmlCbor,
+    ];
 
     /// The format a push source declares.
     pub fn of_source(read: &ReadStep) -> Option<InputFormat> {
@@ -35,6 +44,8 @@ impl InputFormat {
             InputFormat::Json => "application/json",
             InputFormat::Csv => "text/csv",
             InputFormat::Cbor => "application/cbor",
+            InputFormat::SenmlJson => "application/senml+json",
+            InputFormat::SenmlCbor => "application/senml+cbor",
         }
     }
 
@@ -48,7 +59,9 @@ impl InputFormat {
             | "application/x-jsonlines" => Ok(InputFormat::NdJson),
             "application/json" | "text/json" => Ok(InputFormat::Json),
             "text/csv" | "application/csv" => Ok(InputFormat::Csv),
-            "application/cbor" => Ok(InputFormat::Cbor),
+            "application/cbor" | "application/cbor-seq" => Ok(InputFormat::Cbor),
+            "application/senml+json" => Ok(InputFormat::SenmlJson),
+            "application/senml+cbor" => Ok(InputFormat::SenmlCbor),
             _ => Err(format!(
                 "media type '{media_type}' is not a format the gateway reads (use one of: {})",
                 InputFormat::ALL.map(InputFormat::media_type).join(", ")
@@ -77,7 +90,11 @@ impl FromStr for InputFormat {
             "json" => Ok(InputFormat::Json),
             "csv" => Ok(InputFormat::Csv),
             "cbor" => Ok(InputFormat::Cbor),
-            _ => Err(format!("'{s}' is not an input format (use ndjson, json, csv or cbor)")),
+            "senml-json" | "senml+json" => Ok(InputFormat::SenmlJson),
+            "senml-cbor" | "senml+cbor" => Ok(InputFormat::SenmlCbor),
+            _ => Err(format!(
+                "'{s}' is not an input format (use ndjson, json, csv, cbor, senml-json or senml-cbor)"
+            )),
         }
     }
 }
@@ -89,6 +106,8 @@ impl fmt::Display for InputFormat {
             InputFormat::Json => "Json",
             InputFormat::Csv => "Csv",
             InputFormat::Cbor => "Cbor",
+            InputFormat::SenmlJson => "SenmlJson",
+            InputFormat::SenmlCbor => "SenmlCbor",
         })
     }
 }

@@ -128,6 +128,11 @@ impl RecordSink {
         self.by_name.get(name).copied()
     }
 
+    /// The name of the schema's first timestamp column (where a SenML row's time goes).
+    pub fn first_timestamp_column(&self) -> Option<String> {
+        self.schema.fields.iter().find(|f| matches!(f.kind, Kind::Timestamp { .. })).map(|f| f.name.clone())
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }

@@ -17,6 +17,7 @@ use crate::ingest::{Applied, ManifestErrors, apply_manifests, check_manifests, r
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::query::Readers;
 use crate::store::{DataDir, StoreError};
+use crate::transport::coap::CoapServer;
 use crate::transport::http::{self, HttpState};
 use crate::transport::mqtt::{AckPolicy, Broker};
 use crate::transport::tls;
@@ -35,6 +36,8 @@ pub enum ServeError {
     Tls(String),
     #[error(transparent)]
     Mqtt(#[from] crate::transport::mqtt::BrokerError),
+    #[error(transparent)]
+    Coap(#[from] crate::transport::coap::CoapError),
     #[error("cannot write {path}: {error}")]
     AddressesFile { path: String, error: std::io::Error },
 }
@@ -44,6 +47,7 @@ pub enum ServeError {
 pub struct Addresses {
     pub http: Vec<String>,
     pub mqtt: crate::transport::mqtt::BrokerAddresses,
+    pub coap: crate::transport::coap::CoapAddresses,
 }
 
 /// How a run is set up beyond the configuration.
@@ -67,6 +71,7 @@ pub async fn run(
         http_listen,
         mqtt,
         bridges,
+        coap,
         pipeline: mut pipeline_options,
         routes,
         access,
@@ -163,6 +168,19 @@ pub async fn run(
             Some(broker)
         }
     };
+    let coap = match &coap {
+        None => None,
+        Some(options) => {
+            let server =
+                CoapServer::start(options, pipeline.clone(), routes.clone(), access.clone(), stopped.clone())
+                    .await?;
+            for addr in &server.addresses.udp {
+                tracing::info!("coap listening on udp {addr}, {anonymous}");
+            }
+            addresses.coap = server.addresses.clone();
+            Some(server)
+        }
+    };
     let mut bridge_tasks = Vec::new();
     for options in bridges {
         let name = options.name.clone();
@@ -196,6 +214,9 @@ pub async fn run(
     }
     for task in bridge_tasks {
         let _ = task.await;
+    }
+    if let Some(coap) = coap {
+        coap.join().await;
     }
     for server in servers {
         match server.await {

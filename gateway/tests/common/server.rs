@@ -20,6 +20,8 @@ pub struct Server {
     pub mqtt: Option<SocketAddr>,
     /// The first MQTT over TLS listener.
     pub mqtts: Option<SocketAddr>,
+    /// The CoAP listeners (IPv4, then IPv6).
+    pub coap: Vec<SocketAddr>,
     config: PathBuf,
     log: PathBuf,
 }
@@ -33,7 +35,7 @@ pub fn config(extra: &str) -> String {
 /// As `config`, with more `[mqtt]` keys and the `[anonymous]` grants given.
 pub fn config_with(mqtt: &str, anonymous: &str, extra: &str) -> String {
     format!(
-        "[http]\nlisten = [\"127.0.0.1:0\"]\n\n[mqtt]\nlisten = [\"127.0.0.1:0\"]\n{mqtt}\n\n[pipeline]\nflush_interval = \"100ms\"\n\n[anonymous]\n{anonymous}\n{extra}"
+        "[http]\nlisten = [\"127.0.0.1:0\"]\n\n[coap]\nlisten = [\"127.0.0.1:0\", \"[::1]:0\"]\n\n[mqtt]\nlisten = [\"127.0.0.1:0\"]\n{mqtt}\n\n[pipeline]\nflush_interval = \"100ms\"\n\n[anonymous]\n{anonymous}\n{extra}"
     )
 }
 
@@ -71,6 +73,7 @@ impl Server {
             http: "127.0.0.1:1".parse().unwrap(),
             mqtt: None,
             mqtts: None,
+            coap: Vec::new(),
             config,
             log,
         };
@@ -89,6 +92,12 @@ impl Server {
         server.http = addresses["http"][0].as_str().unwrap().parse().unwrap();
         server.mqtt = addresses["mqtt"]["tcp"][0].as_str().map(|a| a.parse().unwrap());
         server.mqtts = addresses["mqtt"]["tls"][0].as_str().map(|a| a.parse().unwrap());
+        server.coap = addresses["coap"]["udp"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str()?.parse().ok())
+            .collect();
         while server.get("/readyz").status != 200 {
             assert!(started.elapsed() < START_TIMEOUT, "the gateway did not get ready:\n{}", server.log());
             std::thread::sleep(Duration::from_millis(20));

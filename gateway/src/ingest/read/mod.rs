@@ -5,11 +5,12 @@
 mod cbor;
 mod csv;
 mod json;
+mod senml;
 mod text;
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io::BufRead;
+use std::io::{BufRead, Read as _};
 
 use arrow::record_batch::RecordBatch;
 
@@ -238,6 +239,21 @@ impl Reader {
         let decoded = |input| text::open(input, self.options.encoding.as_deref());
         Ok(Ok(match format {
             InputFormat::Cbor => Body::Cbor(cbor::CborStream::new(input)),
+            InputFormat::SenmlJson | InputFormat::SenmlCbor => {
+                let mut bytes = Vec::new();
+                let mut input = input;
+                input.read_to_end(&mut bytes)?;
+                let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+                let time_column = self.sink.first_timestamp_column();
+                let rows = match format {
+                    InputFormat::SenmlJson => senml::json_to_rows(&bytes, time_column.as_deref(), now),
+                    _ => senml::cbor_to_rows(&bytes, time_column.as_deref(), now),
+                };
+                match rows {
+                    Ok(rows) => Body::Cbor(cbor::CborStream::new(Box::new(std::io::Cursor::new(rows)))),
+                    Err(problem) => return Ok(Err(Problem::Malformed(problem))),
+                }
+            }
             InputFormat::NdJson => match decoded(input)? {
                 Ok((input, decoder)) => Body::Lines(Lines::new(input, decoder)),
                 Err(problem) => return Ok(Err(Problem::Malformed(problem))),

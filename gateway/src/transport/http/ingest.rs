@@ -130,7 +130,13 @@ impl Push {
         // Whether the caller may write there at all comes before whether it exists, so that
         // dataset and source names are told only to those who may use them.
         if !state.access.may_write_some(&who, &target.dataset) {
-            return Err(ApiError::forbidden(format!("{who} may not write to dataset '{}'", target.dataset)));
+            // Anonymous callers are asked for credentials; a known one is told it may not.
+            return Err(match who {
+                crate::access::Principal::Anonymous => ApiError::unauthorized(
+                    "credentials are required to write here: send `Authorization: Bearer <token>` or HTTP Basic",
+                ),
+                who => ApiError::forbidden(format!("{who} may not write to dataset '{}'", target.dataset)),
+            });
         }
         let format = format_of(headers)?;
         let dataset = state.pipeline.dataset(&target.dataset)?;

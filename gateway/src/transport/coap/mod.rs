@@ -1,0 +1,357 @@
+//! CoAP (RFC 7252) on UDP for constrained devices: coap-lite's codec on tokio sockets, into
+//! the same routes and pipeline as HTTP and MQTT.
+//!
+//! A CON request is answered with a piggybacked ACK once its payload is in the write-ahead
+//! log; if that takes longer than `separate_after` (well inside the client's ACK timeout),
+//! an empty ACK goes first and the answer follows as a separate CON response, retransmitted
+//! until the client acknowledges it. A NON request gets a NON answer. A retransmitted
+//! request (same sender and message id, within EXCHANGE_LIFETIME) is answered from
+//! `exchanges` and never handled twice. Bodies bigger than a datagram arrive block-wise
+//! (`blockwise`); `resource` answers the request itself. A datagram that does not parse is
+//! dropped and counted (a CON one gets a RST), and never stops the listener.
+
+mod blockwise;
+mod exchanges;
+mod message;
+mod resource;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+use self::blockwise::{Assemblies, Step};
+use self::exchanges::{Exchanges, Seen};
+use self::message::Block;
+use self::resource::{Reply, Resources};
+use crate::access::AccessTable;
+use crate::pipeline::Pipeline;
+use crate::routes::RouteTable;
+
+/// RFC 7252 §4.8: ACK_TIMEOUT and MAX_RETRANSMIT, for the separate responses we send.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_RETRANSMIT: u32 = 4;
+/// The biggest datagram read (UDP's own limit).
+const MAX_DATAGRAM: usize = 65_535;
+
+#[derive(Debug, Clone)]
+pub struct CoapOptions {
+    pub listen: Vec<SocketAddr>,
+    /// A body sent block-wise may be at most this big.
+    pub max_body: usize,
+    /// Bodies being assembled, all together, at most.
+    pub max_assembling: usize,
+    /// An empty ACK goes out if the answer is not ready by then.
+    pub separate_after: Duration,
+    /// Requests remembered for duplicate detection.
+    pub max_exchanges: usize,
+}
+
+/// Where the listeners are.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CoapAddresses {
+    pub udp: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("coap: cannot listen on {addr}: {error}")]
+pub struct CoapError {
+    addr: SocketAddr,
+    error: std::io::Error,
+}
+
+pub struct CoapServer {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub addresses: CoapAddresses,
+}
+
+struct Listener {
+    socket: UdpSocket,
+    resources: Resources,
+    exchanges: Exchanges,
+    assemblies: Assemblies,
+    separate_after: Duration,
+    next_message_id: AtomicU16,
+}
+
+impl CoapServer {
+    /// Binds every listener and serves until `shutdown` turns true.
+    pub async fn start(
+        options: &CoapOptions,
+        pipeline: Arc<Pipeline>,
+        routes: Arc<RouteTable>,
+        access: Arc<AccessTable>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<CoapServer, CoapError> {
+        let mut tasks = Vec::new();
+        let mut addresses = CoapAddresses::default();
+        for addr in &options.listen {
+            let socket = UdpSocket::bind(addr).await.map_err(|error| CoapError { addr: *addr, error })?;
+            let local = socket.local_addr().map_err(|error| CoapError { addr: *addr, error })?;
+            addresses.udp.push(local.to_string());
+            let listener = Arc::new(Listener {
+                socket,
+                resources: Resources {
+                    pipeline: pipeline.clone(),
+                    routes: routes.clone(),
+                    access: access.clone(),
+                },
+                exchanges: Exchanges::new(options.max_exchanges),
+                assemblies: Assemblies::new(
+                    options.max_body,
+                    options.max_assembling,
+                    exchanges::EXCHANGE_LIFETIME,
+                ),
+                separate_after: options.separate_after,
+                next_message_id: AtomicU16::new(rand_u16()),
+            });
+            tasks.push(tokio::spawn(listener.serve(shutdown.clone())));
+        }
+        Ok(CoapServer { tasks, addresses })
+    }
+
+    /// Waits for the listeners to stop (after the shutdown signal).
+    pub async fn join(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Listener {
+    async fn serve(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let stop = stopping(shutdown);
+        tokio::pin!(stop);
+        let mut buffer = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let received = tokio::select! {
+                received = self.socket.recv_from(&mut buffer) => received,
+                _ = &mut stop => break,
+            };
+            match received {
+                Ok((n, peer)) => self.clone().datagram(peer, &buffer[..n]),
+                // An ICMP error for an earlier send (the peer went away) and the like.
+                Err(e) => tracing::debug!("coap: receive failed: {e}"),
+            }
+        }
+    }
+
+    fn datagram(self: Arc<Self>, peer: SocketAddr, bytes: &[u8]) {
+        metrics::counter!("odf_coap_datagrams_total").increment(1);
+        metrics::counter!("odf_coap_bytes_total").increment(bytes.len() as u64);
+        let packet = match Packet::from_bytes(bytes) {
+            Ok(packet) if packet.header.get_version() == 1 => packet,
+            _ => {
+                metrics::counter!("odf_coap_malformed_total").increment(1);
+                // A CON message that cannot be processed is rejected with a RST (§4.2).
+                if let Some((MessageType::Confirmable, id)) = message::header_of(bytes) {
+                    self.send_packet(peer, &message::empty(MessageType::Reset, id));
+                }
+                return;
+            }
+        };
+        let id = packet.header.message_id;
+        match (packet.header.get_type(), packet.header.code) {
+            (MessageType::Acknowledgement | MessageType::Reset, _) => self.exchanges.acknowledged(peer, id),
+            // A "CoAP ping": an empty CON is answered with a RST (§4.3).
+            (MessageType::Confirmable, MessageClass::Empty) => {
+                self.send_packet(peer, &message::empty(MessageType::Reset, id))
+            }
+            (_, MessageClass::Request(_)) => self.request(peer, packet),
+            (MessageType::Confirmable, _) => {
+                metrics::counter!("odf_coap_malformed_total").increment(1);
+                self.send_packet(peer, &message::empty(MessageType::Reset, id));
+            }
+            _ => metrics::counter!("odf_coap_malformed_total").increment(1),
+        }
+    }
+
+    fn request(self: Arc<Self>, peer: SocketAddr, request: Packet) {
+        let id = request.header.message_id;
+        let confirmable = request.header.get_type() == MessageType::Confirmable;
+        match self.exchanges.begin(peer, id) {
+            Seen::Answered(reply) => {
+                metrics::counter!("odf_coap_duplicates_total").increment(1);
+                self.send(peer, &reply);
+                return;
+            }
+            Seen::InProgress => {
+                metrics::counter!("odf_coap_duplicates_total").increment(1);
+                if confirmable {
+                    self.send_packet(peer, &message::empty(MessageType::Acknowledgement, id));
+                }
+                return;
+            }
+            Seen::New => {}
+        }
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let answering = self.answer(peer, &request);
+            tokio::pin!(answering);
+            let reply = if confirmable {
+                let late = async {
+                    if !self.separate_after.is_zero() {
+                        tokio::time::sleep(self.separate_after).await;
+                    }
+                };
+                tokio::select! {
+                    // The deadline first: with none (0), every answer is a separate one.
+                    biased;
+                    _ = late, if self.separate_after.is_zero() => None,
+                    reply = &mut answering => Some(reply),
+                    _ = tokio::time::sleep(self.separate_after) => None,
+                }
+            } else {
+                Some(answering.as_mut().await)
+            };
+            let Some(reply) = reply else {
+                // Not ready in time: an empty ACK now, the answer as its own CON later.
+                let ack = message::empty(MessageType::Acknowledgement, id);
+                if let Ok(bytes) = ack.to_bytes() {
+                    self.exchanges.answer(peer, id, bytes.clone());
+                    self.send(peer, &bytes);
+                }
+                let reply = answering.await;
+                self.separate(peer, &request, reply).await;
+                return;
+            };
+            let code = reply.code;
+            let packet = self.packet(&request, reply);
+            if let Ok(bytes) = packet.to_bytes() {
+                self.exchanges.answer(peer, id, bytes.clone());
+                self.send(peer, &bytes);
+            }
+            metrics::counter!("odf_coap_responses_total", "code" => format!("{code:?}")).increment(1);
+            metrics::histogram!("odf_coap_request_seconds").record(started.elapsed().as_secs_f64());
+        });
+    }
+
+    /// The answer to a request: a block of a body being sent block-wise, or the handling of
+    /// the whole request.
+    async fn answer(&self, peer: SocketAddr, request: &Packet) -> Reply {
+        if let Some(option) = message::unknown_critical(request) {
+            return Reply::diagnostic(
+                ResponseType::BadOption,
+                &format!("critical option {option} is not understood"),
+            );
+        }
+        let path = match message::path(request) {
+            Ok(path) => path,
+            Err(e) => return Reply::diagnostic(ResponseType::BadRequest, &e),
+        };
+        let is_write =
+            matches!(request.header.code, MessageClass::Request(RequestType::Post | RequestType::Put));
+        let block1 = request.get_first_option(CoapOption::Block1);
+        let body = match (is_write, block1) {
+            (true, Some(value)) => {
+                let Some(block) = Block::decode(value) else {
+                    return Reply::diagnostic(ResponseType::BadOption, "Block1 is malformed");
+                };
+                let size1 = message::uint_option(request, CoapOption::Size1).and_then(Result::ok);
+                let format = message::uint_option(request, CoapOption::ContentFormat)
+                    .and_then(Result::ok)
+                    .map(|f| f as u16);
+                let queries: Vec<String> =
+                    message::queries(request).into_iter().map(|(n, v)| format!("{n}={v}")).collect();
+                let key = (peer, format!("{path}?{}", queries.join("&")), format);
+                match self.assemblies.take(key, block, &request.payload, size1) {
+                    Step::Continue(block) => {
+                        return Reply { block1_echo: Some(block), ..Reply::new(ResponseType::Continue) };
+                    }
+                    Step::Complete(body) => body,
+                    Step::Incomplete(why) => {
+                        return Reply::diagnostic(ResponseType::RequestEntityIncomplete, &why);
+                    }
+                    Step::TooLarge => {
+                        return Reply {
+                            size1: Some(self.assemblies.max_body as u32),
+                            ..Reply::diagnostic(
+                                ResponseType::RequestEntityTooLarge,
+                                &format!("the body is over {} bytes", self.assemblies.max_body),
+                            )
+                        };
+                    }
+                    Step::Busy => {
+                        return Reply {
+                            max_age: Some(5),
+                            ..Reply::diagnostic(
+                                ResponseType::ServiceUnavailable,
+                                "too many block-wise transfers at once",
+                            )
+                        };
+                    }
+                }
+            }
+            _ => request.payload.clone(),
+        };
+        self.resources.handle(peer, request, &path, body).await
+    }
+
+    /// Sends an answer as a separate CON response, until the client acknowledges it.
+    async fn separate(&self, peer: SocketAddr, request: &Packet, reply: Reply) {
+        let mut packet = self.packet(request, reply);
+        let id = self.next_message_id.fetch_add(1, Ordering::Relaxed);
+        packet.header.set_type(MessageType::Confirmable);
+        packet.header.message_id = id;
+        let Ok(bytes) = packet.to_bytes() else { return };
+        let mut acked = self.exchanges.expect_ack(peer, id);
+        let mut timeout = ACK_TIMEOUT;
+        for _ in 0..=MAX_RETRANSMIT {
+            self.send(peer, &bytes);
+            tokio::select! {
+                _ = &mut acked => return,
+                _ = tokio::time::sleep(timeout) => timeout *= 2,
+            }
+        }
+        self.exchanges.give_up(peer, id);
+        tracing::debug!(%peer, "coap: a separate response was never acknowledged");
+    }
+
+    fn packet(&self, request: &Packet, reply: Reply) -> Packet {
+        let mut packet = message::reply_to(request, reply.code);
+        if let Some(format) = reply.content_format {
+            packet.add_option(CoapOption::ContentFormat, message::uint(u32::from(format)));
+        }
+        if let Some(age) = reply.max_age {
+            packet.add_option(CoapOption::MaxAge, message::uint(age));
+        }
+        if let Some(block) = reply.block2 {
+            packet.add_option(CoapOption::Block2, block.encode());
+        }
+        if let Some(block) = reply.block1_echo {
+            packet.add_option(CoapOption::Block1, block.encode());
+        }
+        if let Some(size) = reply.size1 {
+            packet.add_option(CoapOption::Size1, message::uint(size));
+        }
+        packet.payload = reply.payload;
+        packet
+    }
+
+    fn send_packet(&self, peer: SocketAddr, packet: &Packet) {
+        if let Ok(bytes) = packet.to_bytes() {
+            self.send(peer, &bytes);
+        }
+    }
+
+    fn send(&self, peer: SocketAddr, bytes: &[u8]) {
+        // UDP: a send that fails (the peer unreachable) is as lost as a dropped datagram.
+        if let Err(e) = self.socket.try_send_to(bytes, peer) {
+            tracing::debug!(%peer, "coap: cannot send: {e}");
+        }
+    }
+}
+
+async fn stopping(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|&stop| stop).await;
+}
+
+fn rand_u16() -> u16 {
+    let mut bytes = [0u8; 2];
+    let _ = getrandom::fill(&mut bytes);
+    u16::from_le_bytes(bytes)
+}

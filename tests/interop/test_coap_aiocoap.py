@@ -1,0 +1,54 @@
+"""aiocoap, a CoAP stack that shares no code with the gateway, posts a tracker's report as a
+confirmable request, reads the discovery document and a source's schema, and gets 4.00 with
+a diagnostic for a payload that does not fit."""
+
+import asyncio
+import json
+import shutil
+import signal
+
+import aiocoap
+
+from test_serve_pull import get, start
+
+
+def test_aiocoap_post_discover_and_errors(gateway_bin, tmp_path, schemas):
+    (tmp_path / "schemas").mkdir()
+    shutil.copy(schemas / "gps.yaml", tmp_path / "schemas" / "gps.yaml")
+    process, base = start(gateway_bin, tmp_path)
+    try:
+        addresses = json.loads((tmp_path / "addresses.json").read_text())
+        host, port = addresses["coap"]["udp"][0].rsplit(":", 1)
+        root = f"coap://{host}:{port}"
+
+        async def talk():
+            context = await aiocoap.Context.create_client_context()
+            try:
+                report = json.dumps({"i": "C-77", "n": 1, "ts": 1767268800, "la": 49.28, "lo": -123.12}).encode()
+                ok = await context.request(aiocoap.Message(
+                    code=aiocoap.POST, uri=f"{root}/datasets/gps/sources/vendorC", payload=report,
+                    content_format=50)).response
+                bad = await context.request(aiocoap.Message(
+                    code=aiocoap.POST, uri=f"{root}/datasets/gps/sources/vendorC", payload=b'{"i": 5}',
+                    content_format=50)).response
+                links = await context.request(aiocoap.Message(code=aiocoap.GET, uri=f"{root}/.well-known/core")).response
+                return ok, bad, links
+            finally:
+                await context.shutdown()
+
+        ok, bad, links = asyncio.run(talk())
+        assert ok.code == aiocoap.CHANGED, ok
+        assert bad.code == aiocoap.BAD_REQUEST, bad
+        assert b"field" in bad.payload, bad.payload
+        assert b"</datasets/gps/sources/vendorC>" in links.payload, links.payload
+
+        rows = []
+        for _ in range(100):
+            rows = [json.loads(line) for line in get(f"{base}/datasets/gps/tail?limit=10").decode().splitlines() if line]
+            if rows:
+                break
+            asyncio.run(asyncio.sleep(0.1))
+        assert [r["device_id"] for r in rows] == ["C-77"], rows
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, (tmp_path / "gateway.log").read_text()
