@@ -1,20 +1,91 @@
-//! GPS trackers: a fleet of devices, each moving with its own speed and heading, reporting at
-//! a fixed interval.
+//! GPS trackers of the three vendors the `gps` dataset takes data from (`schemas/gps.yaml`):
+//! who they are, how often they report, and each vendor's payload format and units.
 
 use std::fmt::Write as _;
+use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use ciborium::Value;
 
+use crate::movement::{Area, Mode, Mover, Random};
+
 /// The manufacturers the `gps` dataset takes data from, by their payload format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum Vendor {
-    /// NdJson, RFC 3339 times, speed in km/h.
+    /// NdJson over MQTT, RFC 3339 times, speed in km/h.
     A,
-    /// CSV with a header line, epoch milliseconds, speed in knots.
+    /// CSV with a header line over HTTP, epoch milliseconds, speed in knots.
     B,
-    /// CBOR maps with short keys, epoch seconds, speed in m/s.
+    /// CBOR maps with short keys over CoAP, epoch seconds, speed in m/s.
     C,
+}
+
+/// How a vendor's trackers reach the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Mqtt,
+    Http,
+    Coap,
+}
+
+impl Vendor {
+    pub const ALL: [Vendor; 3] = [Vendor::A, Vendor::B, Vendor::C];
+
+    /// The push source of the `gps` dataset this vendor writes to.
+    pub fn source(self) -> &'static str {
+        match self {
+            Vendor::A => "vendorA",
+            Vendor::B => "vendorB",
+            Vendor::C => "vendorC",
+        }
+    }
+
+    pub fn transport(self) -> Transport {
+        match self {
+            Vendor::A => Transport::Mqtt,
+            Vendor::B => Transport::Http,
+            Vendor::C => Transport::Coap,
+        }
+    }
+
+    /// The `index`-th tracker's id, in the vendor's own style (B uses IMEIs).
+    pub fn device_id(self, index: usize) -> String {
+        match self {
+            Vendor::A => format!("A-{index:04}"),
+            Vendor::B => format!("3569380356{index:05}"),
+            Vendor::C => format!("C-{index:04}"),
+        }
+    }
+
+    /// How often a tracker reports, and the share by which each period may differ from it.
+    pub fn period(self) -> (StdDuration, f64) {
+        match self {
+            Vendor::A => (StdDuration::from_secs(5), 0.2),
+            Vendor::B => (StdDuration::from_secs(10), 0.1),
+            Vendor::C => (StdDuration::from_secs(15), 0.3),
+        }
+    }
+
+    /// Reports a tracker puts in one message when it sends its backlog (C's datagrams are
+    /// small: a CoAP message of 8 reports stays in one datagram).
+    pub fn max_batch(self) -> usize {
+        match self {
+            Vendor::A | Vendor::B => 50,
+            Vendor::C => 8,
+        }
+    }
 }
 
 /// One position report, in common units.
@@ -30,55 +101,85 @@ pub struct Report {
     pub battery: u8,
 }
 
-/// A small xorshift generator: deterministic, no dependencies, plenty for traffic.
-struct Random(u64);
+/// One tracker: an id, a thing that moves, and a sequence number for its reports.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    pub id: String,
+    pub vendor: Vendor,
+    mover: Mover,
+    next_seq: u64,
+}
 
-impl Random {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+impl Tracker {
+    /// The `index`-th tracker of a vendor. Half are vehicles, a quarter bicycles, a quarter
+    /// pedestrians; where each starts and how it moves follows from `seed`.
+    pub fn new(vendor: Vendor, index: usize, seed: u64, area: Area, first_seq: u64) -> Tracker {
+        let own_seed = Random::new(seed ^ (vendor as u64) << 56 ^ index as u64).uniform().to_bits();
+        let mode = match index % 4 {
+            0 | 1 => Mode::Vehicle,
+            2 => Mode::Bicycle,
+            _ => Mode::Pedestrian,
+        };
+        Tracker {
+            id: vendor.device_id(index),
+            vendor,
+            mover: Mover::new(mode, area, own_seed),
+            next_seq: first_seq,
+        }
+    }
+
+    /// Moves on by `seconds` and reads the GPS at `time`: a report with the next sequence
+    /// number, or `None` when the fix is lost (nothing is reported, no number is used).
+    pub fn measure(&mut self, seconds: f64, time: DateTime<Utc>) -> Option<Report> {
+        self.mover.advance(seconds);
+        let fix = self.mover.fix()?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Some(Report {
+            device: self.id.clone(),
+            seq,
+            time,
+            lat: fix.lat,
+            long: fix.lon,
+            speed_kmh: fix.speed * 3.6,
+            heading: fix.heading,
+            battery: self.mover.battery().round() as u8,
+        })
+    }
+
+    /// The sequence number the next report will carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub fn mover(&mut self) -> &mut Mover {
+        &mut self.mover
+    }
+
+    /// The tracker's own random stream, for what else it decides (going offline...).
+    pub fn random(&mut self) -> &mut Random {
+        self.mover.random()
     }
 }
 
-struct Tracker {
-    device: String,
-    seq: u64,
-    lat: f64,
-    long: f64,
-    speed_kmh: f64,
-    heading: f64,
-    battery: f64,
-}
-
-/// A fleet of trackers reporting every `interval` from `start`.
+/// A fleet of one vendor's trackers reporting every `interval` from `start`, never losing a
+/// fix: what `device-sim gps` writes, the same reports for the same seed.
 pub struct Fleet {
     trackers: Vec<Tracker>,
-    random: Random,
     time: DateTime<Utc>,
     interval: Duration,
 }
 
 impl Fleet {
     pub fn new(vendor: Vendor, devices: usize, seed: u64, start: DateTime<Utc>, interval: Duration) -> Fleet {
-        let mut random = Random(seed.max(1));
         let trackers = (0..devices)
-            .map(|i| Tracker {
-                device: match vendor {
-                    Vendor::A => format!("A-{i:04}"),
-                    Vendor::B => format!("3569380356{i:05}"),
-                    Vendor::C => format!("C-{i:04}"),
-                },
-                seq: 0,
-                lat: 49.20 + random.next() * 0.1,
-                long: -123.20 + random.next() * 0.1,
-                speed_kmh: random.next() * 60.0,
-                heading: random.next() * 360.0,
-                battery: 60.0 + random.next() * 40.0,
+            .map(|i| {
+                let mut tracker = Tracker::new(vendor, i, seed, Area::default(), 1);
+                tracker.mover.set_lost_fix(0.0);
+                tracker
             })
             .collect();
-        Fleet { trackers, random, time: start, interval }
+        Fleet { trackers, time: start, interval }
     }
 
     /// One report from every tracker, then time moves on by one interval.
@@ -86,29 +187,16 @@ impl Fleet {
         let seconds = self.interval.num_milliseconds() as f64 / 1000.0;
         let time = self.time;
         self.time += self.interval;
-        let random = &mut self.random;
-        self.trackers
-            .iter_mut()
-            .map(|t| {
-                t.heading = (t.heading + (random.next() - 0.5) * 30.0).rem_euclid(360.0);
-                t.speed_kmh = (t.speed_kmh + (random.next() - 0.5) * 10.0).clamp(0.0, 110.0);
-                let metres = t.speed_kmh / 3.6 * seconds;
-                t.lat += metres * t.heading.to_radians().cos() / 111_320.0;
-                t.long += metres * t.heading.to_radians().sin() / (111_320.0 * t.lat.to_radians().cos());
-                t.battery = (t.battery - 0.01).max(5.0);
-                t.seq += 1;
-                Report {
-                    device: t.device.clone(),
-                    seq: t.seq,
-                    time,
-                    lat: t.lat,
-                    long: t.long,
-                    speed_kmh: t.speed_kmh,
-                    heading: t.heading,
-                    battery: t.battery as u8,
-                }
-            })
-            .collect()
+        self.trackers.iter_mut().filter_map(|t| t.measure(seconds, time)).collect()
+    }
+}
+
+/// The Content-Type (HTTP, MQTT 5) of a vendor's payloads.
+pub fn content_type(vendor: Vendor) -> &'static str {
+    match vendor {
+        Vendor::A => "application/x-ndjson",
+        Vendor::B => "text/csv",
+        Vendor::C => "application/cbor",
     }
 }
 
@@ -130,7 +218,7 @@ pub fn encode(vendor: Vendor, reports: &[Report]) -> Vec<u8> {
             .collect::<String>()
             .into_bytes(),
         Vendor::B => {
-            let mut csv = String::from("imei,ts,latitude,longitude,speed_knots,course,battery,counter\n");
+            let mut csv = String::from(CSV_HEADER);
             for r in reports {
                 let _ = writeln!(
                     csv,
@@ -151,25 +239,67 @@ pub fn encode(vendor: Vendor, reports: &[Report]) -> Vec<u8> {
             let maps = reports
                 .iter()
                 .map(|r| {
-                    let entry = |k: &str, v: Value| (Value::Text(k.into()), v);
-                    Value::Map(vec![
-                        entry("i", Value::Text(r.device.clone())),
-                        entry("n", r.seq.into()),
-                        entry("ts", r.time.timestamp().into()),
-                        entry("la", Value::Float(r.lat)),
-                        entry("lo", Value::Float(r.long)),
-                        entry("v", Value::Float(r.speed_kmh / 3.6)),
-                        entry("h", (r.heading as u16).into()),
-                        entry("b", r.battery.into()),
+                    cbor_map(vec![
+                        ("i", Value::Text(r.device.clone())),
+                        ("n", r.seq.into()),
+                        ("ts", r.time.timestamp().into()),
+                        ("la", Value::Float(r.lat)),
+                        ("lo", Value::Float(r.long)),
+                        ("v", Value::Float(r.speed_kmh / 3.6)),
+                        ("h", (r.heading as u16).into()),
+                        ("b", r.battery.into()),
                     ])
                 })
                 .collect();
-            let mut bytes = Vec::new();
-            // Writing into a Vec cannot fail.
-            let _ = ciborium::into_writer(&Value::Array(maps), &mut bytes);
-            bytes
+            cbor_bytes(&Value::Array(maps))
         }
     }
+}
+
+const CSV_HEADER: &str = "imei,ts,latitude,longitude,speed_knots,course,battery,counter\n";
+
+/// A report as a faulty tracker sends it: its payload cannot be read with the vendor's
+/// schema (a field of the wrong type, a row cut short, a map with text for a number), so the
+/// gateway refuses it and quarantines it. `kind` picks one of a few faults.
+pub fn malformed(vendor: Vendor, report: &Report, kind: u8) -> Vec<u8> {
+    match (vendor, kind % 2) {
+        (Vendor::A, 0) => format!(
+            r#"{{"device_id":"{}","seq":{},"t":"{}","lat":"N 49.2","lon":-123.1}}"#,
+            report.device,
+            report.seq,
+            report.time.to_rfc3339_opts(SecondsFormat::Millis, true)
+        )
+        .into_bytes(),
+        (Vendor::A, _) => {
+            format!(r#"{{"device_id":"{}","seq":{},"t":"#, report.device, report.seq).into_bytes()
+        }
+        (Vendor::B, 0) => {
+            format!("{CSV_HEADER}{},{},49.28\n", report.device, report.time.timestamp_millis()).into_bytes()
+        }
+        (Vendor::B, _) => {
+            format!("{CSV_HEADER}{},yesterday,49.28,-123.12,1,1,1,{}\n", report.device, report.seq)
+                .into_bytes()
+        }
+        (Vendor::C, 0) => cbor_bytes(&cbor_map(vec![
+            ("i", Value::Text(report.device.clone())),
+            ("n", report.seq.into()),
+            ("ts", report.time.timestamp().into()),
+            ("la", Value::Text("49.28".into())),
+            ("lo", Value::Float(report.long)),
+        ])),
+        (Vendor::C, _) => vec![0xa5, 0x61, 0x69],
+    }
+}
+
+fn cbor_map(entries: Vec<(&str, Value)>) -> Value {
+    Value::Map(entries.into_iter().map(|(k, v)| (Value::Text(k.into()), v)).collect())
+}
+
+fn cbor_bytes(value: &Value) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = ciborium::into_writer(value, &mut bytes);
+    bytes
 }
 
 #[cfg(test)]
@@ -211,8 +341,23 @@ mod tests {
         let first: serde_json::Value = serde_json::from_str(ndjson.lines().next().unwrap()).unwrap();
         assert_eq!(first["device_id"], "A-0000");
         let csv = String::from_utf8(encode(Vendor::B, &reports)).unwrap();
-        assert!(csv.starts_with("imei,ts,latitude,longitude,speed_knots,course,battery,counter\n"));
+        assert!(csv.starts_with(CSV_HEADER));
         let cbor: Value = ciborium::from_reader(encode(Vendor::C, &reports).as_slice()).unwrap();
         assert_eq!(cbor.as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn malformed_payloads_do_not_read_as_reports() {
+        let report = fleet().tick().remove(0);
+        for kind in 0..2 {
+            let a = malformed(Vendor::A, &report, kind);
+            let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&a);
+            assert!(parsed.map_or(true, |v| !v["lat"].is_f64()));
+            let b = String::from_utf8(malformed(Vendor::B, &report, kind)).unwrap();
+            let row = b.lines().nth(1).unwrap();
+            assert!(row.split(',').count() != 8 || row.contains("yesterday"));
+            let c: Result<Value, _> = ciborium::from_reader(malformed(Vendor::C, &report, kind).as_slice());
+            assert!(c.map_or(true, |v| v.as_map().is_some_and(|m| m.len() == 5)));
+        }
     }
 }

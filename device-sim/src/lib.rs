@@ -1,11 +1,21 @@
-//! device-sim: simulated devices for odf-gateway.
+//! device-sim: simulated GPS trackers for odf-gateway, for demos, load tests and
+//! exactly-once checks.
 //!
-//! - [`gps`]: GPS trackers moving around a city, reporting position, speed, heading and
-//!   battery with a per-device sequence number, in the payload format of each vendor the
-//!   `gps` dataset has a push source for (`vendorA` NdJson, `vendorB` CSV, `vendorC` CBOR).
-//!
-//! Traffic is deterministic for a seed, so a test or a benchmark can replay it exactly. The
-//! network drivers (MQTT, CoAP, HTTP publishers and load profiles) come with the gateway's
-//! transports.
+//! - [`movement`]: vehicles, bicycles and pedestrians moving on smooth paths around a centre,
+//!   with GPS noise, lost fixes and a draining battery, reproducible from a seed.
+//! - [`gps`]: the three vendors of the `gps` dataset (`schemas/gps.yaml`): their trackers,
+//!   reporting periods and payload formats (vendorA NdJson over MQTT, vendorB CSV over HTTP,
+//!   vendorC CBOR over CoAP).
+//! - [`send`]: one connection per device to a gateway (or any MQTT broker, HTTP or CoAP
+//!   server), one message in flight, and what came of it.
+//! - [`runner`]: the fleet in real time (offline spells and backlog bursts, duplicates,
+//!   malformed payloads) or under load; [`stats`] counts it, [`record`] keeps what was
+//!   acknowledged, and [`verify`] checks that against the dataset.
 
 pub mod gps;
+pub mod movement;
+pub mod record;
+pub mod runner;
+pub mod send;
+pub mod stats;
+pub mod verify;
