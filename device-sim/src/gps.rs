@@ -41,8 +41,6 @@ pub enum Transport {
 }
 
 impl Vendor {
-    pub const ALL: [Vendor; 3] = [Vendor::A, Vendor::B, Vendor::C];
-
     /// The push source of the `gps` dataset this vendor writes to.
     pub fn source(self) -> &'static str {
         match self {
@@ -150,10 +148,6 @@ impl Tracker {
     /// The sequence number the next report will carry.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
-    }
-
-    pub fn mover(&mut self) -> &mut Mover {
-        &mut self.mover
     }
 
     /// The tracker's own random stream, for what else it decides (going offline...).

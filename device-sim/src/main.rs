@@ -11,7 +11,7 @@ use device_sim::gps::{Fleet, Vendor, encode};
 use device_sim::movement::Area;
 use device_sim::record::{self, RunRecord};
 use device_sim::runner::{self, Pace, Plan};
-use device_sim::send::{Target, TlsFiles};
+use device_sim::send::{MqttTls, Target};
 use device_sim::verify::{self, Reader};
 
 /// Simulated GPS trackers that produce realistic telemetry for odf-gateway.
@@ -192,8 +192,12 @@ struct TargetArgs {
 }
 
 impl TargetArgs {
-    fn target(self) -> Target {
-        Target {
+    fn target(self) -> anyhow::Result<Target> {
+        let mqtt_tls = match &self.ca {
+            Some(ca) => Some(MqttTls::read(ca, self.cert.as_deref(), self.key.as_deref())?),
+            None => None,
+        };
+        Ok(Target {
             host: self.host,
             dataset: self.dataset,
             mqtt_port: self.mqtt_port,
@@ -201,12 +205,12 @@ impl TargetArgs {
             coap_port: self.coap_port,
             mqtt_topic: self.mqtt_topic,
             qos: self.qos,
-            mqtt_tls: self.ca.map(|ca| TlsFiles { ca, cert: self.cert, key: self.key }),
+            mqtt_tls,
             username: self.username,
             password: self.password,
             token: self.token,
             timeout: self.timeout,
-        }
+        })
     }
 }
 
@@ -257,7 +261,7 @@ fn main() -> anyhow::Result<()> {
                 duplicates: share("duplicates", duplicates)?,
                 ..fleet.plan("run", Pace::RealTime)?
             };
-            let summary = runtime.block_on(runner::run(plan, target.target()))?;
+            let summary = runtime.block_on(runner::run(plan, target.target()?))?;
             print_summary(&summary, fleet.json)?;
         }
         Command::Load { fleet, target, rate, malformed, duplicates } => {
@@ -274,7 +278,7 @@ fn main() -> anyhow::Result<()> {
             if plan.duration.is_none() && plan.messages.is_none() {
                 plan.duration = Some(Duration::from_secs(10));
             }
-            let summary = runtime.block_on(runner::run(plan, target.target()))?;
+            let summary = runtime.block_on(runner::run(plan, target.target()?))?;
             print_summary(&summary, fleet.json)?;
         }
         Command::Verify { record, data_dir, gateway_bin, host, http_port, token, wait, json } => {

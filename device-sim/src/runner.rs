@@ -296,10 +296,12 @@ async fn drain(
     let vendor = tracker.vendor;
     while !backlog.is_empty() {
         let take = backlog.len().min(vendor.max_batch());
-        let reports: Vec<Report> = backlog.iter().take(take).cloned().collect();
-        let seqs: Vec<u64> = reports.iter().map(|r| r.seq).collect();
-        let message =
-            Message { payload: gps::encode(vendor, &reports), content_type: gps::content_type(vendor), seqs };
+        let reports = &backlog.make_contiguous()[..take];
+        let message = Message {
+            payload: gps::encode(vendor, reports),
+            content_type: gps::content_type(vendor),
+            seqs: reports.iter().map(|r| r.seq).collect(),
+        };
         Stats::add(&stats.messages, 1);
         Stats::add(&stats.reports, message.seqs.iter().filter(|s| !sent.contains(**s)).count() as u64);
         message.seqs.iter().for_each(|s| sent.insert(*s));

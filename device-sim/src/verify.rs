@@ -11,7 +11,6 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, header};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
 use crate::record::RunRecord;
@@ -167,12 +166,9 @@ async fn run_query(reader: &Reader, query: &str) -> anyhow::Result<String> {
     match reader {
         Reader::Http { host, port, token } => {
             let address = format!("{host}:{port}");
-            let stream = tokio::net::TcpStream::connect(&address)
+            let mut sender = crate::send::connect_http(&address)
                 .await
-                .with_context(|| format!("connect to the gateway's HTTP API at {address}"))?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(connection);
+                .map_err(|e| anyhow::anyhow!("the gateway's HTTP API: {e}"))?;
             let mut request = Request::post("/query?format=csv")
                 .header(header::HOST, &address)
                 .header(header::CONTENT_TYPE, "text/plain");

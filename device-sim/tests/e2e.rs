@@ -112,6 +112,11 @@ impl Gateway {
         self.child = Some(child);
     }
 
+    /// An `odf-gateway` command on this gateway's data directory.
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(gateway_bin()).arg("--data-dir").arg(self.root.join("data")).args(args).output().unwrap()
+    }
+
     fn log(&self) -> String {
         (1..=self.starts)
             .map(|n| std::fs::read_to_string(self.root.join(format!("gateway-{n}.log"))).unwrap_or_default())
@@ -220,24 +225,14 @@ fn all_three_vendors_in_real_time_then_verify_finds_each_acknowledged_report_onc
         assert_eq!(s["acked"], s["found"], "{verdict}");
     }
 
-    let tail = Command::new(gateway_bin())
-        .args(["--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["tail", "gps", "-n", "1000", "-o", "csv"])
-        .output()
-        .unwrap();
+    let tail = gateway.cli(&["tail", "gps", "-n", "1000", "-o", "csv"]);
     assert!(tail.status.success(), "{}", String::from_utf8_lossy(&tail.stderr));
     let rows = String::from_utf8_lossy(&tail.stdout);
     for device in ["A-0000", "356938035600000", "C-0000"] {
         assert!(rows.contains(&format!(",{device},")), "no rows of {device}:\n{rows}");
     }
     // The quarantine holds the malformed payloads, with the device's source.
-    let quarantine = Command::new(gateway_bin())
-        .args(["--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["quarantine", "list", "gps"])
-        .output()
-        .unwrap();
+    let quarantine = gateway.cli(&["quarantine", "list", "gps"]);
     assert!(String::from_utf8_lossy(&quarantine.stdout).contains("vendor"), "{quarantine:?}");
     gateway.stop();
 }

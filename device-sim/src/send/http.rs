@@ -61,7 +61,7 @@ impl HttpSender {
     async fn exchange(&mut self, message: &Message) -> Result<Outcome, String> {
         let connection = match &mut self.connection {
             Some(c) if !c.is_closed() => c,
-            _ => self.connection.insert(self.connect().await?),
+            _ => self.connection.insert(connect(&format!("{}:{}", self.host, self.port)).await?),
         };
         connection.ready().await.map_err(|e| format!("HTTP connection: {e}"))?;
         let mut request = Request::post(&self.path)
@@ -101,19 +101,19 @@ impl HttpSender {
             s => Outcome::Refused(format!("{s}: {}", text(&body))),
         })
     }
+}
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
-        let address = format!("{}:{}", self.host, self.port);
-        let stream = TcpStream::connect(&address).await.map_err(|e| format!("connect to {address}: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("HTTP handshake with {address}: {e}"))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(sender)
-    }
+/// An HTTP/1.1 connection to `address` (host:port), driven by a task of its own.
+pub async fn connect(address: &str) -> Result<SendRequest<Full<Bytes>>, String> {
+    let stream = TcpStream::connect(address).await.map_err(|e| format!("connect to {address}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake with {address}: {e}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
 }
 
 /// A body to show in a message, cut short.

@@ -6,9 +6,12 @@ mod coap;
 mod http;
 mod mqtt;
 
-use std::path::PathBuf;
+pub(crate) use http::connect as connect_http;
+
+use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::gps::{Transport, Vendor};
@@ -25,7 +28,7 @@ pub struct Target {
     pub mqtt_topic: String,
     /// 0, 1 or 2.
     pub qos: u8,
-    pub mqtt_tls: Option<TlsFiles>,
+    pub mqtt_tls: Option<MqttTls>,
     pub username: Option<String>,
     pub password: Option<String>,
     /// A bearer token for HTTP, and the CoAP key (`?key=`).
@@ -34,11 +37,24 @@ pub struct Target {
     pub timeout: Duration,
 }
 
+/// MQTT over TLS: the CA to trust and an optional client certificate and key (PEM), read
+/// once at start and shared by every device.
 #[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub ca: PathBuf,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
+pub struct MqttTls {
+    pub ca: Vec<u8>,
+    pub client_auth: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl MqttTls {
+    pub fn read(ca: &Path, cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<MqttTls> {
+        let read = |path: &Path| std::fs::read(path).with_context(|| format!("read {}", path.display()));
+        let client_auth = match (cert, key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            (None, None) => None,
+            _ => anyhow::bail!("a client certificate needs both --cert and --key"),
+        };
+        Ok(MqttTls { ca: read(ca)?, client_auth })
+    }
 }
 
 impl Target {
@@ -118,12 +134,7 @@ impl Sender {
     pub async fn idle(&mut self, duration: Duration, stop: &CancellationToken) {
         match self {
             Sender::Mqtt(s) => s.idle(duration, stop).await,
-            _ => {
-                tokio::select! {
-                    _ = tokio::time::sleep(duration) => {}
-                    _ = stop.cancelled() => {}
-                }
-            }
+            _ => sleep_unless_stopped(duration, stop).await,
         }
     }
 
@@ -135,6 +146,14 @@ impl Sender {
             Sender::Http(s) => s.disconnect(),
             Sender::Coap(_) => {}
         }
+    }
+}
+
+/// Sleeps for `duration`, or less if `stop` is cancelled meanwhile.
+async fn sleep_unless_stopped(duration: Duration, stop: &CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => {}
+        _ = stop.cancelled() => {}
     }
 }
 

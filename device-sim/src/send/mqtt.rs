@@ -10,7 +10,7 @@ use rumqttc::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Message, Outcome, Target, grace_after};
+use super::{Message, Outcome, Target, grace_after, sleep_unless_stopped};
 use crate::gps::Vendor;
 
 pub struct MqttSender {
@@ -21,8 +21,6 @@ pub struct MqttSender {
     connection: Option<(AsyncClient, EventLoop)>,
     /// Whether the connection is up (a CONNACK came and no error since).
     connected: bool,
-    /// Why the options could not be built (a TLS file that cannot be read): every send fails.
-    broken: Option<String>,
 }
 
 impl MqttSender {
@@ -35,14 +33,12 @@ impl MqttSender {
         if let (Some(user), Some(password)) = (&target.username, &target.password) {
             options.set_credentials(user, password);
         }
-        let mut broken = None;
         if let Some(tls) = &target.mqtt_tls {
-            match tls_configuration(tls) {
-                Ok(config) => {
-                    options.set_transport(Transport::tls_with_config(config));
-                }
-                Err(e) => broken = Some(e),
-            }
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+                ca: tls.ca.clone(),
+                alpn: None,
+                client_auth: tls.client_auth.clone(),
+            }));
         }
         let qos = match target.qos {
             0 => QoS::AtMostOnce,
@@ -56,14 +52,10 @@ impl MqttSender {
             timeout: target.timeout,
             connection: None,
             connected: false,
-            broken,
         }
     }
 
     pub async fn send(&mut self, message: &Message, stop: &CancellationToken) -> Outcome {
-        if let Some(reason) = &self.broken {
-            return Outcome::Refused(reason.clone());
-        }
         let (client, events) =
             self.connection.get_or_insert_with(|| AsyncClient::new(self.options.clone(), 10));
         if let Err(e) = client.publish(&self.topic, self.qos, false, message.payload.clone()).await {
@@ -134,11 +126,7 @@ impl MqttSender {
     pub async fn idle(&mut self, duration: Duration, stop: &CancellationToken) {
         let until = Instant::now() + duration;
         let Some((_, events)) = self.connection.as_mut() else {
-            tokio::select! {
-                _ = tokio::time::sleep(duration) => {}
-                _ = stop.cancelled() => {}
-            }
-            return;
+            return sleep_unless_stopped(duration, stop).await;
         };
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -154,11 +142,7 @@ impl MqttSender {
                 self.connected = false;
                 // Reconnecting is for the next send; wait out the rest.
                 self.connection = None;
-                tokio::select! {
-                    _ = tokio::time::sleep(left) => {}
-                    _ = stop.cancelled() => {}
-                }
-                return;
+                return sleep_unless_stopped(left, stop).await;
             }
         }
     }
@@ -178,14 +162,4 @@ impl MqttSender {
             .await;
         }
     }
-}
-
-fn tls_configuration(files: &super::TlsFiles) -> Result<TlsConfiguration, String> {
-    let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
-    let client_auth = match (&files.cert, &files.key) {
-        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
-        (None, None) => None,
-        _ => return Err("a client certificate needs both --cert and --key".into()),
-    };
-    Ok(TlsConfiguration::Simple { ca: read(&files.ca)?, alpn: None, client_auth })
 }
