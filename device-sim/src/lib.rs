@@ -11,7 +11,10 @@
 //! - [`runner`]: the fleet in real time (offline spells and backlog bursts, duplicates,
 //!   malformed payloads) or under load; [`stats`] counts it, [`record`] keeps what was
 //!   acknowledged, and [`verify`] checks that against the dataset.
+//! - [`bench`]: the same load against the gateway and against a plain peer of each protocol,
+//!   one table of figures and ratios.
 
+pub mod bench;
 pub mod gps;
 pub mod movement;
 pub mod record;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
+use device_sim::bench;
 use device_sim::gps::{Fleet, Vendor, encode};
 use device_sim::movement::Area;
 use device_sim::record::{self, RunRecord};
@@ -88,6 +89,26 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
         wait: Duration,
         /// Print the verdict as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The benchmark report: the same load against odf-gateway and against a plain peer of
+    /// each protocol on this machine (mosquitto, an HTTP server that only reads, libcoap's
+    /// coap-server), each on a fresh process; prints one table of rows/s, ack latencies,
+    /// peak RSS and ratios.
+    Bench {
+        /// How long each run lasts.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        duration: Duration,
+        /// Only these scenarios (mqtt-1, mqtt-100, mqtt-1000, http-1, http-64, coap-1,
+        /// coap-64); all by default.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// The odf-gateway binary (default: next to this one, else on the PATH); build it
+        /// with --release for figures worth comparing.
+        #[arg(long)]
+        gateway_bin: Option<PathBuf>,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -240,7 +261,7 @@ impl FleetArgs {
             duplicates: 0.0,
             offline: 0.0,
             record: self.record.clone(),
-            status_every: self.status_every,
+            status_every: Some(self.status_every),
         })
     }
 }
@@ -300,6 +321,26 @@ fn main() -> anyhow::Result<()> {
             std::io::stdout().flush()?;
             if !verdict.ok() {
                 std::process::exit(1);
+            }
+        }
+        Command::Bench { duration, only, gateway_bin, json } => {
+            let options = bench::Options {
+                gateway: gateway_bin.unwrap_or_else(gateway_next_to_us),
+                duration,
+                scenarios: bench::scenarios(&only)?,
+            };
+            // Ctrl-C ends the whole bench (each run would otherwise take it as its own end);
+            // the servers it started are stopped as their guards drop.
+            let report = runtime.block_on(async {
+                tokio::select! {
+                    report = bench::bench(&options) => report,
+                    _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+                }
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
             }
         }
         Command::Gps { vendor, devices, reports, interval, start, seed } => {

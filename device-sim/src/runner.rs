@@ -51,8 +51,9 @@ pub struct Plan {
     /// Chance per report that a device goes out of coverage for 5 to 30 periods (real time).
     pub offline: f64,
     pub record: PathBuf,
-    /// Status lines this often when stderr is not a terminal (a progress bar when it is).
-    pub status_every: Duration,
+    /// Status lines this often when stderr is not a terminal (a progress bar when it is);
+    /// none: no status at all.
+    pub status_every: Option<Duration>,
 }
 
 impl Plan {
@@ -132,6 +133,7 @@ pub async fn run(plan: Plan, target: Target) -> anyhow::Result<Summary> {
 }
 
 async fn show_status(stats: Arc<Stats>, plan: Arc<Plan>, started: Instant, stop: CancellationToken) {
+    let Some(status_every) = plan.status_every else { return };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = match plan.messages {
             Some(m) => indicatif::ProgressBar::new(m),
@@ -144,7 +146,7 @@ async fn show_status(stats: Arc<Stats>, plan: Arc<Plan>, started: Instant, stop:
         }
         bar
     });
-    let every = if bar.is_some() { Duration::from_millis(200) } else { plan.status_every };
+    let every = if bar.is_some() { Duration::from_millis(200) } else { status_every };
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -162,7 +162,7 @@ fn counts(csv: &str) -> anyhow::Result<HashMap<(String, u64), u64>> {
     Ok(counts)
 }
 
-async fn run_query(reader: &Reader, query: &str) -> anyhow::Result<String> {
+pub(crate) async fn run_query(reader: &Reader, query: &str) -> anyhow::Result<String> {
     match reader {
         Reader::Http { host, port, token } => {
             let address = format!("{host}:{port}");

@@ -1,7 +1,7 @@
 //! The simulator against a real `odf-gateway serve`: all three vendors over MQTT, HTTP and
 //! CoAP, then `device-sim verify`; and a load while the gateway is killed with SIGKILL and
 //! started again three times, after which every acknowledged report must be committed
-//! exactly once.
+//! exactly once; and `device-sim bench` against the gateway and each protocol's peer.
 //!
 //! The gateway binary is the one cargo builds beside this crate's (`cargo test --workspace`
 //! builds both), or `ODF_GATEWAY_BIN`.
@@ -299,4 +299,37 @@ fn a_load_while_the_gateway_is_killed_three_times_loses_and_repeats_nothing_ackn
     assert_eq!(verdict["acked"], 2400, "every report was retried until acknowledged: {verdict}");
     assert_eq!(verdict["missing"], 0);
     assert_eq!(verdict["duplicated"], 0);
+}
+
+#[test]
+fn bench_compares_the_gateway_with_each_protocols_peer_and_counts_every_acknowledged_report() {
+    let output = Command::new(env!("CARGO_BIN_EXE_device-sim"))
+        .args(["bench", "--duration", "1s", "--only", "mqtt-1,http-1,coap-64", "--json"])
+        .arg("--gateway-bin")
+        .arg(gateway_bin())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "bench failed: {}", String::from_utf8_lossy(&output.stderr));
+    let report = json(&output);
+    let rows = report["rows"].as_array().unwrap();
+    let scenarios: Vec<_> = rows.iter().map(|r| r["scenario"].as_str().unwrap()).collect();
+    assert_eq!(scenarios, ["mqtt-1", "http-1", "coap-64"]);
+    for row in rows {
+        let scenario = &row["scenario"];
+        // tests/run.sh installs mosquitto and libcoap's coap-server: every peer has figures.
+        assert!(row["peer_error"].is_null(), "{scenario}: {}", row["peer_error"]);
+        for side in ["gateway", "peer"] {
+            let figures = &row[side];
+            let acked = figures["acked"].as_u64().unwrap();
+            assert!(acked > 0, "{scenario} {side}: nothing acknowledged: {figures}");
+            assert_eq!(figures["rows"].as_u64(), Some(acked), "{scenario} {side}: not all counted");
+            assert_eq!(figures["failed"].as_u64(), Some(0), "{scenario} {side}: {figures}");
+            assert!(figures["ack_p50_ms"].as_f64().unwrap() <= figures["ack_p99_ms"].as_f64().unwrap());
+        }
+        assert!(row["gateway"]["peak_rss_mib"].as_f64().unwrap() > 1.0, "{scenario}: no RSS");
+        let ratio = row["ratio"].as_f64().unwrap();
+        let expected =
+            row["gateway"]["rows_per_s"].as_f64().unwrap() / row["peer"]["rows_per_s"].as_f64().unwrap();
+        assert!((ratio - expected).abs() < 1e-9, "{scenario}: ratio {ratio}, figures say {expected}");
+    }
 }
