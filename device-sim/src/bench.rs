@@ -258,6 +258,7 @@ fn plan(scenario: &Scenario, duration: Duration, dir: &Path) -> Plan {
         malformed: 0.0,
         duplicates: 0.0,
         offline: 0.0,
+        senml: false,
         record: dir.join("run.json"),
         status_every: None,
     }

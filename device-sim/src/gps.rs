@@ -250,6 +250,39 @@ pub fn encode(vendor: Vendor, reports: &[Report]) -> Vec<u8> {
     }
 }
 
+/// vendorC's reports as a SenML pack (RFC 8428) in CBOR, Content-Format 112: the tracker's
+/// name as base name, each report's time (to the millisecond) as base time, one record per field under the
+/// field names of vendorC's CBOR maps (the gateway turns the records of one base name and
+/// time back into one row of them).
+pub fn encode_senml(reports: &[Report]) -> Vec<u8> {
+    // SenML's CBOR labels (RFC 8428 table 4).
+    const BN: i64 = -2;
+    const BT: i64 = -3;
+    const N: i64 = 0;
+    const V: i64 = 2;
+    const VS: i64 = 3;
+    let record = |name: &str, value: (i64, Value)| {
+        Value::Map(vec![(N.into(), Value::Text(name.into())), (value.0.into(), value.1)])
+    };
+    let mut pack = Vec::with_capacity(reports.len() * 7);
+    for (i, r) in reports.iter().enumerate() {
+        // Milliseconds: two reports of a backlog in one second must not merge into one row.
+        let mut first = vec![(BT.into(), Value::Float(r.time.timestamp_millis() as f64 / 1000.0))];
+        if i == 0 {
+            first.insert(0, (BN.into(), Value::Text(format!("urn:dev:{}:", r.device))));
+        }
+        first.extend([(N.into(), Value::Text("i".into())), (VS.into(), Value::Text(r.device.clone()))]);
+        pack.push(Value::Map(first));
+        pack.push(record("n", (V, r.seq.into())));
+        pack.push(record("la", (V, Value::Float(r.lat))));
+        pack.push(record("lo", (V, Value::Float(r.long))));
+        pack.push(record("v", (V, Value::Float(r.speed_kmh / 3.6))));
+        pack.push(record("h", (V, (r.heading as u16).into())));
+        pack.push(record("b", (V, r.battery.into())));
+    }
+    cbor_bytes(&Value::Array(pack))
+}
+
 const CSV_HEADER: &str = "imei,ts,latitude,longitude,speed_knots,course,battery,counter\n";
 
 /// A report as a faulty tracker sends it: its payload cannot be read with the vendor's
@@ -338,6 +371,27 @@ mod tests {
         assert!(csv.starts_with(CSV_HEADER));
         let cbor: Value = ciborium::from_reader(encode(Vendor::C, &reports).as_slice()).unwrap();
         assert_eq!(cbor.as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_senml_pack_has_a_base_name_once_and_a_base_time_per_report() {
+        let reports = fleet().tick();
+        let pack: Value = ciborium::from_reader(encode_senml(&reports).as_slice()).unwrap();
+        let records = pack.as_array().unwrap();
+        assert_eq!(records.len(), 7 * reports.len());
+        let label = |record: &Value, label: i64| {
+            record.as_map().unwrap().iter().find(|(k, _)| *k == Value::from(label)).map(|(_, v)| v.clone())
+        };
+        assert_eq!(label(&records[0], -2), Some(Value::Text("urn:dev:A-0000:".into())));
+        for (i, report) in reports.iter().enumerate() {
+            let first = &records[7 * i];
+            assert_eq!(label(first, -2).is_some(), i == 0);
+            assert_eq!(label(first, -3), Some(Value::Float(report.time.timestamp_millis() as f64 / 1000.0)));
+            assert_eq!(label(first, 3), Some(Value::Text(report.device.clone())));
+            assert_eq!(label(&records[7 * i + 1], 2), Some(report.seq.into()));
+        }
+        let names: Vec<_> = records[..7].iter().map(|r| label(r, 0).unwrap().into_text().unwrap()).collect();
+        assert_eq!(names, ["i", "n", "la", "lo", "v", "h", "b"]);
     }
 
     #[test]

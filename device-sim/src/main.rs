@@ -167,6 +167,9 @@ struct FleetArgs {
     /// Status lines this often when stderr is not a terminal.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     status_every: Duration,
+    /// vendorC sends SenML packs in CBOR (Content-Format 112) instead of CBOR maps.
+    #[arg(long)]
+    senml: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -260,6 +263,7 @@ impl FleetArgs {
             malformed: 0.0,
             duplicates: 0.0,
             offline: 0.0,
+            senml: self.senml,
             record: self.record.clone(),
             status_every: Some(self.status_every),
         })

@@ -50,6 +50,8 @@ pub struct Plan {
     pub duplicates: f64,
     /// Chance per report that a device goes out of coverage for 5 to 30 periods (real time).
     pub offline: f64,
+    /// vendorC sends SenML CBOR packs instead of CBOR maps.
+    pub senml: bool,
     pub record: PathBuf,
     /// Status lines this often when stderr is not a terminal (a progress bar when it is);
     /// none: no status at all.
@@ -299,11 +301,11 @@ async fn drain(
     while !backlog.is_empty() {
         let take = backlog.len().min(vendor.max_batch());
         let reports = &backlog.make_contiguous()[..take];
-        let message = Message {
-            payload: gps::encode(vendor, reports),
-            content_type: gps::content_type(vendor),
-            seqs: reports.iter().map(|r| r.seq).collect(),
+        let (payload, content_type) = match vendor {
+            Vendor::C if plan.senml => (gps::encode_senml(reports), "application/senml+cbor"),
+            _ => (gps::encode(vendor, reports), gps::content_type(vendor)),
         };
+        let message = Message { payload, content_type, seqs: reports.iter().map(|r| r.seq).collect() };
         Stats::add(&stats.messages, 1);
         Stats::add(&stats.reports, message.seqs.iter().filter(|s| !sent.contains(**s)).count() as u64);
         message.seqs.iter().for_each(|s| sent.insert(*s));

@@ -302,6 +302,52 @@ fn a_load_while_the_gateway_is_killed_three_times_loses_and_repeats_nothing_ackn
 }
 
 #[test]
+fn vendor_c_in_senml_with_backlog_bursts_is_committed_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let mut gateway = Gateway::start(dir.path(), &ports);
+    let record = dir.path().join("run.json");
+    let record = record.to_str().unwrap();
+    let args =
+        ["run", "--vendors", "c", "--senml", "--devices", "3", "--duration", "5s", "--period", "200ms"];
+    let run = sim(&args, &ports)
+        .args(["--offline", "0.1", "--malformed", "0", "--duplicates", "0.1", "--record", record, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}
+{}",
+        String::from_utf8_lossy(&run.stderr),
+        gateway.log()
+    );
+    let summary = json(&run);
+    assert!(summary["acked"].as_u64().unwrap() > 20, "{summary}");
+    assert!(summary["offline"].as_u64().unwrap() > 0, "no backlog bursts: {summary}");
+    assert_eq!(summary["refused"], 0, "{summary}");
+
+    let verify = verify(&["--record", record, "--json"]).output().unwrap();
+    assert!(
+        verify.status.success(),
+        "{}
+{}",
+        String::from_utf8_lossy(&verify.stdout),
+        gateway.log()
+    );
+    let verdict = json(&verify);
+    assert_eq!(
+        (verdict["missing"].as_u64(), verdict["duplicated"].as_u64()),
+        (Some(0), Some(0)),
+        "{verdict}"
+    );
+    // Every field came through the SenML records, in the units the preprocess makes of them.
+    let sql = "SELECT COUNT(*) FROM gps WHERE speed IS NULL OR heading IS NULL OR battery IS NULL OR lat < 49 OR lat > 50";
+    let nulls = gateway.cli(&["sql", "-o", "csv", sql]);
+    assert_eq!(String::from_utf8_lossy(&nulls.stdout).lines().last(), Some("0"), "{nulls:?}");
+    gateway.stop();
+}
+
+#[test]
 fn bench_compares_the_gateway_with_each_protocols_peer_and_counts_every_acknowledged_report() {
     let output = Command::new(env!("CARGO_BIN_EXE_device-sim"))
         .args(["bench", "--duration", "1s", "--only", "mqtt-1,http-1,coap-64", "--json"])
