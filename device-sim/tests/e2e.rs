@@ -314,26 +314,14 @@ fn vendor_c_in_senml_with_backlog_bursts_is_committed_once_each() {
         .args(["--offline", "0.1", "--malformed", "0", "--duplicates", "0.1", "--record", record, "--json"])
         .output()
         .unwrap();
-    assert!(
-        run.status.success(),
-        "{}
-{}",
-        String::from_utf8_lossy(&run.stderr),
-        gateway.log()
-    );
+    assert!(run.status.success(), "{}\n{}", String::from_utf8_lossy(&run.stderr), gateway.log());
     let summary = json(&run);
     assert!(summary["acked"].as_u64().unwrap() > 20, "{summary}");
     assert!(summary["offline"].as_u64().unwrap() > 0, "no backlog bursts: {summary}");
     assert_eq!(summary["refused"], 0, "{summary}");
 
     let verify = verify(&["--record", record, "--json"]).output().unwrap();
-    assert!(
-        verify.status.success(),
-        "{}
-{}",
-        String::from_utf8_lossy(&verify.stdout),
-        gateway.log()
-    );
+    assert!(verify.status.success(), "{}\n{}", String::from_utf8_lossy(&verify.stdout), gateway.log());
     let verdict = json(&verify);
     assert_eq!(
         (verdict["missing"].as_u64(), verdict["duplicated"].as_u64()),
