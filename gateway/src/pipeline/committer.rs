@@ -97,6 +97,14 @@ impl Committer {
         self.recorded().values().copied().max().unwrap_or(0)
     }
 
+    /// The highest seq every push source of the dataset has committed up to: an entry at or
+    /// below it is in the dataset, whichever source it was for.
+    pub fn committed_by_every_source(&self) -> u64 {
+        let recorded = self.recorded();
+        let state = self.writer.dataset().state();
+        state.push_sources.keys().map(|name| recorded.get(name).copied().unwrap_or(0)).min().unwrap_or(0)
+    }
+
     /// The log position each source's last commit recorded.
     fn recorded(&self) -> HashMap<String, u64> {
         let state = self.writer.dataset().state();

@@ -18,6 +18,7 @@ use super::quarantine::{Quarantine, QuarantineEntry};
 use super::rejection::Rejection;
 use super::shared::{Health, Phase, Shared};
 use super::wal::Wal;
+use super::{LogDamage, LostSeqs};
 use super::{Pipeline, PipelineError, PipelineOptions, SubmitError};
 use crate::ingest::{CheckOutcome, DatasetWriter, IngestError, InputFormat, SourceCheck};
 use crate::odf::{AddPushSource, ChainState, MergeStrategy};
@@ -459,7 +460,8 @@ impl Start {
     fn run(self, mut committer: Committer) {
         let name = self.name.as_str();
         let floor = committer.recorded_floor();
-        let (mut wal, recovery) = match Wal::open(&self.wal_dir, self.segment_bytes, floor) {
+        let committed = committer.committed_by_every_source();
+        let (mut wal, recovery) = match Wal::open(&self.wal_dir, self.segment_bytes, floor, committed) {
             Ok(opened) => opened,
             Err(e) => {
                 tracing::error!(dataset = name, "cannot open the write-ahead log: {e}");
@@ -474,9 +476,8 @@ impl Start {
                 "cut an unfinished write off the end of the write-ahead log (never acknowledged)"
             );
         }
-        for (path, bytes) in &recovery.damaged {
-            tracing::error!(dataset = name, bytes, moved_to = %path.display(), "damaged records in the write-ahead log were moved aside");
-        }
+        let lost = report_damage(name, recovery.damage);
+        self.shared.set_log_damage(lost);
         self.shared.set_phase(Phase::Replaying);
         match committer.replay(&mut wal) {
             Ok(replayed) => {
@@ -513,4 +514,50 @@ impl Start {
         let _ = log_thread.join();
         drop(self.lock);
     }
+}
+
+/// Says, loudly, what damage the log holds: each range found now as an error, the ones kept
+/// from earlier as a warning, and both as metrics. Returns the ranges that held records not
+/// committed.
+fn report_damage(dataset: &str, damage: Vec<LogDamage>) -> Vec<LogDamage> {
+    let found_now = damage.iter().filter(|d| d.found_now);
+    metrics::counter!("odf_wal_damaged_ranges_found_total", "dataset" => dataset.to_owned())
+        .increment(found_now.clone().count() as u64);
+    metrics::counter!("odf_wal_damaged_bytes_found_total", "dataset" => dataset.to_owned())
+        .increment(found_now.map(|d| d.end - d.start).sum());
+    metrics::gauge!("odf_wal_damaged_ranges_kept", "dataset" => dataset.to_owned()).set(damage.len() as f64);
+    let mut lost = Vec::new();
+    for d in damage {
+        let (segment, bytes, seqs, kept_in) =
+            (d.segment.as_str(), format!("{}..{}", d.start, d.end), d.seqs.to_string(), d.kept_in.display());
+        match (d.found_now, d.seqs) {
+            (true, LostSeqs::None) => tracing::warn!(
+                dataset,
+                segment,
+                bytes,
+                %kept_in,
+                "the write-ahead log is damaged where it held no record not yet committed; nothing is lost"
+            ),
+            (true, _) => tracing::error!(
+                dataset,
+                segment,
+                bytes,
+                seqs,
+                %kept_in,
+                "the write-ahead log is damaged: the acknowledged records it held there cannot be committed; the records after them were recovered"
+            ),
+            (false, _) => tracing::warn!(
+                dataset,
+                segment,
+                bytes,
+                seqs,
+                %kept_in,
+                "damaged write-ahead log bytes found earlier are still kept aside"
+            ),
+        }
+        if d.seqs != LostSeqs::None {
+            lost.push(d);
+        }
+    }
+    lost
 }

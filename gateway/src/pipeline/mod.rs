@@ -38,6 +38,7 @@ pub use quarantine::{
 };
 pub use rejection::Rejection;
 pub use shared::{Health, Phase};
+pub use wal::{Damage as LogDamage, LostSeqs};
 
 use crate::ingest::{IngestError, WriterOptions};
 use crate::store::{DataDir, StoreError};

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::watch;
 
+use super::LogDamage;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
     /// Opening the dataset and its log.
@@ -24,6 +26,9 @@ pub struct Health {
     pub phase: Phase,
     /// Why commits are failing now (they are being retried), if they are.
     pub failing: Option<String>,
+    /// Damaged bytes of the write-ahead log kept in its `damaged/` folder: acknowledged
+    /// records that could not be committed, until an operator deals with them.
+    pub log_damage: Vec<LogDamage>,
 }
 
 pub struct Shared {
@@ -40,7 +45,7 @@ impl Shared {
             pending: AtomicUsize::new(0),
             max_pending,
             committed: watch::Sender::new(0),
-            health: Mutex::new(Health { phase: Phase::Starting, failing: None }),
+            health: Mutex::new(Health { phase: Phase::Starting, failing: None, log_damage: Vec::new() }),
             stopping: AtomicBool::new(false),
         }
     }
@@ -101,5 +106,9 @@ impl Shared {
 
     pub fn set_failing(&self, reason: Option<String>) {
         self.health.lock().unwrap_or_else(|e| e.into_inner()).failing = reason;
+    }
+
+    pub fn set_log_damage(&self, damage: Vec<LogDamage>) {
+        self.health.lock().unwrap_or_else(|e| e.into_inner()).log_damage = damage;
     }
 }

@@ -154,14 +154,22 @@ fn describe(reader: &DatasetReader, pipeline: Option<&Arc<DatasetPipeline>>) -> 
         .iter()
         .flat_map(|s| s.fields().iter().map(|f| json!({ "name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable() })).collect::<Vec<_>>())
         .collect();
-    let (phase, failing, pending, quarantined, sources) = match pipeline {
+    let (phase, failing, log_damage, pending, quarantined, sources) = match pipeline {
         Some(p) => {
             let health = p.health();
             let (pending, _) = p.pending();
             let sources: Vec<Value> = p.sources().iter().map(describe_source).collect();
-            (phase_name(&health.phase), health.failing, pending, p.quarantine().len().unwrap_or(0), sources)
+            let damage: Vec<Value> = health.log_damage.iter().map(describe_log_damage).collect();
+            (
+                phase_name(&health.phase),
+                health.failing,
+                damage,
+                pending,
+                p.quarantine().len().unwrap_or(0),
+                sources,
+            )
         }
-        None => ("unknown".to_owned(), None, 0, 0, Vec::new()),
+        None => ("unknown".to_owned(), None, Vec::new(), 0, 0, Vec::new()),
     };
     json!({
         "name": reader.dataset().name().as_str(),
@@ -174,7 +182,13 @@ fn describe(reader: &DatasetReader, pipeline: Option<&Arc<DatasetPipeline>>) -> 
         "watermark": state.watermark,
         "schema": columns,
         "sources": sources,
-        "pipeline": { "state": phase, "failing": failing, "pending_bytes": pending, "quarantined": quarantined },
+        "pipeline": {
+            "state": phase,
+            "failing": failing,
+            "pending_bytes": pending,
+            "quarantined": quarantined,
+            "lost_records": log_damage,
+        },
     })
 }
 
@@ -187,6 +201,22 @@ fn describe_source(source: &crate::pipeline::SourceInfo) -> Value {
         "format": read.get("kind"),
         "read": read,
         "merge": serde_json::to_value(&d.merge).unwrap_or(Value::Null),
+    })
+}
+
+/// A damaged range of the write-ahead log, as operators read it: acknowledged records that
+/// could not be committed.
+pub fn describe_log_damage(damage: &crate::pipeline::LogDamage) -> Value {
+    let seqs = match damage.seqs {
+        crate::pipeline::LostSeqs::None => json!(null),
+        crate::pipeline::LostSeqs::Range(first, last) => json!({ "first": first, "last": last }),
+        crate::pipeline::LostSeqs::From(first) => json!({ "first": first, "last": null }),
+    };
+    json!({
+        "segment": damage.segment,
+        "bytes": [damage.start, damage.end],
+        "seqs": seqs,
+        "kept_in": damage.kept_in.display().to_string(),
     })
 }
 

@@ -1,5 +1,6 @@
 //! For operators and orchestrators: `GET /healthz` (the process answers), `GET /readyz`
-//! (every dataset has replayed its log and takes data; 503 with the reasons otherwise) and
+//! (every dataset has replayed its log and takes data; 503 with the reasons otherwise; and
+//! any damaged write-ahead log bytes, with the acknowledged records they held) and
 //! `GET /metrics` (Prometheus text: requests, bytes, records accepted and rejected per
 //! route, commit latency, log depth, flushes, quarantine size).
 
@@ -12,7 +13,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
 use super::HttpState;
-use super::datasets::phase_name;
+use super::datasets::{describe_log_damage, phase_name};
 use crate::pipeline::Phase;
 
 /// The process's metrics recorder, installed once.
@@ -40,8 +41,14 @@ pub async fn healthz() -> Response {
 
 pub async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     let mut waiting = Vec::new();
+    let mut lost = Vec::new();
     for dataset in state.pipeline.datasets() {
         let health = dataset.health();
+        for damage in &health.log_damage {
+            let mut described = describe_log_damage(damage);
+            described["dataset"] = json!(dataset.name());
+            lost.push(described);
+        }
         if health.phase != Phase::Ready {
             waiting.push(json!({ "dataset": dataset.name(), "state": phase_name(&health.phase) }));
         } else if let Some(failing) = health.failing {
@@ -53,7 +60,9 @@ pub async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     }
     let ready = state.pipeline.ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, axum::Json(json!({ "ready": ready, "datasets": waiting }))).into_response()
+    // Lost records do not make the gateway unready (it takes data as well as before), but
+    // they are said here until an operator moves the damaged bytes away.
+    (status, axum::Json(json!({ "ready": ready, "datasets": waiting, "lost_records": lost }))).into_response()
 }
 
 pub async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
