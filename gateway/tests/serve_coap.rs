@@ -626,3 +626,36 @@ fn a_flood_of_bad_requests_leaves_no_answers_behind() {
     let reply = exchange(&sockets[0], to, &packet);
     assert_eq!((code_of(&reply), reply.header.message_id), (ResponseType::NotFound, 1999));
 }
+
+/// A counter from `/metrics` (0 when not yet counted).
+fn counter(server: &Server, name: &str) -> u64 {
+    let text = server.get("/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+}
+
+#[test]
+fn remembered_answers_are_bounded_per_endpoint_oldest_first() {
+    let toml = config("").replace("[coap]\n", "[coap]\nmax_exchanges_per_endpoint = 16\n");
+    let (_dir, server) = gps_server(&toml);
+    let socket = socket();
+    let to = server.coap[0];
+    // A block of a transfer never begun: 4.08, remembered, since a block changes a transfer.
+    let late_block = |id: u16| {
+        let mut packet =
+            request(id, RequestType::Post, "/datasets/gps/sources/vendorC", Some(50), &[b' '; 16]);
+        packet.add_option(CoapOption::Block1, vec![0x38]);
+        packet
+    };
+    for id in 0..100 {
+        assert_eq!(code_of(&exchange(&socket, to, &late_block(id))), ResponseType::RequestEntityIncomplete);
+    }
+    assert_eq!(counter(&server, "odf_coap_exchanges_evicted_total"), 84);
+    let duplicates = counter(&server, "odf_coap_duplicates_total");
+    // The newest is answered from memory, the oldest was forgotten and is handled again.
+    assert_eq!(exchange(&socket, to, &late_block(99)).header.message_id, 99);
+    assert_eq!(counter(&server, "odf_coap_duplicates_total"), duplicates + 1);
+    assert_eq!(code_of(&exchange(&socket, to, &late_block(0))), ResponseType::RequestEntityIncomplete);
+    assert_eq!(counter(&server, "odf_coap_duplicates_total"), duplicates + 1);
+}

@@ -780,4 +780,16 @@ mod tests {
             .unwrap_or_default();
         assert!(e.contains("http.listen[0]"), "{e}");
     }
+
+    #[test]
+    fn coap_limits_that_would_not_work_name_their_field() {
+        for (toml, field) in [
+            ("[coap]\nmax_transfers_per_endpoint = 0\n", "coap.max_transfers_per_endpoint"),
+            ("[coap]\nmax_exchanges_per_endpoint = 2\n", "coap.max_exchanges_per_endpoint"),
+            ("[coap]\nmax_exchange_bytes = \"1 kB\"\n", "coap.max_exchange_bytes"),
+        ] {
+            let e = RawConfig::from_toml(toml).unwrap().check(true).err().map(|e| e.to_string());
+            assert!(e.as_deref().unwrap_or_default().starts_with(field), "{toml}: {e:?}");
+        }
+    }
 }
