@@ -173,7 +173,7 @@ impl Assemblies {
         let reserved =
             needed.next_power_of_two().min(self.limits.max_body).max(needed).max(transfer.data.capacity());
         let before = transfer.held();
-        if state.held - before + TRANSFER_BYTES + reserved > self.limits.max_total {
+        if state.held.saturating_sub(before) + TRANSFER_BYTES + reserved > self.limits.max_total {
             state.remove(&key);
             return Step::Busy;
         }
@@ -181,7 +181,7 @@ impl Assemblies {
         transfer.data.extend_from_slice(payload);
         transfer.next += 1;
         transfer.touched = now;
-        state.held = state.held - before + transfer.held();
+        state.held = state.held.saturating_sub(before) + transfer.held();
         if block.more {
             return Step::Continue(block);
         }
@@ -224,9 +224,9 @@ impl State {
 
     fn remove(&mut self, key: &Key) -> Option<Transfer> {
         let transfer = self.transfers.remove(key)?;
-        self.held -= transfer.held();
+        self.held = self.held.saturating_sub(transfer.held());
         if let Some(n) = self.per_endpoint.get_mut(&key.peer) {
-            *n -= 1;
+            *n = n.saturating_sub(1);
             if *n == 0 {
                 self.per_endpoint.remove(&key.peer);
             }

@@ -105,7 +105,7 @@ impl Exchanges {
         let before = entry.reply.as_ref().map_or(0, Vec::len);
         let added = reply.len();
         entry.reply = Some(reply);
-        seen.bytes = seen.bytes - before + added;
+        seen.bytes = seen.bytes.saturating_sub(before) + added;
         // Older requests make way for this answer; if it alone is over the bound, it goes.
         let mut evicted = 0;
         while seen.bytes > self.limits.bytes {
@@ -193,7 +193,7 @@ impl Cache {
     fn remove(&mut self, key: Key) {
         let Some(entry) = self.entries.remove(&key) else { return };
         self.by_age.remove(&entry.seq);
-        self.bytes -= ENTRY_BYTES + entry.reply.as_ref().map_or(0, Vec::len);
+        self.bytes = self.bytes.saturating_sub(ENTRY_BYTES + entry.reply.as_ref().map_or(0, Vec::len));
         if let Some(ids) = self.by_endpoint.get_mut(&key.0) {
             // Nearly always the front: requests mostly go oldest first.
             if let Some(at) = ids.iter().position(|&id| id == key.1) {

@@ -91,8 +91,8 @@ struct Critical {
     number: u16,
     name: &'static str,
     repeatable: bool,
-    max_len: usize,
     min_len: usize,
+    max_len: usize,
 }
 
 const CRITICAL: [Critical; 9] = [

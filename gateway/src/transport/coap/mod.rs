@@ -6,9 +6,12 @@
 //! an empty ACK goes first and the answer follows as a separate CON response, retransmitted
 //! until the client acknowledges it. A NON request gets a NON answer. A retransmitted
 //! request (same sender and message id, within EXCHANGE_LIFETIME) is answered from
-//! `exchanges` and never handled twice. Bodies bigger than a datagram arrive block-wise
-//! (`blockwise`); `resource` answers the request itself. A datagram that does not parse is
-//! dropped and counted (a CON one gets a RST), and never stops the listener.
+//! `exchanges` and never handled twice. A request is first refused for options it cannot
+//! honour (`message`), then admitted or refused by `resource` (key, grant, resource, format,
+//! preconditions) before anything of its body is kept; bodies bigger than a datagram then
+//! arrive block-wise (`blockwise`), and `resource` answers the request itself. A datagram
+//! that does not parse is dropped and counted (a CON one gets a RST), and never stops the
+//! listener.
 
 mod blockwise;
 mod conditions;
