@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use self::blockwise::{Assemblies, Step, TransferLimits};
 use self::exchanges::{ExchangeLimits, Exchanges, Seen};
 use self::message::Block;
-use self::resource::{Admission, Reply, Resources};
+use self::resource::{Admission, Reply, Resources, Write};
 use crate::access::AccessTable;
 use crate::pipeline::Pipeline;
 use crate::routes::RouteTable;
@@ -77,6 +77,14 @@ pub struct CoapError {
 pub struct CoapServer {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     pub addresses: CoapAddresses,
+}
+
+/// What a request comes to before anything is awaited.
+enum Decision {
+    /// Answered at once: a refusal, a read, a block taken.
+    Reply(Reply),
+    /// A whole body to ingest, for a sender allowed to write it.
+    Ingest { write: Write, path: String, body: Vec<u8> },
 }
 
 struct Listener {
@@ -203,20 +211,21 @@ impl Listener {
             }
             Seen::New => {}
         }
+        let started = std::time::Instant::now();
+        // Everything up to the write itself is decided here, in the receive loop: a refusal
+        // or a read costs no task and nothing is kept for it.
+        let (write, path, body) = match self.decide(peer, &request) {
+            Decision::Reply(reply) => return self.finish(peer, &request, reply, started),
+            Decision::Ingest { write, path, body } => (write, path, body),
+        };
         tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let answering = self.answer(peer, &request);
+            let answering = self.resources.ingest(peer, write, &path, body);
             tokio::pin!(answering);
             let reply = if confirmable {
-                let late = async {
-                    if !self.separate_after.is_zero() {
-                        tokio::time::sleep(self.separate_after).await;
-                    }
-                };
                 tokio::select! {
                     // The deadline first: with none (0), every answer is a separate one.
                     biased;
-                    _ = late, if self.separate_after.is_zero() => None,
+                    _ = std::future::ready(()), if self.separate_after.is_zero() => None,
                     reply = &mut answering => Some(reply),
                     _ = tokio::time::sleep(self.separate_after) => None,
                 }
@@ -237,47 +246,53 @@ impl Listener {
                 self.separate(peer, &request, reply).await;
                 return;
             };
-            let (code, acted) = (reply.code, reply.acted);
-            let packet = self.packet(&request, reply);
-            match packet.to_bytes() {
-                Ok(bytes) => {
-                    if acted {
-                        self.exchanges.answer(peer, id, bytes.clone());
-                    } else {
-                        self.exchanges.forget(peer, id);
-                    }
-                    self.send(peer, &bytes);
-                }
-                Err(_) => self.exchanges.forget(peer, id),
-            }
-            metrics::counter!("odf_coap_responses_total", "code" => format!("{code:?}")).increment(1);
-            metrics::histogram!("odf_coap_request_seconds").record(started.elapsed().as_secs_f64());
+            self.finish(peer, &request, reply, started);
         });
     }
 
-    /// The answer to a request: refused on its options alone, or admitted (key, grant,
+    /// Sends the answer to a request (piggybacked on the ACK of a CON one), and remembers it
+    /// for duplicates if the request changed something.
+    fn finish(&self, peer: SocketAddr, request: &Packet, reply: Reply, started: std::time::Instant) {
+        let id = request.header.message_id;
+        let (code, acted) = (reply.code, reply.acted);
+        match self.packet(request, reply).to_bytes() {
+            Ok(bytes) => {
+                if acted {
+                    self.exchanges.answer(peer, id, bytes.clone());
+                } else {
+                    self.exchanges.forget(peer, id);
+                }
+                self.send(peer, &bytes);
+            }
+            Err(_) => self.exchanges.forget(peer, id),
+        }
+        metrics::counter!("odf_coap_responses_total", "code" => format!("{code:?}")).increment(1);
+        metrics::histogram!("odf_coap_request_seconds").record(started.elapsed().as_secs_f64());
+    }
+
+    /// What to do with a request: refused on its options alone, or admitted (key, grant,
     /// resource) before anything of it is kept; then the block of a body sent block-wise, or
-    /// the whole request.
-    async fn answer(&self, peer: SocketAddr, request: &Packet) -> Reply {
+    /// the whole body to ingest.
+    fn decide(&self, peer: SocketAddr, request: &Packet) -> Decision {
         if let Some((code, why)) = message::option_problem(request) {
-            return Reply::diagnostic(code, &why);
+            return Decision::Reply(Reply::diagnostic(code, &why));
         }
         let path = match message::path(request) {
             Ok(path) => path,
-            Err(e) => return Reply::diagnostic(ResponseType::BadRequest, &e),
+            Err(e) => return Decision::Reply(Reply::diagnostic(ResponseType::BadRequest, &e)),
         };
         let write = match self.resources.admit(request, &path) {
-            Admission::Answered(reply) => return reply,
+            Admission::Answered(reply) => return Decision::Reply(reply),
             Admission::Write(write) => write,
         };
         let body = match request.get_first_option(CoapOption::Block1) {
             None => request.payload.clone(),
             Some(value) => match self.block1(peer, request, value) {
                 Ok(body) => body,
-                Err(reply) => return reply,
+                Err(reply) => return Decision::Reply(reply),
             },
         };
-        self.resources.ingest(peer, write, &path, body).await
+        Decision::Ingest { write, path, body }
     }
 
     /// Takes a block of a body sent block-wise: the whole body with the last block, else
