@@ -44,9 +44,15 @@ fn text(out: &Output) -> String {
 }
 
 fn records(server: &Server, dataset: &str, n: usize) -> Vec<Value> {
+    records_as(server, dataset, n, &[])
+}
+
+/// The records of `dataset` once there are `n`, read with these HTTP headers.
+fn records_as(server: &Server, dataset: &str, n: usize, headers: &[(&str, &str)]) -> Vec<Value> {
     let started = Instant::now();
     loop {
-        let response = server.get(&format!("/datasets/{dataset}/tail?limit=10000"));
+        let path = format!("/datasets/{dataset}/tail?limit=10000");
+        let response = common::server::request(server.http, "GET", &path, headers, b"");
         assert_eq!(response.status, 200, "{}", response.text());
         let rows = response.lines();
         if rows.len() >= n || started.elapsed() > Duration::from_secs(30) {
@@ -348,4 +354,308 @@ fn garbage_never_stops_the_listener() {
     };
     assert_eq!(reply.header.code, MessageClass::Response(ResponseType::Content));
     assert!(server.get("/metrics").text().contains("odf_coap_malformed_total"));
+}
+
+fn code_of(packet: &Packet) -> ResponseType {
+    match packet.header.code {
+        MessageClass::Response(code) => code,
+        other => panic!("not a response: {other:?}"),
+    }
+}
+
+fn diagnostic_of(packet: &Packet) -> String {
+    String::from_utf8_lossy(&packet.payload).into_owned()
+}
+
+/// The gateway's peak resident memory so far (VmHWM), in MiB.
+fn peak_mib(server: &Server) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kb / 1024.0
+}
+
+/// A configuration without anonymous access, with these identities.
+fn config_without_anonymous(identities: &str) -> String {
+    config_with("", "", identities).replace("[anonymous]\n", "")
+}
+
+/// An identity with a bearer token (CoAP `?key=`) and grants.
+fn identity(name: &str, token: &str, grants: &str) -> String {
+    let digest = odf_gateway::access::token_digest(token);
+    format!("[[identity]]\nname = \"{name}\"\ntoken_sha256 = [\"{digest}\"]\n{grants}\n")
+}
+
+fn with_key(mut packet: Packet, key: &str) -> Packet {
+    packet.add_option(CoapOption::UriQuery, format!("key={key}").into_bytes());
+    packet
+}
+
+fn report(device: &str) -> Vec<u8> {
+    format!(r#"{{"i":"{device}","n":1,"ts":1767268800,"la":49.28,"lo":-123.12}}"#).into_bytes()
+}
+
+/// The first block (of 1024 bytes, more to come) of a body sent block-wise.
+fn first_block(id: u16, path: &str) -> Packet {
+    let mut packet = request(id, RequestType::Post, path, Some(50), &[b' '; 1024]);
+    packet.add_option(CoapOption::Block1, vec![0x0e]);
+    packet
+}
+
+/// `count` Uri-Query options of 250 bytes, each naming `tag` (so that requests differ).
+fn add_long_query(packet: &mut Packet, tag: usize, count: usize) {
+    for q in 0..count {
+        let value = format!("{tag:06}-{q:03}={}", "x".repeat(239));
+        packet.add_option(CoapOption::UriQuery, value.into_bytes());
+    }
+}
+
+#[test]
+fn critical_options_not_understood_are_4_02_and_preconditions_are_kept() {
+    let (_dir, server) = gps_server(&config(""));
+    let socket = socket();
+    let to = server.coap[0];
+    let path = "/datasets/gps/sources/vendorC";
+    let post = |id: u16, device: &str, options: &[(u16, &[u8])]| {
+        let mut packet = request(id, RequestType::Post, path, Some(50), &report(device));
+        for (number, value) in options {
+            packet.add_option(CoapOption::from(*number), value.to_vec());
+        }
+        exchange(&socket, to, &packet)
+    };
+    let refused = |reply: Packet, code: ResponseType, text: &str| {
+        assert_eq!(code_of(&reply), code, "{}", diagnostic_of(&reply));
+        assert!(diagnostic_of(&reply).contains(text), "{}", diagnostic_of(&reply));
+    };
+    refused(post(1, "X-1", &[(9, b"")]), ResponseType::BadOption, "9 (OSCORE) is not understood");
+    refused(post(2, "X-2", &[(2053, b"x")]), ResponseType::BadOption, "2053 is not understood");
+    refused(
+        post(3, "X-3", &[(27, &[0x0e]), (27, &[0x0e])]),
+        ResponseType::BadOption,
+        "Block1 may appear once",
+    );
+    refused(post(4, "X-4", &[(15, &[b'q'; 300])]), ResponseType::BadOption, "Uri-Query must be 0 to 255");
+    refused(post(5, "X-5", &[(35, b"coap://example.org/x")]), ResponseType::ProxyingNotSupported, "proxy");
+    // If-Match with a tag that is not the source's: 4.12; If-None-Match: the source exists.
+    refused(post(6, "X-6", &[(1, &[1])]), ResponseType::PreconditionFailed, "If-Match");
+    refused(post(7, "X-7", &[(5, b"")]), ResponseType::PreconditionFailed, "If-None-Match");
+
+    // Elective options it does not know are ignored; an empty If-Match matches.
+    assert_eq!(code_of(&post(10, "C-1", &[(2050, b"x"), (65000, b"")])), ResponseType::Changed);
+    assert_eq!(code_of(&post(11, "C-2", &[(1, b"")])), ResponseType::Changed);
+    // The ETag of the source's description makes a write conditional on the schema read.
+    let schema = exchange(&socket, to, &request(12, RequestType::Get, path, None, b""));
+    assert_eq!(code_of(&schema), ResponseType::Content);
+    let etag = schema.get_first_option(CoapOption::ETag).expect("an ETag").clone();
+    assert_eq!(code_of(&post(13, "C-3", &[(1, &etag)])), ResponseType::Changed);
+    assert_eq!(code_of(&post(14, "C-4", &[(1, &[0xff; 8]), (1, &etag)])), ResponseType::Changed);
+    let mut again = request(15, RequestType::Get, path, None, b"");
+    again.add_option(CoapOption::ETag, etag.clone());
+    let valid = exchange(&socket, to, &again);
+    assert_eq!(code_of(&valid), ResponseType::Valid);
+    assert!(valid.payload.is_empty());
+    let mut cbor = request(16, RequestType::Get, path, None, b"");
+    cbor.add_option(CoapOption::Accept, vec![60]);
+    assert_eq!(code_of(&exchange(&socket, to, &cbor)), ResponseType::NotAcceptable);
+
+    records(&server, "gps", 4);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut devices: Vec<String> =
+        records(&server, "gps", 4).iter().map(|r| r["device_id"].as_str().unwrap().to_owned()).collect();
+    devices.sort();
+    assert_eq!(devices, ["C-1", "C-2", "C-3", "C-4"], "nothing refused was ingested");
+}
+
+#[test]
+fn discovery_and_schemas_follow_the_read_grants() {
+    let identities = identity("reader", "key-r", "query = [\"gps\"]")
+        + &identity("vendorC", "key-c", "write = [\"gps/vendorC\"]");
+    let (_dir, server) = gps_server(&config_without_anonymous(&identities));
+    let socket = socket();
+    let to = server.coap[0];
+    let source = "/datasets/gps/sources/vendorC";
+    for (i, path) in ["/.well-known/core", source].into_iter().enumerate() {
+        let id = 10 * i as u16;
+        let get = |id: u16| request(id, RequestType::Get, path, None, b"");
+        let reply = exchange(&socket, to, &get(id));
+        assert_eq!(code_of(&reply), ResponseType::Unauthorized, "{path}: {}", diagnostic_of(&reply));
+        assert!(
+            reply.payload.len() < 100 && diagnostic_of(&reply).contains("key"),
+            "{}",
+            diagnostic_of(&reply)
+        );
+        let reply = exchange(&socket, to, &with_key(get(id + 1), "nope"));
+        assert_eq!(code_of(&reply), ResponseType::Unauthorized, "{path}");
+        let reply = exchange(&socket, to, &with_key(get(id + 2), "key-c"));
+        assert_eq!(code_of(&reply), ResponseType::Forbidden, "{path}: a writer that may not read");
+        let reply = exchange(&socket, to, &with_key(get(id + 3), "key-r"));
+        assert_eq!(code_of(&reply), ResponseType::Content, "{path}: {}", diagnostic_of(&reply));
+        let body = diagnostic_of(&reply);
+        if i == 0 {
+            assert!(body.contains("</datasets/gps/sources/vendorC>;rt=\"odf.push-source\""), "{body}");
+        } else {
+            let schema: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(schema["source"], "vendorC");
+        }
+    }
+    // As HTTP says for the same source.
+    assert_eq!(server.get("/datasets/gps/sources/vendorC").status, 401);
+}
+
+#[test]
+fn a_block_wise_body_without_a_key_is_refused_before_anything_is_kept() {
+    let identities = identity("vendorC", "key-c", "write = [\"gps/vendorC\"]\nquery = [\"gps\"]");
+    let (_dir, server) = gps_server(&config_without_anonymous(&identities));
+    let socket = socket();
+    let to = server.coap[0];
+    let path = "/datasets/gps/sources/vendorC";
+    let before = peak_mib(&server);
+    // Each first block carries 60 KB of query of its own: kept, 2,000 would be 120 MB.
+    for i in 0..2000u16 {
+        let mut packet = first_block(i, path);
+        add_long_query(&mut packet, i.into(), 240);
+        let reply = exchange(&socket, to, &packet);
+        assert_eq!(code_of(&reply), ResponseType::Unauthorized, "{}", diagnostic_of(&reply));
+    }
+    let grown = peak_mib(&server) - before;
+    eprintln!("the peak memory grew by {grown:.1} MiB");
+    assert!(grown < 40.0, "the peak memory grew by {grown:.0} MiB");
+
+    // With the key, the same transfer is taken; a writer without the grant is refused at once.
+    let reply = exchange(&socket, to, &with_key(first_block(5000, path), "key-c"));
+    assert_eq!(code_of(&reply), ResponseType::Continue, "{}", diagnostic_of(&reply));
+    let mut last = with_key(request(5001, RequestType::Post, path, Some(50), &report("C-1")), "key-c");
+    last.add_option(CoapOption::Block1, vec![0x16]);
+    let body = [vec![b' '; 1024], report("C-1")].concat();
+    last.payload = body[1024..].to_vec();
+    let reply = exchange(&socket, to, &last);
+    assert_eq!(code_of(&reply), ResponseType::Changed, "{}", diagnostic_of(&reply));
+    let reply = exchange(&socket, to, &with_key(first_block(5002, "/datasets/gps/sources/vendorA"), "key-c"));
+    assert_eq!(code_of(&reply), ResponseType::Forbidden);
+    assert_eq!(records_as(&server, "gps", 1, &[("Authorization", "Bearer key-c")]).len(), 1);
+}
+
+#[test]
+fn unfinished_block_wise_transfers_are_bounded_per_endpoint_and_in_all() {
+    let toml =
+        config("").replace("[coap]\n", "[coap]\nmax_body = \"64 KiB\"\nmax_assembling = \"256 KiB\"\n");
+    let (_dir, server) = gps_server(&toml);
+    let to = server.coap[0];
+    let path = "/datasets/gps/sources/vendorC";
+    let before = peak_mib(&server);
+    // From one port: 3,000 transfers begun with a block of 16 bytes and 30 KB of query each.
+    let socket = socket();
+    let (mut continued, mut refused) = (0, 0);
+    for i in 0..3000u16 {
+        let mut packet = request(i, RequestType::Post, path, Some(50), &[b' '; 16]);
+        packet.add_option(CoapOption::Block1, vec![0x08]);
+        add_long_query(&mut packet, i.into(), 120);
+        let reply = exchange(&socket, to, &packet);
+        match code_of(&reply) {
+            ResponseType::Continue => continued += 1,
+            ResponseType::ServiceUnavailable => {
+                assert!(reply.get_first_option(CoapOption::MaxAge).is_some());
+                assert!(
+                    diagnostic_of(&reply).contains("coap.max_transfers_per_endpoint"),
+                    "{}",
+                    diagnostic_of(&reply)
+                );
+                refused += 1;
+            }
+            other => panic!("{other:?}: {}", diagnostic_of(&reply)),
+        }
+    }
+    assert_eq!((continued, refused), (8, 2992), "the default is 8 transfers per endpoint");
+    let grown = peak_mib(&server) - before;
+    eprintln!("the peak memory grew by {grown:.1} MiB");
+    assert!(grown < 30.0, "the peak memory grew by {grown:.0} MiB");
+
+    // From 64 ports, 8 each of 1 KiB: what they hold (body and bookkeeping) stays within
+    // coap.max_assembling, and beyond it the answer says so.
+    let (mut continued, mut refused) = (0, 0);
+    for port in 0..64u16 {
+        let socket = self::socket();
+        for i in 0..8u16 {
+            let mut packet = first_block(port * 8 + i, path);
+            packet.add_option(CoapOption::UriQuery, format!("n={i}").into_bytes());
+            let reply = exchange(&socket, to, &packet);
+            match code_of(&reply) {
+                ResponseType::Continue => continued += 1,
+                ResponseType::ServiceUnavailable => {
+                    assert!(
+                        diagnostic_of(&reply).contains("coap.max_assembling"),
+                        "{}",
+                        diagnostic_of(&reply)
+                    );
+                    refused += 1;
+                }
+                other => panic!("{other:?}: {}", diagnostic_of(&reply)),
+            }
+        }
+    }
+    // 1 KiB and its bookkeeping each, in 256 KiB (the first 8 transfers hold some too).
+    assert!((180..=226).contains(&continued), "{continued} transfers held at once");
+    assert_eq!(continued + refused, 512);
+}
+
+#[test]
+fn a_flood_of_bad_requests_leaves_no_answers_behind() {
+    let (_dir, server) = gps_server(&config(""));
+    let to = server.coap[0];
+    // A path that is no resource, long enough that each answer's diagnostic is full.
+    let long = format!("/nothing/{0}/{0}/{0}", "z".repeat(200));
+    let before = peak_mib(&server);
+    let sockets: Vec<UdpSocket> = (0..50).map(|_| socket()).collect();
+    for (s, socket) in sockets.iter().enumerate() {
+        for i in 0..2000u16 {
+            let mut packet = request(i, RequestType::Post, &long, Some(50), b"{}");
+            packet.add_option(CoapOption::UriQuery, format!("n={s}-{i}").into_bytes());
+            let reply = exchange(socket, to, &packet);
+            assert_eq!(code_of(&reply), ResponseType::NotFound);
+        }
+    }
+    let grown = peak_mib(&server) - before;
+    eprintln!("the peak memory grew by {grown:.1} MiB");
+    assert!(grown < 16.0, "100,000 refusals grew the peak memory by {grown:.0} MiB");
+    // A retransmission of a refusal is answered alike.
+    let mut packet = request(1999, RequestType::Post, &long, Some(50), b"{}");
+    packet.add_option(CoapOption::UriQuery, b"n=0-1999".to_vec());
+    let reply = exchange(&sockets[0], to, &packet);
+    assert_eq!((code_of(&reply), reply.header.message_id), (ResponseType::NotFound, 1999));
+}
+
+/// A counter from `/metrics` (0 when not yet counted).
+fn counter(server: &Server, name: &str) -> u64 {
+    let text = server.get("/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+}
+
+#[test]
+fn remembered_answers_are_bounded_per_endpoint_oldest_first() {
+    let toml = config("").replace("[coap]\n", "[coap]\nmax_exchanges_per_endpoint = 16\n");
+    let (_dir, server) = gps_server(&toml);
+    let socket = socket();
+    let to = server.coap[0];
+    // A block of a transfer never begun: 4.08, remembered, since a block changes a transfer.
+    let late_block = |id: u16| {
+        let mut packet =
+            request(id, RequestType::Post, "/datasets/gps/sources/vendorC", Some(50), &[b' '; 16]);
+        packet.add_option(CoapOption::Block1, vec![0x38]);
+        packet
+    };
+    for id in 0..100 {
+        assert_eq!(code_of(&exchange(&socket, to, &late_block(id))), ResponseType::RequestEntityIncomplete);
+    }
+    assert_eq!(counter(&server, "odf_coap_exchanges_evicted_total"), 84);
+    let duplicates = counter(&server, "odf_coap_duplicates_total");
+    // The newest is answered from memory, the oldest was forgotten and is handled again.
+    assert_eq!(exchange(&socket, to, &late_block(99)).header.message_id, 99);
+    assert_eq!(counter(&server, "odf_coap_duplicates_total"), duplicates + 1);
+    assert_eq!(code_of(&exchange(&socket, to, &late_block(0))), ResponseType::RequestEntityIncomplete);
+    assert_eq!(counter(&server, "odf_coap_duplicates_total"), duplicates + 1);
 }

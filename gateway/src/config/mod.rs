@@ -146,14 +146,21 @@ pub struct CoapConfig {
     pub listen: Vec<String>,
     /// A body sent block-wise (Block1) may be at most this big (4.13 beyond).
     pub max_body: Size,
-    /// Bodies being assembled, all together, at most (5.03 beyond).
+    /// Bodies being assembled, all together, at most, with what each transfer holds besides
+    /// its body (5.03 beyond).
     pub max_assembling: Size,
+    /// Block-wise transfers under way at once from one endpoint (address and port; 5.03 beyond).
+    pub max_transfers_per_endpoint: usize,
     /// If the answer to a CON request is not ready by then, an empty ACK goes first and the
     /// answer follows as a separate response (clients retransmit after about 2 s); 0: always.
     #[serde(with = "humantime_serde")]
     pub separate_after: Duration,
     /// Requests remembered for duplicate detection (for 247 s each).
     pub max_exchanges: usize,
+    /// Bytes those remembered answers hold, all together (the oldest are forgotten first).
+    pub max_exchange_bytes: Size,
+    /// Requests remembered for duplicate detection per endpoint (its oldest forgotten first).
+    pub max_exchanges_per_endpoint: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -271,8 +278,11 @@ impl Default for CoapConfig {
             listen: vec!["127.0.0.1:5683".into(), "[::1]:5683".into()],
             max_body: Size(1024 * 1024),
             max_assembling: Size(16 * 1024 * 1024),
+            max_transfers_per_endpoint: 8,
             separate_after: Duration::from_secs(1),
             max_exchanges: 100_000,
+            max_exchange_bytes: Size(16 * 1024 * 1024),
+            max_exchanges_per_endpoint: 1024,
         }
     }
 }
@@ -540,12 +550,25 @@ impl RawConfig {
         if c.max_body.0 == 0 || c.max_body.as_usize() > crate::pipeline::MAX_PAYLOAD {
             return Err(invalid("coap.max_body", "must be above 0 and at most 255 MiB"));
         }
+        if c.max_transfers_per_endpoint == 0 {
+            return Err(invalid("coap.max_transfers_per_endpoint", "must be at least 1"));
+        }
+        if c.max_exchanges_per_endpoint < 16 {
+            // Fewer would forget requests a client may still be retransmitting.
+            return Err(invalid("coap.max_exchanges_per_endpoint", "must be at least 16"));
+        }
+        if c.max_exchange_bytes.as_usize() < 64 * 1024 {
+            return Err(invalid("coap.max_exchange_bytes", "must be at least 64 KiB"));
+        }
         Ok(Some(crate::transport::coap::CoapOptions {
             listen,
             max_body: c.max_body.as_usize(),
             max_assembling: c.max_assembling.as_usize().max(c.max_body.as_usize()),
+            max_transfers_per_endpoint: c.max_transfers_per_endpoint,
             separate_after: c.separate_after,
             max_exchanges: c.max_exchanges.max(16),
+            max_exchange_bytes: c.max_exchange_bytes.as_usize(),
+            max_exchanges_per_endpoint: c.max_exchanges_per_endpoint,
         }))
     }
 
@@ -756,5 +779,17 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("http.listen[0]"), "{e}");
+    }
+
+    #[test]
+    fn coap_limits_that_would_not_work_name_their_field() {
+        for (toml, field) in [
+            ("[coap]\nmax_transfers_per_endpoint = 0\n", "coap.max_transfers_per_endpoint"),
+            ("[coap]\nmax_exchanges_per_endpoint = 2\n", "coap.max_exchanges_per_endpoint"),
+            ("[coap]\nmax_exchange_bytes = \"1 kB\"\n", "coap.max_exchange_bytes"),
+        ] {
+            let e = RawConfig::from_toml(toml).unwrap().check(true).err().map(|e| e.to_string());
+            assert!(e.as_deref().unwrap_or_default().starts_with(field), "{toml}: {e:?}");
+        }
     }
 }

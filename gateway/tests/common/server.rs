@@ -39,6 +39,13 @@ pub fn config_with(mqtt: &str, anonymous: &str, extra: &str) -> String {
     )
 }
 
+/// The gateway binary: `ODF_GATEWAY_BIN` when set (a copy kept apart from a build folder
+/// that other checkouts build into too), else the one cargo built for these tests.
+pub fn gateway_bin() -> PathBuf {
+    std::env::var_os("ODF_GATEWAY_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_odf-gateway").into(), PathBuf::from)
+}
+
 impl Server {
     /// Starts the gateway in `root` (data in `root/data`, manifests in `root/schemas`) with
     /// `config` as its configuration, and waits until it is ready.
@@ -55,7 +62,7 @@ impl Server {
             "gateway-{}.log",
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
         ));
-        let child = Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+        let child = Command::new(gateway_bin())
             .current_dir(root)
             .args(["serve", "--config"])
             .arg(&config)
@@ -114,6 +121,11 @@ impl Server {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id of the running gateway (for `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn data(&self) -> PathBuf {

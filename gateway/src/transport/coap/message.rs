@@ -85,11 +85,79 @@ pub fn queries(packet: &Packet) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Critical options (odd numbers) the gateway does not understand: a request carrying one
-/// must be refused with 4.02 (RFC 7252 §5.4.1).
-pub fn unknown_critical(packet: &Packet) -> Option<u16> {
-    const KNOWN: [u16; 13] = [1, 3, 5, 7, 9, 11, 12, 14, 15, 17, 23, 27, 60];
-    packet.options().map(|(number, _)| *number).find(|n| n % 2 == 1 && !KNOWN.contains(n))
+/// How the gateway reads a critical option (RFC 7252 §5.4.1: odd numbers) it understands:
+/// whether it may repeat and the lengths its value may have (§5.10).
+struct Critical {
+    number: u16,
+    name: &'static str,
+    repeatable: bool,
+    min_len: usize,
+    max_len: usize,
+}
+
+const CRITICAL: [Critical; 9] = [
+    Critical { number: 1, name: "If-Match", repeatable: true, min_len: 0, max_len: 8 },
+    Critical { number: 3, name: "Uri-Host", repeatable: false, min_len: 1, max_len: 255 },
+    Critical { number: 5, name: "If-None-Match", repeatable: false, min_len: 0, max_len: 0 },
+    Critical { number: 7, name: "Uri-Port", repeatable: false, min_len: 0, max_len: 2 },
+    Critical { number: 11, name: "Uri-Path", repeatable: true, min_len: 0, max_len: 255 },
+    Critical { number: 15, name: "Uri-Query", repeatable: true, min_len: 0, max_len: 255 },
+    Critical { number: 17, name: "Accept", repeatable: false, min_len: 0, max_len: 2 },
+    Critical { number: 23, name: "Block2", repeatable: false, min_len: 0, max_len: 3 },
+    Critical { number: 27, name: "Block1", repeatable: false, min_len: 0, max_len: 3 },
+];
+
+/// Proxy-Uri and Proxy-Scheme: a request for a proxy, which the gateway is not (§5.7.2).
+const PROXY_OPTIONS: [u16; 2] = [35, 39];
+
+/// Why a request's options refuse it before anything else is looked at: a critical option
+/// the gateway does not understand, one given twice that may appear once, or one whose value
+/// has a length out of its range (§5.4.1, §5.4.3, §5.4.5) is 4.02 Bad Option; a proxy
+/// option is 5.05. Elective options (even numbers) are never a reason: unknown ones are
+/// ignored, and of a repeated one only the first value counts.
+pub fn option_problem(packet: &Packet) -> Option<(ResponseType, String)> {
+    for (&number, values) in packet.options() {
+        if number % 2 == 0 {
+            continue;
+        }
+        if PROXY_OPTIONS.contains(&number) {
+            return Some((
+                ResponseType::ProxyingNotSupported,
+                "this gateway is not a proxy: send the request to the resource itself".into(),
+            ));
+        }
+        let Some(rule) = CRITICAL.iter().find(|c| c.number == number) else {
+            return Some((
+                ResponseType::BadOption,
+                format!("critical option {} is not understood", named(number)),
+            ));
+        };
+        if !rule.repeatable && values.len() > 1 {
+            return Some((ResponseType::BadOption, format!("critical option {} may appear once", rule.name)));
+        }
+        if values.iter().any(|v| v.len() < rule.min_len || v.len() > rule.max_len) {
+            return Some((
+                ResponseType::BadOption,
+                format!(
+                    "critical option {} must be {} to {} bytes long",
+                    rule.name, rule.min_len, rule.max_len
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// An option number with its registered name, for diagnostics.
+fn named(number: u16) -> String {
+    let name = match number {
+        9 => "OSCORE",
+        19 => "Q-Block1",
+        21 => "EDHOC",
+        31 => "Q-Block2",
+        _ => return number.to_string(),
+    };
+    format!("{number} ({name})")
 }
 
 /// A reply to `request`: a piggybacked ACK for a CON request, a NON for a NON one, with the
@@ -146,5 +214,32 @@ mod tests {
         assert_eq!(Block { num: 0, more: false, szx: 6 }.size(), 1024);
         assert_eq!(uint(0), Vec::<u8>::new());
         assert_eq!(uint(300), vec![1, 44]);
+    }
+
+    #[test]
+    fn critical_options_are_understood_once_and_in_range_or_refused() {
+        let with = |options: &[(u16, &[u8])]| {
+            let mut packet = Packet::new();
+            for (number, value) in options {
+                packet.add_option(CoapOption::from(*number), value.to_vec());
+            }
+            option_problem(&packet)
+        };
+        assert_eq!(with(&[(11, b"datasets"), (15, b"key=k"), (12, &[50]), (60, &[1])]), None);
+        assert_eq!(with(&[(1, &[1, 2]), (1, b""), (5, b"")]), None, "If-Match repeats");
+        // Elective ones, known or not, repeated or not, never refuse.
+        assert_eq!(with(&[(12, &[50]), (12, &[60]), (258, &[2]), (2048, b"x")]), None);
+        let refused = |options: &[(u16, &[u8])], code: ResponseType, text: &str| {
+            let (got, why) = with(options).expect("refused");
+            assert_eq!(got, code, "{why}");
+            assert!(why.contains(text), "{why}");
+        };
+        refused(&[(9, b"")], ResponseType::BadOption, "9 (OSCORE) is not understood");
+        refused(&[(2049, b"")], ResponseType::BadOption, "2049 is not understood");
+        refused(&[(27, &[0x0e]), (27, &[0x1e])], ResponseType::BadOption, "Block1 may appear once");
+        refused(&[(5, b"x")], ResponseType::BadOption, "If-None-Match must be 0 to 0 bytes");
+        refused(&[(1, &[0; 9])], ResponseType::BadOption, "If-Match must be 0 to 8 bytes");
+        refused(&[(15, &[b'q'; 256])], ResponseType::BadOption, "Uri-Query must be 0 to 255");
+        refused(&[(35, b"coap://elsewhere/")], ResponseType::ProxyingNotSupported, "not a proxy");
     }
 }

@@ -6,11 +6,15 @@
 //! an empty ACK goes first and the answer follows as a separate CON response, retransmitted
 //! until the client acknowledges it. A NON request gets a NON answer. A retransmitted
 //! request (same sender and message id, within EXCHANGE_LIFETIME) is answered from
-//! `exchanges` and never handled twice. Bodies bigger than a datagram arrive block-wise
-//! (`blockwise`); `resource` answers the request itself. A datagram that does not parse is
-//! dropped and counted (a CON one gets a RST), and never stops the listener.
+//! `exchanges` and never handled twice. A request is first refused for options it cannot
+//! honour (`message`), then admitted or refused by `resource` (key, grant, resource, format,
+//! preconditions) before anything of its body is kept; bodies bigger than a datagram then
+//! arrive block-wise (`blockwise`), and `resource` answers the request itself. A datagram
+//! that does not parse is dropped and counted (a CON one gets a RST), and never stops the
+//! listener.
 
 mod blockwise;
+mod conditions;
 mod exchanges;
 mod message;
 mod resource;
@@ -20,14 +24,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, ResponseType};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-use self::blockwise::{Assemblies, Step};
-use self::exchanges::{Exchanges, Seen};
+use self::blockwise::{Assemblies, Step, TransferLimits};
+use self::exchanges::{ExchangeLimits, Exchanges, Seen};
 use self::message::Block;
-use self::resource::{Reply, Resources};
+use self::resource::{Admission, Reply, Resources, Write};
 use crate::access::AccessTable;
 use crate::pipeline::Pipeline;
 use crate::routes::RouteTable;
@@ -43,12 +47,18 @@ pub struct CoapOptions {
     pub listen: Vec<SocketAddr>,
     /// A body sent block-wise may be at most this big.
     pub max_body: usize,
-    /// Bodies being assembled, all together, at most.
+    /// Bodies being assembled, all together, at most (with what each transfer holds).
     pub max_assembling: usize,
+    /// Block-wise transfers at once from one endpoint.
+    pub max_transfers_per_endpoint: usize,
     /// An empty ACK goes out if the answer is not ready by then.
     pub separate_after: Duration,
     /// Requests remembered for duplicate detection.
     pub max_exchanges: usize,
+    /// Bytes of answers remembered for duplicate detection, all together.
+    pub max_exchange_bytes: usize,
+    /// Requests remembered for duplicate detection, per endpoint.
+    pub max_exchanges_per_endpoint: usize,
 }
 
 /// Where the listeners are.
@@ -67,6 +77,14 @@ pub struct CoapError {
 pub struct CoapServer {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     pub addresses: CoapAddresses,
+}
+
+/// What a request comes to before anything is awaited.
+enum Decision {
+    /// Answered at once: a refusal, a read, a block taken.
+    Reply(Reply),
+    /// A whole body to ingest, for a sender allowed to write it.
+    Ingest { write: Write, path: String, body: Vec<u8> },
 }
 
 struct Listener {
@@ -100,12 +118,17 @@ impl CoapServer {
                     routes: routes.clone(),
                     access: access.clone(),
                 },
-                exchanges: Exchanges::new(options.max_exchanges),
-                assemblies: Assemblies::new(
-                    options.max_body,
-                    options.max_assembling,
-                    exchanges::EXCHANGE_LIFETIME,
-                ),
+                exchanges: Exchanges::new(ExchangeLimits {
+                    entries: options.max_exchanges,
+                    bytes: options.max_exchange_bytes,
+                    per_endpoint: options.max_exchanges_per_endpoint,
+                }),
+                assemblies: Assemblies::new(TransferLimits {
+                    max_body: options.max_body,
+                    max_total: options.max_assembling,
+                    per_endpoint: options.max_transfers_per_endpoint,
+                    timeout: exchanges::EXCHANGE_LIFETIME,
+                }),
                 separate_after: options.separate_after,
                 next_message_id: AtomicU16::new(rand_u16()),
             });
@@ -188,20 +211,21 @@ impl Listener {
             }
             Seen::New => {}
         }
+        let started = std::time::Instant::now();
+        // Everything up to the write itself is decided here, in the receive loop: a refusal
+        // or a read costs no task and nothing is kept for it.
+        let (write, path, body) = match self.decide(peer, &request) {
+            Decision::Reply(reply) => return self.finish(peer, &request, reply, started),
+            Decision::Ingest { write, path, body } => (write, path, body),
+        };
         tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let answering = self.answer(peer, &request);
+            let answering = self.resources.ingest(peer, write, &path, body);
             tokio::pin!(answering);
             let reply = if confirmable {
-                let late = async {
-                    if !self.separate_after.is_zero() {
-                        tokio::time::sleep(self.separate_after).await;
-                    }
-                };
                 tokio::select! {
                     // The deadline first: with none (0), every answer is a separate one.
                     biased;
-                    _ = late, if self.separate_after.is_zero() => None,
+                    _ = std::future::ready(()), if self.separate_after.is_zero() => None,
                     reply = &mut answering => Some(reply),
                     _ = tokio::time::sleep(self.separate_after) => None,
                 }
@@ -216,79 +240,105 @@ impl Listener {
                     self.send(peer, &bytes);
                 }
                 let reply = answering.await;
+                if !reply.acted {
+                    self.exchanges.forget(peer, id);
+                }
                 self.separate(peer, &request, reply).await;
                 return;
             };
-            let code = reply.code;
-            let packet = self.packet(&request, reply);
-            if let Ok(bytes) = packet.to_bytes() {
-                self.exchanges.answer(peer, id, bytes.clone());
-                self.send(peer, &bytes);
-            }
-            metrics::counter!("odf_coap_responses_total", "code" => format!("{code:?}")).increment(1);
-            metrics::histogram!("odf_coap_request_seconds").record(started.elapsed().as_secs_f64());
+            self.finish(peer, &request, reply, started);
         });
     }
 
-    /// The answer to a request: a block of a body being sent block-wise, or the handling of
-    /// the whole request.
-    async fn answer(&self, peer: SocketAddr, request: &Packet) -> Reply {
-        if let Some(option) = message::unknown_critical(request) {
-            return Reply::diagnostic(
-                ResponseType::BadOption,
-                &format!("critical option {option} is not understood"),
-            );
+    /// Sends the answer to a request (piggybacked on the ACK of a CON one), and remembers it
+    /// for duplicates if the request changed something.
+    fn finish(&self, peer: SocketAddr, request: &Packet, reply: Reply, started: std::time::Instant) {
+        let id = request.header.message_id;
+        let (code, acted) = (reply.code, reply.acted);
+        match self.packet(request, reply).to_bytes() {
+            Ok(bytes) => {
+                if acted {
+                    self.exchanges.answer(peer, id, bytes.clone());
+                } else {
+                    self.exchanges.forget(peer, id);
+                }
+                self.send(peer, &bytes);
+            }
+            Err(_) => self.exchanges.forget(peer, id),
+        }
+        metrics::counter!("odf_coap_responses_total", "code" => format!("{code:?}")).increment(1);
+        metrics::histogram!("odf_coap_request_seconds").record(started.elapsed().as_secs_f64());
+    }
+
+    /// What to do with a request: refused on its options alone, or admitted (key, grant,
+    /// resource) before anything of it is kept; then the block of a body sent block-wise, or
+    /// the whole body to ingest.
+    fn decide(&self, peer: SocketAddr, request: &Packet) -> Decision {
+        if let Some((code, why)) = message::option_problem(request) {
+            return Decision::Reply(Reply::diagnostic(code, &why));
         }
         let path = match message::path(request) {
             Ok(path) => path,
-            Err(e) => return Reply::diagnostic(ResponseType::BadRequest, &e),
+            Err(e) => return Decision::Reply(Reply::diagnostic(ResponseType::BadRequest, &e)),
         };
-        let is_write =
-            matches!(request.header.code, MessageClass::Request(RequestType::Post | RequestType::Put));
-        let block1 = request.get_first_option(CoapOption::Block1);
-        let body = match (is_write, block1) {
-            (true, Some(value)) => {
-                let Some(block) = Block::decode(value) else {
-                    return Reply::diagnostic(ResponseType::BadOption, "Block1 is malformed");
-                };
-                let size1 = message::uint_option(request, CoapOption::Size1).and_then(Result::ok);
-                let format = message::uint_option(request, CoapOption::ContentFormat)
-                    .and_then(Result::ok)
-                    .map(|f| f as u16);
-                let queries: Vec<String> =
-                    message::queries(request).into_iter().map(|(n, v)| format!("{n}={v}")).collect();
-                let key = (peer, format!("{path}?{}", queries.join("&")), format);
-                match self.assemblies.take(key, block, &request.payload, size1) {
-                    Step::Continue(block) => {
-                        return Reply { block1_echo: Some(block), ..Reply::new(ResponseType::Continue) };
-                    }
-                    Step::Complete(body) => body,
-                    Step::Incomplete(why) => {
-                        return Reply::diagnostic(ResponseType::RequestEntityIncomplete, &why);
-                    }
-                    Step::TooLarge => {
-                        return Reply {
-                            size1: Some(self.assemblies.max_body as u32),
-                            ..Reply::diagnostic(
-                                ResponseType::RequestEntityTooLarge,
-                                &format!("the body is over {} bytes", self.assemblies.max_body),
-                            )
-                        };
-                    }
-                    Step::Busy => {
-                        return Reply {
-                            max_age: Some(5),
-                            ..Reply::diagnostic(
-                                ResponseType::ServiceUnavailable,
-                                "too many block-wise transfers at once",
-                            )
-                        };
-                    }
-                }
-            }
-            _ => request.payload.clone(),
+        let write = match self.resources.admit(request, &path) {
+            Admission::Answered(reply) => return Decision::Reply(reply),
+            Admission::Write(write) => write,
         };
-        self.resources.handle(peer, request, &path, body).await
+        let body = match request.get_first_option(CoapOption::Block1) {
+            None => request.payload.clone(),
+            Some(value) => match self.block1(peer, request, value) {
+                Ok(body) => body,
+                Err(reply) => return Decision::Reply(reply),
+            },
+        };
+        Decision::Ingest { write, path, body }
+    }
+
+    /// Takes a block of a body sent block-wise: the whole body with the last block, else
+    /// the reply (2.31 Continue, or why the transfer ends).
+    fn block1(&self, peer: SocketAddr, request: &Packet, value: &[u8]) -> Result<Vec<u8>, Reply> {
+        let Some(block) = Block::decode(value) else {
+            return Err(Reply::diagnostic(ResponseType::BadOption, "Block1 is malformed"));
+        };
+        let size1 = message::uint_option(request, CoapOption::Size1).and_then(Result::ok);
+        let key = blockwise::Key::of(peer, request);
+        let limits = self.assemblies.limits;
+        let reply = match self.assemblies.take(key, block, &request.payload, size1) {
+            Step::Complete(body) => return Ok(body),
+            Step::Continue(block) => Reply { block1_echo: Some(block), ..Reply::new(ResponseType::Continue) },
+            Step::Incomplete(why) => Reply::diagnostic(ResponseType::RequestEntityIncomplete, &why),
+            Step::TooLarge => Reply {
+                size1: Some(u32::try_from(limits.max_body).unwrap_or(u32::MAX)),
+                ..Reply::diagnostic(
+                    ResponseType::RequestEntityTooLarge,
+                    &format!("the body is over {} bytes (coap.max_body)", limits.max_body),
+                )
+            },
+            Step::Busy => Reply {
+                max_age: Some(5),
+                ..Reply::diagnostic(
+                    ResponseType::ServiceUnavailable,
+                    &format!(
+                        "block-wise transfers hold {} bytes at once already (coap.max_assembling)",
+                        limits.max_total
+                    ),
+                )
+            },
+            Step::EndpointBusy => Reply {
+                max_age: Some(5),
+                ..Reply::diagnostic(
+                    ResponseType::ServiceUnavailable,
+                    &format!(
+                        "this endpoint has {} block-wise transfers under way already \
+                         (coap.max_transfers_per_endpoint): finish one first",
+                        limits.per_endpoint
+                    ),
+                )
+            },
+        };
+        // Each changed (or ended) a transfer: a duplicate block must get the same reply.
+        Err(reply.acted())
     }
 
     /// Sends an answer as a separate CON response, until the client acknowledges it.
@@ -318,6 +368,9 @@ impl Listener {
         }
         if let Some(age) = reply.max_age {
             packet.add_option(CoapOption::MaxAge, message::uint(age));
+        }
+        if let Some(etag) = reply.etag {
+            packet.add_option(CoapOption::ETag, etag.to_vec());
         }
         if let Some(block) = reply.block2 {
             packet.add_option(CoapOption::Block2, block.encode());

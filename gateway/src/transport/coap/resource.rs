@@ -1,12 +1,17 @@
 //! What a CoAP request asks of the gateway, answered in CoAP's terms: POST or PUT on a push
 //! source's path (or a configured route) ingests the payload, GET on it returns the source's
-//! schema as JSON, and GET /.well-known/core lists every writable resource (RFC 6690).
+//! schema as JSON, and GET /.well-known/core lists the sources the sender may read (RFC 6690).
+//!
+//! Everything that decides whether a request may go on comes before its body is looked at
+//! (`admit`): the key (`?key=<token>`, the stop-gap until DTLS; 4.01 without a valid one
+//! where anonymous clients may not do it), the grant (4.03), the resource (4.04, 4.05), the
+//! Content-Format (4.15) and the preconditions (4.12, `conditions`). So a block-wise body is
+//! kept only for a sender allowed to write it. Reads (schema, discovery) follow the read
+//! grants, as HTTP does.
 //!
 //! 2.04 Changed once the payload is in the write-ahead log; 4.00 when no record fits (the
-//! diagnostic payload names the record, field and reason); 4.01 when a key is needed or
-//! wrong (`?key=<token>`, the stop-gap until DTLS); 4.03 when the key may not write there;
-//! 4.04 no such resource; 4.05 another method; 4.15 a Content-Format the gateway does not
-//! read; 5.03 with Max-Age under backpressure or while the gateway cannot take data.
+//! diagnostic payload names the record, field and reason); 5.03 with Max-Age under
+//! backpressure or while the gateway cannot take data.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -14,11 +19,13 @@ use std::sync::Arc;
 use coap_lite::{Packet, RequestType, ResponseType};
 use serde_json::json;
 
+use super::conditions::{self, ETag, etag_of};
 use super::message::{self, Block};
 use crate::access::{AccessTable, Principal};
 use crate::ingest::InputFormat;
-use crate::pipeline::{Durability, Pipeline, Submission, SubmitError};
-use crate::routes::{DEFAULT_SOURCE_ROUTE, RouteTable, Transport};
+use crate::odf::AddPushSource;
+use crate::pipeline::{DatasetPipeline, Durability, Pipeline, Submission, SubmitError};
+use crate::routes::{DEFAULT_SOURCE_ROUTE, Resolved, RouteTable, Transport};
 
 /// Diagnostic payloads are cut to this (a constrained device reads them).
 const DIAGNOSTIC_BYTES: usize = 512;
@@ -38,11 +45,16 @@ pub struct Reply {
     pub payload: Vec<u8>,
     pub content_format: Option<u16>,
     pub max_age: Option<u32>,
+    pub etag: Option<ETag>,
     pub block2: Option<Block>,
     /// Block1 of a 2.31 Continue: the block taken.
     pub block1_echo: Option<Block>,
     /// Size1 of a 4.13: the biggest body taken.
     pub size1: Option<u32>,
+    /// Handling the request changed something (a block taken, a payload logged or
+    /// quarantined): a duplicate must get this reply and not be handled again. A refusal or
+    /// a read changes nothing, so its duplicate can be handled anew and nothing is kept.
+    pub acted: bool,
 }
 
 impl Reply {
@@ -52,9 +64,11 @@ impl Reply {
             payload: Vec::new(),
             content_format: None,
             max_age: None,
+            etag: None,
             block2: None,
             block1_echo: None,
             size1: None,
+            acted: false,
         }
     }
 
@@ -67,93 +81,92 @@ impl Reply {
         }
         Reply { payload: text.as_bytes()[..end].to_vec(), ..Reply::new(code) }
     }
+
+    /// This reply after the request changed something.
+    pub fn acted(self) -> Reply {
+        Reply { acted: true, ..self }
+    }
+}
+
+/// What may happen to a request once its options, key, grants and resource are checked.
+pub enum Admission {
+    /// Answered already: a refusal, or a read.
+    Answered(Reply),
+    /// A write the sender may make: take its body (all its blocks), then `ingest` it.
+    Write(Write),
+}
+
+/// A write admitted: who, into which source, in which format.
+pub struct Write {
+    who: Principal,
+    dataset: Arc<DatasetPipeline>,
+    source: String,
+    target: Resolved,
+    format: Option<InputFormat>,
 }
 
 impl Resources {
-    /// Answers a request whose body (all its blocks) is `body`.
-    pub async fn handle(
-        &self,
-        peer: std::net::SocketAddr,
-        request: &Packet,
-        path: &str,
-        body: Vec<u8>,
-    ) -> Reply {
+    /// Decides a request from its options and path alone, before any of its body is kept.
+    pub fn admit(&self, request: &Packet, path: &str) -> Admission {
         let method = match request.header.code {
             coap_lite::MessageClass::Request(method) => method,
-            _ => return Reply::diagnostic(ResponseType::BadRequest, "not a request"),
+            _ => return refuse(ResponseType::BadRequest, "not a request"),
         };
         if path == "/.well-known/core" {
             return match method {
-                RequestType::Get => self.discovery(request),
-                _ => Reply::diagnostic(ResponseType::MethodNotAllowed, "/.well-known/core only answers GET"),
+                RequestType::Get => Admission::Answered(self.discovery(request).unwrap_or_else(|r| r)),
+                _ => refuse(ResponseType::MethodNotAllowed, "/.well-known/core only answers GET"),
             };
         }
         let Some(target) = self.routes.resolve(path, Transport::Coap) else {
-            return Reply::diagnostic(
+            return refuse(
                 ResponseType::NotFound,
                 &format!(
                     "no resource {path}: POST to /datasets/{{dataset}}/sources/{{source}}; GET /.well-known/core lists them"
                 ),
             );
         };
-        match method {
-            RequestType::Post | RequestType::Put => self.ingest(peer, request, target, path, body).await,
-            RequestType::Get => self.describe(request, &target),
-            _ => Reply::diagnostic(
+        let admitted = match method {
+            RequestType::Post | RequestType::Put => self.admit_write(request, target).map(Admission::Write),
+            RequestType::Get => self.describe(request, &target).map(Admission::Answered),
+            _ => Err(Reply::diagnostic(
                 ResponseType::MethodNotAllowed,
                 "a source takes POST or PUT (and GET for its schema)",
-            ),
-        }
+            )),
+        };
+        admitted.unwrap_or_else(Admission::Answered)
     }
 
-    async fn ingest(
-        &self,
-        peer: std::net::SocketAddr,
-        request: &Packet,
-        target: crate::routes::Resolved,
-        path: &str,
-        body: Vec<u8>,
-    ) -> Reply {
-        let who = match self.principal(request) {
-            Ok(who) => who,
-            Err(reply) => return reply,
-        };
+    fn admit_write(&self, request: &Packet, target: Resolved) -> Result<Write, Reply> {
+        let who = self.principal(request)?;
         if !self.access.may_write_some(&who, &target.dataset) {
-            // Anonymous clients are told to bring a key; a known one that it may not.
-            return match who {
-                Principal::Anonymous => {
-                    Reply::diagnostic(ResponseType::Unauthorized, "a key is required: add ?key=<token>")
-                }
-                who => Reply::diagnostic(
-                    ResponseType::Forbidden,
-                    &format!("{who} may not write to dataset '{}'", target.dataset),
-                ),
-            };
+            return Err(not_allowed(&who, &format!("may not write to dataset '{}'", target.dataset)));
         }
-        let dataset = match self.pipeline.dataset(&target.dataset) {
-            Ok(dataset) => dataset,
-            Err(e) => return submit_error(e),
-        };
-        let source = match dataset.resolve(target.source.as_deref()) {
-            Ok(source) => source.definition.source_name.clone(),
-            Err(e) => return Reply::diagnostic(ResponseType::NotFound, &e.to_string()),
-        };
-        if !self.access.may_write(&who, &target.dataset, &source) {
-            return Reply::diagnostic(
+        let dataset = self.pipeline.dataset(&target.dataset).map_err(submit_error)?.clone();
+        let source = dataset
+            .resolve(target.source.as_deref())
+            .map_err(|e| Reply::diagnostic(ResponseType::NotFound, &e.to_string()))?;
+        let name = source.definition.source_name.clone();
+        if !self.access.may_write(&who, &target.dataset, &name) {
+            return Err(Reply::diagnostic(
                 ResponseType::Forbidden,
-                &format!("{who} may not write to {}/{source}", target.dataset),
-            );
+                &format!("{who} may not write to {}/{name}", target.dataset),
+            ));
         }
         let format = match message::uint_option(request, coap_lite::CoapOption::ContentFormat) {
             None => None,
-            Some(Ok(number)) => match format_of(number) {
-                Ok(format) => format,
-                Err(reply) => return reply,
-            },
+            Some(Ok(number)) => format_of(number)?,
             Some(Err(())) => {
-                return Reply::diagnostic(ResponseType::BadOption, "Content-Format is not a number");
+                return Err(Reply::diagnostic(ResponseType::BadOption, "Content-Format is not a number"));
             }
         };
+        conditions::preconditions(request, || etag_of(&description(&target.dataset, &source.definition)))?;
+        Ok(Write { who, dataset, source: name, target, format })
+    }
+
+    /// Ingests the body of an admitted write.
+    pub async fn ingest(&self, peer: std::net::SocketAddr, write: Write, path: &str, body: Vec<u8>) -> Reply {
+        let Write { who, dataset, source, target, format } = write;
         let submission = Submission {
             dataset: target.dataset,
             source: Some(source),
@@ -171,13 +184,15 @@ impl Resources {
             durability: Durability::Synced,
         };
         match dataset.submit(submission).await {
-            Ok(accepted) if accepted.rejected.is_empty() => Reply::new(ResponseType::Changed),
+            Ok(accepted) if accepted.rejected.is_empty() => Reply::new(ResponseType::Changed).acted(),
             Ok(accepted) => {
                 let first = accepted.rejected.first().map(ToString::to_string).unwrap_or_default();
                 let text =
                     format!("accepted {}, rejected {}: {first}", accepted.records, accepted.rejected.len());
-                Reply::diagnostic(ResponseType::Changed, &text)
+                Reply::diagnostic(ResponseType::Changed, &text).acted()
             }
+            // In the quarantine, or perhaps in the log: a duplicate must not go there again.
+            Err(e @ (SubmitError::Rejected { .. } | SubmitError::Uncertain(_))) => submit_error(e).acted(),
             Err(e) => submit_error(e),
         }
     }
@@ -190,41 +205,34 @@ impl Resources {
                 .access
                 .by_token(&key)
                 .map_err(|_| Reply::diagnostic(ResponseType::Unauthorized, "the key is not valid")),
-            None => self.access.anonymous().map_err(|_| {
-                Reply::diagnostic(ResponseType::Unauthorized, "a key is required: add ?key=<token>")
-            }),
+            None => self.access.anonymous().map_err(|_| key_required()),
         }
     }
 
-    /// GET on a source: its read format, schema and merge, as JSON.
-    fn describe(&self, request: &Packet, target: &crate::routes::Resolved) -> Reply {
-        let found = self.pipeline.dataset(&target.dataset).map_err(submit_error).and_then(|d| {
-            d.resolve(target.source.as_deref())
-                .map(|s| s.definition.clone())
-                .map_err(|e| Reply::diagnostic(ResponseType::NotFound, &e.to_string()))
-        });
-        let definition = match found {
-            Ok(definition) => definition,
-            Err(reply) => return reply,
-        };
-        let body = json!({
-            "dataset": target.dataset,
-            "source": definition.source_name,
-            "read": serde_json::to_value(&definition.read).unwrap_or_default(),
-            "merge": serde_json::to_value(&definition.merge).unwrap_or_default(),
-        });
-        let reply = Reply {
-            payload: serde_json::to_vec(&body).unwrap_or_default(),
-            content_format: Some(message::JSON),
-            ..Reply::new(ResponseType::Content)
-        };
-        block2(request, reply)
+    /// GET on a source: its read format, schema and merge, as JSON, for a sender that may
+    /// read its dataset.
+    fn describe(&self, request: &Packet, target: &Resolved) -> Result<Reply, Reply> {
+        let who = self.principal(request)?;
+        if !self.access.may_query(&who, &target.dataset) {
+            return Err(not_allowed(&who, &format!("may not read dataset '{}'", target.dataset)));
+        }
+        let dataset = self.pipeline.dataset(&target.dataset).map_err(submit_error)?;
+        let source = dataset
+            .resolve(target.source.as_deref())
+            .map_err(|e| Reply::diagnostic(ResponseType::NotFound, &e.to_string()))?;
+        representation(request, description(&target.dataset, &source.definition), message::JSON)
     }
 
-    /// GET /.well-known/core: every active source's path, with the formats it reads.
-    fn discovery(&self, request: &Packet) -> Reply {
+    /// GET /.well-known/core: every active source of the datasets the sender may read, with
+    /// the formats it takes. A sender that may read nothing is refused, as on a source.
+    fn discovery(&self, request: &Packet) -> Result<Reply, Reply> {
+        let who = self.principal(request)?;
+        let grants = self.access.grants(&who).ok_or_else(key_required)?;
+        if grants.query.is_empty() {
+            return Err(not_allowed(&who, "may not read any dataset"));
+        }
         let mut links = String::new();
-        for dataset in self.pipeline.datasets() {
+        for dataset in self.pipeline.datasets().filter(|d| grants.may_query(d.name())) {
             for source in dataset.sources().iter().filter(|s| s.active) {
                 let path = DEFAULT_SOURCE_ROUTE
                     .replace("{dataset}", dataset.name())
@@ -245,12 +253,52 @@ impl Resources {
                 );
             }
         }
-        let reply = Reply {
-            payload: links.into_bytes(),
-            content_format: Some(message::LINK_FORMAT),
-            ..Reply::new(ResponseType::Content)
-        };
-        block2(request, reply)
+        representation(request, links.into_bytes(), message::LINK_FORMAT)
+    }
+}
+
+/// A read's answer: its representation with its ETag, once the request's conditions hold;
+/// 2.03 Valid when the sender already has it; the block asked for when it needs blocks.
+fn representation(request: &Packet, body: Vec<u8>, format: u16) -> Result<Reply, Reply> {
+    let etag = etag_of(&body);
+    conditions::preconditions(request, || etag)?;
+    conditions::acceptable(request, format)?;
+    if conditions::still_valid(request, etag) {
+        return Ok(Reply { etag: Some(etag), ..Reply::new(ResponseType::Valid) });
+    }
+    let reply = Reply {
+        payload: body,
+        content_format: Some(format),
+        etag: Some(etag),
+        ..Reply::new(ResponseType::Content)
+    };
+    Ok(block2(request, reply))
+}
+
+/// What GET on a source returns: its read format, schema and merge, as JSON.
+fn description(dataset: &str, definition: &AddPushSource) -> Vec<u8> {
+    let body = json!({
+        "dataset": dataset,
+        "source": definition.source_name,
+        "read": serde_json::to_value(&definition.read).unwrap_or_default(),
+        "merge": serde_json::to_value(&definition.merge).unwrap_or_default(),
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+fn refuse(code: ResponseType, text: &str) -> Admission {
+    Admission::Answered(Reply::diagnostic(code, text))
+}
+
+fn key_required() -> Reply {
+    Reply::diagnostic(ResponseType::Unauthorized, "a key is required: add ?key=<token>")
+}
+
+/// Anonymous senders are told to bring a key; a known one that it may not.
+fn not_allowed(who: &Principal, what: &str) -> Reply {
+    match who {
+        Principal::Anonymous => key_required(),
+        who => Reply::diagnostic(ResponseType::Forbidden, &format!("{who} {what}")),
     }
 }
 
