@@ -735,7 +735,7 @@ fn a_will_goes_only_where_its_client_may_publish_and_is_ingested() {
     assert!(seen.iter().all(|p| p.kind != wire::PUBLISH), "a forged will was relayed: {seen:?}");
     // A will on its own source is a publish like any: relayed and committed.
     let will = report("A-9", 9);
-    let (mut device, connack) = Client::connect(
+    let (device, connack) = Client::connect(
         addr,
         &Connect {
             client_id: "device-9",
@@ -751,7 +751,7 @@ fn a_will_goes_only_where_its_client_may_publish_and_is_ingested() {
     let rows = records(&server, "gps", 1);
     assert_eq!((rows.len(), rows[0]["seq"].as_u64()), (1, Some(9)), "{rows:?}");
     // One whose payload does not fit goes to the quarantine, and is not relayed either.
-    let (mut device, connack) = Client::connect(
+    let (device, connack) = Client::connect(
         addr,
         &Connect {
             client_id: "device-10",
@@ -801,4 +801,55 @@ fn a_topic_alias_above_the_maximum_is_a_protocol_error() {
     std::thread::sleep(Duration::from_millis(500));
     let rows = records(&server, "gps", 2);
     assert_eq!(rows.len(), 2, "{rows:?}");
+}
+
+#[test]
+fn a_qos2_resend_after_a_lost_connection_is_acknowledged_not_ingested_again() {
+    use wire::{Client, Connect};
+    // An Append dataset: nothing would hide a second ingest (a Ledger drops a repeated key).
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("counts.yaml", COUNTS)]);
+    let server = Server::start(dir.path(), &config(""));
+    let addr = server.mqtt.unwrap();
+    let topic = "datasets/counts/sources/clients";
+    let count = |client: &str, n: u64| format!(r#"{{"client":"{client}","n":{n}}}"#);
+    let (mut watcher, _) = Client::connect(addr, &Connect { client_id: "watcher", ..Connect::default() });
+    watcher.send(&wire::subscribe(true, topic, 2, 1));
+    watcher.expect(wire::SUBACK, 10 * SECOND);
+    for v5 in [true, false] {
+        let device = if v5 { "A-5" } else { "A-3" };
+        let persistent =
+            Connect { v5, client_id: device, clean_start: false, session_expiry: 3600, ..Connect::default() };
+        let first = count(device, 1);
+        let (mut client, connack) = Client::connect(addr, &persistent);
+        assert_eq!(connack.map(|c| c.connack_code()), Some(0));
+        client.send(&wire::publish(v5, topic, first.as_bytes(), 2, 1, false, None));
+        assert_eq!(client.expect(wire::PUBREC, 10 * SECOND).reason(), 0);
+        // The connection is lost before the PUBREL; the device did not see the PUBREC.
+        drop(client.stream.shutdown(std::net::Shutdown::Both));
+        std::thread::sleep(Duration::from_millis(300));
+        let (mut client, connack) = Client::connect(addr, &persistent);
+        let connack = connack.expect("a CONNACK");
+        assert_eq!((connack.connack_code(), connack.session_present()), (0, true), "{connack:?}");
+        client.send(&wire::publish(v5, topic, first.as_bytes(), 2, 1, true, None));
+        assert_eq!(client.expect(wire::PUBREC, 10 * SECOND).reason(), 0, "v5 {v5}");
+        client.send(&wire::pubrel(1));
+        client.expect(wire::PUBCOMP, 10 * SECOND);
+        // The packet id, released, carries a new message.
+        client.send(&wire::publish(v5, topic, count(device, 2).as_bytes(), 2, 1, false, None));
+        assert_eq!(client.expect(wire::PUBREC, 10 * SECOND).reason(), 0);
+        client.send(&wire::pubrel(1));
+        client.expect(wire::PUBCOMP, 10 * SECOND);
+    }
+    records(&server, "counts", 4);
+    std::thread::sleep(Duration::from_millis(500));
+    let rows = records(&server, "counts", 4);
+    let mut seen: Vec<(String, u64)> =
+        rows.iter().map(|r| (r["client"].as_str().unwrap().to_owned(), r["n"].as_u64().unwrap())).collect();
+    seen.sort();
+    let expected: Vec<(String, u64)> =
+        [("A-3", 1), ("A-3", 2), ("A-5", 1), ("A-5", 2)].iter().map(|(d, s)| (d.to_string(), *s)).collect();
+    assert_eq!(seen, expected, "each report committed once");
+    let relayed = watcher.drain(SECOND).into_iter().filter(|p| p.kind == wire::PUBLISH).count();
+    assert_eq!(relayed, 4, "each report relayed once");
 }

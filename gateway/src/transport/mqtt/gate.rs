@@ -31,6 +31,7 @@ use rmqtt::types::{
 use serde_json::json;
 
 use super::client_ids::ClientIds;
+use super::exactly_once::Receipts;
 use crate::access::{AccessTable, Denied, Principal};
 use crate::ingest::InputFormat;
 use crate::pipeline::{Accepted, Durability, Pipeline, Submission, SubmitError};
@@ -56,6 +57,8 @@ pub struct Gate {
     pub scx: ServerContext,
     /// Who each client id belongs to.
     pub client_ids: ClientIds,
+    /// The QoS 2 publishes each session took, to know their DUP resends.
+    pub receipts: Receipts,
     /// The Topic Alias Maximum the CONNACK announces (rmqtt counts aliases, but lets any
     /// value in).
     pub max_topic_aliases: u16,
@@ -84,11 +87,30 @@ impl Handler for Gate {
                 (false, Some(HookResult::AuthResult(self.authenticate(info).await)))
             }
             Parameter::MessagePublishCheckAcl(session, publish) => {
+                let client: &str = &session.id.client_id;
                 let verdict = match self.topic_alias_invalid(session, publish).await {
                     Some(refused) => refused,
-                    None => self.publish(session, publish).await,
+                    None if self.receipts.is_resend(client, publish) => {
+                        // Taken before the connection was lost: acknowledged, not again.
+                        metrics::counter!("odf_mqtt_qos2_resends_total").increment(1);
+                        tracing::debug!(client, "a QoS 2 resend of a publish already taken");
+                        PublishAclResult::allow()
+                    }
+                    None => {
+                        let verdict = self.publish(session, publish).await;
+                        if verdict.is_allow() {
+                            self.receipts.took(client, publish);
+                        }
+                        verdict
+                    }
                 };
                 (false, Some(HookResult::PublishAclResult(verdict)))
+            }
+            // Before the ACL hook: a resend of a publish already taken is not relayed again.
+            Parameter::MessagePublish(Some(session), _, publish)
+                if self.receipts.is_resend(&session.id.client_id, publish) =>
+            {
+                (false, Some(HookResult::Publish((*publish).clone().target_clientid(ClientId::default()))))
             }
             Parameter::MessagePublish(Some(session), from, publish)
                 if matches!(from.typ(), FromType::LastWill) =>
@@ -111,7 +133,18 @@ impl Handler for Gate {
             }
             Parameter::ClientConnected(session) => {
                 self.client_ids.settled(&session.id.client_id);
+                if session.connect_info().await.is_ok_and(|info| info.clean_start()) {
+                    self.receipts.forget(&session.id.client_id);
+                }
                 metrics::gauge!("odf_mqtt_connected_clients").increment(1.0);
+                (true, acc)
+            }
+            Parameter::SessionTerminated(session, _) => {
+                // Unless a newer session holds the client id already.
+                let entry = self.scx.extends.shared().await.entry(session.id.clone());
+                if entry.id_same() != Some(false) {
+                    self.receipts.forget(&session.id.client_id);
+                }
                 (true, acc)
             }
             Parameter::ClientDisconnected(_, _) => {

@@ -12,6 +12,7 @@
 
 pub mod bridge;
 mod client_ids;
+mod exactly_once;
 mod gate;
 
 use std::net::SocketAddr;
@@ -92,6 +93,7 @@ impl Broker {
             ack: options.ack,
             scx: scx.clone(),
             client_ids: Default::default(),
+            receipts: exactly_once::Receipts::new(options.max_inflight.get()),
             max_topic_aliases: options.max_topic_aliases,
         };
         let gate = Arc::new(gate);
@@ -103,6 +105,7 @@ impl Broker {
             Type::ClientSubscribeCheckAcl,
             Type::ClientConnected,
             Type::ClientDisconnected,
+            Type::SessionTerminated,
         ] {
             register.add(kind, Box::new(Hook(gate.clone()))).await;
         }
