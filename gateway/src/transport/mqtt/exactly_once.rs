@@ -75,3 +75,42 @@ fn qos2_resend_id(publish: &Publish) -> Option<u16> {
     let resend = publish.dup && publish.qos == rmqtt::types::QoS::ExactlyOnce;
     publish.packet_id.filter(|_| resend).map(|id| id.get())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmqtt::types::{CodecPublish, QoS};
+
+    fn publish(packet_id: u16, dup: bool, payload: &'static [u8]) -> Publish {
+        Publish::from(CodecPublish {
+            dup,
+            retain: false,
+            qos: QoS::ExactlyOnce,
+            topic: "datasets/counts".into(),
+            packet_id: std::num::NonZeroU16::new(packet_id),
+            payload: payload.into(),
+            properties: None,
+        })
+    }
+
+    #[test]
+    fn a_resend_is_known_by_its_packet_id_and_content_within_a_bound() {
+        let receipts = Receipts::new(2);
+        receipts.took("c", &publish(1, false, b"one"));
+        assert!(receipts.is_resend("c", &publish(1, true, b"one")));
+        assert!(!receipts.is_resend("c", &publish(1, false, b"one")), "without DUP it is a new message");
+        assert!(!receipts.is_resend("c", &publish(1, true, b"other")), "another message under the id");
+        assert!(!receipts.is_resend("d", &publish(1, true, b"one")), "another session");
+        // The id carries a new message: the old one is forgotten.
+        receipts.took("c", &publish(1, false, b"two"));
+        assert!(!receipts.is_resend("c", &publish(1, true, b"one")));
+        // Four times the receive maximum are kept; older ones go.
+        for id in 2..=9 {
+            receipts.took("c", &publish(id, false, b"x"));
+        }
+        assert!(!receipts.is_resend("c", &publish(1, true, b"two")));
+        assert!(receipts.is_resend("c", &publish(2, true, b"x")));
+        receipts.forget("c");
+        assert!(!receipts.is_resend("c", &publish(9, true, b"x")));
+    }
+}
