@@ -5,6 +5,9 @@
 
 #[allow(dead_code)]
 mod common;
+#[allow(dead_code)]
+#[path = "common/mqtt_wire.rs"]
+mod wire;
 
 use std::collections::HashMap;
 use std::process::{Command, Output};
@@ -596,4 +599,257 @@ fn two_gateways_split_a_shared_subscription_and_commit_each_record_once() {
     let mut all: Vec<u64> = from_a.iter().chain(&from_b).copied().collect();
     all.sort();
     assert_eq!(all, (1..=200).collect::<Vec<_>>(), "each record exactly once across the two gateways");
+}
+
+/// Three identities for the session and will tests: vendorA and vendorB write their own
+/// source; vendorA may subscribe to its own topic, vendorB to nothing; watcher may only
+/// subscribe, to everything; vendorC's client ids are bound to it by configuration.
+/// Anonymous clients may only read over HTTP.
+fn identities_server() -> (tempfile::TempDir, Server) {
+    let hash = |p: &[u8]| odf_gateway::access::hash_password(p).unwrap();
+    let extra = format!(
+        "[[identity]]\nname = \"vendorA\"\npassword_hash = \"{}\"\nwrite = [\"gps/vendorA\"]\nsubscribe = [\"{TOPIC_A}\"]\n\n\
+         [[identity]]\nname = \"vendorB\"\npassword_hash = \"{}\"\nwrite = [\"gps/vendorB\"]\n\n\
+         [[identity]]\nname = \"vendorC\"\npassword_hash = \"{}\"\nclient_ids = [\"vendorC-*\"]\nwrite = [\"gps/vendorA\"]\n\n\
+         [[identity]]\nname = \"watcher\"\npassword_hash = \"{}\"\nsubscribe = [\"#\"]\n",
+        hash(b"secret-a"),
+        hash(b"secret-b"),
+        hash(b"secret-c"),
+        hash(b"secret-w"),
+    );
+    gps_server(&config_with("", "query = [\"*\"]\n", &extra))
+}
+
+const A: Option<(&str, &str)> = Some(("vendorA", "secret-a"));
+const B: Option<(&str, &str)> = Some(("vendorB", "secret-b"));
+const C: Option<(&str, &str)> = Some(("vendorC", "secret-c"));
+const SECOND: Duration = Duration::from_secs(1);
+
+#[test]
+fn a_persistent_session_is_never_handed_to_another_identity() {
+    use wire::{Client, Connect};
+    let (_dir, server) = identities_server();
+    let addr = server.mqtt.unwrap();
+    // vendorA's tracker subscribes in a persistent session and goes away.
+    let persistent = |credentials, v5| Connect {
+        v5,
+        client_id: "tracker-1",
+        credentials,
+        clean_start: false,
+        session_expiry: 3600,
+        will: None,
+    };
+    let (mut a, connack) = Client::connect(addr, &persistent(A, true));
+    assert_eq!(connack.map(|c| c.connack_code()), Some(0));
+    a.send(&wire::subscribe(true, TOPIC_A, 1, 1));
+    assert_eq!(a.expect(wire::SUBACK, 10 * SECOND).body[3], 1, "granted QoS 1");
+    a.send(&wire::disconnect());
+    drop(a.stream.shutdown(std::net::Shutdown::Write));
+    assert!(a.closed(10 * SECOND));
+    // Two reports are queued for it.
+    for seq in 1..=2 {
+        let out = publish(
+            &server,
+            &["-u", "vendorA", "-P", "secret-a", "-q", "1", "-t", TOPIC_A, "-m", &report("A-1", seq)],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // vendorB, who may subscribe to nothing, takes the client id: refused, and given nothing.
+    for v5 in [true, false] {
+        let (mut b, connack) = Client::connect(addr, &persistent(B, v5));
+        let connack = connack.expect("a CONNACK");
+        assert_eq!(connack.connack_code(), if v5 { 0x87 } else { 5 }, "v5 {v5}: {connack:?}");
+        let after = b.drain(SECOND);
+        assert!(after.iter().all(|p| p.kind != wire::PUBLISH), "v5 {v5}: {after:?}");
+    }
+    // The session is intact: vendorA finds both reports in it.
+    let (mut a, connack) = Client::connect(addr, &persistent(A, true));
+    let connack = connack.expect("a CONNACK");
+    assert_eq!((connack.connack_code(), connack.session_present()), (0, true), "{connack:?}");
+    let delivered: Vec<_> = a.drain(2 * SECOND).into_iter().filter(|p| p.kind == wire::PUBLISH).collect();
+    assert_eq!(delivered.len(), 2, "{delivered:?}");
+}
+
+#[test]
+fn a_client_id_in_use_stays_with_its_identity_and_its_connection() {
+    use wire::{Client, Connect};
+    let (_dir, server) = identities_server();
+    let addr = server.mqtt.unwrap();
+    let connect = |client_id, credentials| {
+        Client::connect(addr, &Connect { client_id, credentials, ..Connect::default() })
+    };
+    let (mut a, connack) = connect("tracker-2", A);
+    assert_eq!(connack.map(|c| c.connack_code()), Some(0));
+    // vendorB with the same client id is refused; vendorA's connection is not kicked.
+    let (_b, connack) = connect("tracker-2", B);
+    assert_eq!(connack.map(|c| c.connack_code()), Some(0x87));
+    a.send(&wire::pingreq());
+    a.expect(wire::PINGRESP, 10 * SECOND);
+    a.send(&wire::publish(true, TOPIC_A, report("A-2", 1).as_bytes(), 1, 7, false, None));
+    assert_eq!(a.expect(wire::PUBACK, 10 * SECOND).reason(), 0);
+    // vendorA taking over its own client id is MQTT's session takeover.
+    let (mut a2, connack) = connect("tracker-2", A);
+    assert_eq!(connack.map(|c| c.connack_code()), Some(0));
+    assert!(a.closed(10 * SECOND), "the connection taken over is closed");
+    a2.send(&wire::pingreq());
+    a2.expect(wire::PINGRESP, 10 * SECOND);
+    // Client ids bound by configuration: vendorC's alone, and vendorC uses only those.
+    let (_c, connack) = connect("vendorC-1", C);
+    assert_eq!(connack.map(|c| c.connack_code()), Some(0));
+    let (_c, connack) = connect("vendorC-2", A);
+    assert_eq!(connack.map(|c| c.connack_code()), Some(0x87), "bound to vendorC");
+    let (_c, connack) = connect("tracker-3", C);
+    assert_eq!(connack.map(|c| c.connack_code()), Some(0x87), "vendorC uses only vendorC-*");
+}
+
+#[test]
+fn a_will_goes_only_where_its_client_may_publish_and_is_ingested() {
+    use wire::{Client, Connect};
+    let (_dir, server) = identities_server();
+    let addr = server.mqtt.unwrap();
+    let (mut watcher, connack) = Client::connect(
+        addr,
+        &Connect { client_id: "watcher", credentials: Some(("watcher", "secret-w")), ..Connect::default() },
+    );
+    assert_eq!(connack.map(|c| c.connack_code()), Some(0));
+    watcher.send(&wire::subscribe(true, "#", 0, 1));
+    assert_eq!(watcher.expect(wire::SUBACK, 10 * SECOND).body[3], 0);
+    let forged = report("B-1", 666);
+    for topic in ["replies/vendorB/cmd", "datasets/gps/sources/vendorB"] {
+        for v5 in [true, false] {
+            let connect = Connect {
+                v5,
+                client_id: "forger",
+                credentials: A,
+                will: Some((topic, forged.as_bytes(), 1)),
+                ..Connect::default()
+            };
+            let (forger, connack) = Client::connect(addr, &connect);
+            let code = connack.map(|c| c.connack_code());
+            assert_eq!(code, Some(if v5 { 0x87 } else { 5 }), "a will on {topic} (v5 {v5})");
+            // Dropped without DISCONNECT: a will that had been taken would be sent now.
+            drop(forger.stream.shutdown(std::net::Shutdown::Both));
+        }
+    }
+    let seen = watcher.drain(2 * SECOND);
+    assert!(seen.iter().all(|p| p.kind != wire::PUBLISH), "a forged will was relayed: {seen:?}");
+    // A will on its own source is a publish like any: relayed and committed.
+    let will = report("A-9", 9);
+    let (device, connack) = Client::connect(
+        addr,
+        &Connect {
+            client_id: "device-9",
+            credentials: A,
+            will: Some((TOPIC_A, will.as_bytes(), 1)),
+            ..Connect::default()
+        },
+    );
+    assert_eq!(connack.map(|c| c.connack_code()), Some(0));
+    drop(device.stream.shutdown(std::net::Shutdown::Both));
+    let relayed = watcher.expect(wire::PUBLISH, 10 * SECOND);
+    assert_eq!(relayed.payload(true), will.as_bytes());
+    let rows = records(&server, "gps", 1);
+    assert_eq!((rows.len(), rows[0]["seq"].as_u64()), (1, Some(9)), "{rows:?}");
+    // One whose payload does not fit goes to the quarantine, and is not relayed either.
+    let (device, connack) = Client::connect(
+        addr,
+        &Connect {
+            client_id: "device-10",
+            credentials: A,
+            will: Some((TOPIC_A, b"garbage", 1)),
+            ..Connect::default()
+        },
+    );
+    assert_eq!(connack.map(|c| c.connack_code()), Some(0));
+    drop(device.stream.shutdown(std::net::Shutdown::Both));
+    let started = Instant::now();
+    let mut quarantined = Value::Null;
+    while started.elapsed() < Duration::from_secs(20) {
+        quarantined = server.get("/datasets/gps/quarantine").json();
+        if quarantined["entries"].as_array().is_some_and(|e| !e.is_empty()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(quarantined["entries"].as_array().map(Vec::len), Some(1), "{quarantined}");
+    let seen = watcher.drain(SECOND);
+    assert!(seen.iter().all(|p| p.kind != wire::PUBLISH), "a will not taken was relayed: {seen:?}");
+    assert_eq!(records(&server, "gps", 1).len(), 1);
+}
+
+#[test]
+fn a_topic_alias_above_the_maximum_is_a_protocol_error() {
+    use wire::{Client, Connect};
+    let anonymous = "write = [\"*\"]\nquery = [\"*\"]\n";
+    let (_dir, server) = gps_server(&config_with("max_topic_aliases = 4\n", anonymous, ""));
+    let addr = server.mqtt.unwrap();
+    let (mut client, connack) =
+        Client::connect(addr, &Connect { client_id: "aliases", ..Connect::default() });
+    assert_eq!(connack.map(|c| c.connack_code()), Some(0));
+    // Alias 4 is the last one allowed: set, then used without the topic.
+    client.send(&wire::publish(true, TOPIC_A, report("A-1", 1).as_bytes(), 1, 1, false, Some(4)));
+    assert_eq!(client.expect(wire::PUBACK, 10 * SECOND).reason(), 0);
+    client.send(&wire::publish(true, "", report("A-1", 2).as_bytes(), 1, 2, false, Some(4)));
+    assert_eq!(client.expect(wire::PUBACK, 10 * SECOND).reason(), 0);
+    // Alias 5 is above the maximum: no PUBACK, the connection closed (with a DISCONNECT
+    // 0x94 first where rmqtt writes it; 0.24.0 closes its side before it writes one).
+    client.send(&wire::publish(true, TOPIC_A, report("A-1", 3).as_bytes(), 1, 3, false, Some(5)));
+    if let Some(answer) = client.next(10 * SECOND) {
+        assert_eq!((answer.kind, answer.reason()), (wire::DISCONNECT, 0x94), "{answer:?}");
+    }
+    assert!(client.closed(10 * SECOND));
+    std::thread::sleep(Duration::from_millis(500));
+    let rows = records(&server, "gps", 2);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+}
+
+#[test]
+fn a_qos2_resend_after_a_lost_connection_is_acknowledged_not_ingested_again() {
+    use wire::{Client, Connect};
+    // An Append dataset: nothing would hide a second ingest (a Ledger drops a repeated key).
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("counts.yaml", COUNTS)]);
+    let server = Server::start(dir.path(), &config(""));
+    let addr = server.mqtt.unwrap();
+    let topic = "datasets/counts/sources/clients";
+    let count = |client: &str, n: u64| format!(r#"{{"client":"{client}","n":{n}}}"#);
+    let (mut watcher, _) = Client::connect(addr, &Connect { client_id: "watcher", ..Connect::default() });
+    watcher.send(&wire::subscribe(true, topic, 2, 1));
+    watcher.expect(wire::SUBACK, 10 * SECOND);
+    for v5 in [true, false] {
+        let device = if v5 { "A-5" } else { "A-3" };
+        let persistent =
+            Connect { v5, client_id: device, clean_start: false, session_expiry: 3600, ..Connect::default() };
+        let first = count(device, 1);
+        let (mut client, connack) = Client::connect(addr, &persistent);
+        assert_eq!(connack.map(|c| c.connack_code()), Some(0));
+        client.send(&wire::publish(v5, topic, first.as_bytes(), 2, 1, false, None));
+        assert_eq!(client.expect(wire::PUBREC, 10 * SECOND).reason(), 0);
+        // The connection is lost before the PUBREL; the device did not see the PUBREC.
+        drop(client.stream.shutdown(std::net::Shutdown::Both));
+        std::thread::sleep(Duration::from_millis(300));
+        let (mut client, connack) = Client::connect(addr, &persistent);
+        let connack = connack.expect("a CONNACK");
+        assert_eq!((connack.connack_code(), connack.session_present()), (0, true), "{connack:?}");
+        client.send(&wire::publish(v5, topic, first.as_bytes(), 2, 1, true, None));
+        assert_eq!(client.expect(wire::PUBREC, 10 * SECOND).reason(), 0, "v5 {v5}");
+        client.send(&wire::pubrel(1));
+        client.expect(wire::PUBCOMP, 10 * SECOND);
+        // The packet id, released, carries a new message.
+        client.send(&wire::publish(v5, topic, count(device, 2).as_bytes(), 2, 1, false, None));
+        assert_eq!(client.expect(wire::PUBREC, 10 * SECOND).reason(), 0);
+        client.send(&wire::pubrel(1));
+        client.expect(wire::PUBCOMP, 10 * SECOND);
+    }
+    records(&server, "counts", 4);
+    std::thread::sleep(Duration::from_millis(500));
+    let rows = records(&server, "counts", 4);
+    let mut seen: Vec<(String, u64)> =
+        rows.iter().map(|r| (r["client"].as_str().unwrap().to_owned(), r["n"].as_u64().unwrap())).collect();
+    seen.sort();
+    let expected: Vec<(String, u64)> =
+        [("A-3", 1), ("A-3", 2), ("A-5", 1), ("A-5", 2)].iter().map(|(d, s)| (d.to_string(), *s)).collect();
+    assert_eq!(seen, expected, "each report committed once");
+    let relayed = watcher.drain(SECOND).into_iter().filter(|p| p.kind == wire::PUBLISH).count();
+    assert_eq!(relayed, 4, "each report relayed once");
 }

@@ -76,3 +76,52 @@ def test_paho_v5_publish_outcomes(gateway_bin, tmp_path, schemas):
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0, (tmp_path / "gateway.log").read_text()
+
+
+def test_paho_v5_wills_and_topic_aliases_keep_to_the_rules(gateway_bin, tmp_path, schemas):
+    """A will on a topic the client may not publish to is refused at CONNECT (0x87); a topic
+    alias above the CONNACK's Topic Alias Maximum closes the connection unacknowledged."""
+    (tmp_path / "schemas").mkdir()
+    shutil.copy(schemas / "gps.yaml", tmp_path / "schemas" / "gps.yaml")
+    process, base = start(gateway_bin, tmp_path)
+    try:
+        addresses = json.loads((tmp_path / "addresses.json").read_text())
+        host, port = addresses["mqtt"]["tcp"][0].rsplit(":", 1)
+
+        connacks = []
+        connected = threading.Event()
+
+        def on_connect(client, userdata, flags, reason_code, properties):
+            connacks.append((reason_code.value, properties))
+            connected.set()
+
+        forger = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-forger", protocol=mqtt.MQTTv5)
+        forger.on_connect = on_connect
+        forger.will_set("replies/vendorB/cmd", "forged", qos=1)
+        forger.connect(host, int(port))
+        forger.loop_start()
+        assert connected.wait(30)
+        forger.loop_stop()
+        assert connacks[0][0] == 0x87, connacks
+
+        connacks.clear()
+        connected.clear()
+        acks, closed = {}, threading.Event()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-alias", protocol=mqtt.MQTTv5)
+        client.on_connect = on_connect
+        client.on_publish = lambda c, u, mid, reason_code, properties: acks.__setitem__(mid, reason_code.value)
+        client.on_disconnect = lambda c, u, flags, reason_code, properties: closed.set()
+        client.connect(host, int(port))
+        client.loop_start()
+        assert connected.wait(30)
+        assert connacks[0][0] == 0 and connacks[0][1].TopicAliasMaximum == 16, connacks
+        report = json.dumps({"device_id": "P-9", "seq": 1, "t": "2026-01-01T00:00:00Z", "lat": 49.2, "lon": -123.1})
+        alias = Properties(PacketTypes.PUBLISH)
+        alias.TopicAlias = 17
+        sent = client.publish("datasets/gps/sources/vendorA", report, qos=1, properties=alias)
+        assert closed.wait(30), "the connection stayed open"
+        client.loop_stop()
+        assert sent.mid not in acks, acks
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, (tmp_path / "gateway.log").read_text()

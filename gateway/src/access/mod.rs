@@ -71,6 +71,8 @@ pub struct Identity {
     pub token_sha256: Vec<String>,
     /// The subject of its client certificate (`CN=tracker-17,O=Acme`), or its common name.
     pub cert_subject: Option<String>,
+    /// MQTT client ids bound to it (`vendorA-*`): it may use only these, and nobody else may.
+    pub client_ids: Vec<String>,
     pub grants: Grants,
 }
 
@@ -240,6 +242,43 @@ impl AccessTable {
     pub fn may_subscribe(&self, principal: &Principal, filter: &str) -> bool {
         self.grants(principal).is_some_and(|g| g.may_subscribe(filter))
     }
+
+    /// Whether `principal` may use MQTT client id `client_id` as far as the configuration
+    /// says: an id that an identity's `client_ids` patterns match is that identity's alone,
+    /// and an identity with patterns uses only ids they match. `Err` says why not.
+    pub fn may_use_client_id(&self, principal: &Principal, client_id: &str) -> Result<(), String> {
+        let matches = |id: &Identity| id.client_ids.iter().any(|p| glob_matches(p, client_id));
+        if let Some(owner) = self.identities.iter().find(|id| matches(id)) {
+            return match principal {
+                Principal::Identity(name) if *name == owner.name => Ok(()),
+                _ => Err(format!("client id '{client_id}' is bound to identity '{}'", owner.name)),
+            };
+        }
+        match principal {
+            Principal::Identity(name) => match self.identities.iter().find(|id| &id.name == name) {
+                Some(id) if !id.client_ids.is_empty() => {
+                    Err(format!("{name} may use only the client ids {:?}, not '{client_id}'", id.client_ids))
+                }
+                _ => Ok(()),
+            },
+            Principal::Anonymous => Ok(()),
+        }
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of characters.
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let Some((first, rest)) = pattern.split_once('*') else { return pattern == text };
+    let Some(mut text) = text.strip_prefix(first) else { return false };
+    let mut parts: Vec<&str> = rest.split('*').collect();
+    let last = parts.pop().unwrap_or_default();
+    for part in parts {
+        match text.find(part) {
+            Some(at) => text = &text[at + part.len()..],
+            None => return false,
+        }
+    }
+    text.len() >= last.len() && text.ends_with(last)
 }
 
 /// Whether topic filter `grant` matches every topic that `filter` can (MQTT wildcards).
@@ -284,6 +323,7 @@ mod tests {
             password_hash: Some(hash_password(b"secret-a").unwrap()),
             token_sha256: vec![token_digest("tok-a")],
             cert_subject: Some("CN=vendorA".into()),
+            client_ids: vec!["vendorA-*".into()],
             grants: Grants {
                 write: vec!["gps/vendorA".into()],
                 query: vec!["gps".into()],
@@ -311,6 +351,27 @@ mod tests {
         assert!(t.may_subscribe(&a, "replies/vendorA/A-1"));
         assert!(!t.may_subscribe(&a, "replies/#"));
         assert!(!t.may_write(&Principal::Anonymous, "gps", "vendorA"));
+    }
+
+    #[test]
+    fn client_ids_bound_by_configuration_belong_to_their_identity() {
+        let t = table();
+        let a = Principal::Identity("vendorA".into());
+        assert_eq!(t.may_use_client_id(&a, "vendorA-17"), Ok(()));
+        assert!(t.may_use_client_id(&a, "tracker-17").is_err(), "vendorA uses only its own ids");
+        assert!(t.may_use_client_id(&Principal::Anonymous, "vendorA-17").is_err());
+        assert_eq!(t.may_use_client_id(&Principal::Anonymous, "tracker-17"), Ok(()));
+        for (pattern, text, matches) in [
+            ("a*", "a", true),
+            ("a*c", "abc", true),
+            ("a*c", "ab", false),
+            ("*-1*", "x-1y", true),
+            ("a*b*b", "ab", false),
+            ("abc", "abc", true),
+            ("abc", "abcd", false),
+        ] {
+            assert_eq!(glob_matches(pattern, text), matches, "{pattern} {text}");
+        }
     }
 
     #[test]

@@ -89,6 +89,9 @@ pub struct MqttConfig {
     /// How long a persistent session (clean start off) is kept for a device that went away.
     #[serde(with = "humantime_serde")]
     pub session_expiry: Duration,
+    /// Topic aliases an MQTT 5 client may set up per connection (0: none); a PUBLISH with
+    /// an alias above it is a protocol error that closes the connection.
+    pub max_topic_aliases: u16,
     pub tls: Option<MqttTlsConfig>,
     /// Upstream brokers to take messages from.
     #[serde(rename = "bridge")]
@@ -223,6 +226,9 @@ pub struct IdentityConfig {
     /// Client certificate subject (`CN=tracker-17,O=Acme`) or common name.
     #[serde(default)]
     pub cert_subject: Option<String>,
+    /// MQTT client ids bound to the identity (`vendorA-*`, `*` any run of characters).
+    #[serde(default)]
+    pub client_ids: Vec<String>,
     #[serde(flatten)]
     pub grants: GrantsConfig,
 }
@@ -299,6 +305,7 @@ impl Default for MqttConfig {
             max_inflight: 16,
             max_connections: 10_000,
             session_expiry: Duration::from_secs(2 * 3600),
+            max_topic_aliases: 16,
             tls: None,
             bridges: Vec::new(),
         }
@@ -495,12 +502,16 @@ impl RawConfig {
                     "the identity has no password, token or certificate subject",
                 ));
             }
+            if id.client_ids.iter().any(String::is_empty) {
+                return Err(invalid(field("client_ids"), "a pattern must not be empty (`vendorA-*`)"));
+            }
             check_grants(&id.grants, &field(""))?;
             identities.push(Identity {
                 name: id.name.clone(),
                 password_hash: id.password_hash.clone(),
                 token_sha256: id.token_sha256.clone(),
                 cert_subject: id.cert_subject.clone(),
+                client_ids: id.client_ids.clone(),
                 grants: grants(&id.grants),
             });
         }
@@ -680,6 +691,7 @@ impl RawConfig {
             max_inflight,
             max_connections: m.max_connections.max(1),
             session_expiry: m.session_expiry,
+            max_topic_aliases: m.max_topic_aliases,
         }))
     }
 }

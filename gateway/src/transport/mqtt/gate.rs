@@ -20,16 +20,18 @@ use std::time::Instant;
 
 use bytestring::ByteString;
 use rmqtt::codec::types::MQTT_LEVEL_5;
-use rmqtt::codec::v5::{PublishAckReason, PublishProperties, SubscribeAckReason};
+use rmqtt::codec::v5::{self, DisconnectReasonCode, PublishAckReason, PublishProperties, SubscribeAckReason};
 use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::session::{Session, SessionState};
 use rmqtt::types::{
-    AuthResult, CodecPublish, ConnectInfo, From, Id, Publish, PublishAclResult, PublishResult, QoS,
-    SubscribeAclResult,
+    AuthResult, ClientId, CodecPublish, ConnectInfo, Disconnect, From, FromType, Id, Publish,
+    PublishAclResult, PublishResult, QoS, Reason, SubscribeAclResult,
 };
 use serde_json::json;
 
+use super::client_ids::ClientIds;
+use super::exactly_once::Receipts;
 use crate::access::{AccessTable, Denied, Principal};
 use crate::ingest::InputFormat;
 use crate::pipeline::{Accepted, Durability, Pipeline, Submission, SubmitError};
@@ -53,6 +55,20 @@ pub struct Gate {
     pub ack: AckPolicy,
     /// For replies to MQTT 5 response topics; set once the broker's context exists.
     pub scx: ServerContext,
+    /// Who each client id belongs to.
+    pub client_ids: ClientIds,
+    /// The QoS 2 publishes each session took, to know their DUP resends.
+    pub receipts: Receipts,
+    /// The Topic Alias Maximum the CONNACK announces (rmqtt counts aliases, but lets any
+    /// value in).
+    pub max_topic_aliases: u16,
+}
+
+/// Where a publish goes.
+struct Destination<'a> {
+    target: crate::routes::Resolved,
+    dataset: &'a Arc<crate::pipeline::DatasetPipeline>,
+    source_name: String,
 }
 
 /// Why a publish was not taken.
@@ -71,7 +87,38 @@ impl Handler for Gate {
                 (false, Some(HookResult::AuthResult(self.authenticate(info).await)))
             }
             Parameter::MessagePublishCheckAcl(session, publish) => {
-                (false, Some(HookResult::PublishAclResult(self.publish(session, publish).await)))
+                let client: &str = &session.id.client_id;
+                let verdict = match self.topic_alias_invalid(session, publish).await {
+                    Some(refused) => refused,
+                    None if self.receipts.is_resend(client, publish) => {
+                        // Taken before the connection was lost: acknowledged, not again.
+                        metrics::counter!("odf_mqtt_qos2_resends_total").increment(1);
+                        tracing::debug!(client, "a QoS 2 resend of a publish already taken");
+                        PublishAclResult::allow()
+                    }
+                    None => {
+                        let verdict = self.publish(session, publish).await;
+                        if verdict.is_allow() {
+                            self.receipts.took(client, publish);
+                        }
+                        verdict
+                    }
+                };
+                (false, Some(HookResult::PublishAclResult(verdict)))
+            }
+            // Before the ACL hook: a resend of a publish already taken is not relayed again.
+            Parameter::MessagePublish(Some(session), _, publish)
+                if self.receipts.is_resend(&session.id.client_id, publish) =>
+            {
+                (false, Some(HookResult::Publish((*publish).clone().target_clientid(ClientId::default()))))
+            }
+            Parameter::MessagePublish(Some(session), from, publish)
+                if matches!(from.typ(), FromType::LastWill) =>
+            {
+                match self.will(session, publish).await {
+                    Some(stopped) => (false, Some(HookResult::Publish(stopped))),
+                    None => (true, acc),
+                }
             }
             Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
                 let principal = principal_of(&self.access, session.connect_info().await.ok().as_deref());
@@ -84,8 +131,20 @@ impl Handler for Gate {
                 };
                 (false, Some(HookResult::SubscribeAclResult(verdict)))
             }
-            Parameter::ClientConnected(_) => {
+            Parameter::ClientConnected(session) => {
+                self.client_ids.settled(&session.id.client_id);
+                if session.connect_info().await.is_ok_and(|info| info.clean_start()) {
+                    self.receipts.forget(&session.id.client_id);
+                }
                 metrics::gauge!("odf_mqtt_connected_clients").increment(1.0);
+                (true, acc)
+            }
+            Parameter::SessionTerminated(session, _) => {
+                // Unless a newer session holds the client id already.
+                let entry = self.scx.extends.shared().await.entry(session.id.clone());
+                if entry.id_same() != Some(false) {
+                    self.receipts.forget(&session.id.client_id);
+                }
                 (true, acc)
             }
             Parameter::ClientDisconnected(_, _) => {
@@ -99,7 +158,10 @@ impl Handler for Gate {
 
 impl Gate {
     /// A CONNECT: a username and password, a client certificate, or nobody (where anonymous
-    /// clients are allowed). Never a superuser: a superuser skips the publish hook.
+    /// clients are allowed). Never a superuser: a superuser skips the publish hook. Then
+    /// the client id must be the identity's to use, and a will must go where the identity
+    /// may publish; else 0x87 not authorized (v3.1.1: 5), the only refusals rmqtt lets a
+    /// hook give besides a bad password.
     async fn authenticate(&self, info: &ConnectInfo) -> AuthResult {
         let verdict = match (info.username(), info.password(), info.cert()) {
             (Some(name), Some(password), _) => self.access.by_password_async(name, password).await,
@@ -107,11 +169,84 @@ impl Gate {
             (None, _, Some(cert)) => self.access.by_certificate(&cert.subject, cert.common_name.as_deref()),
             (None, _, None) => self.access.anonymous(),
         };
-        match verdict {
-            Ok(_) => AuthResult::Allow(false, None),
-            Err(Denied::NoCredentials) => AuthResult::NotAuthorized,
-            Err(Denied::BadCredentials) => AuthResult::BadUsernameOrPassword,
+        let who = match verdict {
+            Ok(who) => who,
+            Err(Denied::NoCredentials) => return AuthResult::NotAuthorized,
+            Err(Denied::BadCredentials) => return AuthResult::BadUsernameOrPassword,
+        };
+        let refused = match self.client_ids.claim(&self.scx, &self.access, info, &who).await {
+            Err(reason) => Some(("client_id", reason)),
+            Ok(()) => self.will_refused(info, &who).map(|reason| ("will", reason)),
+        };
+        if let Some((what, reason)) = refused {
+            metrics::counter!("odf_mqtt_connects_refused_total", "reason" => what).increment(1);
+            tracing::info!(client = %info.id().client_id, "CONNECT refused: {reason}");
+            return AuthResult::NotAuthorized;
         }
+        AuthResult::Allow(false, None)
+    }
+
+    /// Why the will of a CONNECT may not be sent, if it may not: a will is a publish the
+    /// broker makes for the client later, so it must go where the client may publish now.
+    fn will_refused(&self, info: &ConnectInfo, who: &Principal) -> Option<String> {
+        let will = info.last_will()?;
+        let will = match Publish::try_from(will) {
+            Ok(will) => will,
+            Err(e) => return Some(format!("the will cannot be read: {e}")),
+        };
+        match self.destination(&will.topic, who) {
+            Ok(_) => None,
+            Err(refusal) => Some(format!("the will's topic: {}", describe(&refusal))),
+        }
+    }
+
+    /// A will, as the broker is about to send it: ingested like the publish it stands for,
+    /// durably, its grants checked again. One that cannot be taken is not relayed to
+    /// subscribers either: it is returned addressed to no client (a hook cannot drop it).
+    async fn will(&self, session: &Session, will: &Publish) -> Option<Publish> {
+        let info = session.connect_info().await.ok();
+        let who = principal_of(&self.access, info.as_deref());
+        let outcome = self.ingest(session, will, &who).await;
+        let reason = reason_code(&outcome);
+        metrics::counter!("odf_mqtt_wills_total", "reason" => format!("{reason:?}")).increment(1);
+        match outcome {
+            Ok(_) => None,
+            Err(refusal) => {
+                tracing::warn!(client = %session.id.client_id, "will not taken ({reason:?}): {}", describe(&refusal));
+                Some(will.clone().target_clientid(ClientId::default()))
+            }
+        }
+    }
+
+    /// A Topic Alias above the maximum the CONNACK announced is a protocol error (MQTT 5
+    /// §3.3.2.3.4, 0x94 topic alias invalid): no acknowledgement, the connection is closed.
+    /// rmqtt counts the aliases in use but takes any value, and ignores aliases when the
+    /// maximum is 0; an alias of 0 does not decode, and closes the connection before this.
+    /// 0x94 is the session's disconnect reason (logs, hooks); rmqtt 0.24.0 shuts its side
+    /// of the connection before it writes a server DISCONNECT, so none reaches the client.
+    async fn topic_alias_invalid(&self, session: &Session, publish: &Publish) -> Option<PublishAclResult> {
+        let alias = publish.properties.as_ref()?.topic_alias?.get();
+        if alias <= self.max_topic_aliases {
+            return None;
+        }
+        let text = format!("topic alias {alias} is above the Topic Alias Maximum {}", self.max_topic_aliases);
+        tracing::debug!(client = %session.id.client_id, "{text}");
+        metrics::counter!("odf_mqtt_protocol_errors_total", "error" => "topic_alias").increment(1);
+        // The reason the session gives first is the one its DISCONNECT carries.
+        let disconnect = v5::Disconnect {
+            reason_code: DisconnectReasonCode::TopicAliasInvalid,
+            reason_string: Some(ByteString::from(text.clone())),
+            ..v5::Disconnect::default()
+        };
+        let reason = Reason::ConnectDisconnect(Some(Disconnect::V5(disconnect)));
+        if let Err(e) = session.disconnected_reason_add(reason).await {
+            tracing::debug!("cannot note the disconnect reason: {e}");
+        }
+        Some(PublishAclResult(PublishResult::reason_code(
+            PublishAckReason::TopicNameInvalid,
+            Some(ByteString::from(text)),
+            true,
+        )))
     }
 
     async fn publish(&self, session: &Session, publish: &Publish) -> PublishAclResult {
@@ -132,13 +267,9 @@ impl Gate {
         verdict(outcome, v5)
     }
 
-    async fn ingest(
-        &self,
-        session: &Session,
-        publish: &Publish,
-        who: &Principal,
-    ) -> Result<Accepted, Refusal> {
-        let topic: &str = &publish.topic;
+    /// Where a publish to `topic` by `who` goes: its route, dataset and source, once the
+    /// grants allow it.
+    fn destination(&self, topic: &str, who: &Principal) -> Result<Destination<'_>, Refusal> {
         let target = self
             .routes
             .resolve(topic, Transport::Mqtt)
@@ -159,6 +290,17 @@ impl Gate {
                 target.dataset
             )));
         }
+        Ok(Destination { target, dataset, source_name })
+    }
+
+    async fn ingest(
+        &self,
+        session: &Session,
+        publish: &Publish,
+        who: &Principal,
+    ) -> Result<Accepted, Refusal> {
+        let topic: &str = &publish.topic;
+        let Destination { target, dataset, source_name } = self.destination(topic, who)?;
         let format = match publish.properties.as_ref().and_then(|p| p.content_type.as_ref()) {
             None => None,
             Some(media) => Some(InputFormat::from_media_type(media).map_err(Refusal::BadFormat)?),
@@ -252,7 +394,7 @@ impl Gate {
 
 /// Who a connection is: the identity its username named (its password was verified at
 /// CONNECT), the identity of its client certificate, or anonymous.
-fn principal_of(access: &AccessTable, info: Option<&ConnectInfo>) -> Principal {
+pub(super) fn principal_of(access: &AccessTable, info: Option<&ConnectInfo>) -> Principal {
     let Some(info) = info else { return Principal::Anonymous };
     if let Some(name) = info.username() {
         return Principal::Identity(name.to_string());

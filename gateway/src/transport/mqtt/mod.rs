@@ -11,6 +11,8 @@
 //! before the fsync.
 
 pub mod bridge;
+mod client_ids;
+mod exactly_once;
 mod gate;
 
 use std::net::SocketAddr;
@@ -42,6 +44,8 @@ pub struct BrokerOptions {
     pub max_inflight: NonZeroU16,
     pub max_connections: usize,
     pub session_expiry: Duration,
+    /// The Topic Alias Maximum announced to MQTT 5 clients (0: no aliases).
+    pub max_topic_aliases: u16,
 }
 
 /// PEM files for the TLS listeners (rmqtt reads them itself). With `client_ca`, clients
@@ -82,15 +86,26 @@ impl Broker {
     ) -> Result<Broker, BrokerError> {
         // The busy check refuses CONNECTs when the machine is loaded: a Pi in the field is.
         let scx = ServerContext::new().busy_check_enable(false).build().await;
-        let gate = gate::Gate { pipeline, routes, access, ack: options.ack, scx: scx.clone() };
+        let gate = gate::Gate {
+            pipeline,
+            routes,
+            access,
+            ack: options.ack,
+            scx: scx.clone(),
+            client_ids: Default::default(),
+            receipts: exactly_once::Receipts::new(options.max_inflight.get()),
+            max_topic_aliases: options.max_topic_aliases,
+        };
         let gate = Arc::new(gate);
         let register = scx.extends.hook_mgr().register();
         for kind in [
             Type::ClientAuthenticate,
             Type::MessagePublishCheckAcl,
+            Type::MessagePublish,
             Type::ClientSubscribeCheckAcl,
             Type::ClientConnected,
             Type::ClientDisconnected,
+            Type::SessionTerminated,
         ] {
             register.add(kind, Box::new(Hook(gate.clone()))).await;
         }
@@ -167,6 +182,7 @@ fn listener_builder(options: &BrokerOptions, kind: &str, addr: SocketAddr) -> Re
         .allow_anonymous(false)
         .max_packet_size(options.max_packet_size)
         .max_inflight(options.max_inflight)
+        .max_topic_aliases(options.max_topic_aliases)
         .max_connections(options.max_connections)
         .session_expiry_interval(options.session_expiry)
         .max_session_expiry_interval(options.session_expiry)
