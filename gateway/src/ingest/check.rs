@@ -4,6 +4,7 @@
 
 use std::io::Cursor;
 
+use super::binding::ColumnBinding;
 use super::error::IngestError;
 use super::format::InputFormat;
 use super::read::{ReadOptions, Reader, RecordError};
@@ -47,12 +48,14 @@ impl SourceCheck {
     }
 
     /// Reads `payload` as `format` (else the source's own), with `columns` filling the
-    /// columns the payload leaves out, as the commit will.
+    /// columns the payload leaves out and `bindings` checked on every record, as the commit
+    /// will.
     pub fn check(
         &self,
         payload: &[u8],
         format: Option<InputFormat>,
         columns: &[(String, String)],
+        bindings: &[ColumnBinding],
         origin: &str,
     ) -> CheckOutcome {
         let mut reader = Reader::new(self.schema.clone(), self.options.clone());
@@ -61,7 +64,7 @@ impl SourceCheck {
         let input = Box::new(Cursor::new(payload.to_vec()));
         let mut rejected = Vec::new();
         // Reading from memory cannot fail; a message that cannot be opened is a rejection.
-        let _ = reader.begin(input, format, origin, columns, &mut rejected);
+        let _ = reader.begin(input, format, origin, columns, bindings, &mut rejected);
         loop {
             let ended = reader.read_some(CHUNK, &mut rejected).unwrap_or(true);
             outcome.records += reader.rows();
@@ -111,13 +114,13 @@ content:
         let payload =
             b"{\"t\":\"2026-01-01T00:00:00Z\",\"lat\":1}\n{\"t\":\"noon\",\"lat\":2}\n{\"t\":3,\"lat\":3}\n";
         let columns = [("device_id".to_string(), "A-1".to_string())];
-        let outcome = check.check(payload, None, &columns, "test");
+        let outcome = check.check(payload, None, &columns, &[], "test");
         assert_eq!(outcome.records, 2);
         assert_eq!(outcome.rejected.len(), 1);
         assert_eq!(outcome.rejected[0].record, 2);
         let csv = b"t,lat\n2026-01-01T00:00:00Z,1\n";
-        assert_eq!(check.check(csv, Some(InputFormat::Csv), &columns, "test").records, 1);
-        let garbage = check.check(&[0xff, 0x00, 0x13], Some(InputFormat::Cbor), &[], "test");
+        assert_eq!(check.check(csv, Some(InputFormat::Csv), &columns, &[], "test").records, 1);
+        let garbage = check.check(&[0xff, 0x00, 0x13], Some(InputFormat::Cbor), &[], &[], "test");
         assert_eq!((garbage.records, garbage.rejected.len()), (0, 1));
     }
 }

@@ -15,7 +15,7 @@ use coap_lite::{Packet, RequestType, ResponseType};
 use serde_json::json;
 
 use super::message::{self, Block};
-use crate::access::{AccessTable, Principal};
+use crate::access::{AccessTable, Caller, Principal};
 use crate::ingest::InputFormat;
 use crate::pipeline::{Durability, Pipeline, Submission, SubmitError};
 use crate::routes::{DEFAULT_SOURCE_ROUTE, RouteTable, Transport};
@@ -154,12 +154,16 @@ impl Resources {
                 return Reply::diagnostic(ResponseType::BadOption, "Content-Format is not a number");
             }
         };
+        let caller =
+            Caller { principal: &who, transport: Transport::Coap.as_str(), client_id: None, cert: None };
+        let bindings = self.access.bindings(&caller, &target, &source);
         let submission = Submission {
             dataset: target.dataset,
             source: Some(source),
             format,
             payload: body,
             columns: target.columns,
+            bindings,
             event_time: None,
             transport: Transport::Coap.as_str(),
             route: target.route,
