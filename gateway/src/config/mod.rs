@@ -772,6 +772,8 @@ mod tests {
         assert!(!config.access.allows_anonymous());
         let printed = config.raw.to_toml();
         assert!(printed.contains("bind_captures = true") && printed.contains("{client_id}"), "{printed}");
+        let again = RawConfig::from_toml(&printed).unwrap().check(true).unwrap();
+        assert_eq!(again.raw.to_toml(), printed, "the printed configuration reads back the same");
     }
 
     #[test]
