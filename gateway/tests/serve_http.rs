@@ -318,7 +318,8 @@ fn https_with_a_development_ca_and_client_certificates() {
     let c = |name: &str| certs.join(name).display().to_string();
     let toml = format!(
         "[mqtt]\nenabled = false\n[coap]\nenabled = false\n[http]\nlisten = [\"127.0.0.1:0\"]\n[http.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n\n\
-         [[identity]]\nname = \"vendorA\"\ncert_subject = \"CN=vendorA\"\nwrite = [\"gps/vendorA\"]\nquery = [\"gps\"]\n",
+         [[identity]]\nname = \"vendorA\"\ncert_subject = \"CN=vendorA\"\nwrite = [\"gps/vendorA\"]\nquery = [\"gps\"]\n\
+         bind = [{{ column = \"device_id\", value = \"{{cert_cn}}-*\" }}]\n",
         c("server.pem"),
         c("server.key"),
         c("ca.pem")
@@ -348,7 +349,7 @@ fn https_with_a_development_ca_and_client_certificates() {
     let (ok, _) = curl(&[&url("/healthz")]);
     assert!(!ok, "an untrusted CA must fail");
 
-    let report = r#"{"device_id":"A-1","seq":1,"t":"2026-01-01T00:00:00Z","lat":1,"lon":2}"#;
+    let report = r#"{"device_id":"vendorA-1","seq":1,"t":"2026-01-01T00:00:00Z","lat":1,"lon":2}"#;
     let post = [
         "--cacert",
         &ca,
@@ -367,6 +368,13 @@ fn https_with_a_development_ca_and_client_certificates() {
     assert!(out.ends_with("200"), "{out}");
     let (_, out) = curl(&[&with_cert[..], &[&url("/datasets/gps/sources/vendorB")]].concat());
     assert!(out.ends_with("403"), "{out}");
+    // The certificate's common name binds the device ids it may write.
+    let body = report.replace("vendorA-1", "A-1");
+    let forged = ["--cacert", &ca, "-H", "Content-Type: application/x-ndjson", "--data-binary", &body];
+    let signed = ["-w", "%{http_code}", "--cert", &cert, "--key", &key];
+    let (_, out) = curl(&[&forged[..], &signed[..], &[&url("/datasets/gps/sources/vendorA")]].concat());
+    let reason = "binds column 'device_id' to values matching 'vendorA-*'";
+    assert!(out.ends_with("400") && out.contains(reason), "{out}");
     let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     assert!(child.wait().unwrap().success());
 }
