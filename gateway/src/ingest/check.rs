@@ -123,4 +123,35 @@ content:
         let garbage = check.check(&[0xff, 0x00, 0x13], Some(InputFormat::Cbor), &[], &[], "test");
         assert_eq!((garbage.records, garbage.rejected.len()), (0, 1));
     }
+
+    fn bound(value: &str) -> ColumnBinding {
+        ColumnBinding {
+            column: "device_id".into(),
+            rule: crate::ingest::BindingRule::Pattern(crate::ingest::Pattern::parse(value)),
+            by: "identity 'a'".into(),
+        }
+    }
+
+    #[test]
+    fn bound_columns_reject_records_that_disagree_in_any_format() {
+        let check = SourceCheck::new(&source()).unwrap();
+        let ndjson = b"{\"device_id\":\"A-1\",\"lat\":1}\n{\"device_id\":\"B-1\",\"lat\":2}\n{\"lat\":3}\n";
+        let outcome = check.check(ndjson, None, &[], &[bound("A-*")], "test");
+        assert_eq!(outcome.records, 1);
+        let reasons: Vec<String> = outcome.rejected.iter().map(ToString::to_string).collect();
+        assert_eq!(outcome.rejected.iter().map(|r| r.record).collect::<Vec<_>>(), [2, 3], "{reasons:?}");
+        assert!(reasons[0].contains("\"B-1\"") && reasons[0].contains("matching 'A-*'"), "{reasons:?}");
+        assert!(reasons[1].contains("field 'device_id'"), "a bound column left out: {reasons:?}");
+
+        // A binding to one value fills the column where a record leaves it out.
+        let outcome = check.check(ndjson, None, &[], &[bound("A-1")], "test");
+        assert_eq!(outcome.records, 2);
+        let csv = b"device_id,lat\nA-1,1\nA-2,2\n";
+        let outcome = check.check(csv, Some(InputFormat::Csv), &[], &[bound("A-1"), bound("A-*")], "test");
+        assert_eq!((outcome.records, outcome.rejected_count), (1, 1));
+        // A column the source lacks cannot be checked: the message is refused whole.
+        let missing = ColumnBinding { column: "imei".into(), ..bound("A-*") };
+        let outcome = check.check(ndjson, None, &[], &[missing], "test");
+        assert_eq!((outcome.records, outcome.rejected.len(), outcome.rejected[0].record), (0, 1, 0));
+    }
 }
