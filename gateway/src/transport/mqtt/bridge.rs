@@ -178,7 +178,8 @@ impl Bridge {
             return Err(Taken::Never(format!("{who} may not write to {}/{source_name}", target.dataset)));
         }
         // A bridge without an identity is the operator's own: only its routes bind columns.
-        let caller = Caller { principal: &who, transport: "mqtt", client_id: None, cert: None };
+        let caller =
+            Caller { principal: &who, transport: Transport::Mqtt.as_str(), client_id: None, cert: None };
         let bindings = match self.options.identity {
             Some(_) => self.access.bindings(&caller, &target, &source_name),
             None => target.bindings(),
