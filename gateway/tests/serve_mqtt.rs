@@ -605,7 +605,9 @@ fn a_tracker_bound_to_its_client_id_writes_only_its_own_reports() {
         "[[identity]]\nname = \"trackersA\"\npassword_hash = \"{hash}\"\nwrite = [\"gps/vendorA\"]\n\
          bind = [{{ column = \"device_id\", value = \"{{client_id}}\" }}]\n"
     );
-    let (_dir, server) = gps_server(&config_with("", "query = [\"*\"]\n", &extra));
+    // Anonymous clients stand for vendorB here: they may write its source, and read.
+    let anonymous = "query = [\"*\"]\nwrite = [\"gps/vendorB\"]\n";
+    let (_dir, server) = gps_server(&config_with("", anonymous, &extra));
     let as_tracker = |client: &str, message: &str| {
         let login = ["-i", client, "-u", "trackersA", "-P", "fleet-pw"];
         text(&publish(
@@ -632,6 +634,18 @@ fn a_tracker_bound_to_its_client_id_writes_only_its_own_reports() {
     let entries = listed["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 3, "{listed}");
     assert!(entries.iter().all(|e| e["sender"].as_str().unwrap().contains("'A-1'")), "{listed}");
+    // vendorB's real report #42 is committed: the forged one never took its Ledger key.
+    let csv = "imei,ts,latitude,longitude,speed_knots,course,battery,counter\n\
+               356938035643809,1767268800000,49.28,-123.12,17.0,270.0,87,42\n";
+    let out = text(&publish(
+        &server,
+        &["-d", "-V", "mqttv5", "-q", "1", "-t", "datasets/gps/sources/vendorB", "-m", csv],
+    ));
+    assert!(out.contains("received PUBACK (Mid: 1, RC:0)"), "{out}");
+    let rows = records(&server, "gps", 3);
+    let b: Vec<&Value> = rows.iter().filter(|r| r["device_id"] == "356938035643809").collect();
+    assert_eq!(b.len(), 1, "{rows:?}");
+    assert_eq!((b[0]["seq"].as_u64(), b[0]["lat"].as_f64()), (Some(42), Some(49.28)), "{rows:?}");
 }
 
 #[test]
