@@ -659,3 +659,26 @@ fn remembered_answers_are_bounded_per_endpoint_oldest_first() {
     assert_eq!(code_of(&exchange(&socket, to, &late_block(0))), ResponseType::RequestEntityIncomplete);
     assert_eq!(counter(&server, "odf_coap_duplicates_total"), duplicates + 1);
 }
+
+#[test]
+fn a_vendor_key_bound_to_its_device_ids_and_a_csv_line_without_header_get_4_00() {
+    let digest = odf_gateway::access::token_digest("key-c");
+    let extra = format!(
+        "[[identity]]\nname = \"vendorC\"\ntoken_sha256 = [\"{digest}\"]\nwrite = [\"gps/vendorC\"]\n\
+         bind = [{{ column = \"i\", value = \"C-*\" }}]\n"
+    );
+    let (_dir, server) = gps_server(&config_with("", "query = [\"*\"]\nwrite = [\"gps/vendorB\"]\n", &extra));
+    let path = "/datasets/gps/sources/vendorC?key=key-c";
+    let report = |id: &str| format!(r#"{{"i":"{id}","n":1,"ts":1767268800,"la":49.28,"lo":-123.12}}"#);
+    let out = coap_client(&server, &["-m", "post", "-t", "50", "-e", &report("356938035643809")], path);
+    assert!(text(&out).contains("4.00") && text(&out).contains("binds column 'i'"), "{}", text(&out));
+    let out = coap_client(&server, &["-m", "post", "-t", "50", "-e", &report("C-7")], path);
+    assert!(out.status.success() && !text(&out).contains("4."), "{}", text(&out));
+    assert_eq!(records(&server, "gps", 1).len(), 1);
+
+    let line = "356938035643809,1767268800000,49.28,-123.12,17.0,270.0,87,42";
+    let out = coap_client(&server, &["-m", "post", "-t", "0", "-e", line], "/datasets/gps/sources/vendorB");
+    assert!(text(&out).contains("4.00") && text(&out).contains("not a header"), "{}", text(&out));
+    let listed = server.get("/datasets/gps/quarantine").json();
+    assert_eq!(listed["entries"].as_array().unwrap().len(), 2, "{listed}");
+}

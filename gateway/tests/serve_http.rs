@@ -318,7 +318,8 @@ fn https_with_a_development_ca_and_client_certificates() {
     let c = |name: &str| certs.join(name).display().to_string();
     let toml = format!(
         "[mqtt]\nenabled = false\n[coap]\nenabled = false\n[http]\nlisten = [\"127.0.0.1:0\"]\n[http.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n\n\
-         [[identity]]\nname = \"vendorA\"\ncert_subject = \"CN=vendorA\"\nwrite = [\"gps/vendorA\"]\nquery = [\"gps\"]\n",
+         [[identity]]\nname = \"vendorA\"\ncert_subject = \"CN=vendorA\"\nwrite = [\"gps/vendorA\"]\nquery = [\"gps\"]\n\
+         bind = [{{ column = \"device_id\", value = \"{{cert_cn}}-*\" }}]\n",
         c("server.pem"),
         c("server.key"),
         c("ca.pem")
@@ -348,7 +349,7 @@ fn https_with_a_development_ca_and_client_certificates() {
     let (ok, _) = curl(&[&url("/healthz")]);
     assert!(!ok, "an untrusted CA must fail");
 
-    let report = r#"{"device_id":"A-1","seq":1,"t":"2026-01-01T00:00:00Z","lat":1,"lon":2}"#;
+    let report = r#"{"device_id":"vendorA-1","seq":1,"t":"2026-01-01T00:00:00Z","lat":1,"lon":2}"#;
     let post = [
         "--cacert",
         &ca,
@@ -367,6 +368,13 @@ fn https_with_a_development_ca_and_client_certificates() {
     assert!(out.ends_with("200"), "{out}");
     let (_, out) = curl(&[&with_cert[..], &[&url("/datasets/gps/sources/vendorB")]].concat());
     assert!(out.ends_with("403"), "{out}");
+    // The certificate's common name binds the device ids it may write.
+    let body = report.replace("vendorA-1", "A-1");
+    let forged = ["--cacert", &ca, "-H", "Content-Type: application/x-ndjson", "--data-binary", &body];
+    let signed = ["-w", "%{http_code}", "--cert", &cert, "--key", &key];
+    let (_, out) = curl(&[&forged[..], &signed[..], &[&url("/datasets/gps/sources/vendorA")]].concat());
+    let reason = "binds column 'device_id' to values matching 'vendorA-*'";
+    assert!(out.ends_with("400") && out.contains(reason), "{out}");
     let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     assert!(child.wait().unwrap().success());
 }
@@ -476,4 +484,159 @@ fn a_snapshot_with_a_bad_record_is_refused_whole() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(server.get("/datasets/fleet").json()["records"], 1);
+}
+
+/// vendorA and vendorB, each with a token and a binding that keeps it to its own device ids.
+fn bound_vendors() -> String {
+    let (a, b) = (odf_gateway::access::token_digest("tok-a"), odf_gateway::access::token_digest("tok-b"));
+    format!(
+        "[[identity]]\nname = \"vendorA\"\ntoken_sha256 = [\"{a}\"]\nwrite = [\"gps/vendorA\"]\nquery = [\"gps\"]\n\
+         bind = [{{ column = \"device_id\", value = \"A-*\" }}]\n\n\
+         [[identity]]\nname = \"vendorB\"\ntoken_sha256 = [\"{b}\"]\nwrite = [\"gps/vendorB\"]\nquery = [\"gps\"]\n\
+         bind = [{{ column = \"imei\", value = \"35693803*\" }}]\n"
+    )
+}
+
+#[test]
+fn a_vendor_cannot_write_under_another_vendors_device_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("gps.yaml", GPS)]);
+    let server = Server::start(dir.path(), &common::server::config_with("", "", &bound_vendors()));
+    let push = |token: &str, source: &str, content_type: &str, body: &[u8]| {
+        let auth = format!("Bearer {token}");
+        let headers = [("Authorization", auth.as_str()), ("Content-Type", content_type)];
+        let path = format!("/datasets/gps/sources/{source}?wait=commit");
+        request(server.http, "POST", &path, &headers, body)
+    };
+    let victim = "356938035643809";
+
+    // vendorA sends reports 1..=100 under vendorB's tracker, and one of its own.
+    let mut forged = String::new();
+    for seq in 1..=100 {
+        forged.push_str(&format!(
+            "{{\"device_id\":\"{victim}\",\"seq\":{seq},\"t\":\"2026-01-01T00:00:00Z\",\"lat\":1.0,\"lon\":2.0}}\n"
+        ));
+    }
+    forged.push_str(r#"{"device_id":"A-1","seq":1,"t":"2026-01-01T00:00:00Z","lat":3.0,"lon":4.0}"#);
+    let r = push("tok-a", "vendorA", "application/x-ndjson", forged.as_bytes());
+    assert_eq!(r.status, 200, "the good record goes on: {}", r.text());
+    let body = r.json();
+    assert_eq!(body["accepted"], 1, "{body}");
+    let rejected = body["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 100, "{body}");
+    assert_eq!(rejected[41]["record"], 42);
+    assert_eq!(rejected[41]["field"], "device_id");
+    assert_eq!(rejected[41]["value"], format!("\"{victim}\""));
+    let reason = rejected[41]["reason"].as_str().unwrap();
+    assert!(reason.contains("identity 'vendorA'") && reason.contains("'A-*'"), "{reason}");
+
+    // vendorB's real report #42 is committed, not dropped as a duplicate of a forged one.
+    let report = format!(
+        "imei,ts,latitude,longitude,speed_knots,course,battery,counter\n{victim},1767268800000,49.28,-123.12,17.0,270.0,87,42\n"
+    );
+    let r = push("tok-b", "vendorB", "text/csv", report.as_bytes());
+    assert_eq!((r.status, r.json()["accepted"].as_u64()), (200, Some(1)), "{}", r.text());
+    let auth = [("Authorization", "Bearer tok-b")];
+    let sql = format!("SELECT seq, lat FROM gps WHERE device_id = '{victim}'");
+    let rows = request(server.http, "POST", "/query", &auth, sql.as_bytes()).lines();
+    assert_eq!(rows, vec![serde_json::json!({"seq": 42, "lat": 49.28})], "only vendorB's own report");
+
+    // vendorB cannot write vendorA's ids either; the forged rows are in the quarantine.
+    let r = push("tok-b", "vendorB", "text/csv", report.replace(victim, "A-1").as_bytes());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["rejected"][0]["reason"].as_str().unwrap().contains("'35693803*'"), "{}", r.text());
+    let listed = request(server.http, "GET", "/datasets/gps/quarantine", &auth, b"").json();
+    let entries = listed["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{listed}");
+    let forged_entry = entries.iter().find(|e| e["sender"].as_str().unwrap().contains("vendorA")).unwrap();
+    let id = forged_entry["id"].as_str().unwrap();
+    let entry = request(server.http, "GET", &format!("/datasets/gps/quarantine/{id}"), &auth, b"").json();
+    assert_eq!(entry["reasons"].as_array().unwrap().len(), 100, "{entry}");
+    assert!(entry["reasons"][0]["reason"].as_str().unwrap().contains("binds column 'device_id'"), "{entry}");
+    assert_eq!(entry["accepted"], 1);
+}
+
+#[test]
+fn a_route_that_binds_its_captures_rejects_records_that_disagree() {
+    let extra = "[[route]]\npattern = \"/trackers/{device_id}/gps\"\ndataset = \"gps\"\nsource = \"vendorA\"\nbind_captures = true\n";
+    let (_dir, server) = gps_server(extra);
+    let report = |device: &str| {
+        format!(r#"{{"device_id":"{device}","seq":1,"t":"2026-01-01T00:00:00Z","lat":49.2,"lon":-123.1}}"#)
+    };
+    let r = server.post(
+        "/trackers/A-77/gps?wait=commit",
+        Some("application/x-ndjson"),
+        report("A-78").as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let reason = r.json()["rejected"][0]["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("route '/trackers/{device_id}/gps'") && reason.contains("'A-77'"), "{reason}");
+    let r = server.post(
+        "/trackers/A-77/gps?wait=commit",
+        Some("application/x-ndjson"),
+        report("A-77").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let unnamed = br#"{"seq":2,"t":"2026-01-01T00:00:00Z","lat":49.2,"lon":-123.1}"#;
+    let r = server.post("/trackers/A-77/gps?wait=commit", Some("application/x-ndjson"), unnamed);
+    assert_eq!(r.status, 200, "a record without the column takes the captured value: {}", r.text());
+    let rows = tail(&server, "gps");
+    assert!(rows.len() == 2 && rows.iter().all(|r| r["device_id"] == "A-77"), "{rows:?}");
+}
+
+#[test]
+fn a_payload_that_holds_no_record_is_refused_unless_it_is_an_empty_batch() {
+    let (_dir, server) = gps_server("");
+    let push = |source: &str, content_type: &str, body: &[u8]| {
+        server.post(&format!("/datasets/gps/sources/{source}"), Some(content_type), body)
+    };
+    // vendorB's report without its header line: the line must not be taken as the header.
+    let line = b"356938035643809,1767268800000,49.28,-123.12,17.0,270.0,87,42\n";
+    let r = push("vendorB", "text/csv", line);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let reason = r.json()["rejected"][0]["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("not a header") && reason.contains("imei"), "{reason}");
+    assert!(r.json()["quarantine_id"].is_string(), "{}", r.text());
+    let r = push("vendorB", "text/csv", b"imei,ts\n356938035643809,1767268800000\n");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("leaves out the required column(s) latitude, longitude, counter"),
+        "{}",
+        r.text()
+    );
+
+    // Nothing at all, in any format, is not a success.
+    for (content_type, body) in [
+        ("application/x-ndjson", &b""[..]),
+        ("application/x-ndjson", &b"\n  \n\n"[..]),
+        ("application/json", &b"  "[..]),
+        ("application/cbor", &b""[..]),
+        ("text/csv", &b""[..]),
+        ("application/senml+json", &br#"[{"bn":"urn:dev:1/","bt":1767268800}]"#[..]),
+    ] {
+        let r = push("vendorA", content_type, body);
+        assert_eq!(r.status, 400, "{content_type} {body:?}: {}", r.text());
+        assert!(r.json()["quarantine_id"].is_string(), "{}", r.text());
+    }
+    // An empty batch said on purpose is acknowledged as such.
+    let header = b"imei,ts,latitude,longitude,speed_knots,course,battery,counter\n";
+    for (source, content_type, body) in [
+        ("vendorA", "application/json", &b"[]"[..]),
+        ("vendorC", "application/cbor", &[0x80][..]),
+        ("vendorA", "application/senml+json", &b"[]"[..]),
+        ("vendorB", "text/csv", &header[..]),
+    ] {
+        let r = push(source, content_type, body);
+        assert_eq!(r.status, 202, "{content_type} {body:?}: {}", r.text());
+        assert_eq!(
+            (r.json()["accepted"].as_u64(), r.json()["rejected"].as_array().map(Vec::len)),
+            (Some(0), Some(0))
+        );
+    }
+    let listed = server.get("/datasets/gps/quarantine").json();
+    assert_eq!(
+        listed["entries"].as_array().unwrap().len(),
+        8,
+        "every refused payload is quarantined: {listed}"
+    );
 }

@@ -853,3 +853,66 @@ fn a_qos2_resend_after_a_lost_connection_is_acknowledged_not_ingested_again() {
     let relayed = watcher.drain(SECOND).into_iter().filter(|p| p.kind == wire::PUBLISH).count();
     assert_eq!(relayed, 4, "each report relayed once");
 }
+
+#[test]
+fn a_tracker_bound_to_its_client_id_writes_only_its_own_reports() {
+    let hash = odf_gateway::access::hash_password(b"fleet-pw").unwrap();
+    let extra = format!(
+        "[[identity]]\nname = \"trackersA\"\npassword_hash = \"{hash}\"\nwrite = [\"gps/vendorA\"]\n\
+         bind = [{{ column = \"device_id\", value = \"{{client_id}}\" }}]\n"
+    );
+    // Anonymous clients stand for vendorB here: they may write its source, and read.
+    let anonymous = "query = [\"*\"]\nwrite = [\"gps/vendorB\"]\n";
+    let (_dir, server) = gps_server(&config_with("", anonymous, &extra));
+    let as_tracker = |client: &str, message: &str| {
+        let login = ["-i", client, "-u", "trackersA", "-P", "fleet-pw"];
+        text(&publish(
+            &server,
+            &[&login[..], &["-d", "-V", "mqttv5", "-q", "1", "-t", TOPIC_A, "-m", message]].concat(),
+        ))
+    };
+    let out = as_tracker("A-1", &report("A-1", 1));
+    assert!(out.contains("received PUBACK (Mid: 1, RC:0)"), "{out}");
+    // Another tracker's report, or another vendor's tracker (the Ledger key poisoning).
+    for forged in [report("A-2", 1), report("356938035643809", 42)] {
+        let out = as_tracker("A-1", &forged);
+        assert!(out.contains("RC:153") && out.contains("binds column 'device_id' to 'A-1'"), "0x99: {out}");
+    }
+    // In one payload, the tracker's own report goes on and the other is rejected.
+    let out = as_tracker("A-1", &format!("{}\n{}\n", report("A-1", 2), report("A-3", 2)));
+    assert!(out.contains("received PUBACK (Mid: 1, RC:0)"), "{out}");
+    let rows = records(&server, "gps", 2);
+    let mut seqs: Vec<u64> = rows.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    seqs.sort();
+    assert_eq!(seqs, vec![1, 2], "{rows:?}");
+    assert!(rows.iter().all(|r| r["device_id"] == "A-1"), "{rows:?}");
+    let listed = server.get("/datasets/gps/quarantine").json();
+    let entries = listed["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 3, "{listed}");
+    assert!(entries.iter().all(|e| e["sender"].as_str().unwrap().contains("'A-1'")), "{listed}");
+    // vendorB's real report #42 is committed: the forged one never took its Ledger key.
+    let csv = "imei,ts,latitude,longitude,speed_knots,course,battery,counter\n\
+               356938035643809,1767268800000,49.28,-123.12,17.0,270.0,87,42\n";
+    let out = text(&publish(
+        &server,
+        &["-d", "-V", "mqttv5", "-q", "1", "-t", "datasets/gps/sources/vendorB", "-m", csv],
+    ));
+    assert!(out.contains("received PUBACK (Mid: 1, RC:0)"), "{out}");
+    let rows = records(&server, "gps", 3);
+    let b: Vec<&Value> = rows.iter().filter(|r| r["device_id"] == "356938035643809").collect();
+    assert_eq!(b.len(), 1, "{rows:?}");
+    assert_eq!((b[0]["seq"].as_u64(), b[0]["lat"].as_f64()), (Some(42), Some(49.28)), "{rows:?}");
+}
+
+#[test]
+fn a_csv_report_without_its_header_is_payload_format_invalid() {
+    let (_dir, server) = gps_server(&config(""));
+    let line = "356938035643809,1767268800000,49.28,-123.12,17.0,270.0,87,42";
+    let out = text(&publish(
+        &server,
+        &["-d", "-V", "mqttv5", "-q", "1", "-t", "datasets/gps/sources/vendorB", "-m", line],
+    ));
+    assert!(out.contains("RC:153") && out.contains("not a header"), "0x99: {out}");
+    let listed = server.get("/datasets/gps/quarantine").json();
+    assert_eq!(listed["entries"].as_array().unwrap().len(), 1, "{listed}");
+}

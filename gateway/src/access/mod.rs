@@ -1,12 +1,15 @@
 //! Who may do what, the same for every transport: identities with their secrets (an argon2
 //! password hash for MQTT and HTTP Basic, SHA-256 digests of bearer tokens for HTTP and
 //! CoAP, a client-certificate subject) and their grants (the (dataset, source) pairs they
-//! may write, the datasets they may query, the MQTT topics they may subscribe to).
+//! may write, the values they may write into bound columns (`binding`), the datasets they
+//! may query, the MQTT topics they may subscribe to).
 //!
 //! Passwords are hashed with argon2, which is slow on purpose: a verified password is
 //! remembered (by its SHA-256, never in clear) so that a device reconnecting every minute
 //! costs one hash. Tokens are long random strings, so a SHA-256 digest is enough for them
 //! and is looked up directly.
+
+mod binding;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +17,11 @@ use std::sync::{Arc, Mutex};
 use argon2::password_hash::PasswordVerifier;
 use argon2::password_hash::phc::PasswordHash;
 use sha2::{Digest, Sha256};
+
+pub use binding::{Caller, GrantBinding, PLACEHOLDERS, Template};
+
+use crate::ingest::{ColumnBinding, Pattern};
+use crate::routes::Resolved;
 
 /// Remembered password verifications, at most.
 const VERIFIED_CACHE: usize = 4096;
@@ -29,19 +37,30 @@ pub struct Grants {
     pub query: Vec<String>,
     /// MQTT topic filters it may subscribe to (`replies/vendorA/#`).
     pub subscribe: Vec<String>,
+    /// What it may write into bound columns (its device ids), on the sources it writes.
+    pub bind: Vec<GrantBinding>,
 }
 
 impl Grants {
     /// Everything: what anonymous clients get when the gateway runs without a configuration.
     pub fn all() -> Grants {
-        Grants { write: vec!["*".into()], query: vec!["*".into()], subscribe: vec!["#".into()] }
+        Grants {
+            write: vec!["*".into()],
+            query: vec!["*".into()],
+            subscribe: vec!["#".into()],
+            bind: Vec::new(),
+        }
     }
 
     pub fn may_write(&self, dataset: &str, source: &str) -> bool {
-        self.write.iter().any(|grant| match grant.split_once('/') {
-            _ if grant == "*" => true,
-            Some((d, s)) => (d == "*" || d == dataset) && (s == "*" || s == source),
-            None => grant == dataset,
+        self.write.iter().any(|grant| covers_source(grant, dataset, source))
+    }
+
+    /// The bindings that hold for a write to (dataset, source).
+    pub fn bindings_on<'g>(&'g self, dataset: &str, source: &str) -> impl Iterator<Item = &'g GrantBinding> {
+        let (dataset, source) = (dataset.to_owned(), source.to_owned());
+        self.bind.iter().filter(move |b| {
+            b.sources.is_empty() || b.sources.iter().any(|s| covers_source(s, &dataset, &source))
         })
     }
 
@@ -247,7 +266,7 @@ impl AccessTable {
     /// says: an id that an identity's `client_ids` patterns match is that identity's alone,
     /// and an identity with patterns uses only ids they match. `Err` says why not.
     pub fn may_use_client_id(&self, principal: &Principal, client_id: &str) -> Result<(), String> {
-        let matches = |id: &Identity| id.client_ids.iter().any(|p| glob_matches(p, client_id));
+        let matches = |id: &Identity| id.client_ids.iter().any(|p| Pattern::parse(p).matches(client_id));
         if let Some(owner) = self.identities.iter().find(|id| matches(id)) {
             return match principal {
                 Principal::Identity(name) if *name == owner.name => Ok(()),
@@ -264,21 +283,27 @@ impl AccessTable {
             Principal::Anonymous => Ok(()),
         }
     }
+
+    /// The rules every record of a write from `caller` to `target` (whose push source is
+    /// `source`) must keep: the route's captures, where the route binds them, and the
+    /// bindings of the caller's grant. Every transport hands them to the pipeline with the
+    /// payload, so they hold the same over HTTP, MQTT and CoAP.
+    pub fn bindings(&self, caller: &Caller, target: &Resolved, source: &str) -> Vec<ColumnBinding> {
+        let mut bindings = target.bindings();
+        if let Some(grants) = self.grants(caller.principal) {
+            bindings.extend(grants.bindings_on(&target.dataset, source).map(|b| b.bind(caller)));
+        }
+        bindings
+    }
 }
 
-/// Whether `text` matches `pattern`, where `*` stands for any run of characters.
-fn glob_matches(pattern: &str, text: &str) -> bool {
-    let Some((first, rest)) = pattern.split_once('*') else { return pattern == text };
-    let Some(mut text) = text.strip_prefix(first) else { return false };
-    let mut parts: Vec<&str> = rest.split('*').collect();
-    let last = parts.pop().unwrap_or_default();
-    for part in parts {
-        match text.find(part) {
-            Some(at) => text = &text[at + part.len()..],
-            None => return false,
-        }
+/// Whether a `write` pattern (`gps/vendorA`, `gps/*`, `gps`, `*`) covers (dataset, source).
+fn covers_source(grant: &str, dataset: &str, source: &str) -> bool {
+    match grant.split_once('/') {
+        _ if grant == "*" => true,
+        Some((d, s)) => (d == "*" || d == dataset) && (s == "*" || s == source),
+        None => grant == dataset,
     }
-    text.len() >= last.len() && text.ends_with(last)
 }
 
 /// Whether topic filter `grant` matches every topic that `filter` can (MQTT wildcards).
@@ -316,6 +341,7 @@ pub fn token_digest(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::BindingRule;
 
     fn table() -> AccessTable {
         let vendor_a = Identity {
@@ -328,6 +354,11 @@ mod tests {
                 write: vec!["gps/vendorA".into()],
                 query: vec!["gps".into()],
                 subscribe: vec!["replies/vendorA/#".into()],
+                bind: vec![GrantBinding {
+                    column: "device_id".into(),
+                    value: Template::parse("A-*").unwrap(),
+                    sources: vec!["gps/vendorA".into()],
+                }],
             },
         };
         AccessTable::new(vec![vendor_a], None)
@@ -361,17 +392,30 @@ mod tests {
         assert!(t.may_use_client_id(&a, "tracker-17").is_err(), "vendorA uses only its own ids");
         assert!(t.may_use_client_id(&Principal::Anonymous, "vendorA-17").is_err());
         assert_eq!(t.may_use_client_id(&Principal::Anonymous, "tracker-17"), Ok(()));
-        for (pattern, text, matches) in [
-            ("a*", "a", true),
-            ("a*c", "abc", true),
-            ("a*c", "ab", false),
-            ("*-1*", "x-1y", true),
-            ("a*b*b", "ab", false),
-            ("abc", "abc", true),
-            ("abc", "abcd", false),
-        ] {
-            assert_eq!(glob_matches(pattern, text), matches, "{pattern} {text}");
-        }
+    }
+
+    #[test]
+    fn bindings_come_from_the_grant_on_its_sources_and_from_binding_routes() {
+        let t = table();
+        let a = Principal::Identity("vendorA".into());
+        let caller = Caller { principal: &a, transport: "http", client_id: None, cert: None };
+        let mut target = Resolved {
+            dataset: "gps".into(),
+            source: Some("vendorA".into()),
+            columns: vec![("device_id".into(), "A-7".into())],
+            route: "trackers/{device_id}/gps".into(),
+            bind_captures: false,
+        };
+        let bindings = t.bindings(&caller, &target, "vendorA");
+        assert_eq!(bindings.len(), 1);
+        assert_eq!(bindings[0].rule, BindingRule::Pattern(Pattern::parse("A-*")));
+        assert!(bindings[0].by.contains("vendorA"));
+        assert!(t.bindings(&caller, &target, "vendorB").is_empty(), "bound on gps/vendorA only");
+        target.bind_captures = true;
+        let bindings = t.bindings(&caller, &target, "vendorA");
+        assert_eq!(bindings.len(), 2);
+        assert_eq!(bindings[0].rule, BindingRule::Pattern(Pattern::parse("A-7")));
+        assert_eq!(bindings[0].by, "route 'trackers/{device_id}/gps'");
     }
 
     #[test]

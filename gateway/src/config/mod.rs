@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use size::Size;
 
-use crate::access::{AccessTable, Grants, Identity};
+use crate::access::{AccessTable, GrantBinding, Grants, Identity, Template};
 use crate::ingest::WriterOptions;
 use crate::pipeline::{FlushPolicy, PipelineOptions};
 use crate::routes::{Route, RouteTable, Transport};
@@ -211,6 +211,23 @@ pub struct GrantsConfig {
     pub query: Vec<String>,
     /// MQTT topic filters.
     pub subscribe: Vec<String>,
+    /// Column bindings: what it may write into a column (its own device ids).
+    pub bind: Vec<BindConfig>,
+}
+
+/// `{ column = "device_id", value = "A-*" }`: every record this identity writes must hold
+/// a matching value in that column (else it is rejected and quarantined).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindConfig {
+    /// A read-schema column of the sources it holds on.
+    pub column: String,
+    /// Text, `*` (any run of characters) and placeholders: `{identity}`, `{client_id}`,
+    /// `{cert_subject}`, `{cert_cn}`.
+    pub value: String,
+    /// `dataset/source` patterns where it holds (as in `write`); every source by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -246,6 +263,10 @@ pub struct RouteConfig {
     /// Limit the route to some transports (`http`, `mqtt`, `coap`); all by default.
     #[serde(default)]
     pub transports: Option<Vec<Transport>>,
+    /// The captures bind: a record whose column holds another value than the one captured
+    /// is rejected (by default they only fill what a record leaves out).
+    #[serde(default)]
+    pub bind_captures: bool,
 }
 
 impl Default for RawConfig {
@@ -466,7 +487,7 @@ impl RawConfig {
                 route.transports.clone(),
             )
             .map_err(|e| invalid(format!("route[{i}]"), e))?;
-            routes.push(checked);
+            routes.push(checked.binding_captures(route.bind_captures));
         }
         let mut identities: Vec<Identity> = Vec::new();
         for (i, id) in self.identities.iter().enumerate() {
@@ -505,21 +526,17 @@ impl RawConfig {
             if id.client_ids.iter().any(String::is_empty) {
                 return Err(invalid(field("client_ids"), "a pattern must not be empty (`vendorA-*`)"));
             }
-            check_grants(&id.grants, &field(""))?;
             identities.push(Identity {
                 name: id.name.clone(),
                 password_hash: id.password_hash.clone(),
                 token_sha256: id.token_sha256.clone(),
                 cert_subject: id.cert_subject.clone(),
                 client_ids: id.client_ids.clone(),
-                grants: grants(&id.grants),
+                grants: grants(&id.grants, &field(""))?,
             });
         }
         let anonymous = match (&self.anonymous, from_file) {
-            (Some(g), _) => {
-                check_grants(g, "anonymous.")?;
-                Some(grants(g))
-            }
+            (Some(g), _) => Some(grants(g, "anonymous.")?),
             (None, false) => Some(Grants::all()),
             (None, true) => None,
         };
@@ -696,21 +713,33 @@ impl RawConfig {
     }
 }
 
-fn grants(g: &GrantsConfig) -> Grants {
-    Grants { write: g.write.clone(), query: g.query.clone(), subscribe: g.subscribe.clone() }
-}
-
-fn check_grants(g: &GrantsConfig, prefix: &str) -> Result<(), ConfigError> {
-    for w in &g.write {
+/// Checks grants as configured; `prefix` names where they are (`identity[0] (a).`).
+fn grants(g: &GrantsConfig, prefix: &str) -> Result<Grants, ConfigError> {
+    let source_pattern = |field: String, w: &str| {
         let ok = w == "*" || w.split('/').count() <= 2 && !w.split('/').any(str::is_empty);
-        if !ok {
-            return Err(invalid(
-                format!("{prefix}write"),
-                format!("'{w}' is not `dataset/source`, `dataset/*`, `dataset` or `*`"),
-            ));
+        match ok {
+            true => Ok(()),
+            false => {
+                Err(invalid(field, format!("'{w}' is not `dataset/source`, `dataset/*`, `dataset` or `*`")))
+            }
         }
+    };
+    for w in &g.write {
+        source_pattern(format!("{prefix}write"), w)?;
     }
-    Ok(())
+    let mut bind = Vec::with_capacity(g.bind.len());
+    for (i, b) in g.bind.iter().enumerate() {
+        let field = |f: &str| format!("{prefix}bind[{i}].{f}");
+        if b.column.is_empty() || !b.column.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            return Err(invalid(field("column"), format!("'{}' is not a column name", b.column)));
+        }
+        let value = Template::parse(&b.value).map_err(|e| invalid(field("value"), e))?;
+        for s in &b.sources {
+            source_pattern(field("sources"), s)?;
+        }
+        bind.push(GrantBinding { column: b.column.clone(), value, sources: b.sources.clone() });
+    }
+    Ok(Grants { write: g.write.clone(), query: g.query.clone(), subscribe: g.subscribe.clone(), bind })
 }
 
 impl ServeConfig {
@@ -762,6 +791,42 @@ mod tests {
         assert!(printed.contains("flush_interval = \"1s\""), "{printed}");
         let back = RawConfig::from_toml(&printed).unwrap();
         assert_eq!(back.to_toml(), printed);
+    }
+
+    #[test]
+    fn the_example_configuration_loads_with_its_bindings() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway.example.toml");
+        let config = RawConfig::from_file(&path).unwrap().check(true).unwrap();
+        let grants = |name: &str| {
+            let identity = config.access.identities().iter().find(|i| i.name == name).unwrap();
+            identity.grants.bind.iter().map(|b| (b.column.clone(), b.value.to_string())).collect::<Vec<_>>()
+        };
+        assert_eq!(grants("vendorA"), [("device_id".to_string(), "A-*".to_string())]);
+        assert_eq!(grants("trackersA")[1], ("device_id".to_string(), "{client_id}".to_string()));
+        assert_eq!(grants("vendorB"), [("imei".to_string(), "35693803*".to_string())]);
+        assert!(!config.access.allows_anonymous());
+        let printed = config.raw.to_toml();
+        assert!(printed.contains("bind_captures = true") && printed.contains("{client_id}"), "{printed}");
+        let again = RawConfig::from_toml(&printed).unwrap().check(true).unwrap();
+        assert_eq!(again.raw.to_toml(), printed, "the printed configuration reads back the same");
+    }
+
+    #[test]
+    fn a_binding_that_cannot_work_names_its_field() {
+        let check = |bind: &str| {
+            let toml = format!(
+                "[[identity]]\nname = \"a\"\ntoken_sha256 = [\"{}\"]\nbind = [{bind}]\n",
+                "0".repeat(64)
+            );
+            RawConfig::from_toml(&toml).unwrap().check(true).err().map(|e| e.to_string()).unwrap_or_default()
+        };
+        let e = check(r#"{ column = "device_id", value = "{device}" }"#);
+        assert!(e.starts_with("identity[0] (a).bind[0].value") && e.contains("not a placeholder"), "{e}");
+        let e = check(r#"{ column = "device id", value = "A-*" }"#);
+        assert!(e.contains("bind[0].column"), "{e}");
+        let e = check(r#"{ column = "device_id", value = "A-*", sources = ["gps/a/b"] }"#);
+        assert!(e.contains("bind[0].sources"), "{e}");
+        assert_eq!(check(r#"{ column = "device_id", value = "{identity}" }"#), "");
     }
 
     #[test]

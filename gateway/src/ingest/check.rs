@@ -4,6 +4,7 @@
 
 use std::io::Cursor;
 
+use super::binding::ColumnBinding;
 use super::error::IngestError;
 use super::format::InputFormat;
 use super::read::{ReadOptions, Reader, RecordError};
@@ -47,12 +48,14 @@ impl SourceCheck {
     }
 
     /// Reads `payload` as `format` (else the source's own), with `columns` filling the
-    /// columns the payload leaves out, as the commit will.
+    /// columns the payload leaves out and `bindings` checked on every record, as the commit
+    /// will.
     pub fn check(
         &self,
         payload: &[u8],
         format: Option<InputFormat>,
         columns: &[(String, String)],
+        bindings: &[ColumnBinding],
         origin: &str,
     ) -> CheckOutcome {
         let mut reader = Reader::new(self.schema.clone(), self.options.clone());
@@ -61,7 +64,7 @@ impl SourceCheck {
         let input = Box::new(Cursor::new(payload.to_vec()));
         let mut rejected = Vec::new();
         // Reading from memory cannot fail; a message that cannot be opened is a rejection.
-        let _ = reader.begin(input, format, origin, columns, &mut rejected);
+        let _ = reader.begin(input, format, origin, columns, bindings, &mut rejected);
         loop {
             let ended = reader.read_some(CHUNK, &mut rejected).unwrap_or(true);
             outcome.records += reader.rows();
@@ -111,13 +114,44 @@ content:
         let payload =
             b"{\"t\":\"2026-01-01T00:00:00Z\",\"lat\":1}\n{\"t\":\"noon\",\"lat\":2}\n{\"t\":3,\"lat\":3}\n";
         let columns = [("device_id".to_string(), "A-1".to_string())];
-        let outcome = check.check(payload, None, &columns, "test");
+        let outcome = check.check(payload, None, &columns, &[], "test");
         assert_eq!(outcome.records, 2);
         assert_eq!(outcome.rejected.len(), 1);
         assert_eq!(outcome.rejected[0].record, 2);
         let csv = b"t,lat\n2026-01-01T00:00:00Z,1\n";
-        assert_eq!(check.check(csv, Some(InputFormat::Csv), &columns, "test").records, 1);
-        let garbage = check.check(&[0xff, 0x00, 0x13], Some(InputFormat::Cbor), &[], "test");
+        assert_eq!(check.check(csv, Some(InputFormat::Csv), &columns, &[], "test").records, 1);
+        let garbage = check.check(&[0xff, 0x00, 0x13], Some(InputFormat::Cbor), &[], &[], "test");
         assert_eq!((garbage.records, garbage.rejected.len()), (0, 1));
+    }
+
+    fn bound(value: &str) -> ColumnBinding {
+        ColumnBinding {
+            column: "device_id".into(),
+            rule: crate::ingest::BindingRule::Pattern(crate::ingest::Pattern::parse(value)),
+            by: "identity 'a'".into(),
+        }
+    }
+
+    #[test]
+    fn bound_columns_reject_records_that_disagree_in_any_format() {
+        let check = SourceCheck::new(&source()).unwrap();
+        let ndjson = b"{\"device_id\":\"A-1\",\"lat\":1}\n{\"device_id\":\"B-1\",\"lat\":2}\n{\"lat\":3}\n";
+        let outcome = check.check(ndjson, None, &[], &[bound("A-*")], "test");
+        assert_eq!(outcome.records, 1);
+        let reasons: Vec<String> = outcome.rejected.iter().map(ToString::to_string).collect();
+        assert_eq!(outcome.rejected.iter().map(|r| r.record).collect::<Vec<_>>(), [2, 3], "{reasons:?}");
+        assert!(reasons[0].contains("\"B-1\"") && reasons[0].contains("matching 'A-*'"), "{reasons:?}");
+        assert!(reasons[1].contains("field 'device_id'"), "a bound column left out: {reasons:?}");
+
+        // A binding to one value fills the column where a record leaves it out.
+        let outcome = check.check(ndjson, None, &[], &[bound("A-1")], "test");
+        assert_eq!(outcome.records, 2);
+        let csv = b"device_id,lat\nA-1,1\nA-2,2\n";
+        let outcome = check.check(csv, Some(InputFormat::Csv), &[], &[bound("A-1"), bound("A-*")], "test");
+        assert_eq!((outcome.records, outcome.rejected_count), (1, 1));
+        // A column the source lacks cannot be checked: the message is refused whole.
+        let missing = ColumnBinding { column: "imei".into(), ..bound("A-*") };
+        let outcome = check.check(ndjson, None, &[], &[missing], "test");
+        assert_eq!((outcome.records, outcome.rejected.len(), outcome.rejected[0].record), (0, 1, 0));
     }
 }

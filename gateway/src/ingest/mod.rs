@@ -6,6 +6,7 @@
 //! (Parquet, hashes) -> commit. `DatasetWriter` runs it for batches of many messages, as the
 //! transports deliver them, or for files, as the CLI does.
 
+mod binding;
 mod check;
 mod checkpoint;
 mod coerce;
@@ -25,6 +26,7 @@ mod slice;
 mod writer;
 mod writer_thread;
 
+pub use binding::{BindingRule, ColumnBinding, Part, Pattern};
 pub use check::{CheckOutcome, SourceCheck};
 pub use error::{ErrorKind, IngestError};
 pub use format::InputFormat;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::binding::ColumnBinding;
 use super::format::InputFormat;
 use super::read::RecordError;
 use crate::odf::{Multihash, OffsetInterval};
@@ -24,6 +25,8 @@ pub struct Message {
     /// Values from outside the payload (a device id captured from a topic or a path), as
     /// text, for read-schema columns the payload leaves out.
     pub columns: Vec<(String, String)>,
+    /// Rules each record must keep (a device id bound to the sender's identity).
+    pub bindings: Vec<ColumnBinding>,
 }
 
 impl Message {
@@ -34,6 +37,7 @@ impl Message {
             origin: origin.into(),
             received: None,
             columns: Vec::new(),
+            bindings: Vec::new(),
         }
     }
 
@@ -60,6 +64,7 @@ pub struct MessageStream {
     pub origin: String,
     pub received: Option<DateTime<Utc>>,
     pub columns: Vec<(String, String)>,
+    pub bindings: Vec<ColumnBinding>,
 }
 
 impl MessageStream {
@@ -70,6 +75,7 @@ impl MessageStream {
             origin: origin.into(),
             received: None,
             columns: Vec::new(),
+            bindings: Vec::new(),
         }
     }
 
@@ -87,6 +93,7 @@ impl From<Message> for MessageStream {
             origin: message.origin,
             received: message.received,
             columns: message.columns,
+            bindings: message.bindings,
         }
     }
 }

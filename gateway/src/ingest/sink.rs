@@ -12,6 +12,7 @@ use arrow::compute::cast;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
+use super::binding::{BindingRule, ColumnBinding, Pattern};
 use super::coerce::{Formats, Input, Value, coerce};
 use super::read_schema::{Kind, ReadSchema};
 
@@ -107,8 +108,24 @@ pub struct RecordSink {
     /// Values from outside the payload (a device id from a topic, a receive time) for the
     /// columns a record leaves out or sets to null; set per message.
     defaults: Vec<(usize, Value)>,
+    /// Rules every record of the message must keep (a device id bound to its sender).
+    bindings: Vec<Bound>,
     columns: Vec<Column>,
     rows: usize,
+}
+
+/// A column binding, ready to check against staged values.
+struct Bound {
+    column: usize,
+    check: BoundCheck,
+    binding: ColumnBinding,
+}
+
+enum BoundCheck {
+    /// One value, coerced to the column's kind: it also fills a record that leaves it out.
+    Exact(Value),
+    Pattern(Pattern),
+    Never,
 }
 
 impl RecordSink {
@@ -116,7 +133,16 @@ impl RecordSink {
         let by_name = schema.fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
         let columns = schema.fields.iter().map(|f| Column::new(&f.kind)).collect();
         let staged = vec![None; schema.fields.len()];
-        RecordSink { schema, formats, by_name, staged, defaults: Vec::new(), columns, rows: 0 }
+        RecordSink {
+            schema,
+            formats,
+            by_name,
+            staged,
+            defaults: Vec::new(),
+            bindings: Vec::new(),
+            columns,
+            rows: 0,
+        }
     }
 
     pub fn schema(&self) -> &ReadSchema {
@@ -171,11 +197,67 @@ impl RecordSink {
         Ok(())
     }
 
-    /// Appends the staged record, if every required field has a value.
+    /// Whether something besides the record fills `column` (a value given with the message,
+    /// a binding to one value).
+    pub fn fills(&self, column: usize) -> bool {
+        self.defaults.iter().any(|(c, _)| *c == column)
+            || self.bindings.iter().any(|b| b.column == column && matches!(b.check, BoundCheck::Exact(_)))
+    }
+
+    /// Sets the column bindings the coming records must keep (until the next call). A
+    /// binding to one value is coerced like a field of the payload.
+    pub fn set_bindings(&mut self, bindings: Vec<(usize, ColumnBinding)>) -> Result<(), FieldError> {
+        self.bindings.clear();
+        for (column, binding) in bindings {
+            let check = match &binding.rule {
+                BindingRule::Pattern(pattern) => match pattern.exact() {
+                    Some(value) => BoundCheck::Exact(
+                        self.coerce(column, Input::Str(value))
+                            .map_err(|e| FieldError { reason: format!("{}: {}", binding, e.reason), ..e })?,
+                    ),
+                    None => BoundCheck::Pattern(pattern.clone()),
+                },
+                BindingRule::Unavailable(_) => BoundCheck::Never,
+            };
+            self.bindings.push(Bound { column, check, binding });
+        }
+        Ok(())
+    }
+
+    /// Appends the staged record, if every required field has a value and every bound
+    /// column the value its binding allows.
     pub fn commit(&mut self) -> Result<(), FieldError> {
         for (column, value) in &self.defaults {
             if matches!(self.staged[*column], None | Some(Value::Null)) {
                 self.staged[*column] = Some(value.clone());
+            }
+        }
+        for bound in &self.bindings {
+            let staged = &mut self.staged[bound.column];
+            if let (None | Some(Value::Null), BoundCheck::Exact(value)) = (&staged, &bound.check) {
+                *staged = Some(value.clone());
+            }
+            let kept = match (&*staged, &bound.check) {
+                (None | Some(Value::Null), _) | (_, BoundCheck::Never) => false,
+                (Some(value), BoundCheck::Exact(bound)) => value == bound,
+                (Some(value), BoundCheck::Pattern(pattern)) => {
+                    text_of(value).is_some_and(|t| pattern.matches(&t))
+                }
+            };
+            if !kept {
+                let expected = match &bound.binding.rule {
+                    BindingRule::Pattern(p) => match p.exact() {
+                        Some(value) => format!("value '{value}'"),
+                        None => format!("value matching '{p}'"),
+                    },
+                    BindingRule::Unavailable(_) => "value its sender may write".to_string(),
+                };
+                return Err(FieldError {
+                    field: self.schema.fields[bound.column].name.clone(),
+                    value: staged.as_ref().filter(|v| !matches!(v, Value::Null)).map(rendered),
+                    expected,
+                    reason: bound.binding.to_string(),
+                });
             }
         }
         for (field, value) in self.schema.fields.iter().zip(&self.staged) {
@@ -207,5 +289,27 @@ impl RecordSink {
             .collect::<Result<Vec<_>, _>>()?;
         self.rows = 0;
         RecordBatch::try_new(self.schema.arrow(), arrays)
+    }
+}
+
+/// A value as text, for a binding's pattern; `None` for bytes, which no pattern matches.
+fn text_of(value: &Value) -> Option<std::borrow::Cow<'_, str>> {
+    Some(match value {
+        Value::Text(t) => t.as_str().into(),
+        Value::Int(i) => i.to_string().into(),
+        Value::UInt(u) => u.to_string().into(),
+        Value::Float(f) => f.to_string().into(),
+        Value::Bool(b) => b.to_string().into(),
+        Value::Decimal(d) => d.to_string().into(),
+        Value::Null | Value::Bytes(_) => return None,
+    })
+}
+
+/// A value as a rejection shows it.
+fn rendered(value: &Value) -> String {
+    match value {
+        Value::Text(t) => format!("\"{t}\""),
+        Value::Bytes(b) => format!("{} bytes", b.len()),
+        other => text_of(other).map(|t| t.into_owned()).unwrap_or_default(),
     }
 }

@@ -235,7 +235,9 @@ impl DatasetWriter {
             let origin = input.origin;
             let failed =
                 |error| IngestError::Io(IoError { action: "read", path: origin.clone().into(), error });
-            reader.begin(input.body, format, &origin, &defaults, &mut st.rejected).map_err(failed)?;
+            reader
+                .begin(input.body, format, &origin, &defaults, &input.bindings, &mut st.rejected)
+                .map_err(failed)?;
             st.messages.push(MessageMeta { origin: origin.clone(), received: input.received });
             loop {
                 let ended = reader.read_some(chunk_rows, &mut st.rejected).map_err(failed)?;

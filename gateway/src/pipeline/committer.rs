@@ -461,5 +461,6 @@ fn message(entry: &Entry) -> Message {
         .with_format(entry.format)
         .received_at(entry.received);
     message.columns = entry.columns.clone();
+    message.bindings = entry.bindings.clone();
     message
 }

@@ -20,7 +20,7 @@ use super::shared::{Health, Phase, Shared};
 use super::wal::Wal;
 use super::{LogDamage, LostSeqs};
 use super::{Pipeline, PipelineError, PipelineOptions, SubmitError};
-use crate::ingest::{CheckOutcome, DatasetWriter, IngestError, InputFormat, SourceCheck};
+use crate::ingest::{CheckOutcome, ColumnBinding, DatasetWriter, IngestError, InputFormat, SourceCheck};
 use crate::odf::{AddPushSource, ChainState, MergeStrategy};
 use crate::store::DataDir;
 
@@ -41,6 +41,9 @@ pub struct Submission {
     pub payload: Vec<u8>,
     /// Values for columns the payload leaves out (captured from a topic or path).
     pub columns: Vec<(String, String)>,
+    /// Rules every record must keep (a device id bound to the sender's identity or route);
+    /// a record that breaks one is rejected and quarantined, the rest go on.
+    pub bindings: Vec<ColumnBinding>,
     /// The event time of records that carry none (kamu's `odf-event-time`); else the time
     /// the gateway received the payload.
     pub event_time: Option<DateTime<Utc>>,
@@ -245,6 +248,7 @@ impl DatasetPipeline {
             sender: submission.sender,
             received: submission.event_time.unwrap_or(received),
             columns: submission.columns,
+            bindings: submission.bindings,
             payload: submission.payload,
         };
         let Queue::Open(commands) = self.commands.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
@@ -392,11 +396,16 @@ async fn check(source: &SourceInfo, submission: &Submission) -> Result<CheckOutc
     })?;
     let origin = format!("{} via {}", submission.sender, submission.address);
     if submission.payload.len() <= CHECK_INLINE {
-        return Ok(check.check(&submission.payload, submission.format, &submission.columns, &origin));
+        let Submission { payload, format, columns, bindings, .. } = submission;
+        return Ok(check.check(payload, *format, columns, bindings, &origin));
     }
-    let (payload, format, columns) =
-        (submission.payload.clone(), submission.format, submission.columns.clone());
-    tokio::task::spawn_blocking(move || check.check(&payload, format, &columns, &origin))
+    let (payload, format, columns, bindings) = (
+        submission.payload.clone(),
+        submission.format,
+        submission.columns.clone(),
+        submission.bindings.clone(),
+    );
+    tokio::task::spawn_blocking(move || check.check(&payload, format, &columns, &bindings, &origin))
         .await
         .map_err(|e| format!("checking the payload failed: {e}"))
 }

@@ -1,18 +1,25 @@
 //! One accepted payload as the write-ahead log keeps it: everything the commit needs to
 //! ingest it later exactly as it would have at once (source, format, receive time, captured
-//! columns), and where it came from, for the quarantine.
+//! columns, column bindings), and where it came from, for the quarantine.
 //!
 //! ```text
-//! version u8 (1) | received ms i64 LE | source str | format str | route str | sender str
-//! | columns u16 LE, then (name str, value long-str) each | payload (the rest)
+//! version u8 (1 or 2) | received ms i64 LE | source str | format str | route str | sender str
+//! | columns u16 LE, then (name str, value long-str) each
+//! | version 2 only: bindings u16 LE, then (column str, by str, rule) each
+//! | payload (the rest)
+//! rule = 0u8, parts u16 LE, then (0u8 long-str: text | 1u8: any) each; or 1u8 long-str: unavailable
 //! str = u16 LE length + UTF-8; long-str = u32 LE length + UTF-8; an empty format = none
 //! ```
+//!
+//! An entry without bindings is written as version 1, so a gateway from before bindings can
+//! still replay such a log.
 
 use chrono::{DateTime, Utc};
 
-use crate::ingest::InputFormat;
+use crate::ingest::{BindingRule, ColumnBinding, InputFormat, Part, Pattern};
 
 const VERSION: u8 = 1;
+const VERSION_BINDINGS: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
@@ -26,13 +33,15 @@ pub struct Entry {
     pub received: DateTime<Utc>,
     /// Values captured from the route (a device id in the topic) for columns.
     pub columns: Vec<(String, String)>,
+    /// Rules its records must keep, checked again when it is committed.
+    pub bindings: Vec<ColumnBinding>,
     pub payload: Vec<u8>,
 }
 
 impl Entry {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.payload.len() + 64);
-        out.push(VERSION);
+        out.push(if self.bindings.is_empty() { VERSION } else { VERSION_BINDINGS });
         out.extend_from_slice(&self.received.timestamp_millis().to_le_bytes());
         put_str(&mut out, &self.source);
         put_str(&mut out, &self.format.map(|f| f.to_string()).unwrap_or_default());
@@ -41,9 +50,34 @@ impl Entry {
         out.extend_from_slice(&(self.columns.len().min(u16::MAX as usize) as u16).to_le_bytes());
         for (name, value) in self.columns.iter().take(u16::MAX as usize) {
             put_str(&mut out, name);
-            let value = &value.as_bytes()[..value.len().min(u32::MAX as usize)];
-            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-            out.extend_from_slice(value);
+            put_long(&mut out, value);
+        }
+        if !self.bindings.is_empty() {
+            out.extend_from_slice(&(self.bindings.len().min(u16::MAX as usize) as u16).to_le_bytes());
+            for binding in self.bindings.iter().take(u16::MAX as usize) {
+                put_str(&mut out, &binding.column);
+                put_str(&mut out, &binding.by);
+                match &binding.rule {
+                    BindingRule::Pattern(pattern) => {
+                        out.push(0);
+                        let parts = &pattern.parts()[..pattern.parts().len().min(u16::MAX as usize)];
+                        out.extend_from_slice(&(parts.len() as u16).to_le_bytes());
+                        for part in parts {
+                            match part {
+                                Part::Text(text) => {
+                                    out.push(0);
+                                    put_long(&mut out, text);
+                                }
+                                Part::Any => out.push(1),
+                            }
+                        }
+                    }
+                    BindingRule::Unavailable(why) => {
+                        out.push(1);
+                        put_long(&mut out, why);
+                    }
+                }
+            }
         }
         out.extend_from_slice(&self.payload);
         out
@@ -53,7 +87,7 @@ impl Entry {
     pub fn decode(bytes: &[u8]) -> Result<Entry, String> {
         let mut input = Input(bytes);
         let version = input.take(1)?[0];
-        if version != VERSION {
+        if version != VERSION && version != VERSION_BINDINGS {
             return Err(format!("entry version {version} is not one this gateway reads"));
         }
         let millis = i64::from_le_bytes(input.array()?);
@@ -69,10 +103,34 @@ impl Entry {
         let mut columns = Vec::with_capacity(count.into());
         for _ in 0..count {
             let name = input.str16()?;
-            let len = u32::from_le_bytes(input.array()?) as usize;
-            columns.push((name, input.utf8(len)?));
+            columns.push((name, input.str32()?));
         }
-        Ok(Entry { source, format, route, sender, received, columns, payload: input.0.to_vec() })
+        let mut bindings = Vec::new();
+        if version == VERSION_BINDINGS {
+            let count = u16::from_le_bytes(input.array()?);
+            for _ in 0..count {
+                let column = input.str16()?;
+                let by = input.str16()?;
+                let rule = match input.take(1)?[0] {
+                    0 => {
+                        let count = u16::from_le_bytes(input.array()?);
+                        let mut parts = Vec::with_capacity(count.into());
+                        for _ in 0..count {
+                            parts.push(match input.take(1)?[0] {
+                                0 => Part::Text(input.str32()?),
+                                1 => Part::Any,
+                                other => return Err(format!("pattern part kind {other} is not known")),
+                            });
+                        }
+                        BindingRule::Pattern(Pattern::new(parts))
+                    }
+                    1 => BindingRule::Unavailable(input.str32()?),
+                    other => return Err(format!("binding rule kind {other} is not known")),
+                };
+                bindings.push(ColumnBinding { column, rule, by });
+            }
+        }
+        Ok(Entry { source, format, route, sender, received, columns, bindings, payload: input.0.to_vec() })
     }
 }
 
@@ -83,6 +141,15 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
         end -= 1;
     }
     out.extend_from_slice(&(end as u16).to_le_bytes());
+    out.extend_from_slice(&s.as_bytes()[..end]);
+}
+
+fn put_long(out: &mut Vec<u8>, s: &str) {
+    let mut end = s.len().min(u32::MAX as usize);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.extend_from_slice(&(end as u32).to_le_bytes());
     out.extend_from_slice(&s.as_bytes()[..end]);
 }
 
@@ -112,6 +179,11 @@ impl<'a> Input<'a> {
         let len = u16::from_le_bytes(self.array()?) as usize;
         self.utf8(len)
     }
+
+    fn str32(&mut self) -> Result<String, String> {
+        let len = u32::from_le_bytes(self.array()?) as usize;
+        self.utf8(len)
+    }
 }
 
 #[cfg(test)]
@@ -129,10 +201,24 @@ mod tests {
             sender: "mqtt client A-1 (127.0.0.1:5000)".into(),
             received: DateTime::from_timestamp_millis(1_767_225_600_123).unwrap(),
             columns: vec![("device_id".into(), "A-1".into())],
+            bindings: vec![
+                ColumnBinding {
+                    column: "device_id".into(),
+                    rule: BindingRule::Pattern(Pattern::new(vec![Part::Text("A-*".into()), Part::Any])),
+                    by: "identity 'vendorA'".into(),
+                },
+                ColumnBinding {
+                    column: "station".into(),
+                    rule: BindingRule::Unavailable("coap requests have no client id".into()),
+                    by: "identity 'vendorA'".into(),
+                },
+            ],
             payload: vec![0xa1, 0x61, 0x74, 0x01],
         };
+        assert_eq!(entry.encode()[0], VERSION_BINDINGS);
         assert_eq!(Entry::decode(&entry.encode()).unwrap(), entry);
-        let plain = Entry { format: None, columns: vec![], payload: vec![], ..entry };
+        let plain = Entry { format: None, columns: vec![], bindings: vec![], payload: vec![], ..entry };
+        assert_eq!(plain.encode()[0], VERSION, "readable by a gateway from before bindings");
         assert_eq!(Entry::decode(&plain.encode()).unwrap(), plain);
     }
 

@@ -6,9 +6,13 @@
 //! target; any other capture fills the read-schema column of that name (a device id in
 //! `trackers/{device_id}/gps`). Configured routes are tried first, in order; then the
 //! defaults `datasets/{dataset}/sources/{source}` and `datasets/{dataset}` (for a dataset
-//! with one active source). Paths and topics are matched without a leading `/`.
+//! with one active source). Paths and topics are matched without a leading `/`. A route
+//! that binds its captures makes them rules as well as values: a record whose column holds
+//! another value than the topic's is rejected.
 
 use std::fmt;
+
+use crate::ingest::{BindingRule, ColumnBinding, Part, Pattern};
 
 /// Which transport a request came over; a route may be limited to some.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -52,6 +56,8 @@ pub struct Route {
     source: Option<String>,
     /// `None`: every transport.
     transports: Option<Vec<Transport>>,
+    /// Whether a record must hold the captured values (else they only fill what it leaves out).
+    bind_captures: bool,
 }
 
 /// Where a request goes.
@@ -64,6 +70,8 @@ pub struct Resolved {
     pub columns: Vec<(String, String)>,
     /// The pattern that matched, for metrics and errors.
     pub route: String,
+    /// Whether records must hold the captured values (`columns`), not only be filled by them.
+    pub bind_captures: bool,
 }
 
 pub const DEFAULT_SOURCE_ROUTE: &str = "datasets/{dataset}/sources/{source}";
@@ -121,7 +129,12 @@ impl Route {
         if source.is_some() && captured.contains(&"source") {
             return Err(format!("route '{pattern}' both names a source and captures {{source}}"));
         }
-        Ok(Route { pattern: pattern.to_owned(), segments, dataset, source, transports })
+        Ok(Route { pattern: pattern.to_owned(), segments, dataset, source, transports, bind_captures: false })
+    }
+
+    /// The route with its captures binding: a record must hold the captured values.
+    pub fn binding_captures(self, bind: bool) -> Route {
+        Route { bind_captures: bind, ..self }
     }
 
     pub fn pattern(&self) -> &str {
@@ -180,7 +193,29 @@ impl Route {
         if i != parts.len() {
             return None;
         }
-        Some(Resolved { dataset: dataset?, source, columns, route: self.pattern.clone() })
+        Some(Resolved {
+            dataset: dataset?,
+            source,
+            columns,
+            route: self.pattern.clone(),
+            bind_captures: self.bind_captures,
+        })
+    }
+}
+
+impl Resolved {
+    /// The rules its captures make, when its route binds them: each record must hold the
+    /// captured value.
+    pub fn bindings(&self) -> Vec<ColumnBinding> {
+        if !self.bind_captures {
+            return Vec::new();
+        }
+        let bind = |(column, value): &(String, String)| ColumnBinding {
+            column: column.clone(),
+            rule: BindingRule::Pattern(Pattern::new(vec![Part::Text(value.clone())])),
+            by: format!("route '{}'", self.route),
+        };
+        self.columns.iter().map(bind).collect()
     }
 }
 

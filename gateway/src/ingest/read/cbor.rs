@@ -12,6 +12,8 @@ use crate::ingest::sink::{FieldError, RecordSink};
 /// A CBOR message read an item at a time.
 pub struct CborStream {
     input: Counted,
+    /// Whether an empty array was read: a batch of no records, sent on purpose.
+    empty_array: bool,
 }
 
 /// The input, counting the bytes read from it (CBOR items are read exactly, never ahead).
@@ -30,7 +32,7 @@ impl Read for Counted {
 
 impl CborStream {
     pub fn new(input: Box<dyn BufRead + Send>) -> CborStream {
-        CborStream { input: Counted { inner: input, read: 0 } }
+        CborStream { input: Counted { inner: input, read: 0 }, empty_array: false }
     }
 
     /// Reads the next item's records; `false` at the end, or after a broken item (the rest
@@ -68,7 +70,10 @@ impl CborStream {
         };
         let position = Some(Position::Byte(start));
         let maps = match item {
-            Value::Array(items) => items,
+            Value::Array(items) => {
+                self.empty_array |= items.is_empty();
+                items
+            }
             map @ Value::Map(_) => vec![map],
             _ => {
                 *records += 1;
@@ -84,6 +89,13 @@ impl CborStream {
             }
         }
         Ok(true)
+    }
+}
+
+impl CborStream {
+    /// Whether an empty array was read.
+    pub fn read_empty_array(&self) -> bool {
+        self.empty_array
     }
 }
 

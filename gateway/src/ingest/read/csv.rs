@@ -64,7 +64,50 @@ pub struct CsvStream {
     /// Which column each field fills: by header name, or by position; `None` until the
     /// first row says whether it is a header.
     mapping: Option<Vec<Option<usize>>>,
+    /// Whether a header line was read (a header alone is an explicitly empty message).
+    header_read: bool,
     row: csv::ByteRecord,
+}
+
+/// Why the header line `fields` (mapped to columns as `mapping`) is not one for the sink's
+/// schema: it names none of its columns, or leaves out one a record must have and nothing
+/// else fills.
+fn bad_header(
+    fields: &[std::borrow::Cow<'_, str>],
+    mapping: &[Option<usize>],
+    sink: &RecordSink,
+) -> Option<String> {
+    let schema = sink.schema();
+    let names = || schema.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(",");
+    let line = || {
+        let text = fields.join(",");
+        match text.chars().count() > 80 {
+            true => format!("{}…", text.chars().take(80).collect::<String>()),
+            false => text,
+        }
+    };
+    if mapping.iter().all(Option::is_none) {
+        return Some(format!(
+            "the first line is not a header naming the source's columns ({}): '{}' names none of them; send the header line first",
+            names(),
+            line()
+        ));
+    }
+    let missing: Vec<&str> = schema
+        .fields
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| !f.nullable && !mapping.contains(&Some(*i)) && !sink.fills(*i))
+        .map(|(_, f)| f.name.as_str())
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "the header line '{}' leaves out the required column(s) {} (the source's columns: {})",
+            line(),
+            missing.join(", "),
+            names()
+        )
+    })
 }
 
 impl CsvStream {
@@ -88,6 +131,7 @@ impl CsvStream {
             options: options.clone(),
             translated,
             mapping: None,
+            header_read: false,
             row: csv::ByteRecord::new(),
         }
     }
@@ -136,6 +180,14 @@ impl CsvStream {
                 false => (0..sink.schema().fields.len()).map(Some).collect(),
             });
             if header {
+                // A first line that is not the header (a report sent without it) would be
+                // taken as one and the message would vanish: refuse it whole instead.
+                let mapping = self.mapping.as_deref().unwrap_or_default();
+                if let Some(problem) = bad_header(&fields, mapping, sink) {
+                    reject(0, position, Problem::Malformed(problem));
+                    return Ok(false);
+                }
+                self.header_read = true;
                 return Ok(true);
             }
         }
@@ -162,6 +214,11 @@ impl CsvStream {
             reject(*records, position, Problem::Field(e));
         }
         Ok(true)
+    }
+
+    /// Whether a header line was read.
+    pub fn header_read(&self) -> bool {
+        self.header_read
     }
 
     /// Whether the row starting at byte `start`, read to the end of the message, leaves a

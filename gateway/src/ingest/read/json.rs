@@ -43,10 +43,21 @@ pub fn is_one_document(text: &str) -> bool {
     serde_json::from_str::<IgnoredAny>(text).is_ok()
 }
 
-pub fn read_document(text: &str, sub_path: Option<&str>, sink: &mut RecordSink, reject: &mut Reject) {
+/// Reads a JSON document's records; `true` when it is an empty array (a batch of no
+/// records, sent on purpose).
+pub fn read_document(
+    text: &str,
+    sub_path: Option<&str>,
+    records: &mut usize,
+    sink: &mut RecordSink,
+    reject: &mut Reject,
+) -> bool {
     let document: serde_json::Value = match serde_json::from_str(text) {
         Ok(document) => document,
-        Err(e) => return reject(1, Some(Position::Line(e.line() as u64)), Problem::Malformed(malformed(&e))),
+        Err(e) => {
+            reject(1, Some(Position::Line(e.line() as u64)), Problem::Malformed(malformed(&e)));
+            return false;
+        }
     };
     let mut node = &document;
     for key in sub_path.into_iter().flat_map(|p| p.split('.')).filter(|k| !k.is_empty()) {
@@ -54,22 +65,22 @@ pub fn read_document(text: &str, sub_path: Option<&str>, sink: &mut RecordSink, 
             Some(child) => child,
             None => {
                 let path = sub_path.unwrap_or_default();
-                return reject(
-                    1,
-                    None,
-                    Problem::Malformed(format!("subPath '{path}' is not in the document")),
-                );
+                let problem = Problem::Malformed(format!("subPath '{path}' is not in the document"));
+                reject(1, None, problem);
+                return false;
             }
         };
     }
-    let records = match node {
+    let items = match node {
         serde_json::Value::Array(items) => items.as_slice(),
         single @ serde_json::Value::Object(_) => std::slice::from_ref(single),
         _ => {
-            return reject(1, None, Problem::Malformed("expected an array of objects, or one object".into()));
+            reject(1, None, Problem::Malformed("expected an array of objects, or one object".into()));
+            return false;
         }
     };
-    for (index, value) in records.iter().enumerate() {
+    for (index, value) in items.iter().enumerate() {
+        *records += 1;
         let position = Some(Position::Element(index));
         match read_record(value, sink) {
             Ok(()) => {
@@ -80,6 +91,7 @@ pub fn read_document(text: &str, sub_path: Option<&str>, sink: &mut RecordSink, 
             Err(failure) => reject(index + 1, position, failure.into_problem()),
         }
     }
+    items.is_empty()
 }
 
 /// Why a record failed: a field that does not fit, or JSON that is not a record.

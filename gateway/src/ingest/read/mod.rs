@@ -14,6 +14,7 @@ use std::io::{BufRead, Read as _};
 
 use arrow::record_batch::RecordBatch;
 
+use super::binding::ColumnBinding;
 use super::coerce::{Formats, Input};
 use super::format::InputFormat;
 use super::read_schema::ReadSchema;
@@ -161,6 +162,8 @@ struct MessageStream {
     index: usize,
     origin: String,
     records: usize,
+    /// Rejections reported for it (a malformed message is one, with no record counted).
+    rejections: usize,
     body: Body,
 }
 
@@ -192,13 +195,20 @@ impl Reader {
         format: InputFormat,
         origin: &str,
         defaults: &[(String, String)],
+        bindings: &[ColumnBinding],
         rejected: &mut Vec<RecordError>,
     ) -> std::io::Result<()> {
         let index = self.messages;
         self.messages += 1;
-        self.current = Some(MessageStream { index, origin: origin.to_owned(), records: 0, body: Body::Done });
+        self.current = Some(MessageStream {
+            index,
+            origin: origin.to_owned(),
+            records: 0,
+            rejections: 0,
+            body: Body::Done,
+        });
         self.mark();
-        if let Err(problem) = self.set_defaults(defaults) {
+        if let Err(problem) = self.set_defaults(defaults).and_then(|()| self.set_bindings(bindings)) {
             self.reject_current(rejected, problem);
             return Ok(());
         }
@@ -228,6 +238,22 @@ impl Reader {
             }
         }
         self.sink.set_defaults(columns).map_err(Problem::Field)
+    }
+
+    fn set_bindings(&mut self, bindings: &[ColumnBinding]) -> Result<(), Problem> {
+        let mut columns = Vec::with_capacity(bindings.len());
+        for binding in bindings {
+            match self.sink.column(&binding.column) {
+                Some(column) => columns.push((column, binding.clone())),
+                // A binding that cannot be checked must not let the message through.
+                None => {
+                    return Err(Problem::Malformed(format!(
+                        "{binding}, which is not a column of the source's schema: no record can be checked"
+                    )));
+                }
+            }
+        }
+        self.sink.set_bindings(columns).map_err(Problem::Field)
     }
 
     /// How the message's bytes are read, by format; `Err` when they cannot be read at all.
@@ -289,8 +315,11 @@ impl Reader {
     /// `true` once it has ended. Fails only when the message's input fails.
     pub fn read_some(&mut self, max_rows: usize, rejected: &mut Vec<RecordError>) -> std::io::Result<bool> {
         let Some(current) = self.current.as_mut() else { return Ok(true) };
+        let was_open = !matches!(current.body, Body::Done);
         let (index, origin) = (current.index, current.origin.as_str());
+        let rejections = &mut current.rejections;
         let mut reject = |record: usize, position: Option<Position>, problem: Problem| {
+            *rejections += 1;
             rejected.push(RecordError {
                 message: index,
                 origin: origin.to_owned(),
@@ -302,6 +331,8 @@ impl Reader {
         let sink = &mut self.sink;
         let records = &mut current.records;
         let mut ended = false;
+        // Whether the message said it holds no record (an empty array, a header alone).
+        let mut empty_on_purpose = false;
         while sink.rows() < max_rows && !ended {
             ended = match &mut current.body {
                 Body::Lines(lines) => match lines.next()? {
@@ -311,14 +342,34 @@ impl Reader {
                     }
                     None => true,
                 },
-                Body::Csv(stream) => !stream.next(records, sink, &mut reject)?,
-                Body::Cbor(stream) => !stream.next(records, sink, &mut reject)?,
+                Body::Csv(stream) => {
+                    let more = stream.next(records, sink, &mut reject)?;
+                    empty_on_purpose = stream.header_read();
+                    !more
+                }
+                Body::Cbor(stream) => {
+                    let more = stream.next(records, sink, &mut reject)?;
+                    empty_on_purpose = stream.read_empty_array();
+                    !more
+                }
                 Body::Document(text) => {
-                    json::read_document(text, self.options.json_sub_path.as_deref(), sink, &mut reject);
+                    let sub_path = self.options.json_sub_path.as_deref();
+                    empty_on_purpose = json::read_document(text, sub_path, records, sink, &mut reject);
                     true
                 }
                 Body::Done => true,
             };
+        }
+        // A message that gave no record and no rejection would be acknowledged having said
+        // nothing (a CSV line taken for its header, blank lines): it is refused unless it
+        // said on purpose that it holds no record.
+        if ended && was_open && *records == 0 && *rejections == 0 && !empty_on_purpose {
+            *rejections += 1;
+            let reason =
+                "the payload holds no record (it is empty or blank); a batch of none is an empty array";
+            let problem = Problem::Malformed(reason.into());
+            let origin = origin.to_owned();
+            rejected.push(RecordError { message: index, origin, record: 0, position: None, problem });
         }
         if ended {
             current.body = Body::Done;

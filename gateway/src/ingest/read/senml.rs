@@ -6,6 +6,8 @@
 //! first timestamp column. The rows are handed to the CBOR reader, so coercion is the same as
 //! for any CBOR map.
 
+use std::collections::HashMap;
+
 use ciborium::Value;
 
 /// SenML's labels as CBOR writes them (RFC 8428 table 4).
@@ -135,8 +137,10 @@ fn number(value: &Value) -> Option<f64> {
 /// Applies the base fields (they carry on to the records after them) and groups records
 /// with the same base name and time into rows, in the order they first appear.
 fn resolve(records: Vec<Record>, now: f64) -> Result<Vec<Row>, String> {
+    let count = records.len();
     let (mut bn, mut bt, mut bv, mut bs) = (String::new(), 0.0, None, None);
     let mut rows: Vec<Row> = Vec::new();
+    let mut index = RowIndex::default();
     for (i, record) in records.into_iter().enumerate() {
         if let Some(name) = record.bn {
             bn = name;
@@ -173,12 +177,77 @@ fn resolve(records: Vec<Record>, now: f64) -> Result<Vec<Row>, String> {
             time += now;
         }
         let time = has_time.then_some(time);
-        match rows.iter_mut().find(|r| r.bn == bn && r.time == time) {
-            Some(row) => row.fields.push((name, value)),
-            None => rows.push(Row { bn: bn.clone(), time, fields: vec![(name, value)] }),
+        match index.find(&bn, time) {
+            Some(row) => rows[row].fields.push((name, value)),
+            None => {
+                index.insert(&bn, time, rows.len());
+                rows.push(Row { bn: bn.clone(), time, fields: vec![(name, value)] });
+            }
         }
     }
+    // An empty pack is a batch of none; records without a value are a pack that says nothing.
+    if rows.is_empty() && count > 0 {
+        return Err(format!("none of the SenML pack's {count} record(s) has a value (v, vs, vb, vd or s)"));
+    }
     Ok(rows)
+}
+
+/// The row of each (base name, time) seen so far: a record finds its row in constant time,
+/// so a pack of n records resolves in O(n) (a scan of the rows made it O(n·rows)).
+#[derive(Default)]
+struct RowIndex {
+    by_name: HashMap<String, HashMap<TimeKey, usize>>,
+}
+
+/// A row's time as a map key: equal times are equal keys (0.0 and -0.0 alike).
+#[derive(Debug, Clone, Copy, Eq, Hash)]
+enum TimeKey {
+    None,
+    Seconds(u64),
+}
+
+impl PartialEq for TimeKey {
+    fn eq(&self, other: &TimeKey) -> bool {
+        // Counted in tests: how many keys a pack's resolution compares is its cost.
+        #[cfg(test)]
+        tests::count_comparison();
+        match (self, other) {
+            (TimeKey::None, TimeKey::None) => true,
+            (TimeKey::Seconds(a), TimeKey::Seconds(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl TimeKey {
+    /// `None` for a time that equals nothing (NaN): its record gets a row of its own, as
+    /// comparing times with `==` gave.
+    fn of(time: Option<f64>) -> Option<TimeKey> {
+        match time {
+            None => Some(TimeKey::None),
+            Some(t) if t.is_nan() => None,
+            Some(t) if t == 0.0 => Some(TimeKey::Seconds(0.0f64.to_bits())),
+            Some(t) => Some(TimeKey::Seconds(t.to_bits())),
+        }
+    }
+}
+
+impl RowIndex {
+    fn find(&self, bn: &str, time: Option<f64>) -> Option<usize> {
+        self.by_name.get(bn)?.get(&TimeKey::of(time)?).copied()
+    }
+
+    fn insert(&mut self, bn: &str, time: Option<f64>, row: usize) {
+        let Some(key) = TimeKey::of(time) else { return };
+        match self.by_name.get_mut(bn) {
+            Some(times) => {
+                times.insert(key, row);
+            }
+            None => {
+                self.by_name.insert(bn.to_owned(), HashMap::from([(key, row)]));
+            }
+        }
+    }
 }
 
 fn rows_to_cbor(rows: Vec<Row>, time_column: Option<&str>) -> Result<Vec<u8>, String> {
@@ -201,7 +270,102 @@ fn rows_to_cbor(rows: Vec<Row>, time_column: Option<&str>) -> Result<Vec<u8>, St
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::*;
+
+    thread_local! {
+        static COMPARISONS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub(super) fn count_comparison() {
+        COMPARISONS.with(|c| c.set(c.get() + 1));
+    }
+
+    /// A tracker's pack: `reports` reports of three fields each, every report a base time of
+    /// its own, several devices taking turns (as `device-sim --senml` sends them).
+    fn tracker_pack(reports: usize) -> Vec<u8> {
+        let mut pack = String::from("[");
+        for i in 0..reports {
+            let device = i % 7;
+            pack.push_str(&format!(
+                r#"{{"bn":"dev-{device}/","bt":{},"n":"lat","v":49.{i}}},{{"n":"lon","v":-123.{i}}},{{"n":"speed","v":{i}}},"#,
+                1_767_268_800 + i
+            ));
+        }
+        pack.pop();
+        pack.push(']');
+        pack.into_bytes()
+    }
+
+    /// Key comparisons made to resolve `reports` reports (3 records each).
+    fn comparisons(reports: usize) -> u64 {
+        let pack = tracker_pack(reports);
+        COMPARISONS.with(|c| c.set(0));
+        let out = rows(&json_to_rows(&pack, Some("t"), 1.0e9).unwrap());
+        assert_eq!(out.len(), reports, "one row per report");
+        COMPARISONS.with(Cell::get)
+    }
+
+    #[test]
+    fn resolution_does_linear_work() {
+        // Counted, not timed: each record's row is found with a bounded number of key
+        // comparisons, so doubling the pack doubles them (a scan of the rows made it 4x).
+        let (small, double, quadruple) = (comparisons(5_000), comparisons(10_000), comparisons(20_000));
+        assert!(small > 0, "the row index was not used");
+        let (first, second) = (double as f64 / small as f64, quadruple as f64 / double as f64);
+        assert!(first < 2.5 && second < 2.5, "comparisons {small}, {double}, {quadruple}: not linear");
+        assert!(quadruple <= 3 * 3 * 20_000, "{quadruple} comparisons for 60,000 records");
+    }
+
+    #[test]
+    fn rows_are_grouped_by_name_and_time_in_the_order_they_first_appear() {
+        let pack = br#"[
+            {"bn":"a/","bt":1767268800,"n":"lat","v":1},
+            {"bn":"b/","n":"lat","v":2},
+            {"bn":"a/","n":"lon","v":3},
+            {"n":"lat","t":1,"v":4},
+            {"bn":"b/","bt":1767268800,"n":"lon","v":5},
+            {"bn":"c/","bt":0,"n":"lat","v":6},
+            {"n":"lon","v":7}
+        ]"#;
+        let out = rows(&json_to_rows(pack, Some("t"), 1.0e9).unwrap());
+        let summary: Vec<(Option<&str>, Option<f64>, Option<f64>)> = out
+            .iter()
+            .map(|row| {
+                (
+                    field(row, "bn").and_then(Value::as_text),
+                    field(row, "lat").and_then(Value::as_float),
+                    field(row, "lon").and_then(Value::as_float),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (Some("a/"), Some(1.0), Some(3.0)),
+                (Some("b/"), Some(2.0), Some(5.0)),
+                (Some("a/"), Some(4.0), None),
+                (Some("c/"), Some(6.0), Some(7.0)),
+            ]
+        );
+        assert!(field(&out[3], "t").is_none(), "no base time and no time: no time column");
+    }
+
+    #[test]
+    fn a_time_that_is_not_a_number_is_a_row_of_its_own() {
+        let nan = |n: &str| {
+            Value::Map(vec![
+                (Value::Integer(BN.into()), Value::Text("d/".into())),
+                (Value::Integer(BT.into()), Value::Float(f64::NAN)),
+                (Value::Integer(N.into()), Value::Text(n.into())),
+                (Value::Integer(V.into()), Value::Float(1.0)),
+            ])
+        };
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&Value::Array(vec![nan("x"), nan("y")]), &mut bytes).unwrap();
+        assert_eq!(rows(&cbor_to_rows(&bytes, Some("t"), 0.0).unwrap()).len(), 2);
+    }
 
     fn rows(cbor: &[u8]) -> Vec<Value> {
         match ciborium::from_reader::<Value, _>(cbor).unwrap() {
@@ -262,5 +426,10 @@ mod tests {
         assert!(json_to_rows(br#"[{"v":1}]"#, None, 0.0).unwrap_err().contains("no name"));
         assert!(json_to_rows(br#"[{"n":"x","v":"one"}]"#, None, 0.0).unwrap_err().contains("'v'"));
         assert!(cbor_to_rows(&[0xff], None, 0.0).is_err());
+        assert!(json_to_rows(br#"[{"bn":"d/","bt":1}]"#, None, 0.0).unwrap_err().contains("has a value"));
+        assert!(
+            rows(&json_to_rows(b"[]", None, 0.0).unwrap()).is_empty(),
+            "an empty pack is a batch of none"
+        );
     }
 }

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::conditions::{self, ETag, etag_of};
 use super::message::{self, Block};
-use crate::access::{AccessTable, Principal};
+use crate::access::{AccessTable, Caller, Principal};
 use crate::ingest::InputFormat;
 use crate::odf::AddPushSource;
 use crate::pipeline::{DatasetPipeline, Durability, Pipeline, Submission, SubmitError};
@@ -167,12 +167,16 @@ impl Resources {
     /// Ingests the body of an admitted write.
     pub async fn ingest(&self, peer: std::net::SocketAddr, write: Write, path: &str, body: Vec<u8>) -> Reply {
         let Write { who, dataset, source, target, format } = write;
+        let caller =
+            Caller { principal: &who, transport: Transport::Coap.as_str(), client_id: None, cert: None };
+        let bindings = self.access.bindings(&caller, &target, &source);
         let submission = Submission {
             dataset: target.dataset,
             source: Some(source),
             format,
             payload: body,
             columns: target.columns,
+            bindings,
             event_time: None,
             transport: Transport::Coap.as_str(),
             route: target.route,

@@ -22,6 +22,7 @@ use serde_json::json;
 use super::HttpState;
 use super::auth::{Peer, principal};
 use super::reply::ApiError;
+use crate::access::Caller;
 use crate::ingest::InputFormat;
 use crate::pipeline::{Durability, Submission};
 use crate::routes::{Resolved, Transport};
@@ -81,6 +82,7 @@ pub async fn kamu(
             source: params.get("sourceName").cloned(),
             columns: Vec::new(),
             route: "{dataset}/ingest".into(),
+            bind_captures: false,
         },
         event_time,
         wait: true,
@@ -168,12 +170,20 @@ impl Push {
                 ));
             }
         };
+        let caller = Caller {
+            principal: &who,
+            transport: Transport::Http.as_str(),
+            client_id: None,
+            cert: peer.cert.as_ref().map(|(subject, cn)| (subject.as_str(), cn.as_deref())),
+        };
+        let bindings = state.access.bindings(&caller, &target, &source_name);
         let submission = Submission {
             dataset: target.dataset.clone(),
             source: Some(source_name),
             format,
             payload,
             columns: target.columns,
+            bindings,
             event_time,
             transport: Transport::Http.as_str(),
             route: target.route,

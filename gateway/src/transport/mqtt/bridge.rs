@@ -19,7 +19,7 @@ use rumqttc::{
 };
 use tokio::sync::{Semaphore, watch};
 
-use crate::access::{AccessTable, Principal};
+use crate::access::{AccessTable, Caller, Principal};
 use crate::pipeline::{Durability, Pipeline, Submission, SubmitError};
 use crate::routes::{RouteTable, Transport};
 
@@ -177,12 +177,20 @@ impl Bridge {
         if self.options.identity.is_some() && !self.access.may_write(&who, &target.dataset, &source_name) {
             return Err(Taken::Never(format!("{who} may not write to {}/{source_name}", target.dataset)));
         }
+        // A bridge without an identity is the operator's own: only its routes bind columns.
+        let caller =
+            Caller { principal: &who, transport: Transport::Mqtt.as_str(), client_id: None, cert: None };
+        let bindings = match self.options.identity {
+            Some(_) => self.access.bindings(&caller, &target, &source_name),
+            None => target.bindings(),
+        };
         let submission = Submission {
             dataset: target.dataset,
             source: Some(source_name),
             format: None,
             payload: publish.payload.to_vec(),
             columns: target.columns,
+            bindings,
             event_time: None,
             transport: Transport::Mqtt.as_str(),
             route: target.route,

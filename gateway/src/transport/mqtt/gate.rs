@@ -32,7 +32,7 @@ use serde_json::json;
 
 use super::client_ids::ClientIds;
 use super::exactly_once::Receipts;
-use crate::access::{AccessTable, Denied, Principal};
+use crate::access::{AccessTable, Caller, Denied, Principal};
 use crate::ingest::InputFormat;
 use crate::pipeline::{Accepted, Durability, Pipeline, Submission, SubmitError};
 use crate::routes::{RouteTable, Transport};
@@ -311,6 +311,15 @@ impl Gate {
             (AckPolicy::Durable, _) => Durability::Synced,
         };
         let client: &str = &session.id.client_id;
+        let info = session.connect_info().await.ok();
+        let cert = info.as_ref().and_then(|i| i.cert());
+        let caller = Caller {
+            principal: who,
+            transport: Transport::Mqtt.as_str(),
+            client_id: Some(client),
+            cert: cert.map(|c| (c.subject.as_str(), c.common_name.as_deref())),
+        };
+        let bindings = self.access.bindings(&caller, &target, &source_name);
         let sender = match (who, session.id.remote_addr) {
             (Principal::Anonymous, Some(addr)) => format!("mqtt client '{client}' {addr}"),
             (Principal::Identity(name), Some(addr)) => format!("mqtt client '{client}' {addr} ({name})"),
@@ -322,6 +331,7 @@ impl Gate {
             format,
             payload: publish.payload.to_vec(),
             columns: target.columns,
+            bindings,
             event_time: None,
             transport: Transport::Mqtt.as_str(),
             route: target.route,
