@@ -29,12 +29,20 @@ pub struct Grants {
     pub query: Vec<String>,
     /// MQTT topic filters it may subscribe to (`replies/vendorA/#`).
     pub subscribe: Vec<String>,
+    /// Whether it may read every dataset's metrics (a Prometheus scraper); without it,
+    /// `/metrics` shows only the series of the datasets it may query.
+    pub metrics: bool,
 }
 
 impl Grants {
     /// Everything: what anonymous clients get when the gateway runs without a configuration.
     pub fn all() -> Grants {
-        Grants { write: vec!["*".into()], query: vec!["*".into()], subscribe: vec!["#".into()] }
+        Grants {
+            write: vec!["*".into()],
+            query: vec!["*".into()],
+            subscribe: vec!["#".into()],
+            metrics: true,
+        }
     }
 
     pub fn may_write(&self, dataset: &str, source: &str) -> bool {
@@ -288,6 +296,7 @@ mod tests {
                 write: vec!["gps/vendorA".into()],
                 query: vec!["gps".into()],
                 subscribe: vec!["replies/vendorA/#".into()],
+                metrics: false,
             },
         };
         AccessTable::new(vec![vendor_a], None)

@@ -41,6 +41,8 @@ pub struct BrokerOptions {
     pub max_packet_size: u32,
     pub max_inflight: NonZeroU16,
     pub max_connections: usize,
+    /// From accept to a complete CONNECT, TLS and WebSocket handshakes included.
+    pub connect_timeout: Duration,
     pub session_expiry: Duration,
 }
 
@@ -168,6 +170,8 @@ fn listener_builder(options: &BrokerOptions, kind: &str, addr: SocketAddr) -> Re
         .max_packet_size(options.max_packet_size)
         .max_inflight(options.max_inflight)
         .max_connections(options.max_connections)
+        // Also bounds the CONNECT's first bytes, with the patch in vendor/rmqtt-net.
+        .handshake_timeout(options.connect_timeout)
         .session_expiry_interval(options.session_expiry)
         .max_session_expiry_interval(options.session_expiry)
         .collect_cert_info(true)
