@@ -55,7 +55,7 @@ impl Server {
             "gateway-{}.log",
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
         ));
-        let child = Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+        let child = Command::new(super::gateway_bin())
             .current_dir(root)
             .args(["serve", "--config"])
             .arg(&config)
