@@ -193,17 +193,14 @@ pub async fn collect(
     announced: Option<usize>,
     budget: &Arc<BodyBudget>,
 ) -> Result<(Vec<u8>, Reservation), BodyError> {
+    if announced.is_some_and(|length| length > limit) {
+        return Err(BodyError::TooBig { limit });
+    }
+    // Memory is taken (and reserved) as bytes arrive, never on the strength of a
+    // Content-Length alone: a client that announces a big body and stalls holds nothing.
+    let largest = announced.unwrap_or(limit);
     let mut held = budget.reservation();
     let mut bytes: Vec<u8> = Vec::new();
-    if let Some(length) = announced {
-        if length > limit {
-            return Err(BodyError::TooBig { limit });
-        }
-        if !held.hold(length) {
-            return Err(BodyError::Busy { limit: budget.limit() });
-        }
-        bytes.reserve_exact(length);
-    }
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(read_error)?;
         let Ok(data) = frame.into_data() else { continue };
@@ -212,8 +209,9 @@ pub async fn collect(
             return Err(BodyError::TooBig { limit });
         }
         if needed > bytes.capacity() {
-            // Grown the way a Vec grows, with the memory reserved before it is taken.
-            let capacity = needed.max(bytes.capacity() * 2).min(limit);
+            // Grown the way a Vec grows (never past the announced length), with the memory
+            // reserved before it is taken.
+            let capacity = (bytes.capacity() * 2).min(largest).max(needed);
             if !held.hold(capacity) {
                 return Err(BodyError::Busy { limit: budget.limit() });
             }
