@@ -439,6 +439,7 @@ impl RawConfig {
             ("http.handshake_timeout", h.handshake_timeout),
             ("http.idle_timeout", h.idle_timeout),
             ("http.body_timeout", h.body_timeout),
+            ("http.body_grace", h.body_grace),
             ("http.query_timeout", h.query_timeout),
         ] {
             if value.is_zero() {
