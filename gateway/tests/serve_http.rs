@@ -608,6 +608,8 @@ fn idle_connections_at_the_cap_make_room_for_health_checks() {
     assert!(closed_within(&mut silent[0], Duration::from_secs(30)), "the oldest idle connection stays");
     // A connection busy with a request is never the one closed; the newest idle ones still work.
     healthz_keep_alive(idle.last_mut().unwrap());
+    let metrics = server.get("/metrics").text();
+    assert!(metrics.contains("odf_http_connections_closed_total{reason=\"evicted\"}"), "{metrics}");
 }
 
 /// A keep-alive connection with no request is closed after `idle_timeout`; a body that

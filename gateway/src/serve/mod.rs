@@ -103,12 +103,16 @@ pub async fn run(
             )),
             None => None,
         };
+        // One cap for every HTTP listener.
+        let timeouts = http::Timeouts { handshake: raw.http.handshake_timeout, idle: raw.http.idle_timeout };
+        let connections = http::Connections::new(raw.http.max_connections, timeouts);
         let state = Arc::new(HttpState {
             pipeline: pipeline.clone(),
             routes: routes.clone(),
             access: access.clone(),
             readers: Readers::new(data_dir.clone()),
             metrics: http::metrics_handle(),
+            connections: connections.clone(),
             max_body: raw.http.max_body.as_usize(),
             body_budget: http::BodyBudget::new(raw.http.max_body_buffer.as_usize()),
             commit_wait: raw.http.commit_wait,
@@ -119,11 +123,8 @@ pub async fn run(
             },
         });
         let app = http::router(state);
-        // One cap for every HTTP listener.
-        let timeouts = http::Timeouts { handshake: raw.http.handshake_timeout, idle: raw.http.idle_timeout };
         let limits = http::ServerLimits {
-            connections: http::Connections::new(raw.http.max_connections, timeouts),
-            idle_timeout: raw.http.idle_timeout,
+            connections,
             body: http::BodyPace {
                 grace: raw.http.body_grace,
                 min_rate: raw.http.body_min_rate.0,

@@ -131,6 +131,11 @@ impl BodyBudget {
         self.limit
     }
 
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
     /// An empty reservation, to grow as bytes arrive.
     pub fn reservation(self: &Arc<Self>) -> Reservation {
         Reservation { budget: self.clone(), bytes: 0 }
@@ -202,7 +207,11 @@ pub async fn collect(
     let mut held = budget.reservation();
     let mut bytes: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(read_error)?;
+        let frame = frame.map_err(read_error).inspect_err(|e| {
+            if matches!(e, BodyError::TooSlow(_)) {
+                metrics::counter!("odf_http_bodies_refused_total", "reason" => "too_slow").increment(1);
+            }
+        })?;
         let Ok(data) = frame.into_data() else { continue };
         let needed = bytes.len() + data.len();
         if needed > limit {
@@ -213,6 +222,7 @@ pub async fn collect(
             // reserved before it is taken.
             let capacity = (bytes.capacity() * 2).min(largest).max(needed);
             if !held.hold(capacity) {
+                metrics::counter!("odf_http_bodies_refused_total", "reason" => "buffer_full").increment(1);
                 return Err(BodyError::Busy { limit: budget.limit() });
             }
             bytes.reserve_exact(capacity - bytes.len());

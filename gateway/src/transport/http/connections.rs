@@ -73,6 +73,15 @@ impl Connections {
         Arc::new(Connections { max: max.max(1), timeouts, open: Mutex::default(), room: Notify::new() })
     }
 
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.lock().entries.len()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Open> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }

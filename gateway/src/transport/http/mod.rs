@@ -51,6 +51,8 @@ pub struct HttpState {
     pub access: Arc<AccessTable>,
     pub readers: Readers,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The open connections (for the metrics).
+    pub connections: Arc<Connections>,
     pub max_body: usize,
     /// What request bodies being received may hold in memory, together.
     pub body_budget: Arc<BodyBudget>,

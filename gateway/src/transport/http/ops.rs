@@ -117,6 +117,8 @@ pub async fn metrics(
             metrics::gauge!("odf_quarantine_entries", "dataset" => name).set(entries as f64);
         }
     }
+    metrics::gauge!("odf_http_body_buffer_bytes").set(state.body_budget.held() as f64);
+    metrics::gauge!("odf_http_connections").set(state.connections.open() as f64);
     state.metrics.run_upkeep();
     let mut text = state.metrics.render();
     if !everything {

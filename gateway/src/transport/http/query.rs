@@ -105,6 +105,7 @@ pub async fn run(
     let bytes = match tokio::time::timeout(limits.timeout, work).await {
         Ok(answer) => answer?,
         Err(_) => {
+            metrics::counter!("odf_http_queries_refused_total", "reason" => "timeout").increment(1);
             return Err(ApiError {
                 body: json!({
                     "error": format!(
@@ -149,6 +150,7 @@ async fn answer(
     drop(writer);
     drop(batches);
     if out.over {
+        metrics::counter!("odf_http_queries_refused_total", "reason" => "answer_too_big").increment(1);
         return Err(ApiError {
             body: json!({
                 "error": format!(

@@ -42,8 +42,6 @@ const MAX_HEADER_LIST: u32 = 64 * 1024;
 pub struct ServerLimits {
     /// The open connections of every HTTP listener, with their cap and timeouts.
     pub connections: Arc<Connections>,
-    /// With no request in progress; also how long HTTP/1 waits for a next request's head.
-    pub idle_timeout: Duration,
     pub body: BodyPace,
 }
 
@@ -121,6 +119,8 @@ impl Connection {
             handshake = acceptor.accept(stream) => handshake,
             why = self.admitted.closing() => {
                 tracing::debug!(peer = %addr, "https: closed during the TLS handshake: {why:?}");
+                let reason = if why == Closing::Evicted { "evicted" } else { "handshake_timeout" };
+                metrics::counter!("odf_http_connections_closed_total", "reason" => reason).increment(1);
                 return;
             }
         };
@@ -161,7 +161,7 @@ impl Connection {
         let mut builder = Builder::new(TokioExecutor::new());
         // HTTP/1 waits this long for a request's head once it is ready for one (the first
         // one is bounded sooner by the handshake timeout).
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.idle_timeout);
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.connections.timeouts().idle);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -179,11 +179,13 @@ impl Connection {
                 return;
             }
             why = admitted.closing() => {
-                match why {
-                    Closing::HandshakeTimedOut => tracing::debug!(peer = %addr, "http: no request within the handshake timeout; closing"),
-                    Closing::IdleTimedOut => tracing::debug!(peer = %addr, "http: idle; closing"),
-                    Closing::Evicted => tracing::debug!(peer = %addr, "http: idle the longest at the connection cap; closing"),
-                }
+                let reason = match why {
+                    Closing::HandshakeTimedOut => "handshake_timeout",
+                    Closing::IdleTimedOut => "idle_timeout",
+                    Closing::Evicted => "evicted",
+                };
+                tracing::debug!(peer = %addr, "http: closing a connection without a request: {reason}");
+                metrics::counter!("odf_http_connections_closed_total", "reason" => reason).increment(1);
                 CLOSE_GRACE
             }
             _ = &mut stop => DRAIN_TIMEOUT,
