@@ -260,3 +260,37 @@ fn read_error(error: axum::Error) -> BodyError {
     }
     BodyError::Read(error.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_earns_time_by_its_bytes_up_to_the_timeout() {
+        let pace =
+            BodyPace { grace: Duration::from_secs(10), min_rate: 500, timeout: Duration::from_secs(60) };
+        let start = Instant::now();
+        assert_eq!(pace.deadline(start, 0), start + Duration::from_secs(10));
+        assert_eq!(pace.deadline(start, 5_000), start + Duration::from_secs(20));
+        assert_eq!(pace.deadline(start, 1 << 20), start + Duration::from_secs(60));
+        let no_rate = BodyPace { min_rate: 0, ..pace };
+        assert_eq!(no_rate.deadline(start, 0), start + Duration::from_secs(60));
+    }
+
+    #[test]
+    fn reservations_share_the_budget_and_give_it_back() {
+        let budget = BodyBudget::new(100);
+        let mut a = budget.reservation();
+        let mut b = budget.reservation();
+        assert!(a.hold(60));
+        assert!(!b.hold(50), "60 + 50 is over 100");
+        assert!(b.hold(40));
+        assert!(a.hold(60), "holding what is held already takes nothing more");
+        assert_eq!(budget.held(), 100);
+        drop(a);
+        assert_eq!(budget.held(), 40);
+        assert!(b.hold(100));
+        drop(b);
+        assert_eq!(budget.held(), 0);
+    }
+}
