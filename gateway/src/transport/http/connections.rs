@@ -246,3 +246,52 @@ impl Drop for RequestGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn at_the_cap_the_longest_idle_makes_room_and_a_busy_one_never_does() {
+        let hour = Duration::from_secs(3600);
+        let connections = Connections::new(2, Timeouts { handshake: hour, idle: hour });
+        let busy = connections.admit().await;
+        let idle = connections.admit().await;
+        let request = busy.handle().begin_request();
+        let newcomer = tokio::spawn({
+            let connections = connections.clone();
+            async move { connections.admit().await }
+        });
+        assert_eq!(idle.closing().await, Closing::Evicted);
+        assert!(!newcomer.is_finished(), "admitted before the evicted one closed");
+        drop(idle);
+        let newcomer = newcomer.await.unwrap();
+        assert_eq!(connections.open(), 2);
+
+        // Both busy: a fourth waits until one goes idle, and that one makes room.
+        let second = newcomer.handle().begin_request();
+        let fourth = tokio::spawn({
+            let connections = connections.clone();
+            async move { connections.admit().await }
+        });
+        tokio::task::yield_now().await;
+        drop(request);
+        assert_eq!(busy.closing().await, Closing::Evicted);
+        drop(busy);
+        let _fourth = fourth.await.unwrap();
+        drop(second);
+    }
+
+    #[tokio::test]
+    async fn a_connection_without_a_request_is_told_to_close_when_its_time_is_up() {
+        let connections = Connections::new(
+            4,
+            Timeouts { handshake: Duration::from_millis(10), idle: Duration::from_millis(10) },
+        );
+        let fresh = connections.admit().await;
+        assert_eq!(fresh.closing().await, Closing::HandshakeTimedOut);
+        let served = connections.admit().await;
+        drop(served.handle().begin_request());
+        assert_eq!(served.closing().await, Closing::IdleTimedOut);
+    }
+}
