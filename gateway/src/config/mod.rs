@@ -69,6 +69,9 @@ pub struct HttpConfig {
     /// Bytes of request bodies being received, all connections together (503 with
     /// Retry-After beyond).
     pub max_body_buffer: Size,
+    /// What one connection buffers of its client's bytes before they are read: HTTP/1's
+    /// read buffer (the largest request head too), HTTP/2's flow-control windows.
+    pub connection_buffer: Size,
     /// `POST /query`: the longest a query may run (504 beyond) ...
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
@@ -298,6 +301,7 @@ impl Default for HttpConfig {
             body_grace: Duration::from_secs(10),
             body_min_rate: Size(500),
             max_body_buffer: Size(64 * 1024 * 1024),
+            connection_buffer: Size(128 * 1024),
             query_timeout: Duration::from_secs(30),
             query_max_answer: Size(32 * 1024 * 1024),
             query_memory: Size(256 * 1024 * 1024),
@@ -454,6 +458,9 @@ impl RawConfig {
                     h.max_body
                 ),
             ));
+        }
+        if !(16 * 1024..=16 * 1024 * 1024).contains(&h.connection_buffer.0) {
+            return Err(invalid("http.connection_buffer", "must be from 16 KiB to 16 MiB"));
         }
         if h.query_max_answer.0 == 0 || h.query_memory.0 == 0 {
             return Err(invalid("http", "query_max_answer and query_memory must be above 0"));

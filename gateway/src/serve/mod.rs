@@ -130,6 +130,7 @@ pub async fn run(
                 min_rate: raw.http.body_min_rate.0,
                 timeout: raw.http.body_timeout,
             },
+            connection_buffer: raw.http.connection_buffer.0 as u32,
         };
         for addr in &http_listen {
             let listener = std::net::TcpListener::bind(addr).map_err(|error| ServeError::Bind {

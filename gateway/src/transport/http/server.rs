@@ -43,6 +43,10 @@ pub struct ServerLimits {
     /// The open connections of every HTTP listener, with their cap and timeouts.
     pub connections: Arc<Connections>,
     pub body: BodyPace,
+    /// What one connection may buffer of what its client sends before a handler reads it:
+    /// HTTP/1's read buffer (so also the largest request head) and HTTP/2's flow-control
+    /// windows.
+    pub connection_buffer: u32,
 }
 
 /// Serves `app` on `listener` until `shutdown` turns true.
@@ -161,12 +165,18 @@ impl Connection {
         let mut builder = Builder::new(TokioExecutor::new());
         // HTTP/1 waits this long for a request's head once it is ready for one (the first
         // one is bounded sooner by the handshake timeout).
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.connections.timeouts().idle);
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.connections.timeouts().idle)
+            .max_buf_size(limits.connection_buffer as usize);
         builder
             .http2()
             .timer(TokioTimer::new())
             .keep_alive_interval(Some(PING_INTERVAL))
-            .max_header_list_size(MAX_HEADER_LIST);
+            .max_header_list_size(MAX_HEADER_LIST)
+            .initial_connection_window_size(limits.connection_buffer)
+            .initial_stream_window_size(limits.connection_buffer);
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let stop = stopping(shutdown);
