@@ -68,6 +68,17 @@ pub enum Closing {
     Evicted,
 }
 
+impl Closing {
+    /// The label of `odf_http_connections_closed_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Closing::HandshakeTimedOut => "handshake_timeout",
+            Closing::IdleTimedOut => "idle_timeout",
+            Closing::Evicted => "evicted",
+        }
+    }
+}
+
 impl Connections {
     pub fn new(max: usize, timeouts: Timeouts) -> Arc<Connections> {
         Arc::new(Connections { max: max.max(1), timeouts, open: Mutex::default(), room: Notify::new() })

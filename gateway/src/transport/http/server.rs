@@ -25,7 +25,7 @@ use tower::ServiceExt;
 
 use super::Peer;
 use super::body::{BodyPace, PacedBody};
-use super::connections::{Admitted, Closing, Connections};
+use super::connections::{Admitted, Connections};
 
 /// How long requests in flight may take to finish at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -122,9 +122,8 @@ impl Connection {
         let handshake = tokio::select! {
             handshake = acceptor.accept(stream) => handshake,
             why = self.admitted.closing() => {
-                tracing::debug!(peer = %addr, "https: closed during the TLS handshake: {why:?}");
-                let reason = if why == Closing::Evicted { "evicted" } else { "handshake_timeout" };
-                metrics::counter!("odf_http_connections_closed_total", "reason" => reason).increment(1);
+                tracing::debug!(peer = %addr, "https: closed during the TLS handshake: {}", why.reason());
+                metrics::counter!("odf_http_connections_closed_total", "reason" => why.reason()).increment(1);
                 return;
             }
         };
@@ -189,13 +188,8 @@ impl Connection {
                 return;
             }
             why = admitted.closing() => {
-                let reason = match why {
-                    Closing::HandshakeTimedOut => "handshake_timeout",
-                    Closing::IdleTimedOut => "idle_timeout",
-                    Closing::Evicted => "evicted",
-                };
-                tracing::debug!(peer = %addr, "http: closing a connection without a request: {reason}");
-                metrics::counter!("odf_http_connections_closed_total", "reason" => reason).increment(1);
+                tracing::debug!(peer = %addr, "http: closing a connection without a request: {}", why.reason());
+                metrics::counter!("odf_http_connections_closed_total", "reason" => why.reason()).increment(1);
                 CLOSE_GRACE
             }
             _ = &mut stop => DRAIN_TIMEOUT,
