@@ -369,13 +369,7 @@ fn diagnostic_of(packet: &Packet) -> String {
 
 /// The gateway's peak resident memory so far (VmHWM), in MiB.
 fn peak_mib(server: &Server) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/<pid>/status");
-    kb / 1024.0
+    server.memory("VmHWM") as f64 / (1024.0 * 1024.0)
 }
 
 /// A configuration without anonymous access, with these identities.

@@ -5,6 +5,10 @@
 #[allow(dead_code)]
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
 use common::server::{GPS, Server, config, request, schemas};
 use device_sim::gps::{Fleet, Vendor, encode};
 use serde_json::Value;
@@ -76,7 +80,7 @@ fn each_vendor_format_is_committed_and_read_back() {
     assert!(metrics.contains("odf_commit_seconds_bucket"), "{metrics}");
 
     assert!(server.stop().success());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+    let out = std::process::Command::new(common::gateway_bin())
         .args(["verify", "gps", "--data-dir"])
         .arg(server.data())
         .output()
@@ -169,7 +173,7 @@ fn good_records_are_committed_and_bad_ones_quarantined_with_reasons() {
     // The quarantine survives the server, and the CLI reads it.
     drop(server);
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+        let out = std::process::Command::new(common::gateway_bin())
             .args(args)
             .env("ODF_GATEWAY_DATA_DIR", dir.path().join("data"))
             .output()
@@ -266,10 +270,8 @@ fn the_transfer_protocol_serves_every_object_the_head_reaches() {
 
 #[test]
 fn print_config_shows_every_default() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
-        .args(["serve", "--print-config"])
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(common::gateway_bin()).args(["serve", "--print-config"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for key in [
         "data_dir",
@@ -277,12 +279,19 @@ fn print_config_shows_every_default() {
         "max_body = \"8 MiB\"",
         "flush_interval = \"1s\"",
         "max_pending_bytes",
+        "handshake_timeout = \"10s\"",
+        "idle_timeout = \"1m\"",
+        "body_min_rate = \"500 B\"",
+        "max_body_buffer = \"64 MiB\"",
+        "query_timeout = \"30s\"",
+        "query_max_answer = \"32 MiB\"",
+        "connect_timeout = \"10s\"",
     ] {
         assert!(text.contains(key), "{key}: {text}");
     }
     let bad = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(bad.path(), "[pipeline]\nflush_interval = 3\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+    let out = std::process::Command::new(common::gateway_bin())
         .args(["serve", "--config"])
         .arg(bad.path())
         .output()
@@ -308,7 +317,7 @@ fn curl(args: &[&str]) -> (bool, String) {
 fn https_with_a_development_ca_and_client_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+    let out = std::process::Command::new(common::gateway_bin())
         .args(["certs", "--client", "vendorA", "--out"])
         .arg(&certs)
         .output()
@@ -327,7 +336,7 @@ fn https_with_a_development_ca_and_client_certificates() {
     std::fs::write(dir.path().join("gateway.toml"), &toml).unwrap();
     // The helper's readiness probe speaks plain HTTP, so start the server by hand here.
     let addresses = dir.path().join("addresses.json");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+    let mut child = std::process::Command::new(common::gateway_bin())
         .current_dir(dir.path())
         .args(["serve", "--config", "gateway.toml", "--addresses-file"])
         .arg(&addresses)
@@ -430,7 +439,7 @@ fn a_changed_manifest_is_appended_at_start_and_an_impossible_change_is_refused()
 
     // The event time column cannot change once there is data: refused, and the server exits 1.
     schemas(dir.path(), &[("sensors.yaml", &v2.replace("eventTimeColumn: t", "eventTimeColumn: value"))]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_odf-gateway"))
+    let out = std::process::Command::new(common::gateway_bin())
         .current_dir(dir.path())
         .args(["serve", "--config", "gateway.toml"])
         .env("ODF_GATEWAY_DATA_DIR", dir.path().join("data"))
@@ -639,4 +648,327 @@ fn a_payload_that_holds_no_record_is_refused_unless_it_is_an_empty_batch() {
         8,
         "every refused payload is quarantined: {listed}"
     );
+}
+
+// Connections that never get anywhere, idle ones, slow bodies, big bodies and answers: each
+// is held to a configured bound.
+
+
+/// Whether the server closes `stream` (EOF or reset) within `wait`, whatever it sends first.
+fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) if started.elapsed() < wait => continue,
+            Ok(_) => return false,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+fn connect(addr: SocketAddr, first_bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+    stream.write_all(first_bytes).unwrap();
+    stream
+}
+
+/// One keep-alive `GET /healthz` on `stream`, its answer read whole.
+fn healthz_keep_alive(stream: &mut TcpStream) {
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n").unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.ends_with(b"\r\n\r\nok\n") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the answer: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(seen.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&seen));
+}
+
+/// The status and text of the answer on `stream` (read until the server closes it), if
+/// one comes within `wait`.
+fn status_within(stream: &mut TcpStream, wait: Duration) -> Option<(u16, String)> {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text))
+}
+
+/// The MQTT listener, the HTTP one and HTTP/2 alike close a connection that has not
+/// finished its handshake (CONNECT, request head, HTTP/2 preface) within the timeout.
+#[test]
+fn every_listener_closes_a_connection_that_does_not_finish_its_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("gps.yaml", GPS)]);
+    let toml = common::server::config_with(
+        "connect_timeout = \"1s\"\n",
+        "write = [\"*\"]\nquery = [\"*\"]\nsubscribe = [\"#\"]\n",
+        "",
+    )
+    .replace("[http]\n", "[http]\nhandshake_timeout = \"1s\"\n");
+    let server = Server::start(dir.path(), &toml);
+    let http = server.http;
+    let mqtt = server.mqtt.unwrap();
+    let mut half_open = vec![
+        ("http: nothing", connect(http, b"")),
+        ("http: half a request head", connect(http, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")),
+        ("http/2: half the preface", connect(http, b"PRI * HTTP/2.0\r\n")),
+        // The whole preface and SETTINGS, then no request.
+        (
+            "http/2: no request",
+            connect(http, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"),
+        ),
+        ("mqtt: nothing", connect(mqtt, b"")),
+    ];
+    for _ in 0..5 {
+        half_open.push(("mqtt: one byte of CONNECT", connect(mqtt, &[0x10])));
+    }
+    half_open.push(("mqtt: half a CONNECT", connect(mqtt, b"\x10\x10\x00\x04MQTT\x04\x02\x00")));
+    for (what, stream) in &mut half_open {
+        assert!(closed_within(stream, Duration::from_secs(60)), "{what}: still open");
+    }
+    assert_eq!(server.get("/healthz").status, 200);
+}
+
+/// At `max_connections`, connections that send nothing, or sit idle after a request, make
+/// room for new ones: the one idle the longest is closed first.
+#[test]
+fn idle_connections_at_the_cap_make_room_for_health_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("gps.yaml", GPS)]);
+    let toml = config("").replace(
+        "[http]\n",
+        "[http]\nmax_connections = 20\nhandshake_timeout = \"1h\"\nidle_timeout = \"1h\"\n",
+    );
+    let server = Server::start(dir.path(), &toml);
+    let mut silent: Vec<TcpStream> = (0..10).map(|_| connect(server.http, b"")).collect();
+    let mut idle: Vec<TcpStream> = Vec::new();
+    for _ in 0..10 {
+        let mut stream = connect(server.http, b"");
+        healthz_keep_alive(&mut stream);
+        idle.push(stream);
+    }
+    for _ in 0..5 {
+        let r = common::server::try_request(server.http, "GET", "/healthz", &[], b"")
+            .expect("at the cap, /healthz must still answer");
+        assert_eq!(r.status, 200);
+    }
+    // The first to be closed were those idle the longest: the silent ones, oldest first.
+    assert!(closed_within(&mut silent[0], Duration::from_secs(30)), "the oldest idle connection stays");
+    // A connection busy with a request is never the one closed; the newest idle ones still work.
+    healthz_keep_alive(idle.last_mut().unwrap());
+    let metrics = server.get("/metrics").text();
+    assert!(metrics.contains("odf_http_connections_closed_total{reason=\"evicted\"}"), "{metrics}");
+}
+
+/// A keep-alive connection with no request is closed after `idle_timeout`; a body that
+/// trickles in falls behind `body_min_rate` and is answered 408.
+#[test]
+fn idle_connections_and_trickled_bodies_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("gps.yaml", GPS)]);
+    let toml = config("").replace(
+        "[http]\n",
+        "[http]\nidle_timeout = \"1s\"\nbody_grace = \"1s\"\nbody_min_rate = \"1 KiB\"\nbody_timeout = \"1h\"\n",
+    );
+    let server = Server::start(dir.path(), &toml);
+    let mut keep_alive = connect(server.http, b"");
+    healthz_keep_alive(&mut keep_alive);
+    assert!(closed_within(&mut keep_alive, Duration::from_secs(20)), "an idle keep-alive connection stays");
+
+    let head = "POST /datasets/gps/sources/vendorA HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let mut slow = connect(server.http, head.as_bytes());
+    let mut writer = slow.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        // One byte every half second, for at most 20 s.
+        for _ in 0..40 {
+            if writer.write_all(b"1\r\n{\r\n").is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let answer = status_within(&mut slow, Duration::from_secs(30));
+    assert!(matches!(&answer, Some((408, _))), "{answer:?}");
+    assert!(answer.unwrap().1.contains("http.body_min_rate"));
+    trickle.join().unwrap();
+}
+
+/// Bodies being received are held against `http.max_body_buffer`: 40 clients each sending
+/// 8 MiB of a chunked body and stalling do not take 320 MiB; those past the budget are
+/// answered 503 with Retry-After.
+#[test]
+fn bodies_being_received_stay_within_the_body_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("gps.yaml", GPS)]);
+    let toml = config("").replace(
+        "[http]\n",
+        "[http]\nmax_body_buffer = \"16 MiB\"\nbody_timeout = \"1h\"\nbody_min_rate = 0\n",
+    );
+    let server = Server::start(dir.path(), &toml);
+    let before = server.memory("VmRSS");
+    let head = "POST /datasets/gps/sources/vendorA HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let chunk =
+        [format!("{:x}\r\n", 64 * 1024).into_bytes(), vec![b' '; 64 * 1024], b"\r\n".to_vec()].concat();
+    let senders: Vec<_> = (0..40)
+        .map(|_| {
+            let mut stream = connect(server.http, head.as_bytes());
+            let chunk = chunk.clone();
+            std::thread::spawn(move || {
+                // 8 MiB less one chunk, and no last chunk: the body never ends.
+                for _ in 0..127 {
+                    if stream.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+                let answer = status_within(&mut stream, Duration::from_secs(20));
+                (stream, answer)
+            })
+        })
+        .collect();
+    let answers: Vec<_> = senders.into_iter().map(|s| s.join().unwrap()).collect();
+    let grown = server.memory("VmHWM").saturating_sub(before);
+    assert!(grown < 160 << 20, "the peak memory grew by {} MiB", grown >> 20);
+    let refused: Vec<&String> =
+        answers.iter().filter_map(|(_, a)| a.as_ref()).filter(|(s, _)| *s == 503).map(|(_, t)| t).collect();
+    assert!(!refused.is_empty(), "{answers:?}");
+    for text in refused {
+        assert!(text.to_ascii_lowercase().contains("retry-after:"), "{text}");
+        assert!(text.contains("http.max_body_buffer"), "{text}");
+    }
+}
+
+/// A query's answer is bounded in bytes (413 naming the option), its time too (504), and
+/// a query whose client has gone stops using the CPU.
+#[test]
+fn a_query_is_bounded_in_bytes_and_time_and_stops_with_its_client() {
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("gps.yaml", GPS)]);
+    let toml =
+        config("").replace("[http]\n", "[http]\nquery_max_answer = \"64 KiB\"\nquery_timeout = \"1h\"\n");
+    let server = Server::start(dir.path(), &toml);
+    let r = server.post(
+        "/query",
+        Some("text/plain"),
+        b"SELECT value, value * 2 AS twice FROM generate_series(1, 100000)",
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("http.query_max_answer"), "{}", r.text());
+    let r = server.post("/query", Some("text/plain"), b"SELECT value FROM generate_series(1, 100)");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.lines().len(), 100);
+
+    // 4 * 10^10 rows: hours of work, unless it is stopped.
+    let endless = b"SELECT count(*) FROM generate_series(1, 200000) a, generate_series(1, 200000) b WHERE a.value + b.value = 7";
+    let head = format!(
+        "POST /query HTTP/1.1\r\nHost: gateway\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        endless.len()
+    );
+    let client = connect(server.http, &[head.as_bytes(), endless].concat());
+    // The query is running once the server's CPU time grows.
+    let started = server.cpu_ticks();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.cpu_ticks() < started + 100 {
+        assert!(Instant::now() < deadline, "the query does not seem to run");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    client.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(client);
+    assert!(goes_quiet(&server), "the query went on after its client left");
+
+    drop(server);
+    let toml = config("").replace("[http]\n", "[http]\nquery_timeout = \"1s\"\n");
+    let server = Server::start(dir.path(), &toml);
+    let r = server.post("/query", Some("text/plain"), endless);
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("http.query_timeout"), "{}", r.text());
+    assert!(goes_quiet(&server), "the query went on after its timeout");
+}
+
+/// Whether, within a minute, there are two seconds in which the server uses less than half
+/// a second of CPU (nothing else runs in it).
+fn goes_quiet(server: &Server) -> bool {
+    (0..30).any(|_| {
+        let before = server.cpu_ticks();
+        std::thread::sleep(Duration::from_secs(2));
+        server.cpu_ticks() - before < 50
+    })
+}
+
+/// `/metrics` follows the read grants: nothing for anonymous clients without a grant, only
+/// its datasets' series for an identity that may query some, everything with `metrics`.
+/// `/healthz` and `/readyz` stay open.
+#[test]
+fn metrics_follow_the_read_grants() {
+    let token = |name: &str| odf_gateway::access::token_digest(&format!("tok-{name}"));
+    let identities = format!(
+        "[[identity]]\nname = \"writer\"\ntoken_sha256 = [\"{}\"]\nwrite = [\"*\"]\n\n\
+         [[identity]]\nname = \"reader\"\ntoken_sha256 = [\"{}\"]\nquery = [\"gps\"]\n\n\
+         [[identity]]\nname = \"scraper\"\ntoken_sha256 = [\"{}\"]\nmetrics = true\n",
+        token("writer"),
+        token("reader"),
+        token("scraper")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("gps.yaml", GPS), ("fleet.yaml", include_str!("../../schemas/fleet.yaml"))]);
+    let toml = format!(
+        "[http]\nlisten = [\"127.0.0.1:0\"]\n[mqtt]\nenabled = false\n[coap]\nenabled = false\n[pipeline]\nflush_interval = \"100ms\"\n\n{identities}"
+    );
+    let server = Server::start(dir.path(), &toml);
+    let auth = |name: &str| format!("Bearer tok-{name}");
+    let writer = auth("writer");
+    let report = br#"{"device_id":"A-1","seq":1,"t":"2026-01-01T00:00:00Z","lat":1,"lon":2}"#;
+    let r = request(
+        server.http,
+        "POST",
+        "/datasets/gps/sources/vendorA?wait=commit",
+        &[("Authorization", &writer)],
+        report,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let registry = b"device_id,vehicle,vendor,active\nA-1,van 7,A,true\n";
+    let r = request(
+        server.http,
+        "POST",
+        "/datasets/fleet/sources/registry?wait=commit",
+        &[("Authorization", &writer), ("Content-Type", "text/csv")],
+        registry,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let metrics = |who: Option<&str>| {
+        let headers: Vec<(&str, &str)> = who.map(|a| ("Authorization", a)).into_iter().collect();
+        request(server.http, "GET", "/metrics", &headers, b"")
+    };
+    let r = metrics(None);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(!r.text().contains("gps"), "{}", r.text());
+    assert_eq!(metrics(Some(&writer)).status, 403);
+    let reader = metrics(Some(&auth("reader")));
+    assert_eq!(reader.status, 200);
+    assert!(reader.text().contains("dataset=\"gps\""), "{}", reader.text());
+    assert!(!reader.text().contains("fleet"), "{}", reader.text());
+    let scraper = metrics(Some(&auth("scraper")));
+    assert_eq!(scraper.status, 200);
+    assert!(scraper.text().contains("dataset=\"gps\"") && scraper.text().contains("dataset=\"fleet\""));
+
+    assert_eq!(server.get("/healthz").status, 200);
+    let ready = server.get("/readyz");
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert_eq!(ready.json()["ready"], true);
 }

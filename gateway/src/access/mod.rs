@@ -39,6 +39,9 @@ pub struct Grants {
     pub subscribe: Vec<String>,
     /// What it may write into bound columns (its device ids), on the sources it writes.
     pub bind: Vec<GrantBinding>,
+    /// Whether it may read every dataset's metrics (a Prometheus scraper); without it,
+    /// `/metrics` shows only the series of the datasets it may query.
+    pub metrics: bool,
 }
 
 impl Grants {
@@ -49,6 +52,7 @@ impl Grants {
             query: vec!["*".into()],
             subscribe: vec!["#".into()],
             bind: Vec::new(),
+            metrics: true,
         }
     }
 
@@ -359,6 +363,7 @@ mod tests {
                     value: Template::parse("A-*").unwrap(),
                     sources: vec!["gps/vendorA".into()],
                 }],
+                metrics: false,
             },
         };
         AccessTable::new(vec![vendor_a], None)

@@ -47,8 +47,38 @@ pub struct HttpConfig {
     pub listen: Vec<String>,
     /// Request bodies above this are refused with 413.
     pub max_body: Size,
-    /// Connections served at once; more wait to be accepted.
+    /// Connections open at once; at the cap, the one idle the longest is closed to admit a
+    /// new one (or, when all are busy, the newcomer waits).
     pub max_connections: usize,
+    /// From accept to the first request's head (TLS handshake, HTTP/2 preface, request line
+    /// and headers); a connection that has not got that far is closed.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A connection with no request in progress is closed after this (HTTP/1 keep-alive,
+    /// HTTP/2); on HTTP/1 the next request's head must be complete by then.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A request body may take at most this long in all, ...
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// ... and has `body_grace` plus one second for every `body_min_rate` bytes it delivered
+    /// (408 when it falls behind); 0 turns the rate off.
+    #[serde(with = "humantime_serde")]
+    pub body_grace: Duration,
+    pub body_min_rate: Size,
+    /// Bytes of request bodies being received, all connections together (503 with
+    /// Retry-After beyond).
+    pub max_body_buffer: Size,
+    /// What one connection buffers of its client's bytes before they are read: HTTP/1's
+    /// read buffer (the largest request head too), HTTP/2's flow-control windows.
+    pub connection_buffer: Size,
+    /// `POST /query`: the longest a query may run (504 beyond) ...
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// ... the largest answer it may give (413 beyond) ...
+    pub query_max_answer: Size,
+    /// ... and the memory its sorts, joins and aggregations may take.
+    pub query_memory: Size,
     /// How long `?wait=commit` (and kamu's ingest endpoint) waits for the commit.
     #[serde(with = "humantime_serde")]
     pub commit_wait: Duration,
@@ -86,6 +116,10 @@ pub struct MqttConfig {
     /// QoS 1/2 publishes a client may have unacknowledged at once.
     pub max_inflight: u16,
     pub max_connections: usize,
+    /// From accept to a complete CONNECT (with the TLS or WebSocket handshake before it);
+    /// a connection that has not got that far is closed.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
     /// How long a persistent session (clean start off) is kept for a device that went away.
     #[serde(with = "humantime_serde")]
     pub session_expiry: Duration,
@@ -211,6 +245,9 @@ pub struct GrantsConfig {
     pub query: Vec<String>,
     /// MQTT topic filters.
     pub subscribe: Vec<String>,
+    /// Every dataset's series on `/metrics` (for a scraper); without it, only those of the
+    /// datasets in `query`.
+    pub metrics: bool,
     /// Column bindings: what it may write into a column (its own device ids).
     pub bind: Vec<BindConfig>,
 }
@@ -292,6 +329,16 @@ impl Default for HttpConfig {
             listen: vec!["127.0.0.1:8080".into()],
             max_body: Size(8 * 1024 * 1024),
             max_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            body_grace: Duration::from_secs(10),
+            body_min_rate: Size(500),
+            max_body_buffer: Size(64 * 1024 * 1024),
+            connection_buffer: Size(128 * 1024),
+            query_timeout: Duration::from_secs(30),
+            query_max_answer: Size(32 * 1024 * 1024),
+            query_memory: Size(256 * 1024 * 1024),
             commit_wait: Duration::from_secs(30),
             tls: None,
         }
@@ -325,6 +372,7 @@ impl Default for MqttConfig {
             max_packet_size: Size(1024 * 1024),
             max_inflight: 16,
             max_connections: 10_000,
+            connect_timeout: Duration::from_secs(10),
             session_expiry: Duration::from_secs(2 * 3600),
             max_topic_aliases: 16,
             tls: None,
@@ -427,6 +475,33 @@ impl RawConfig {
                 "http.max_body",
                 format!("must be above 0 and at most {}", Size(max_record)),
             ));
+        }
+        let h = &self.http;
+        for (field, value) in [
+            ("http.handshake_timeout", h.handshake_timeout),
+            ("http.idle_timeout", h.idle_timeout),
+            ("http.body_timeout", h.body_timeout),
+            ("http.body_grace", h.body_grace),
+            ("http.query_timeout", h.query_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(field, "must be above 0 (e.g. \"10s\")"));
+            }
+        }
+        if h.max_body_buffer.0 < h.max_body.0 {
+            return Err(invalid(
+                "http.max_body_buffer",
+                format!(
+                    "must be at least http.max_body ({}), or no body of that size could be taken",
+                    h.max_body
+                ),
+            ));
+        }
+        if !(16 * 1024..=16 * 1024 * 1024).contains(&h.connection_buffer.0) {
+            return Err(invalid("http.connection_buffer", "must be from 16 KiB to 16 MiB"));
+        }
+        if h.query_max_answer.0 == 0 || h.query_memory.0 == 0 {
+            return Err(invalid("http", "query_max_answer and query_memory must be above 0"));
         }
         if let Some(tls) = &self.http.tls {
             for (field, path) in [
@@ -707,6 +782,7 @@ impl RawConfig {
             max_packet_size,
             max_inflight,
             max_connections: m.max_connections.max(1),
+            connect_timeout: m.connect_timeout,
             session_expiry: m.session_expiry,
             max_topic_aliases: m.max_topic_aliases,
         }))
@@ -739,7 +815,13 @@ fn grants(g: &GrantsConfig, prefix: &str) -> Result<Grants, ConfigError> {
         }
         bind.push(GrantBinding { column: b.column.clone(), value, sources: b.sources.clone() });
     }
-    Ok(Grants { write: g.write.clone(), query: g.query.clone(), subscribe: g.subscribe.clone(), bind })
+    Ok(Grants {
+        write: g.write.clone(),
+        query: g.query.clone(),
+        subscribe: g.subscribe.clone(),
+        metrics: g.metrics,
+        bind,
+    })
 }
 
 impl ServeConfig {

@@ -10,6 +10,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub mod guard;
@@ -208,25 +209,35 @@ pub async fn run(
     max_rows: Option<usize>,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
     use futures::StreamExt as _;
-    let frame = match ctx.sql_with_options(query, guard::read_only()).await {
-        Ok(frame) => frame,
-        Err(e) => return Err(explain(e, without_data)),
-    };
-    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-    let Some(max_rows) = max_rows else { return Ok((schema, frame.collect().await?)) };
-    let mut stream = frame.execute_stream().await?;
+    let (schema, mut stream) = stream(ctx, query, without_data).await?;
     let (mut batches, mut rows) = (Vec::new(), 0);
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         rows += batch.num_rows();
-        if rows > max_rows {
+        if max_rows.is_some_and(|max| rows > max) {
             return Err(QueryError::Refused(format!(
-                "the answer has more than {max_rows} rows; add a LIMIT or aggregate"
+                "the answer has more than {} rows; add a LIMIT or aggregate",
+                max_rows.unwrap_or_default()
             )));
         }
         batches.push(batch);
     }
     Ok((schema, batches))
+}
+
+/// Plans a read-only query (its shape already checked) and starts it: the answer comes a
+/// batch at a time, and dropping the stream stops the query.
+pub async fn stream(
+    ctx: SessionContext,
+    query: &str,
+    without_data: &[String],
+) -> Result<(SchemaRef, SendableRecordBatchStream), QueryError> {
+    let frame = match ctx.sql_with_options(query, guard::read_only()).await {
+        Ok(frame) => frame,
+        Err(e) => return Err(explain(e, without_data)),
+    };
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    Ok((schema, frame.execute_stream().await?))
 }
 
 /// A planning error in plain words: DataFusion's own text, once, and a table that is not

@@ -103,16 +103,35 @@ pub async fn run(
             )),
             None => None,
         };
+        // One cap for every HTTP listener.
+        let timeouts = http::Timeouts { handshake: raw.http.handshake_timeout, idle: raw.http.idle_timeout };
+        let connections = http::Connections::new(raw.http.max_connections, timeouts);
         let state = Arc::new(HttpState {
             pipeline: pipeline.clone(),
             routes: routes.clone(),
             access: access.clone(),
             readers: Readers::new(data_dir.clone()),
             metrics: http::metrics_handle(),
+            connections: connections.clone(),
             max_body: raw.http.max_body.as_usize(),
+            body_budget: http::BodyBudget::new(raw.http.max_body_buffer.as_usize()),
             commit_wait: raw.http.commit_wait,
+            query: http::QueryLimits {
+                memory: raw.http.query_memory.as_usize(),
+                timeout: raw.http.query_timeout,
+                max_answer: raw.http.query_max_answer.as_usize(),
+            },
         });
         let app = http::router(state);
+        let limits = http::ServerLimits {
+            connections,
+            body: http::BodyPace {
+                grace: raw.http.body_grace,
+                min_rate: raw.http.body_min_rate.0,
+                timeout: raw.http.body_timeout,
+            },
+            connection_buffer: raw.http.connection_buffer.0 as u32,
+        };
         for addr in &http_listen {
             let listener = std::net::TcpListener::bind(addr).map_err(|error| ServeError::Bind {
                 what: "http",
@@ -138,7 +157,7 @@ pub async fn run(
                 listener,
                 tls.clone(),
                 app.clone(),
-                raw.http.max_connections,
+                limits.clone(),
                 stopped.clone(),
             )));
         }

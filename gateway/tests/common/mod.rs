@@ -10,6 +10,13 @@ use serde_json::Value;
 
 pub const SYSTEM_TIME: &str = "2026-01-31T12:00:00Z";
 
+/// The gateway binary: `ODF_GATEWAY_BIN` when set (a copy kept aside: worktrees that share
+/// one target folder overwrite each other's `odf-gateway`), else the one cargo built.
+pub fn gateway_bin() -> PathBuf {
+    std::env::var_os("ODF_GATEWAY_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_odf-gateway").into(), PathBuf::from)
+}
+
 pub struct Gateway {
     dir: tempfile::TempDir,
 }
@@ -24,7 +31,7 @@ impl Gateway {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_odf-gateway"));
+        let mut cmd = Command::new(gateway_bin());
         cmd.env("ODF_GATEWAY_DATA_DIR", self.data())
             .env("ODF_GATEWAY_SYSTEM_TIME", SYSTEM_TIME)
             .env_remove("RUST_LOG");

@@ -39,13 +39,6 @@ pub fn config_with(mqtt: &str, anonymous: &str, extra: &str) -> String {
     )
 }
 
-/// The gateway binary: `ODF_GATEWAY_BIN` when set (a copy kept apart from a build folder
-/// that other checkouts build into too), else the one cargo built for these tests.
-pub fn gateway_bin() -> PathBuf {
-    std::env::var_os("ODF_GATEWAY_BIN")
-        .map_or_else(|| env!("CARGO_BIN_EXE_odf-gateway").into(), PathBuf::from)
-}
-
 impl Server {
     /// Starts the gateway in `root` (data in `root/data`, manifests in `root/schemas`) with
     /// `config` as its configuration, and waits until it is ready.
@@ -62,7 +55,7 @@ impl Server {
             "gateway-{}.log",
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
         ));
-        let child = Command::new(gateway_bin())
+        let child = Command::new(super::gateway_bin())
             .current_dir(root)
             .args(["serve", "--config"])
             .arg(&config)
@@ -119,13 +112,28 @@ impl Server {
         *self = again;
     }
 
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The process id of the running gateway (for `/proc/<pid>/status`).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// A `kB` line of `/proc/PID/status` (`VmRSS`, `VmHWM`), in bytes.
+    pub fn memory(&self, key: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with(&format!("{key}:"))).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+
+    /// The CPU time the process has used (user and system), in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // The fields after the command (which may hold spaces) in brackets.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn data(&self) -> PathBuf {

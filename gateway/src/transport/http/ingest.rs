@@ -6,8 +6,9 @@
 //! `application/octet-stream` or curl's default form type mean the source's own. The reply
 //! is 202 once the payload is in the write-ahead log (200 after the commit with
 //! `?wait=commit`, and always for kamu's endpoint), with the records accepted and each one
-//! rejected; 400 when none fits; 413 past the body limit; 503 with Retry-After under
-//! backpressure.
+//! rejected; 400 when none fits; 413 past the body limit; 408 for a body that came too
+//! slowly; 503 with Retry-After under backpressure, or when the bodies being received hold
+//! `http.max_body_buffer` already.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,14 +22,13 @@ use serde_json::json;
 
 use super::HttpState;
 use super::auth::{Peer, principal};
+use super::body::{self, BodyError};
 use super::reply::ApiError;
 use crate::access::Caller;
 use crate::ingest::InputFormat;
 use crate::pipeline::{Durability, Submission};
 use crate::routes::{Resolved, Transport};
 
-/// A body must arrive within this (slow senders would hold connections).
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long the body of a refused request is read for before the answer goes out anyway.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -109,11 +109,8 @@ impl Push {
         match self.run(state, peer, headers, &mut body).await {
             Ok(response) => response,
             Err(error) => {
-                let announced =
-                    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-                if let Some(body) = body.filter(|_| announced.is_none_or(|n| n <= state.max_body)) {
-                    let _ =
-                        tokio::time::timeout(DRAIN_TIMEOUT, axum::body::to_bytes(body, state.max_body)).await;
+                if let Some(body) = body.filter(|_| announced(headers).is_none_or(|n| n <= state.max_body)) {
+                    body::drain(body, state.max_body, DRAIN_TIMEOUT).await;
                 }
                 error.into_response()
             }
@@ -152,24 +149,21 @@ impl Push {
             )));
         }
         // Refused before the body is read when it could not be taken anyway.
-        let announced =
-            headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let announced = announced(headers);
         if let Some(length) = announced {
             if length > state.max_body {
                 return Err(too_big(state.max_body));
             }
             dataset.would_take(length)?;
         }
-        let body = body.take().ok_or_else(|| ApiError::internal("the body was read already"))?;
-        let payload = match tokio::time::timeout(BODY_TIMEOUT, read_body(body, state.max_body)).await {
-            Ok(read) => read?,
-            Err(_) => {
-                return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
-                ));
-            }
-        };
+        let body = body.as_mut().ok_or_else(|| ApiError::internal("the body was read already"))?;
+        // Held against the body budget until the pipeline has taken the payload.
+        let (payload, _held) = body::collect(body, state.max_body, announced, &state.body_budget)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooBig { limit } => too_big(limit),
+                e => body_error(e),
+            })?;
         let caller = Caller {
             principal: &who,
             transport: Transport::Http.as_str(),
@@ -227,20 +221,19 @@ fn format_of(headers: &HeaderMap) -> Result<Option<InputFormat>, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e))
 }
 
-/// The body, up to `limit` bytes (413 beyond).
-async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => Ok(bytes.to_vec()),
-        Err(e) => {
-            let over = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                || e.to_string().contains("length limit");
-            if over {
-                Err(too_big(limit))
-            } else {
-                Err(ApiError::bad_request(format!("cannot read the body: {e}")))
-            }
-        }
+/// The length a request announces.
+fn announced(headers: &HeaderMap) -> Option<usize> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+}
+
+/// A body that could not be read, in HTTP terms.
+pub(super) fn body_error(error: BodyError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        BodyError::TooBig { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message),
+        BodyError::Busy { .. } => ApiError::unavailable(message, std::time::Duration::from_secs(1)),
+        BodyError::TooSlow(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, message),
+        BodyError::Read(_) => ApiError::bad_request(message),
     }
 }
 

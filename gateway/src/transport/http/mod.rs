@@ -7,10 +7,13 @@
 //! - the ODF Simple Transfer Protocol under `/datasets/{ds}/` (`transfer`);
 //! - the quarantine (`quarantine`); `/healthz`, `/readyz`, `/metrics` (`ops`).
 //!
-//! `server` is the accept loop (connection cap, TLS handshake, graceful shutdown); `auth`
-//! finds the caller; `reply` turns errors into JSON replies.
+//! `server` is the accept loop (TLS handshake, timeouts, graceful shutdown) and
+//! `connections` the open connections under their cap; `body` bounds request bodies in time
+//! and memory; `auth` finds the caller; `reply` turns errors into JSON replies.
 
 mod auth;
+mod body;
+mod connections;
 mod datasets;
 mod ingest;
 mod ops;
@@ -30,8 +33,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 pub use auth::Peer;
+pub use body::{BodyBudget, BodyPace};
+pub use connections::{Connections, Timeouts};
 pub use ops::metrics_handle;
-pub use server::run;
+pub use query::QueryLimits;
+pub use server::{ServerLimits, run};
 
 use crate::access::AccessTable;
 use crate::pipeline::Pipeline;
@@ -45,8 +51,13 @@ pub struct HttpState {
     pub access: Arc<AccessTable>,
     pub readers: Readers,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The open connections (for the metrics).
+    pub connections: Arc<Connections>,
     pub max_body: usize,
+    /// What request bodies being received may hold in memory, together.
+    pub body_budget: Arc<BodyBudget>,
     pub commit_wait: Duration,
+    pub query: QueryLimits,
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {

@@ -43,6 +43,8 @@ pub struct BrokerOptions {
     pub max_packet_size: u32,
     pub max_inflight: NonZeroU16,
     pub max_connections: usize,
+    /// From accept to a complete CONNECT, TLS and WebSocket handshakes included.
+    pub connect_timeout: Duration,
     pub session_expiry: Duration,
     /// The Topic Alias Maximum announced to MQTT 5 clients (0: no aliases).
     pub max_topic_aliases: u16,
@@ -184,6 +186,8 @@ fn listener_builder(options: &BrokerOptions, kind: &str, addr: SocketAddr) -> Re
         .max_inflight(options.max_inflight)
         .max_topic_aliases(options.max_topic_aliases)
         .max_connections(options.max_connections)
+        // Also bounds the CONNECT's first bytes, with the patch in vendor/rmqtt-net.
+        .handshake_timeout(options.connect_timeout)
         .session_expiry_interval(options.session_expiry)
         .max_session_expiry_interval(options.session_expiry)
         .collect_cert_info(true)
