@@ -653,7 +653,6 @@ fn a_payload_that_holds_no_record_is_refused_unless_it_is_an_empty_batch() {
 // Connections that never get anywhere, idle ones, slow bodies, big bodies and answers: each
 // is held to a configured bound.
 
-
 /// Whether the server closes `stream` (EOF or reset) within `wait`, whatever it sends first.
 fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
     stream.set_read_timeout(Some(wait)).unwrap();

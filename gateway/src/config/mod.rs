@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use size::Size;
 
 use crate::access::{AccessTable, GrantBinding, Grants, Identity, Template};
-use crate::ingest::WriterOptions;
+use crate::ingest::{IndexConfig, WriterOptions};
 use crate::pipeline::{FlushPolicy, PipelineOptions};
 use crate::routes::{Route, RouteTable, Transport};
 
@@ -234,6 +234,13 @@ pub struct PipelineConfig {
     /// How long a commit waits for another writer's lock (a CLI ingest) before retrying.
     #[serde(with = "humantime_serde")]
     pub lock_timeout: Duration,
+    /// The memory of each Ledger's key index (one per dataset and primary key): the block
+    /// cache of keys read back from disk, the write buffer (flushed to disk when full), and
+    /// the recent keys kept in front of it (a redelivery repeats a recent key). Each fills
+    /// over the first minutes or hours of traffic and stays there.
+    pub ledger_cache: Size,
+    pub ledger_write_buffer: Size,
+    pub ledger_recent_keys: Size,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -395,6 +402,9 @@ impl Default for PipelineConfig {
             checkpoint_min_rows: 10_000,
             checkpoint_min_interval: Duration::from_secs(60),
             lock_timeout: Duration::from_secs(30),
+            ledger_cache: Size(defaults.writer.ledger_index.store_cache_bytes),
+            ledger_write_buffer: Size(defaults.writer.ledger_index.memtable_bytes),
+            ledger_recent_keys: Size(defaults.writer.ledger_index.recent_keys_bytes as u64),
         }
     }
 }
@@ -550,6 +560,12 @@ impl RawConfig {
                 lock_timeout: p.lock_timeout,
                 checkpoint_min_rows: p.checkpoint_min_rows,
                 checkpoint_min_interval: p.checkpoint_min_interval,
+                ledger_index: IndexConfig {
+                    store_cache_bytes: p.ledger_cache.0,
+                    memtable_bytes: p.ledger_write_buffer.0.max(1024 * 1024),
+                    recent_keys_bytes: p.ledger_recent_keys.as_usize(),
+                    ..IndexConfig::default()
+                },
                 ..WriterOptions::default()
             },
         };
@@ -873,6 +889,20 @@ mod tests {
         assert!(printed.contains("flush_interval = \"1s\""), "{printed}");
         let back = RawConfig::from_toml(&printed).unwrap();
         assert_eq!(back.to_toml(), printed);
+    }
+
+    #[test]
+    fn the_ledger_index_memory_is_configured() {
+        let toml = "[pipeline]\nledger_cache = \"1 MiB\"\nledger_write_buffer = \"2 MiB\"\nledger_recent_keys = \"3 MiB\"\n";
+        let config = RawConfig::from_toml(toml).unwrap().check(false).unwrap();
+        let index = &config.pipeline.writer.ledger_index;
+        let mib = 1024 * 1024;
+        assert_eq!(
+            (index.store_cache_bytes, index.memtable_bytes, index.recent_keys_bytes),
+            (mib, 2 * mib, 3 * mib as usize)
+        );
+        let printed = RawConfig::default().to_toml();
+        assert!(printed.contains("ledger_recent_keys = \"8 MiB\""), "{printed}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use super::checkpoint;
 use super::error::IngestError;
 use super::merge::MergeState;
+use super::merge::ledger_index::IndexConfig;
 use crate::odf::{AddPushSource, ChainState, Checkpoint, Multihash, Vocab};
 use crate::store::{Dataset, IoError};
 
@@ -33,6 +34,8 @@ pub struct CheckpointPolicy {
 
 pub struct MergeStates {
     policy: CheckpointPolicy,
+    /// The memory bounds of each Ledger's index.
+    index: IndexConfig,
     /// By signature, up to date with `offset`; `None` until first needed or once forgotten.
     states: Option<BTreeMap<String, MergeState>>,
     offset: Option<u64>,
@@ -41,8 +44,8 @@ pub struct MergeStates {
 }
 
 impl MergeStates {
-    pub fn new(policy: CheckpointPolicy) -> MergeStates {
-        MergeStates { policy, states: None, offset: None, rows_since_checkpoint: 0 }
+    pub fn new(policy: CheckpointPolicy, index: IndexConfig) -> MergeStates {
+        MergeStates { policy, index, states: None, offset: None, rows_since_checkpoint: 0 }
     }
 
     /// Drops the states (they may hold records that were not committed); the next `sync`
@@ -75,7 +78,8 @@ impl MergeStates {
             if states.contains_key(&signature) {
                 continue;
             }
-            if let Some(state) = MergeState::new(&source.merge, data_schema, &index_dir(dataset, &signature))?
+            if let Some(state) =
+                MergeState::new(&source.merge, data_schema, &index_dir(dataset, &signature), &self.index)?
             {
                 states.insert(signature, state);
             }

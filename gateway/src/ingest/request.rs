@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::binding::ColumnBinding;
 use super::format::InputFormat;
+use super::merge::ledger_index::IndexConfig;
 use super::read::RecordError;
 use crate::odf::{Multihash, OffsetInterval};
 use crate::store::DEFAULT_LOCK_TIMEOUT;
@@ -143,6 +144,8 @@ pub struct WriterOptions {
     /// Records read before they are transformed, merged and written as one chunk: bounds
     /// the memory of a big ingest (64k GPS records are a few MB in Arrow).
     pub chunk_rows: usize,
+    /// The memory a Ledger's key index may hold (cache, write buffer, recent keys).
+    pub ledger_index: IndexConfig,
 }
 
 impl Default for WriterOptions {
@@ -152,6 +155,7 @@ impl Default for WriterOptions {
             checkpoint_min_rows: 0,
             checkpoint_min_interval: Duration::ZERO,
             chunk_rows: 64 * 1024,
+            ledger_index: IndexConfig::default(),
         }
     }
 }

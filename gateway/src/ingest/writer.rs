@@ -79,17 +79,14 @@ impl DatasetWriter {
             .enable_all()
             .build()
             .map_err(|e| IngestError::Internal(format!("cannot start a runtime for the preprocess: {e}")))?;
-        let policy = CheckpointPolicy {
-            min_rows: options.checkpoint_min_rows,
-            min_interval: options.checkpoint_min_interval,
-        };
-        Ok(DatasetWriter {
-            dataset,
-            options,
-            runtime,
-            plans: HashMap::new(),
-            states: MergeStates::new(policy),
-        })
+        let states = MergeStates::new(
+            CheckpointPolicy {
+                min_rows: options.checkpoint_min_rows,
+                min_interval: options.checkpoint_min_interval,
+            },
+            options.ledger_index.clone(),
+        );
+        Ok(DatasetWriter { dataset, options, runtime, plans: HashMap::new(), states })
     }
 
     pub fn dataset(&self) -> &Dataset {

@@ -42,14 +42,18 @@ impl Drop for RemoveOnDrop {
 impl LedgerState {
     /// Opens (or creates, or rebuilds when foreign or damaged) the index in `dir` for keys of
     /// `primary_key` in data of `schema`.
-    pub fn open(schema: &Schema, primary_key: &[String], dir: &Path) -> Result<LedgerState, IngestError> {
+    pub fn open(
+        schema: &Schema,
+        primary_key: &[String],
+        dir: &Path,
+        config: &IndexConfig,
+    ) -> Result<LedgerState, IngestError> {
         let key_columns = KeyEncoder::new(schema, primary_key, "primary key")?.columns().to_vec();
         let key_schema: SchemaRef = Arc::new(schema.project(&key_columns)?);
         let types: Vec<String> = key_schema.fields().iter().map(|f| f.data_type().to_string()).collect();
         // Keys of another shape must never be compared with these.
         let fingerprint = format!("ledger:{}|{}", primary_key.join(","), types.join(","));
-        let config = IndexConfig::default();
-        let (index, private) = match LedgerIndex::open_or_recreate(dir, &fingerprint, &config) {
+        let (index, private) = match LedgerIndex::open_or_recreate(dir, &fingerprint, config) {
             Ok(index) => (index, None),
             // Another process (a running gateway beside a CLI ingest) writes the dataset
             // too: the index is a cache, so this writer builds its own from the slices.
@@ -61,7 +65,7 @@ impl LedgerState {
                 );
                 let _ = std::fs::remove_dir_all(&private);
                 let index =
-                    LedgerIndex::open_or_recreate(&private, &fingerprint, &config).map_err(index_error)?;
+                    LedgerIndex::open_or_recreate(&private, &fingerprint, config).map_err(index_error)?;
                 (index, Some(RemoveOnDrop(private)))
             }
             Err(e) => return Err(index_error(e)),

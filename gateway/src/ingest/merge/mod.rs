@@ -31,6 +31,7 @@ use arrow::record_batch::RecordBatch;
 pub use keyed::KeyedState;
 pub use ledger::LedgerState;
 
+use self::ledger_index::IndexConfig;
 use super::error::IngestError;
 use super::normalize::Normalized;
 use crate::odf::MergeStrategy;
@@ -64,11 +65,12 @@ impl MergeState {
         strategy: &MergeStrategy,
         schema: &Schema,
         index_dir: &Path,
+        index: &IndexConfig,
     ) -> Result<Option<MergeState>, IngestError> {
         Ok(match strategy {
             MergeStrategy::Append(_) | MergeStrategy::ChangelogStream(_) => None,
             MergeStrategy::Ledger(k) => {
-                Some(MergeState::Ledger(LedgerState::open(schema, &k.primary_key, index_dir)?))
+                Some(MergeState::Ledger(LedgerState::open(schema, &k.primary_key, index_dir, index)?))
             }
             MergeStrategy::Snapshot(s) => Some(MergeState::Keyed(KeyedState::new(schema, &s.primary_key)?)),
             MergeStrategy::UpsertStream(k) => {

@@ -51,7 +51,7 @@ static NEXT_OFFSET: AtomicU64 = AtomicU64::new(0);
 
 /// The state for `strategy`, a Ledger's index in `dir`.
 fn open(strategy: &MergeStrategy, dir: &Path) -> Option<MergeState> {
-    MergeState::new(strategy, &schema(), dir).unwrap()
+    MergeState::new(strategy, &schema(), dir, &IndexConfig::default()).unwrap()
 }
 
 /// Merges, then tells the state the output was committed, as a commit does; returns the
