@@ -17,21 +17,7 @@ use std::time::Duration;
 
 use common::server::{Server, config, schemas, try_request};
 
-const MANIFEST: &str = r#"
-kind: DatasetSnapshot
-version: 1
-content:
-  name: counts
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: clients
-      read:
-        kind: NdJson
-        schema: ["client STRING NOT NULL", "n BIGINT NOT NULL"]
-      merge:
-        kind: Append
-"#;
+const MANIFEST: &str = include_str!("fixtures/counts.yaml");
 
 /// A small xorshift, seeded from the clock; the seed is printed so a failure can be rerun.
 struct Random(u64);

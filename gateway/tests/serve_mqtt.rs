@@ -467,21 +467,7 @@ fn acknowledged_publishes_survive_kills_exactly_once() {
     eprintln!("{} acknowledged, {} committed", acked.len(), committed.len());
 }
 
-const COUNTS: &str = r#"
-kind: DatasetSnapshot
-version: 1
-content:
-  name: counts
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: clients
-      read:
-        kind: NdJson
-        schema: ["client STRING NOT NULL", "n BIGINT NOT NULL"]
-      merge:
-        kind: Append
-"#;
+const COUNTS: &str = include_str!("fixtures/counts.yaml");
 
 /// A mosquitto broker on a free loopback port, stopped when dropped.
 struct Mosquitto {

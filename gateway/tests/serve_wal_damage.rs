@@ -13,21 +13,7 @@ use std::path::PathBuf;
 use common::server::{Server, config, schemas};
 use serde_json::Value;
 
-const MANIFEST: &str = r#"
-kind: DatasetSnapshot
-version: 1
-content:
-  name: counts
-  kind: Root
-  metadata:
-    - kind: AddPushSource
-      sourceName: clients
-      read:
-        kind: NdJson
-        schema: ["n BIGINT NOT NULL"]
-      merge:
-        kind: Append
-"#;
+const MANIFEST: &str = include_str!("fixtures/counts.yaml");
 
 /// A gateway that commits only at a stop (flush interval 1 h) with `segment` bytes a log
 /// segment, given `n` acknowledged records and then killed.
@@ -41,7 +27,7 @@ fn killed_with_records(n: u64, segment: &str, pad: usize) -> (tempfile::TempDir,
     let mut server = Server::start(dir.path(), &config);
     let padding = "x".repeat(pad);
     for n in 1..=n {
-        let body = format!("{{\"n\":{n},\"pad\":\"{padding}\"}}\n");
+        let body = format!("{{\"client\":\"c\",\"n\":{n},\"pad\":\"{padding}\"}}\n");
         let reply =
             server.post("/datasets/counts/sources/clients", Some("application/x-ndjson"), body.as_bytes());
         assert_eq!(reply.status, 202, "{}", reply.text());
