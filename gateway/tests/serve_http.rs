@@ -859,7 +859,7 @@ fn a_query_is_bounded_in_bytes_and_time_and_stops_with_its_client() {
     let dir = tempfile::tempdir().unwrap();
     schemas(dir.path(), &[("gps.yaml", GPS)]);
     let toml =
-        config("").replace("[http]\n", "[http]\nquery_max_answer = \"64 KiB\"\nquery_timeout = \"1h\"\n");
+        config("").replace("[http]\n", "[http]\nquery_max_answer = \"64 KiB\"\nquery_timeout = \"1h\"\nmax_queries = 1\n");
     let server = Server::start(dir.path(), &toml);
     let r = server.post(
         "/query",
@@ -886,9 +886,16 @@ fn a_query_is_bounded_in_bytes_and_time_and_stops_with_its_client() {
         assert!(Instant::now() < deadline, "the query does not seem to run");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // One query at a time here: another is refused while it runs.
+    let busy = server.post("/query", Some("text/plain"), b"SELECT 1");
+    assert_eq!(busy.status, 503, "{}", busy.text());
+    assert!(busy.json()["error"].as_str().unwrap().contains("http.max_queries"), "{}", busy.text());
+    assert!(busy.header("Retry-After").is_some());
     client.shutdown(std::net::Shutdown::Both).unwrap();
     drop(client);
     assert!(goes_quiet(&server), "the query went on after its client left");
+    let r = server.post("/query", Some("text/plain"), b"SELECT 1");
+    assert_eq!(r.status, 200, "the query that left gave its place back: {}", r.text());
 
     drop(server);
     let toml = config("").replace("[http]\n", "[http]\nquery_timeout = \"1s\"\n");

@@ -105,8 +105,8 @@ fn a_damaged_magic_or_a_huge_length_loses_no_other_record() {
     let newest = segments(&server).pop().unwrap();
     damage(&newest, |b| {
         b[0] ^= 0x04;
-        // The first record's length (after the 8-byte magic and 4 sync bytes).
-        b[12..16].copy_from_slice(&200_000_000u32.to_le_bytes());
+        // The first record's length (after the segment's 32-byte header and 4 sync bytes).
+        b[36..40].copy_from_slice(&200_000_000u32.to_le_bytes());
     });
     let (committed, lost) = restart_and_report(&mut server);
     assert_eq!(committed, (2..=100).collect(), "only record 1 (its length) is lost");

@@ -79,6 +79,9 @@ pub struct HttpConfig {
     pub query_max_answer: Size,
     /// ... and the memory its sorts, joins and aggregations may take.
     pub query_memory: Size,
+    /// Queries running at once; more get 503 with Retry-After (together they may take this
+    /// many times `query_memory` and `query_max_answer`).
+    pub max_queries: usize,
     /// How long `?wait=commit` (and kamu's ingest endpoint) waits for the commit.
     #[serde(with = "humantime_serde")]
     pub commit_wait: Duration,
@@ -346,6 +349,7 @@ impl Default for HttpConfig {
             query_timeout: Duration::from_secs(30),
             query_max_answer: Size(32 * 1024 * 1024),
             query_memory: Size(256 * 1024 * 1024),
+            max_queries: 2,
             commit_wait: Duration::from_secs(30),
             tls: None,
         }
@@ -510,8 +514,8 @@ impl RawConfig {
         if !(16 * 1024..=16 * 1024 * 1024).contains(&h.connection_buffer.0) {
             return Err(invalid("http.connection_buffer", "must be from 16 KiB to 16 MiB"));
         }
-        if h.query_max_answer.0 == 0 || h.query_memory.0 == 0 {
-            return Err(invalid("http", "query_max_answer and query_memory must be above 0"));
+        if h.query_max_answer.0 == 0 || h.query_memory.0 == 0 || h.max_queries == 0 {
+            return Err(invalid("http", "query_max_answer, query_memory and max_queries must be above 0"));
         }
         if let Some(tls) = &self.http.tls {
             for (field, path) in [

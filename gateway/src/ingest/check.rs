@@ -146,6 +146,9 @@ content:
         // A binding to one value fills the column where a record leaves it out.
         let outcome = check.check(ndjson, None, &[], &[bound("A-1")], "test");
         assert_eq!(outcome.records, 2);
+        // ... also when a pattern on the same column comes first.
+        let outcome = check.check(ndjson, None, &[], &[bound("A-*"), bound("A-1")], "test");
+        assert_eq!(outcome.records, 2);
         let csv = b"device_id,lat\nA-1,1\nA-2,2\n";
         let outcome = check.check(csv, Some(InputFormat::Csv), &[], &[bound("A-1"), bound("A-*")], "test");
         assert_eq!((outcome.records, outcome.rejected_count), (1, 1));

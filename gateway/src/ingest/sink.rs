@@ -232,12 +232,17 @@ impl RecordSink {
                 self.staged[*column] = Some(value.clone());
             }
         }
+        // Exact bindings fill the columns a record leaves out first, whatever their order,
+        // so that a pattern on the same column checks the filled value.
         for bound in &self.bindings {
             let staged = &mut self.staged[bound.column];
             if let (None | Some(Value::Null), BoundCheck::Exact(value)) = (&staged, &bound.check) {
                 *staged = Some(value.clone());
             }
-            let kept = match (&*staged, &bound.check) {
+        }
+        for bound in &self.bindings {
+            let staged = &self.staged[bound.column];
+            let kept = match (staged, &bound.check) {
                 (None | Some(Value::Null), _) | (_, BoundCheck::Never) => false,
                 (Some(value), BoundCheck::Exact(bound)) => value == bound,
                 (Some(value), BoundCheck::Pattern(pattern)) => {

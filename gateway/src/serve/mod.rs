@@ -121,6 +121,7 @@ pub async fn run(
                 timeout: raw.http.query_timeout,
                 max_answer: raw.http.query_max_answer.as_usize(),
             },
+            query_slots: Arc::new(tokio::sync::Semaphore::new(raw.http.max_queries)),
         });
         let app = http::router(state);
         let limits = http::ServerLimits {

@@ -2,8 +2,9 @@
 //! writer and read back in order after a crash.
 //!
 //! ```text
-//! <dir>/<first seq, 20 digits>.wal   a segment: an 8-byte magic, then records (record.rs)
+//! <dir>/<first seq, 20 digits>.wal   a segment: its header (magic, salt), then records (record.rs)
 //! <dir>/damaged/                     damaged bytes found at open, kept for an operator
+//! <dir>/committed                    the seq up to which every record is committed (a note)
 //! ```
 //!
 //! Sequence numbers grow across segments. A segment is deleted once every record in it is
@@ -24,13 +25,15 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use self::record::{MAGIC, Version};
+use self::record::Version;
 use crate::store::IoError;
 
 /// A length beyond this is damage, not a record: the gateway never writes one so big.
 pub const MAX_RECORD: usize = 256 * 1024 * 1024;
 const SUFFIX: &str = ".wal";
 const DAMAGED: &str = "damaged";
+/// A note of the seq up to which every record is committed.
+const COMMITTED: &str = "committed";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
@@ -110,6 +113,8 @@ struct Segment {
     /// The last seq written into it; `None` while it is empty.
     last: Option<u64>,
     path: PathBuf,
+    /// What its record headers are checked with (record.rs).
+    salt: u64,
 }
 
 /// The log, open for appending. Not thread-safe by itself: one thread owns it.
@@ -121,6 +126,10 @@ pub struct Wal {
     next_seq: u64,
     segment_bytes: u64,
     failed: bool,
+    /// The salt of the segment appended to.
+    salt: u64,
+    /// The highest seq written to `COMMITTED`.
+    noted_committed: u64,
 }
 
 impl Wal {
@@ -136,6 +145,7 @@ impl Wal {
         committed: u64,
     ) -> Result<(Wal, Recovery), WalError> {
         fs::create_dir_all(dir).map_err(io_error("create folder", dir))?;
+        let committed = committed.max(read_committed(dir));
         let mut recovery = Recovery::default();
         let mut segments = list_segments(dir)?;
         let firsts: Vec<u64> = segments.iter().map(|s| s.first).collect();
@@ -147,6 +157,7 @@ impl Wal {
             recovery.records += found.records;
             recovery.torn_bytes += found.torn_bytes;
             segment.last = found.last;
+            segment.salt = found.salt;
             next_seq = next_seq.max(found.next_seq);
             kept.extend(found.kept);
         }
@@ -170,6 +181,9 @@ impl Wal {
             Some(last) => {
                 if last.last.is_some() {
                     segments.push(last);
+                } else if last.first != next_seq {
+                    // Empty and of no use: it would pass for the newest segment next time.
+                    fs::remove_file(&last.path).map_err(io_error("remove", &last.path))?;
                 }
                 new_segment(dir, next_seq)?
             }
@@ -178,6 +192,7 @@ impl Wal {
         let file =
             OpenOptions::new().append(true).open(&segment.path).map_err(io_error("open", &segment.path))?;
         let len = file.metadata().map_err(io_error("stat", &segment.path))?.len();
+        let salt = segment.salt;
         segments.push(segment);
         let wal = Wal {
             dir: dir.to_owned(),
@@ -187,6 +202,8 @@ impl Wal {
             next_seq,
             segment_bytes: segment_bytes.max(4096),
             failed: false,
+            salt,
+            noted_committed: committed,
         };
         Ok((wal, recovery))
     }
@@ -228,7 +245,7 @@ impl Wal {
             if body.len() > MAX_RECORD {
                 return Err(WalError::TooBig(body.len()));
             }
-            record::encode(seq, body, &mut buffer);
+            record::encode(self.salt, seq, body, &mut buffer);
             seq += 1;
         }
         if seq == first {
@@ -266,6 +283,13 @@ impl Wal {
     /// Deletes the segments whose records all have seqs up to `upto` (committed elsewhere).
     /// The newest segment stays; it is deleted after it has been rotated out.
     pub fn release(&mut self, upto: u64) -> Result<(), WalError> {
+        if upto > self.noted_committed {
+            // A note for the next open, so that damage to committed records is not taken for
+            // a loss; not synced: a note lost with a crash only makes that open more cautious.
+            let path = self.dir.join(COMMITTED);
+            fs::write(&path, upto.to_string()).map_err(io_error("write", &path))?;
+            self.noted_committed = upto;
+        }
         let mut removed = false;
         while self.segments.len() > 1 && self.segments[0].last.is_none_or(|last| last <= upto) {
             let segment = self.segments.remove(0);
@@ -288,7 +312,8 @@ impl Wal {
         let segment = new_segment(&self.dir, self.next_seq)?;
         self.file =
             OpenOptions::new().append(true).open(&segment.path).map_err(io_error("open", &segment.path))?;
-        self.len = MAGIC.len() as u64;
+        self.len = Version::V2.segment_header_len() as u64;
+        self.salt = segment.salt;
         self.segments.push(segment);
         Ok(())
     }
@@ -300,11 +325,28 @@ fn segment_path(dir: &Path, first: u64) -> PathBuf {
 
 fn new_segment(dir: &Path, first: u64) -> Result<Segment, WalError> {
     let path = segment_path(dir, first);
+    let salt = new_salt();
     let mut file = File::create(&path).map_err(io_error("create", &path))?;
-    file.write_all(MAGIC).map_err(io_error("write", &path))?;
+    file.write_all(&record::segment_header(salt)).map_err(io_error("write", &path))?;
     file.sync_all().map_err(io_error("sync", &path))?;
     crate::store::sync_dir(dir)?;
-    Ok(Segment { first, last: None, path })
+    Ok(Segment { first, last: None, path, salt })
+}
+
+fn new_salt() -> u64 {
+    let mut bytes = [0u8; 8];
+    // Without the system's randomness, the clock still differs from segment to segment.
+    if getrandom::fill(&mut bytes).is_err() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        bytes = (now.as_nanos() as u64).to_le_bytes();
+    }
+    u64::from_le_bytes(bytes)
+}
+
+/// The seq up to which every record was committed, as the last `release` noted it (0 if
+/// it never did, or the note is unreadable).
+fn read_committed(dir: &Path) -> u64 {
+    fs::read_to_string(dir.join(COMMITTED)).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0)
 }
 
 fn list_segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
@@ -316,7 +358,7 @@ fn list_segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
         else {
             continue;
         };
-        segments.push(Segment { first, last: None, path: entry.path() });
+        segments.push(Segment { first, last: None, path: entry.path(), salt: 0 });
     }
     segments.sort_by_key(|s| s.first);
     Ok(segments)
@@ -331,6 +373,7 @@ struct Repaired {
     next_seq: u64,
     /// Where the damage found was moved to.
     kept: Vec<PathBuf>,
+    salt: u64,
 }
 
 /// Reads a segment through; cuts a torn tail off the newest one, and moves damaged bytes
@@ -350,8 +393,10 @@ fn repair(
         records: scan.records,
         last: scan.last_seq,
         torn_bytes: 0,
-        next_seq: scan.last_seq.map_or(0, |s| s + 1),
+        // An empty segment still holds the numbers from its first on.
+        next_seq: scan.last_seq.map_or(segment.first, |s| s + 1),
         kept: Vec::new(),
+        salt: scan.salt.unwrap_or_default(),
     };
     if scan.is_clean() {
         return Ok(found);
@@ -388,27 +433,28 @@ fn repair(
         file.set_len(cut_at).map_err(io_error("truncate", path))?;
         file.sync_all().map_err(io_error("sync", path))?;
     } else {
-        rewrite(segment, &file, &scan)?;
+        found.salt = rewrite(segment, &file, &scan)?;
     }
     Ok(found)
 }
 
-/// Replaces the segment by its magic and its valid records, so that it reads straight
-/// through from then on.
-fn rewrite(segment: &Segment, file: &File, scan: &recover::Scan) -> Result<(), WalError> {
+/// Replaces the segment by its header and its valid records, so that it reads straight
+/// through from then on; returns its salt (a new one if no copy of the old one was left,
+/// and so no record either).
+fn rewrite(segment: &Segment, file: &File, scan: &recover::Scan) -> Result<u64, WalError> {
     let path = &segment.path;
-    let magic = match scan.version {
-        Version::V1 => record::MAGIC_V1,
-        Version::V2 => MAGIC,
+    let salt = scan.salt.unwrap_or_else(new_salt);
+    let mut bytes = match scan.version {
+        Version::V1 => record::MAGIC_V1.to_vec(),
+        Version::V2 => record::segment_header(salt),
     };
-    let mut bytes = magic.to_vec();
     for &(start, end) in &scan.valid {
         let at = bytes.len();
         bytes.resize(at + (end - start) as usize, 0);
         file.read_exact_at(&mut bytes[at..], start).map_err(io_error("read", path))?;
     }
     crate::store::write_atomic(path, &bytes)?;
-    Ok(())
+    Ok(salt)
 }
 
 /// Copies a damaged range of `segment` into `damaged/`, named after the segment, the range
@@ -494,6 +540,7 @@ struct SegmentReader {
     input: BufReader<File>,
     path: PathBuf,
     version: Version,
+    salt: u64,
     /// The seq of the record before (`None` before the first).
     previous: Option<u64>,
     done: bool,
@@ -503,17 +550,27 @@ impl SegmentReader {
     fn open(path: &Path) -> Result<SegmentReader, WalError> {
         let file = File::open(path).map_err(io_error("open", path))?;
         let mut input = BufReader::with_capacity(64 * 1024, file);
-        let mut magic = [0u8; 8];
-        let version = match read_full(&mut input, &mut magic).map_err(io_error("read", path))? {
-            true => Version::of_magic(&magic),
-            false => None,
+        let mut head = [0u8; 32];
+        let mut read = |bytes: &mut [u8]| read_full(&mut input, bytes).map_err(io_error("read", path));
+        let found = match read(&mut head[..8])?.then(|| Version::of_magic(&head[..8])).flatten() {
+            Some(Version::V2) => {
+                let n = Version::V2.segment_header_len();
+                read(&mut head[8..n])?
+                    .then(|| record::read_salt(&head[..n]))
+                    .flatten()
+                    .map(|s| (Version::V2, s))
+            }
+            Some(Version::V1) => Some((Version::V1, 0)),
+            None => None,
         };
+        let (version, salt) = found.unwrap_or((Version::V2, 0));
         Ok(SegmentReader {
             input,
             path: path.to_owned(),
-            version: version.unwrap_or(Version::V2),
+            version,
+            salt,
             previous: None,
-            done: version.is_none(),
+            done: found.is_none(),
         })
     }
 }
@@ -525,7 +582,7 @@ impl Iterator for SegmentReader {
         if self.done {
             return None;
         }
-        match decode_next(&mut self.input, self.version, self.previous) {
+        match decode_next(&mut self.input, self.version, self.salt, self.previous) {
             Ok(Some(record)) => {
                 self.previous = Some(record.seq);
                 Some(Ok(record))
@@ -544,13 +601,18 @@ impl Iterator for SegmentReader {
 
 /// The next valid record, or `None` at the end or at the first invalid one. Seqs grow,
 /// with gaps where damage was taken out.
-fn decode_next(input: &mut impl Read, version: Version, previous: Option<u64>) -> io::Result<Option<Record>> {
+fn decode_next(
+    input: &mut impl Read,
+    version: Version,
+    salt: u64,
+    previous: Option<u64>,
+) -> io::Result<Option<Record>> {
     let mut bytes = [0u8; 24];
     let header_bytes = &mut bytes[..version.header_len()];
     if !read_full(input, header_bytes)? {
         return Ok(None);
     }
-    let Some(header) = record::parse_header(version, header_bytes) else {
+    let Some(header) = record::parse_header(version, salt, header_bytes) else {
         return Ok(None);
     };
     if previous.is_some_and(|p| header.seq <= p) {
@@ -581,278 +643,4 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
 }
 
 #[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    fn bodies(wal: &Wal, after: u64) -> Vec<(u64, Vec<u8>)> {
-        wal.read_after(after).map(|r| r.map(|r| (r.seq, r.body)).unwrap()).collect()
-    }
-
-    #[test]
-    fn records_come_back_in_order_across_segments_and_reopens() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, recovery) = Wal::open(dir.path(), 4096, 0, 0).unwrap();
-        assert_eq!(recovery.records, 0);
-        for i in 0..100u32 {
-            let body = vec![i as u8; 100];
-            assert_eq!(wal.append([body.as_slice()]).unwrap(), u64::from(i) + 1);
-            wal.sync().unwrap();
-        }
-        assert!(list_segments(dir.path()).unwrap().len() > 1);
-        drop(wal);
-        let (wal, recovery) = Wal::open(dir.path(), 4096, 0, 0).unwrap();
-        assert_eq!((recovery.records, recovery.torn_bytes), (100, 0));
-        let read = bodies(&wal, 40);
-        assert_eq!(read.len(), 60);
-        assert_eq!(read[0], (41, vec![40u8; 100]));
-        assert_eq!(wal.next_seq(), 101);
-    }
-
-    #[test]
-    fn release_removes_whole_segments_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), 4096, 0, 0).unwrap();
-        for _ in 0..100 {
-            wal.append([[7u8; 200].as_slice()]).unwrap();
-        }
-        let before = list_segments(dir.path()).unwrap().len();
-        wal.release(50).unwrap();
-        let after = list_segments(dir.path()).unwrap();
-        assert!(after.len() < before);
-        // Every record above 50 is still there.
-        assert_eq!(bodies(&wal, 50).len(), 50);
-        wal.release(u64::MAX).unwrap();
-        assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn a_torn_last_write_is_cut_and_numbering_goes_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
-        wal.append([b"one".as_slice(), b"two".as_slice()]).unwrap();
-        wal.sync().unwrap();
-        drop(wal);
-        let path = segment_path(dir.path(), 1);
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        let mut torn = Vec::new();
-        record::encode(3, b"three", &mut torn);
-        file.write_all(&torn[..torn.len() - 2]).unwrap();
-        drop(file);
-        let (mut wal, recovery) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
-        assert_eq!((recovery.records, recovery.torn_bytes), (2, torn.len() as u64 - 2));
-        assert_eq!(wal.append([b"3".as_slice()]).unwrap(), 3);
-        assert_eq!(bodies(&wal, 0).iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1, 2, 3]);
-    }
-
-    const HEADER: usize = 24;
-
-    fn seqs(wal: &Wal) -> Vec<u64> {
-        bodies(wal, 0).iter().map(|(s, _)| *s).collect()
-    }
-
-    /// A log of `n` records of 100 bytes in one segment, closed.
-    fn log_of(dir: &Path, n: u64) -> PathBuf {
-        let (mut wal, _) = Wal::open(dir, 1 << 20, 0, 0).unwrap();
-        for i in 0..n {
-            wal.append([vec![i as u8; 100].as_slice()]).unwrap();
-        }
-        wal.sync().unwrap();
-        segment_path(dir, 1)
-    }
-
-    #[test]
-    fn damage_in_an_older_segment_costs_only_the_records_it_touched() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), 4096, 0, 0).unwrap();
-        for _ in 0..60 {
-            wal.append([[1u8; 200].as_slice()]).unwrap();
-        }
-        drop(wal);
-        let first = segment_path(dir.path(), 1);
-        let mut bytes = fs::read(&first).unwrap();
-        let at = MAGIC.len() + 2 * (HEADER + 200) + HEADER + 5;
-        bytes[at] ^= 0xff;
-        fs::write(&first, &bytes).unwrap();
-        let (wal, recovery) = Wal::open(dir.path(), 4096, 0, 0).unwrap();
-        assert_eq!(recovery.torn_bytes, 0);
-        assert_eq!(recovery.damage.len(), 1);
-        let damage = &recovery.damage[0];
-        assert!(damage.found_now && damage.kept_in.exists());
-        assert_eq!(damage.seqs, LostSeqs::Range(3, 3));
-        assert_eq!(
-            (damage.start, damage.end),
-            ((MAGIC.len() + 2 * (HEADER + 200)) as u64, (MAGIC.len() + 3 * (HEADER + 200)) as u64)
-        );
-        let expected: Vec<u64> = (1..=60).filter(|&s| s != 3).collect();
-        assert_eq!(seqs(&wal), expected);
-        drop(wal);
-        // Reported again at the next open, until an operator removes it.
-        let (wal, recovery) = Wal::open(dir.path(), 4096, 0, 0).unwrap();
-        assert_eq!(recovery.damage.len(), 1);
-        assert!(!recovery.damage[0].found_now);
-        assert_eq!(seqs(&wal), expected);
-    }
-
-    #[test]
-    fn one_flipped_byte_anywhere_loses_at_most_one_record_and_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = log_of(dir.path(), 6);
-        let good = fs::read(&path).unwrap();
-        for at in 0..good.len() {
-            let dir = tempfile::tempdir().unwrap();
-            let mut bytes = good.clone();
-            bytes[at] ^= 0x10;
-            fs::write(segment_path(dir.path(), 1), &bytes).unwrap();
-            let (mut wal, recovery) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
-            let found = seqs(&wal);
-            assert!(found.len() >= 5, "flip at {at}: {found:?}");
-            assert_eq!(recovery.torn_bytes, 0, "flip at {at}");
-            assert_eq!(recovery.damage.len(), 1, "flip at {at}");
-            let touched = at.checked_sub(MAGIC.len()).map(|r| r / (HEADER + 100) as usize + 1);
-            let expected = match touched {
-                None => LostSeqs::None,
-                Some(6) => LostSeqs::From(6),
-                Some(seq) => LostSeqs::Range(seq as u64, seq as u64),
-            };
-            assert_eq!(recovery.damage[0].seqs, expected, "flip at {at}");
-            // New records never take a lost record's number, and read back after a reopen.
-            let next = wal.append([b"new".as_slice()]).unwrap();
-            assert!(next >= 7, "flip at {at}: next seq {next}");
-            wal.sync().unwrap();
-            drop(wal);
-            let (wal, _) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
-            assert_eq!(seqs(&wal).last(), Some(&next));
-        }
-    }
-
-    #[test]
-    fn a_record_length_made_huge_costs_only_that_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = log_of(dir.path(), 100);
-        let mut bytes = fs::read(&path).unwrap();
-        bytes[MAGIC.len() + 4..MAGIC.len() + 8].copy_from_slice(&200_000_000u32.to_le_bytes());
-        fs::write(&path, &bytes).unwrap();
-        let (wal, recovery) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
-        assert_eq!(seqs(&wal), (2..=100).collect::<Vec<_>>());
-        assert_eq!(recovery.damage[0].seqs, LostSeqs::Range(1, 1));
-    }
-
-    #[test]
-    fn damage_to_committed_records_loses_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = log_of(dir.path(), 10);
-        let mut bytes = fs::read(&path).unwrap();
-        bytes[MAGIC.len() + 3 * (HEADER + 100) + HEADER + 1] ^= 1;
-        fs::write(&path, &bytes).unwrap();
-        let (_, recovery) = Wal::open(dir.path(), 1 << 20, 5, 5).unwrap();
-        assert_eq!(recovery.damage[0].seqs, LostSeqs::None);
-    }
-
-    #[test]
-    fn a_segment_of_random_bytes_is_reported_with_the_seqs_it_held() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), 4096, 0, 0).unwrap();
-        for _ in 0..60 {
-            wal.append([[1u8; 200].as_slice()]).unwrap();
-        }
-        drop(wal);
-        let segments = list_segments(dir.path()).unwrap();
-        let (victim, next) = (&segments[1], &segments[2]);
-        let len = fs::metadata(&victim.path).unwrap().len() as usize;
-        let noise: Vec<u8> = (0..len).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-        fs::write(&victim.path, &noise).unwrap();
-        let (wal, recovery) = Wal::open(dir.path(), 4096, 0, 0).unwrap();
-        assert_eq!(recovery.damage.len(), 1);
-        assert_eq!(recovery.damage[0].seqs, LostSeqs::Range(victim.first, next.first - 1));
-        let found = seqs(&wal);
-        assert_eq!(found.len() as u64, 60 - (next.first - victim.first));
-        assert_eq!(found.last(), Some(&60));
-    }
-
-    #[test]
-    fn zeros_or_a_cut_record_at_the_end_are_a_torn_write_not_damage() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = log_of(dir.path(), 3);
-        let mut bytes = fs::read(&path).unwrap();
-        bytes.extend_from_slice(&[0u8; 4096]);
-        fs::write(&path, &bytes).unwrap();
-        let (wal, recovery) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
-        assert_eq!((recovery.torn_bytes, recovery.damage.len()), (4096, 0));
-        assert_eq!(seqs(&wal), vec![1, 2, 3]);
-    }
-
-    #[test]
-    fn version_1_segments_are_still_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut bytes = record::MAGIC_V1.to_vec();
-        for seq in 1..=3u64 {
-            let body = format!("v1 record {seq}");
-            bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(&record::body_crc(seq, body.as_bytes()).to_le_bytes());
-            bytes.extend_from_slice(&seq.to_le_bytes());
-            bytes.extend_from_slice(body.as_bytes());
-        }
-        fs::write(segment_path(dir.path(), 1), &bytes).unwrap();
-        let (mut wal, recovery) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
-        assert_eq!(recovery.records, 3);
-        // Appends go to a new, version 2 segment.
-        assert_eq!(wal.append([b"4".as_slice()]).unwrap(), 4);
-        drop(wal);
-        let (wal, _) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
-        let read = bodies(&wal, 0);
-        assert_eq!(read.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
-        assert_eq!(read[1].1, b"v1 record 2");
-    }
-
-    #[test]
-    fn a_raised_floor_or_a_torn_new_segment_never_hides_later_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
-        wal.append([b"1".as_slice(), b"2".as_slice()]).unwrap();
-        drop(wal);
-        // The dataset records seq 10 (this log's later segments were lost): numbering jumps,
-        // in a new segment, so a reader of the old one never stops at a gap.
-        let (mut wal, _) = Wal::open(dir.path(), 1 << 20, 10, 0).unwrap();
-        assert_eq!(wal.append([b"11".as_slice()]).unwrap(), 11);
-        drop(wal);
-        // A crash while creating a segment leaves it without its magic.
-        fs::write(segment_path(dir.path(), 12), b"ODF").unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
-        assert_eq!(wal.append([b"12".as_slice()]).unwrap(), 12);
-        drop(wal);
-        let (wal, _) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
-        let seqs: Vec<u64> = bodies(&wal, 0).iter().map(|(s, _)| *s).collect();
-        assert_eq!(seqs, vec![1, 2, 11, 12]);
-    }
-
-    #[test]
-    fn numbering_starts_above_the_floor() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), 4096, 500, 0).unwrap();
-        assert_eq!(wal.append([b"x".as_slice()]).unwrap(), 501);
-        drop(wal);
-        let (wal, _) = Wal::open(dir.path(), 4096, 10, 0).unwrap();
-        assert_eq!(wal.next_seq(), 502);
-    }
-
-    proptest! {
-        /// Whatever bytes a segment holds, reading it never panics and yields only records
-        /// that were written whole.
-        #[test]
-        fn any_segment_bytes_read_safely(noise in proptest::collection::vec(any::<u8>(), 0..2048), cut in 0usize..4096) {
-            let dir = tempfile::tempdir().unwrap();
-            let mut bytes = MAGIC.to_vec();
-            record::encode(1, b"good", &mut bytes);
-            bytes.extend_from_slice(&noise);
-            bytes.truncate(cut.max(MAGIC.len()));
-            fs::write(segment_path(dir.path(), 1), &bytes).unwrap();
-            let (wal, _) = Wal::open(dir.path(), 4096, 0, 0).unwrap();
-            for record in wal.read_after(0) {
-                let record = record.unwrap();
-                prop_assert!(record.seq == 1 && record.body == b"good" || record.seq > 1);
-            }
-        }
-    }
-}
+mod tests;

@@ -19,14 +19,14 @@ pub struct Invalid {
     /// The seq of the last valid record before it, and of the first after it.
     pub before: Option<u64>,
     pub after: Option<u64>,
-    /// Seqs of records inside whose header checks out but whose body does not.
-    pub headers: Vec<u64>,
 }
 
 #[derive(Debug)]
 pub struct Scan {
     /// The segment's format (version 2 when its magic is damaged).
     pub version: Version,
+    /// Its salt (version 2), if a copy of it checks out.
+    pub salt: Option<u64>,
     pub file_len: u64,
     /// Byte ranges of valid records, neighbours merged, in order.
     pub valid: Vec<(u64, u64)>,
@@ -58,16 +58,18 @@ enum At {
 /// Reads the segment in `file` through; `first` is the seq its name says it starts at.
 pub fn scan(file: &File, first: u64) -> io::Result<Scan> {
     let file_len = file.metadata()?.len();
-    let mut magic = [0u8; 8];
-    let known = if file_len >= magic.len() as u64 {
-        file.read_exact_at(&mut magic, 0)?;
-        Version::of_magic(&magic)
-    } else {
-        None
-    };
+    let mut head = vec![0u8; (file_len as usize).min(Version::V2.segment_header_len())];
+    file.read_exact_at(&mut head, 0)?;
+    let known = head.get(..8).and_then(Version::of_magic);
     let version = known.unwrap_or(Version::V2);
+    let salt = match version {
+        Version::V2 => record::read_salt(&head),
+        Version::V1 => Some(0),
+    };
+    let header_len = version.segment_header_len() as u64;
     let mut scan = Scan {
         version,
+        salt,
         file_len,
         valid: Vec::new(),
         records: 0,
@@ -75,18 +77,25 @@ pub fn scan(file: &File, first: u64) -> io::Result<Scan> {
         damaged: Vec::new(),
         tail: None,
     };
-    if file_len < magic.len() as u64 {
-        // A crash while the segment was being created.
+    if file_len < header_len || salt.is_none() {
+        // A crash while the segment was being created, or no salt to check its records by.
         if file_len > 0 {
-            scan.tail = Some((invalid(0, file_len, None), true));
+            scan.tail = Some((invalid(0, file_len, None), file_len < header_len));
         }
         return Ok(scan);
     }
-    let mut pos = magic.len() as u64;
-    let mut bad: Option<Invalid> = known.is_none().then(|| invalid(0, 0, None));
+    let salt = salt.unwrap_or_default();
+    // A segment header that is not what it was written as (one copy of the salt damaged,
+    // the magic) holds no record, but is damage all the same.
+    let intact = match version {
+        Version::V2 => known.is_some() && head == record::segment_header(salt),
+        Version::V1 => true,
+    };
+    let mut bad: Option<Invalid> = (!intact).then(|| invalid(0, 0, None));
+    let mut pos = header_len;
     while pos < file_len {
         let min_seq = scan.last_seq.map_or(first, |s| s + 1);
-        match record_at(file, version, pos, file_len, min_seq)? {
+        match record_at(file, version, salt, pos, file_len, min_seq)? {
             At::Valid(header) => {
                 if let Some(mut range) = bad.take() {
                     range.end = pos;
@@ -103,40 +112,46 @@ pub fn scan(file: &File, first: u64) -> io::Result<Scan> {
                 pos = end;
             }
             found => {
-                let range = bad.get_or_insert_with(|| invalid(pos, pos, scan.last_seq));
-                if let At::BadBody(header) = found {
-                    range.headers.push(header.seq);
-                }
-                // Version 1 records have nothing to find them by again.
-                pos = match version {
-                    Version::V2 => {
-                        resync(file, pos + 1, file_len, min_seq, &mut range.headers)?.unwrap_or(file_len)
-                    }
-                    Version::V1 => file_len,
+                bad.get_or_insert_with(|| invalid(pos, pos, scan.last_seq));
+                pos = match (found, version) {
+                    // Its length checked out: the next record starts after it.
+                    (At::BadBody(header), _) => pos + header.record_len(version),
+                    // A record the end of the file cut short: nothing follows it.
+                    (At::Cut, _) => file_len,
+                    (_, Version::V2) => resync(file, salt, pos + 1, file_len, min_seq)?.unwrap_or(file_len),
+                    // Version 1 records have nothing to find them by again.
+                    (_, Version::V1) => file_len,
                 };
             }
         }
     }
     if let Some(mut range) = bad {
         range.end = file_len;
-        let torn = looks_torn(file, version, range.start, file_len)?;
+        let torn = looks_torn(file, version, salt, range.start, file_len)?;
         scan.tail = Some((range, torn));
     }
     Ok(scan)
 }
 
 fn invalid(start: u64, end: u64, before: Option<u64>) -> Invalid {
-    Invalid { start, end, before, after: None, headers: Vec::new() }
+    Invalid { start, end, before, after: None }
 }
 
-fn record_at(file: &File, version: Version, pos: u64, file_len: u64, min_seq: u64) -> io::Result<At> {
+fn record_at(
+    file: &File,
+    version: Version,
+    salt: u64,
+    pos: u64,
+    file_len: u64,
+    min_seq: u64,
+) -> io::Result<At> {
     let header_len = version.header_len();
     if pos + header_len as u64 > file_len {
         return Ok(At::Cut);
     }
     let mut bytes = [0u8; 24];
     file.read_exact_at(&mut bytes[..header_len], pos)?;
-    let Some(header) = record::parse_header(version, &bytes[..header_len]).filter(|h| h.seq >= min_seq)
+    let Some(header) = record::parse_header(version, salt, &bytes[..header_len]).filter(|h| h.seq >= min_seq)
     else {
         return Ok(At::NotARecord);
     };
@@ -157,28 +172,19 @@ fn record_at(file: &File, version: Version, pos: u64, file_len: u64, min_seq: u6
     Ok(if hasher.finalize() == header.body_crc { At::Valid(header) } else { At::BadBody(header) })
 }
 
-/// The position of the next valid record at or after `from`, noting the seqs of records
-/// whose header survived but whose body did not.
-fn resync(
-    file: &File,
-    from: u64,
-    file_len: u64,
-    min_seq: u64,
-    headers: &mut Vec<u64>,
-) -> io::Result<Option<u64>> {
+/// The position of the next valid record at or after `from`, found by its sync bytes and a
+/// header that checks out with the segment's salt.
+fn resync(file: &File, salt: u64, from: u64, file_len: u64, min_seq: u64) -> io::Result<Option<u64>> {
     let mut window = vec![0u8; WINDOW];
     let mut at = from;
     while at + SYNC.len() as u64 <= file_len {
         let n = (file_len - at).min(WINDOW as u64) as usize;
         file.read_exact_at(&mut window[..n], at)?;
         for i in 0..=n - SYNC.len() {
-            if window[i..i + SYNC.len()] != SYNC {
-                continue;
-            }
-            match record_at(file, Version::V2, at + i as u64, file_len, min_seq)? {
-                At::Valid(_) => return Ok(Some(at + i as u64)),
-                At::BadBody(header) => headers.push(header.seq),
-                At::Cut | At::NotARecord => {}
+            if window[i..i + SYNC.len()] == SYNC
+                && let At::Valid(_) = record_at(file, Version::V2, salt, at + i as u64, file_len, min_seq)?
+            {
+                return Ok(Some(at + i as u64));
             }
         }
         if n < WINDOW {
@@ -194,8 +200,8 @@ fn resync(
 /// append: fewer bytes than a header, a header that checks out over a body the end cut
 /// short, or zeros (space the file system gave the file but never filled). Anything else
 /// is damage.
-fn looks_torn(file: &File, version: Version, start: u64, file_len: u64) -> io::Result<bool> {
-    if let At::Cut = record_at(file, version, start, file_len, 0)? {
+fn looks_torn(file: &File, version: Version, salt: u64, start: u64, file_len: u64) -> io::Result<bool> {
+    if let At::Cut = record_at(file, version, salt, start, file_len, 0)? {
         return Ok(true);
     }
     let mut window = vec![0u8; WINDOW];

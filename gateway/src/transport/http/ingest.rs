@@ -158,7 +158,7 @@ impl Push {
         }
         let body = body.as_mut().ok_or_else(|| ApiError::internal("the body was read already"))?;
         // Held against the body budget until the pipeline has taken the payload.
-        let (payload, _held) = body::collect(body, state.max_body, announced, &state.body_budget)
+        let (payload, held) = body::collect(body, state.max_body, announced, &state.body_budget)
             .await
             .map_err(|e| match e {
                 BodyError::TooBig { limit } => too_big(limit),
@@ -185,7 +185,10 @@ impl Push {
             sender: peer.describe(&who),
             durability: Durability::Synced,
         };
-        let accepted = dataset.submit(submission).await?;
+        let accepted = dataset.submit(submission).await;
+        // The pipeline's own budget holds the payload from here on.
+        drop(held);
+        let accepted = accepted?;
         let committed = match (wait, accepted.seq) {
             (true, Some(seq)) => dataset.wait_committed(seq, state.commit_wait).await,
             (true, None) => true,

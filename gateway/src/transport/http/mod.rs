@@ -58,6 +58,8 @@ pub struct HttpState {
     pub body_budget: Arc<BodyBudget>,
     pub commit_wait: Duration,
     pub query: QueryLimits,
+    /// One permit a query running (`http.max_queries`).
+    pub query_slots: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {

@@ -4,8 +4,9 @@
 //!
 //! A query is bounded: its operators' memory (`http.query_memory`), its time
 //! (`http.query_timeout`, 504 beyond) and its answer, formatted a batch at a time as the
-//! query runs, in bytes (`http.query_max_answer`, 413 beyond). A query whose client goes
-//! away is dropped with its request, which stops it.
+//! query runs, in bytes (`http.query_max_answer`, 413 beyond); and so many run at once
+//! (`http.max_queries`, 503 beyond). A query whose client goes away is dropped with its
+//! request, which stops it.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -56,6 +57,13 @@ pub async fn run(
     mut body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let who = principal(&state.access, &headers, &peer).await?;
+    let Ok(_slot) = state.query_slots.clone().try_acquire_owned() else {
+        metrics::counter!("odf_http_queries_refused_total", "reason" => "busy").increment(1);
+        return Err(ApiError::unavailable(
+            "as many queries as the gateway runs at once (http.max_queries) are running; retry shortly",
+            Duration::from_secs(1),
+        ));
+    };
     let (body, _held) =
         body::collect(&mut body, MAX_QUERY, None, &state.body_budget).await.map_err(|e| match e {
             body::BodyError::TooBig { .. } => {

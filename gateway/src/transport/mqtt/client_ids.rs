@@ -29,7 +29,9 @@ pub struct ClientIds {
 }
 
 impl ClientIds {
-    /// Lets `who` use the client id of `info`, or says why not.
+    /// Lets `who` use the client id of `info`, or says why not. The claim is made before the
+    /// registry is read, so that of two identities connecting at once, one sees the other's
+    /// claim or its session.
     pub async fn claim(
         &self,
         scx: &ServerContext,
@@ -39,23 +41,32 @@ impl ClientIds {
     ) -> Result<(), String> {
         let client_id: &str = &info.id().client_id;
         access.may_use_client_id(who, client_id)?;
+        {
+            let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+            claims.retain(|_, (_, at)| at.elapsed() < CLAIM);
+            if let Some((holder, _)) = claims.get(client_id).filter(|(holder, _)| holder != who) {
+                return Err(format!(
+                    "client id '{client_id}' is being connected by another identity ({holder})"
+                ));
+            }
+            claims.insert(client_id.to_owned(), (who.clone(), Instant::now()));
+        }
         let session = scx.extends.shared().await.entry(info.id().clone()).session();
         if let Some(session) = session {
             let holder = super::gate::principal_of(access, session.connect_info().await.ok().as_deref());
             if &holder != who {
+                self.release(client_id, who);
                 return Err(format!("client id '{client_id}' is in use by another identity ({holder})"));
             }
         }
+        Ok(())
+    }
+
+    /// A CONNECT by `who` with `client_id` was refused after its claim: the id is free again.
+    pub fn release(&self, client_id: &str, who: &Principal) {
         let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
-        claims.retain(|_, (_, at)| at.elapsed() < CLAIM);
-        match claims.get(client_id) {
-            Some((holder, _)) if holder != who => {
-                Err(format!("client id '{client_id}' is being connected by another identity ({holder})"))
-            }
-            _ => {
-                claims.insert(client_id.to_owned(), (who.clone(), Instant::now()));
-                Ok(())
-            }
+        if claims.get(client_id).is_some_and(|(holder, _)| holder == who) {
+            claims.remove(client_id);
         }
     }
 

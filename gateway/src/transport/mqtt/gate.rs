@@ -131,6 +131,11 @@ impl Handler for Gate {
                 };
                 (false, Some(HookResult::SubscribeAclResult(verdict)))
             }
+            // A CONNECT let in here but refused later (by rmqtt) frees the id it claimed.
+            Parameter::ClientConnack(info, reason) if !reason.success() => {
+                self.client_ids.release(&info.id().client_id, &principal_of(&self.access, Some(info)));
+                (true, acc)
+            }
             Parameter::ClientConnected(session) => {
                 self.client_ids.settled(&session.id.client_id);
                 if session.connect_info().await.is_ok_and(|info| info.clean_start()) {
@@ -174,9 +179,15 @@ impl Gate {
             Err(Denied::NoCredentials) => return AuthResult::NotAuthorized,
             Err(Denied::BadCredentials) => return AuthResult::BadUsernameOrPassword,
         };
-        let refused = match self.client_ids.claim(&self.scx, &self.access, info, &who).await {
-            Err(reason) => Some(("client_id", reason)),
-            Ok(()) => self.will_refused(info, &who).map(|reason| ("will", reason)),
+        // The will first: a CONNECT refused for it leaves no claim on its client id.
+        let refused = match self.will_refused(info, &who) {
+            Some(reason) => Some(("will", reason)),
+            None => self
+                .client_ids
+                .claim(&self.scx, &self.access, info, &who)
+                .await
+                .err()
+                .map(|r| ("client_id", r)),
         };
         if let Some((what, reason)) = refused {
             metrics::counter!("odf_mqtt_connects_refused_total", "reason" => what).increment(1);

@@ -105,6 +105,7 @@ impl Broker {
             Type::MessagePublishCheckAcl,
             Type::MessagePublish,
             Type::ClientSubscribeCheckAcl,
+            Type::ClientConnack,
             Type::ClientConnected,
             Type::ClientDisconnected,
             Type::SessionTerminated,
