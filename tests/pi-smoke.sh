@@ -83,6 +83,7 @@ start
 curl -fsS -X POST "http://127.0.0.1:$http/datasets/gps/sources/vendorA" -H 'Content-Type: application/x-ndjson' \
     --data-binary '{"device_id":"PI-HTTP","seq":1,"t":"2026-01-01T12:00:00Z","lat":49.28,"lon":-123.12,"speed_kmh":31.5}' \
     || fail "HTTP POST"
+echo
 mosquitto_pub -h 127.0.0.1 -p "$mqtt" -V mqttv5 -q 1 -t datasets/gps/sources/vendorA \
     -m '{"device_id":"PI-MQTT","seq":1,"t":"2026-01-01T12:00:10Z","lat":49.281,"lon":-123.121}' || fail "mosquitto_pub"
 coap-client-notls -m post -t 50 "coap://127.0.0.1:$coap/datasets/gps/sources/vendorC" \
