@@ -92,6 +92,7 @@ pub async fn run(
         tracing::info!(dataset = dataset.name(), sources = %sources.join(", "), "dataset open");
     }
 
+    let upkeep = tokio::spawn(fold_metric_samples(http::metrics_handle()));
     let (stop, stopped) = watch::channel(false);
     let mut servers = Vec::new();
     let mut addresses = Addresses::default();
@@ -249,8 +250,20 @@ pub async fn run(
     if let Err(e) = tokio::task::spawn_blocking(move || closing.shutdown()).await {
         tracing::error!("the pipeline did not stop cleanly: {e}");
     }
+    upkeep.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Histogram samples wait in the metrics recorder until an upkeep folds them into their
+/// buckets, which a scrape of `/metrics` also does; without scrapes they would pile up for
+/// good (a sample or two for every message), so they are folded every few seconds.
+async fn fold_metric_samples(handle: metrics_exporter_prometheus::PrometheusHandle) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        handle.run_upkeep();
+    }
 }
 
 /// Applies every manifest at `path` (a missing folder is skipped), reporting what changed.
