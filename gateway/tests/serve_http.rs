@@ -19,6 +19,14 @@ fn fleet(vendor: Vendor, devices: usize) -> Vec<u8> {
     encode(vendor, &fleet.tick())
 }
 
+/// A gateway with the GPS dataset and these keys in its `[http]` table.
+fn gps_server_with_http(keys: &str) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("gps.yaml", GPS)]);
+    let server = Server::start(dir.path(), &config("").replace("[http]\n", &format!("[http]\n{keys}")));
+    (dir, server)
+}
+
 fn gps_server(extra: &str) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     schemas(dir.path(), &[("gps.yaml", GPS)]);
@@ -748,13 +756,8 @@ fn every_listener_closes_a_connection_that_does_not_finish_its_handshake() {
 /// room for new ones: the one idle the longest is closed first.
 #[test]
 fn idle_connections_at_the_cap_make_room_for_health_checks() {
-    let dir = tempfile::tempdir().unwrap();
-    schemas(dir.path(), &[("gps.yaml", GPS)]);
-    let toml = config("").replace(
-        "[http]\n",
-        "[http]\nmax_connections = 20\nhandshake_timeout = \"1h\"\nidle_timeout = \"1h\"\n",
-    );
-    let server = Server::start(dir.path(), &toml);
+    let (_dir, server) =
+        gps_server_with_http("max_connections = 20\nhandshake_timeout = \"1h\"\nidle_timeout = \"1h\"\n");
     let mut silent: Vec<TcpStream> = (0..10).map(|_| connect(server.http, b"")).collect();
     let mut idle: Vec<TcpStream> = Vec::new();
     for _ in 0..10 {
@@ -779,13 +782,9 @@ fn idle_connections_at_the_cap_make_room_for_health_checks() {
 /// trickles in falls behind `body_min_rate` and is answered 408.
 #[test]
 fn idle_connections_and_trickled_bodies_are_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    schemas(dir.path(), &[("gps.yaml", GPS)]);
-    let toml = config("").replace(
-        "[http]\n",
-        "[http]\nidle_timeout = \"1s\"\nbody_grace = \"1s\"\nbody_min_rate = \"1 KiB\"\nbody_timeout = \"1h\"\n",
+    let (_dir, server) = gps_server_with_http(
+        "idle_timeout = \"1s\"\nbody_grace = \"1s\"\nbody_min_rate = \"1 KiB\"\nbody_timeout = \"1h\"\n",
     );
-    let server = Server::start(dir.path(), &toml);
     let mut keep_alive = connect(server.http, b"");
     healthz_keep_alive(&mut keep_alive);
     assert!(closed_within(&mut keep_alive, Duration::from_secs(20)), "an idle keep-alive connection stays");
@@ -813,13 +812,8 @@ fn idle_connections_and_trickled_bodies_are_closed() {
 /// answered 503 with Retry-After.
 #[test]
 fn bodies_being_received_stay_within_the_body_buffer() {
-    let dir = tempfile::tempdir().unwrap();
-    schemas(dir.path(), &[("gps.yaml", GPS)]);
-    let toml = config("").replace(
-        "[http]\n",
-        "[http]\nmax_body_buffer = \"16 MiB\"\nbody_timeout = \"1h\"\nbody_min_rate = 0\n",
-    );
-    let server = Server::start(dir.path(), &toml);
+    let (_dir, server) =
+        gps_server_with_http("max_body_buffer = \"16 MiB\"\nbody_timeout = \"1h\"\nbody_min_rate = 0\n");
     let before = server.memory("VmRSS");
     let head = "POST /datasets/gps/sources/vendorA HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n";
     let chunk =
@@ -858,8 +852,10 @@ fn bodies_being_received_stay_within_the_body_buffer() {
 fn a_query_is_bounded_in_bytes_and_time_and_stops_with_its_client() {
     let dir = tempfile::tempdir().unwrap();
     schemas(dir.path(), &[("gps.yaml", GPS)]);
-    let toml =
-        config("").replace("[http]\n", "[http]\nquery_max_answer = \"64 KiB\"\nquery_timeout = \"1h\"\nmax_queries = 1\n");
+    let toml = config("").replace(
+        "[http]\n",
+        "[http]\nquery_max_answer = \"64 KiB\"\nquery_timeout = \"1h\"\nmax_queries = 1\n",
+    );
     let server = Server::start(dir.path(), &toml);
     let r = server.post(
         "/query",
