@@ -6,22 +6,18 @@ option the gateway does not understand is 4.02."""
 
 import asyncio
 import json
-import shutil
 import signal
 
 import aiocoap
 
 from aiocoap.optiontypes import OpaqueOption
 
-from test_serve_pull import get, start
+from test_serve_pull import get, start_with_gps
 
 
 def test_aiocoap_post_discover_and_errors(gateway_bin, tmp_path, schemas):
-    (tmp_path / "schemas").mkdir()
-    shutil.copy(schemas / "gps.yaml", tmp_path / "schemas" / "gps.yaml")
-    process, base = start(gateway_bin, tmp_path)
+    process, base, addresses = start_with_gps(gateway_bin, tmp_path, schemas)
     try:
-        addresses = json.loads((tmp_path / "addresses.json").read_text())
         host, port = addresses["coap"]["udp"][0].rsplit(":", 1)
         root = f"coap://{host}:{port}"
 

@@ -3,7 +3,6 @@ over MQTT 5: a good payload is acknowledged with reason code 0 and committed; a 
 which no record fits gets 0x99 (Payload format invalid) and goes to the quarantine."""
 
 import json
-import shutil
 import signal
 import threading
 
@@ -11,15 +10,12 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from test_serve_pull import get, start
+from test_serve_pull import get, start_with_gps
 
 
 def test_paho_v5_publish_outcomes(gateway_bin, tmp_path, schemas):
-    (tmp_path / "schemas").mkdir()
-    shutil.copy(schemas / "gps.yaml", tmp_path / "schemas" / "gps.yaml")
-    process, base = start(gateway_bin, tmp_path)
+    process, base, addresses = start_with_gps(gateway_bin, tmp_path, schemas)
     try:
-        addresses = json.loads((tmp_path / "addresses.json").read_text())
         host, port = addresses["mqtt"]["tcp"][0].rsplit(":", 1)
         acks = {}
         done = threading.Event()
@@ -81,11 +77,8 @@ def test_paho_v5_publish_outcomes(gateway_bin, tmp_path, schemas):
 def test_paho_v5_wills_and_topic_aliases_keep_to_the_rules(gateway_bin, tmp_path, schemas):
     """A will on a topic the client may not publish to is refused at CONNECT (0x87); a topic
     alias above the CONNACK's Topic Alias Maximum closes the connection unacknowledged."""
-    (tmp_path / "schemas").mkdir()
-    shutil.copy(schemas / "gps.yaml", tmp_path / "schemas" / "gps.yaml")
-    process, base = start(gateway_bin, tmp_path)
+    process, base, addresses = start_with_gps(gateway_bin, tmp_path, schemas)
     try:
-        addresses = json.loads((tmp_path / "addresses.json").read_text())
         host, port = addresses["mqtt"]["tcp"][0].rsplit(":", 1)
 
         connacks = []

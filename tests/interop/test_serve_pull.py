@@ -57,10 +57,16 @@ def start(gateway_bin, root):
         time.sleep(0.05)
 
 
+def start_with_gps(gateway_bin, root, schemas):
+    """`start` with the shipped GPS manifest; also returns the listeners' addresses."""
+    (root / "schemas").mkdir()
+    shutil.copy(schemas / "gps.yaml", root / "schemas" / "gps.yaml")
+    process, base = start(gateway_bin, root)
+    return process, base, json.loads((root / "addresses.json").read_text())
+
+
 def test_pull_from_a_running_gateway(gateway_bin, tmp_path, schemas):
-    (tmp_path / "schemas").mkdir()
-    shutil.copy(schemas / "gps.yaml", tmp_path / "schemas" / "gps.yaml")
-    process, base = start(gateway_bin, tmp_path)
+    process, base, _ = start_with_gps(gateway_bin, tmp_path, schemas)
     try:
         reports = b"".join(
             json.dumps({"device_id": f"A-{i}", "seq": i, "t": "2026-01-01T12:00:00Z", "lat": 49.2, "lon": -123.1}).encode() + b"\n"

@@ -136,21 +136,24 @@ impl Entry {
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
     // Longer names and origins than 64 KiB are cut at a char boundary: they are labels.
-    let mut end = s.len().min(u16::MAX as usize);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    out.extend_from_slice(&(end as u16).to_le_bytes());
-    out.extend_from_slice(&s.as_bytes()[..end]);
+    let s = cut(s, u16::MAX as usize);
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
 }
 
 fn put_long(out: &mut Vec<u8>, s: &str) {
-    let mut end = s.len().min(u32::MAX as usize);
+    let s = cut(s, u32::MAX as usize);
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// `s`, or its longest start of at most `max` bytes that ends at a char boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    out.extend_from_slice(&(end as u32).to_le_bytes());
-    out.extend_from_slice(&s.as_bytes()[..end]);
+    &s[..end]
 }
 
 struct Input<'a>(&'a [u8]);

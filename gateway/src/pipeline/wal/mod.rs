@@ -17,21 +17,25 @@
 //! says the segment, the byte range and the seqs of the records they held, and each open
 //! reports every range kept there until an operator removes it.
 
+mod damage;
+mod reader;
 mod record;
 mod recover;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+pub use self::damage::{Damage, LostSeqs};
+use self::damage::{keep_aside, list_damage};
+use self::reader::SegmentReader;
 use self::record::Version;
 use crate::store::IoError;
 
 /// A length beyond this is damage, not a record: the gateway never writes one so big.
 pub const MAX_RECORD: usize = 256 * 1024 * 1024;
 const SUFFIX: &str = ".wal";
-const DAMAGED: &str = "damaged";
 /// A note of the seq up to which every record is committed.
 const COMMITTED: &str = "committed";
 
@@ -58,42 +62,6 @@ fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) 
 pub struct Record {
     pub seq: u64,
     pub body: Vec<u8>,
-}
-
-/// The seqs of the records that damaged bytes held, as far as the framing tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LostSeqs {
-    /// No record: the damage was in the segment's magic, say.
-    None,
-    /// From the first to the last, both included.
-    Range(u64, u64),
-    /// From this one to an unknown last (damage at the end of the newest segment).
-    From(u64),
-}
-
-impl std::fmt::Display for LostSeqs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LostSeqs::None => f.write_str("none"),
-            LostSeqs::Range(first, last) => write!(f, "{first}-{last}"),
-            LostSeqs::From(first) => write!(f, "{first}-"),
-        }
-    }
-}
-
-/// A range of damaged bytes kept in `damaged/`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Damage {
-    /// The segment it was in (its file name).
-    pub segment: String,
-    /// Where it was in the segment: `start..end`.
-    pub start: u64,
-    pub end: u64,
-    pub seqs: LostSeqs,
-    /// The file the bytes were moved to.
-    pub kept_in: PathBuf,
-    /// Found by this open, not by an earlier one.
-    pub found_now: bool,
 }
 
 /// What opening the log found and repaired.
@@ -457,189 +425,11 @@ fn rewrite(segment: &Segment, file: &File, scan: &recover::Scan) -> Result<u64, 
     Ok(salt)
 }
 
-/// Copies a damaged range of `segment` into `damaged/`, named after the segment, the range
-/// and the seqs it held.
-fn keep_aside(
-    dir: &Path,
-    segment: &Segment,
-    file: &File,
-    range: &recover::Invalid,
-    seqs: LostSeqs,
-) -> Result<PathBuf, WalError> {
-    let damaged = dir.join(DAMAGED);
-    fs::create_dir_all(&damaged).map_err(io_error("create folder", &damaged))?;
-    let mut bytes = vec![0u8; (range.end - range.start) as usize];
-    file.read_exact_at(&mut bytes, range.start).map_err(io_error("read", &segment.path))?;
-    let name = format!("{:020}-bytes-{}-{}-seqs-{seqs}", segment.first, range.start, range.end);
-    let target = damaged.join(name);
-    crate::store::write_atomic(&target, &bytes)?;
-    Ok(target)
-}
-
-/// Every damaged range kept in `damaged/`, read back from the files' names (those of
-/// earlier versions, `<segment>-at-<offset>`, hold the rest of the segment from there).
-fn list_damage(dir: &Path) -> Result<Vec<Damage>, WalError> {
-    let folder = dir.join(DAMAGED);
-    let entries = match fs::read_dir(&folder) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error("list", &folder)(e)),
-    };
-    let mut found = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_error("list", &folder))?;
-        let (Some(name), Ok(meta)) = (entry.file_name().to_str().map(str::to_owned), entry.metadata()) else {
-            continue;
-        };
-        if let Some(damage) = parse_damage_name(&name, meta.len(), entry.path()) {
-            found.push(damage);
-        }
-    }
-    found.sort_by(|a, b| (&a.segment, a.start).cmp(&(&b.segment, b.start)));
-    Ok(found)
-}
-
-fn parse_damage_name(name: &str, size: u64, kept_in: PathBuf) -> Option<Damage> {
-    let (first, rest) = name.split_once('-')?;
-    let first: u64 = first.parse().ok()?;
-    let segment = format!("{first:020}{SUFFIX}");
-    if let Some(at) = rest.strip_prefix("at-") {
-        let start: u64 = at.parse().ok()?;
-        let end = start + size;
-        return Some(Damage { segment, start, end, seqs: LostSeqs::From(first), kept_in, found_now: false });
-    }
-    let (range, seqs) = rest.strip_prefix("bytes-")?.split_once("-seqs-")?;
-    let (start, end) = range.split_once('-')?;
-    let seqs = match seqs {
-        "none" => LostSeqs::None,
-        s => match s.split_once('-')? {
-            (lo, "") => LostSeqs::From(lo.parse().ok()?),
-            (lo, hi) => LostSeqs::Range(lo.parse().ok()?, hi.parse().ok()?),
-        },
-    };
-    Some(Damage {
-        segment,
-        start: start.parse().ok()?,
-        end: end.parse().ok()?,
-        seqs,
-        kept_in,
-        found_now: false,
-    })
-}
-
 fn segment_version(path: &Path) -> Option<Version> {
     let mut magic = [0u8; 8];
     let file = File::open(path).ok()?;
     file.read_exact_at(&mut magic, 0).ok()?;
     Version::of_magic(&magic)
-}
-
-/// The records of one segment, in order, up to the first invalid one (after `open` has
-/// repaired it, that is its end).
-struct SegmentReader {
-    input: BufReader<File>,
-    path: PathBuf,
-    version: Version,
-    salt: u64,
-    /// The seq of the record before (`None` before the first).
-    previous: Option<u64>,
-    done: bool,
-}
-
-impl SegmentReader {
-    fn open(path: &Path) -> Result<SegmentReader, WalError> {
-        let file = File::open(path).map_err(io_error("open", path))?;
-        let mut input = BufReader::with_capacity(64 * 1024, file);
-        let mut head = [0u8; 32];
-        let mut read = |bytes: &mut [u8]| read_full(&mut input, bytes).map_err(io_error("read", path));
-        let found = match read(&mut head[..8])?.then(|| Version::of_magic(&head[..8])).flatten() {
-            Some(Version::V2) => {
-                let n = Version::V2.segment_header_len();
-                read(&mut head[8..n])?
-                    .then(|| record::read_salt(&head[..n]))
-                    .flatten()
-                    .map(|s| (Version::V2, s))
-            }
-            Some(Version::V1) => Some((Version::V1, 0)),
-            None => None,
-        };
-        let (version, salt) = found.unwrap_or((Version::V2, 0));
-        Ok(SegmentReader {
-            input,
-            path: path.to_owned(),
-            version,
-            salt,
-            previous: None,
-            done: found.is_none(),
-        })
-    }
-}
-
-impl Iterator for SegmentReader {
-    type Item = Result<Record, WalError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        match decode_next(&mut self.input, self.version, self.salt, self.previous) {
-            Ok(Some(record)) => {
-                self.previous = Some(record.seq);
-                Some(Ok(record))
-            }
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(io_error("read", &self.path)(e)))
-            }
-        }
-    }
-}
-
-/// The next valid record, or `None` at the end or at the first invalid one. Seqs grow,
-/// with gaps where damage was taken out.
-fn decode_next(
-    input: &mut impl Read,
-    version: Version,
-    salt: u64,
-    previous: Option<u64>,
-) -> io::Result<Option<Record>> {
-    let mut bytes = [0u8; 24];
-    let header_bytes = &mut bytes[..version.header_len()];
-    if !read_full(input, header_bytes)? {
-        return Ok(None);
-    }
-    let Some(header) = record::parse_header(version, salt, header_bytes) else {
-        return Ok(None);
-    };
-    if previous.is_some_and(|p| header.seq <= p) {
-        return Ok(None);
-    }
-    let mut body = Vec::new();
-    if (input.take(header.len as u64).read_to_end(&mut body)?) < header.len {
-        return Ok(None);
-    }
-    if record::body_crc(header.seq, &body) != header.body_crc {
-        return Ok(None);
-    }
-    Ok(Some(Record { seq: header.seq, body }))
-}
-
-/// Fills `buf`; `false` if the input ended first (a torn or empty tail).
-fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match input.read(&mut buf[filled..]) {
-            Ok(0) => return Ok(false),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
 }
 
 #[cfg(test)]

@@ -27,12 +27,7 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let who = principal(&state.access, &headers, &peer).await?;
-    let names: Vec<String> = state
-        .pipeline
-        .datasets()
-        .map(|d| d.name().to_owned())
-        .filter(|n| state.access.may_query(&who, n))
-        .collect();
+    let names: Vec<String> = state.readable_datasets(&who);
     let state2 = state.clone();
     let described = blocking(move || {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -62,6 +62,17 @@ pub struct HttpState {
     pub query_slots: Arc<tokio::sync::Semaphore>,
 }
 
+impl HttpState {
+    /// The datasets `who` may read.
+    pub fn readable_datasets(&self, who: &crate::access::Principal) -> Vec<String> {
+        self.pipeline
+            .datasets()
+            .map(|d| d.name().to_owned())
+            .filter(|n| self.access.may_query(who, n))
+            .collect()
+    }
+}
+
 pub fn router(state: Arc<HttpState>) -> Router {
     let api = Router::new()
         .route("/healthz", get(ops::healthz))

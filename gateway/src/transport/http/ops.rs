@@ -101,12 +101,7 @@ pub async fn metrics(
 ) -> Result<Response, ApiError> {
     let who = principal(&state.access, &headers, &peer).await?;
     let everything = state.access.grants(&who).is_some_and(|g| g.metrics);
-    let readable: Vec<String> = state
-        .pipeline
-        .datasets()
-        .map(|d| d.name().to_owned())
-        .filter(|name| state.access.may_query(&who, name))
-        .collect();
+    let readable: Vec<String> = state.readable_datasets(&who);
     if !everything && readable.is_empty() {
         return Err(match who {
             Principal::Anonymous => ApiError::unauthorized(

@@ -89,12 +89,7 @@ pub async fn run(
     guard::check_shape(&text).map_err(ApiError::bad_request)?;
 
     let limits = state.query;
-    let names: Vec<String> = state
-        .pipeline
-        .datasets()
-        .map(|d| d.name().to_owned())
-        .filter(|n| state.access.may_query(&who, n))
-        .collect();
+    let names: Vec<String> = state.readable_datasets(&who);
     let work = async {
         let state = state.clone();
         let (ctx, without_data) = tokio::task::spawn_blocking(move || {

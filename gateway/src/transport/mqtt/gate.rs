@@ -217,7 +217,7 @@ impl Gate {
     async fn will(&self, session: &Session, will: &Publish) -> Option<Publish> {
         let info = session.connect_info().await.ok();
         let who = principal_of(&self.access, info.as_deref());
-        let outcome = self.ingest(session, will, &who).await;
+        let outcome = self.ingest(session, will, info.as_deref(), &who).await;
         let reason = reason_code(&outcome);
         metrics::counter!("odf_mqtt_wills_total", "reason" => format!("{reason:?}")).increment(1);
         match outcome {
@@ -265,7 +265,7 @@ impl Gate {
         let info = session.connect_info().await.ok();
         let v5 = info.as_ref().is_some_and(|c| c.proto_ver() == MQTT_LEVEL_5);
         let principal = principal_of(&self.access, info.as_deref());
-        let outcome = self.ingest(session, publish, &principal).await;
+        let outcome = self.ingest(session, publish, info.as_deref(), &principal).await;
         let reason = reason_code(&outcome);
         metrics::counter!("odf_mqtt_publishes_total", "reason" => format!("{reason:?}")).increment(1);
         metrics::counter!("odf_mqtt_publish_bytes_total").increment(publish.payload.len() as u64);
@@ -308,6 +308,7 @@ impl Gate {
         &self,
         session: &Session,
         publish: &Publish,
+        info: Option<&ConnectInfo>,
         who: &Principal,
     ) -> Result<Accepted, Refusal> {
         let topic: &str = &publish.topic;
@@ -322,8 +323,7 @@ impl Gate {
             (AckPolicy::Durable, _) => Durability::Synced,
         };
         let client: &str = &session.id.client_id;
-        let info = session.connect_info().await.ok();
-        let cert = info.as_ref().and_then(|i| i.cert());
+        let cert = info.and_then(|i| i.cert());
         let caller = Caller {
             principal: who,
             transport: Transport::Mqtt.as_str(),
