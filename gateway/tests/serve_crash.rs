@@ -134,3 +134,57 @@ fn acknowledged_records_survive_kills_exactly_once() {
 fn acknowledged_records_survive_many_kills_exactly_once() {
     run(16, 25);
 }
+
+/// The log's value of `odf_wal_groups_total` (writes, each with its fsync).
+fn log_writes(server: &Server) -> u64 {
+    let metrics = server.get("/metrics").text();
+    metrics
+        .lines()
+        .find(|l| l.starts_with("odf_wal_groups_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no odf_wal_groups_total in {metrics}"))
+}
+
+fn post_count(server: &Server, client: &str, n: u64) -> u16 {
+    let body = format!("{{\"client\":\"{client}\",\"n\":{n}}}\n");
+    server.post("/datasets/counts/sources/clients", Some("application/x-ndjson"), body.as_bytes()).status
+}
+
+fn accepted(status: u16) -> bool {
+    status == 200 || status == 202
+}
+
+/// The log is synced at most once per `wal_sync_interval` (each fsync rewrites a page of an
+/// SD card): a report after a quiet spell is written at once, the reports that arrive while the
+/// next sync is not yet due wait and share one write and one fsync, and all are acknowledged.
+#[test]
+fn reports_arriving_before_the_next_sync_is_due_share_it() {
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("counts.yaml", MANIFEST)]);
+    let paced = "flush_interval = \"100ms\"\nwal_sync_interval = \"4s\"\nwal_sync_bytes = \"1 MiB\"";
+    let mut server = Server::start(dir.path(), &config("").replace("flush_interval = \"100ms\"", paced));
+    assert!(accepted(post_count(&server, "first", 0)));
+    let before = log_writes(&server);
+    let shared = &server;
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let clients: Vec<_> =
+            (0..8).map(|c| scope.spawn(move || post_count(shared, &format!("c{c}"), 1))).collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().all(|&s| accepted(s)), "{statuses:?}");
+    assert_eq!(log_writes(&server) - before, 1, "eight reports, one write: {}", server.log());
+    assert!(server.stop().success(), "{}", server.log());
+}
+
+/// A group that holds `wal_sync_bytes` is written without waiting for the interval.
+#[test]
+fn a_group_of_wal_sync_bytes_is_written_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("counts.yaml", MANIFEST)]);
+    let paced = "flush_interval = \"100ms\"\nwal_sync_interval = \"1h\"\nwal_sync_bytes = \"1 B\"";
+    let mut server = Server::start(dir.path(), &config("").replace("flush_interval = \"100ms\"", paced));
+    for n in 0..3 {
+        assert!(accepted(post_count(&server, "c", n)), "{}", server.log());
+    }
+    assert!(server.stop().success(), "{}", server.log());
+}

@@ -16,7 +16,7 @@ pub use size::Size;
 
 use crate::access::{AccessTable, GrantBinding, Grants, Identity, Template};
 use crate::ingest::{IndexConfig, WriterOptions};
-use crate::pipeline::{FlushPolicy, PipelineOptions};
+use crate::pipeline::{FlushPolicy, PipelineOptions, SyncPacing};
 use crate::routes::{Route, RouteTable, Transport};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -226,6 +226,11 @@ pub struct PipelineConfig {
     /// Bytes accepted and not committed, per dataset, before senders are pushed back.
     pub max_pending_bytes: Size,
     pub wal_segment_bytes: Size,
+    /// The log is synced at most once per interval (an append after a quiet spell at once)
+    /// unless this many bytes wait: fewer syncs, less wear of an SD card, later acks.
+    #[serde(with = "humantime_serde")]
+    pub wal_sync_interval: Duration,
+    pub wal_sync_bytes: Size,
     pub quarantine_max_entries: usize,
     /// ... and bytes, per dataset; past either the oldest entries are removed.
     pub quarantine_max_bytes: Size,
@@ -401,6 +406,8 @@ impl Default for PipelineConfig {
             max_batch_bytes: Size(defaults.flush.max_bytes as u64),
             max_pending_bytes: Size(defaults.max_pending_bytes as u64),
             wal_segment_bytes: Size(defaults.wal_segment_bytes),
+            wal_sync_interval: defaults.wal_sync.interval,
+            wal_sync_bytes: Size(defaults.wal_sync.bytes as u64),
             quarantine_max_entries: defaults.quarantine_max_entries,
             quarantine_max_bytes: Size(defaults.quarantine_max_bytes),
             checkpoint_min_rows: 10_000,
@@ -558,6 +565,7 @@ impl RawConfig {
             },
             max_pending_bytes: p.max_pending_bytes.as_usize(),
             wal_segment_bytes: p.wal_segment_bytes.0.max(64 * 1024),
+            wal_sync: SyncPacing { interval: p.wal_sync_interval, bytes: p.wal_sync_bytes.as_usize() },
             quarantine_max_entries: p.quarantine_max_entries,
             quarantine_max_bytes: p.quarantine_max_bytes.0,
             writer: WriterOptions {

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::committer::Committer;
 use super::entry::Entry;
-use super::group_commit::{self, AppendError, Command, Durability};
+use super::group_commit::{self, AppendError, Command, Durability, SyncPacing};
 use super::quarantine::{Quarantine, QuarantineEntry};
 use super::rejection::Rejection;
 use super::shared::{Health, Phase, Shared};
@@ -115,6 +115,7 @@ impl DatasetPipeline {
             name: name.to_owned(),
             wal_dir,
             segment_bytes: options.wal_segment_bytes,
+            sync_pacing: options.wal_sync,
             shared: shared.clone(),
             commands: commands.clone(),
             lock,
@@ -460,6 +461,7 @@ struct Start {
     name: String,
     wal_dir: std::path::PathBuf,
     segment_bytes: u64,
+    sync_pacing: SyncPacing,
     shared: Arc<Shared>,
     commands: Arc<Mutex<Queue>>,
     lock: File,
@@ -500,7 +502,7 @@ impl Start {
         }
         let (to_committer, logged) = std_mpsc::channel();
         let (commands, log_thread) =
-            match group_commit::spawn(name, wal, to_committer, LOG_QUEUE, self.shared.clone()) {
+            match group_commit::spawn(name, wal, to_committer, LOG_QUEUE, self.sync_pacing, self.shared.clone()) {
                 Ok(spawned) => spawned,
                 Err(e) => {
                     self.shared.set_phase(Phase::Failed(e));

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 pub use committer::{FlushPolicy, WAL_STATE_KIND};
 pub use dataset::{Accepted, DatasetPipeline, SourceInfo, Submission};
-pub use group_commit::Durability;
+pub use group_commit::{Durability, SyncPacing};
 pub use quarantine::{
     FOLDER as QUARANTINE_FOLDER, Quarantine, QuarantineEntry, QuarantineError, Summary, payload_for_people,
 };
@@ -55,6 +55,7 @@ pub struct PipelineOptions {
     /// Bytes accepted and not yet committed, per dataset, before senders are pushed back.
     pub max_pending_bytes: usize,
     pub wal_segment_bytes: u64,
+    pub wal_sync: SyncPacing,
     pub quarantine_max_entries: usize,
     pub quarantine_max_bytes: u64,
     pub writer: WriterOptions,
@@ -73,6 +74,7 @@ impl Default for PipelineOptions {
             },
             max_pending_bytes: 64 * 1024 * 1024,
             wal_segment_bytes: 16 * 1024 * 1024,
+            wal_sync: SyncPacing::default(),
             quarantine_max_entries: 10_000,
             quarantine_max_bytes: 256 * 1024 * 1024,
             writer: WriterOptions::default(),
