@@ -9,9 +9,10 @@ log() { printf '\n== %s\n' "$*" >&2; }
 
 # Debian peers: curl (HTTPS tests), mosquitto and its clients (MQTT tests, the bridge's
 # upstream, the benchmark's plain broker), libcoap3-bin (CoAP), strace (the test that a
-# PUBACK never comes before the fsync). Python is needed by the interop tests; any python3 on
-# the PATH will do.
+# PUBACK never comes before the fsync), systemd for systemd-analyze (the service unit's
+# check). Python is needed by the interop tests; any python3 on the PATH will do.
 debian_packages=(curl mosquitto mosquitto-clients libcoap3-bin strace)
+command -v systemd-analyze >/dev/null || debian_packages+=(systemd)
 command -v python3 >/dev/null || debian_packages+=(python3 python3-pip)
 missing=()
 for pkg in "${debian_packages[@]}"; do

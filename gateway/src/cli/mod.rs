@@ -8,6 +8,7 @@ mod hash_secret;
 mod ingest;
 mod list;
 mod log;
+pub mod log_output;
 mod output;
 mod quarantine;
 mod serve;

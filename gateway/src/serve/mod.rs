@@ -22,6 +22,8 @@ use crate::transport::http::{self, HttpState};
 use crate::transport::mqtt::{AckPolicy, Broker};
 use crate::transport::tls;
 
+mod systemd;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
@@ -226,9 +228,14 @@ pub async fn run(
     if let Some(path) = &options.addresses_file {
         write_addresses(path, &addresses)?;
     }
+    let ready = tokio::spawn(systemd::announce_ready(pipeline.clone()));
+    let watchdog = tokio::spawn(systemd::keep_watchdog(pipeline.clone()));
 
     shutdown.await;
     tracing::info!("stopping: no new requests; committing what was accepted");
+    systemd::stopping();
+    ready.abort();
+    watchdog.abort();
     let _ = stop.send(true);
     if let Some(broker) = broker {
         broker.shutdown().await;

@@ -26,6 +26,14 @@ pub struct Server {
     log: PathBuf,
 }
 
+/// What a service manager adds to a start.
+#[derive(Default)]
+pub struct Launch {
+    pub env: Vec<(String, String)>,
+    /// `JOURNAL_STREAM` naming the log file, as systemd names the journal's socket.
+    pub journal_stream: bool,
+}
+
 /// A config for tests: HTTP and MQTT on free loopback ports, a short flush interval,
 /// anonymous clients allowed.
 pub fn config(extra: &str) -> String {
@@ -45,17 +53,32 @@ impl Server {
     pub fn start(root: &Path, config: &str) -> Server {
         let path = root.join("gateway.toml");
         std::fs::write(&path, config).unwrap();
-        Server::start_with(root, path)
+        Server::start_with(root, path, &Launch::default())
     }
 
-    fn start_with(root: &Path, config: PathBuf) -> Server {
+    /// As `start`, with more environment (as a service manager would set it).
+    pub fn start_launched(root: &Path, config: &str, launch: &Launch) -> Server {
+        let path = root.join("gateway.toml");
+        std::fs::write(&path, config).unwrap();
+        Server::start_with(root, path, launch)
+    }
+
+    fn start_with(root: &Path, config: PathBuf, launch: &Launch) -> Server {
         let addresses = root.join("addresses.json");
         let _ = std::fs::remove_file(&addresses);
         let log = root.join(format!(
             "gateway-{}.log",
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
         ));
-        let child = Command::new(super::gateway_bin())
+        let stderr = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(super::gateway_bin());
+        command.envs(launch.env.iter().cloned());
+        if launch.journal_stream {
+            use std::os::unix::fs::MetadataExt;
+            let file = stderr.metadata().unwrap();
+            command.env("JOURNAL_STREAM", format!("{}:{}", file.dev(), file.ino()));
+        }
+        let child = command
             .current_dir(root)
             .args(["serve", "--config"])
             .arg(&config)
@@ -64,7 +87,7 @@ impl Server {
             .env("ODF_GATEWAY_DATA_DIR", root.join("data"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut server = Server {
@@ -108,7 +131,7 @@ impl Server {
     /// Starts it again on the same folder and configuration (after a stop or a kill).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill it first");
-        let again = Server::start_with(&self.root, self.config.clone());
+        let again = Server::start_with(&self.root, self.config.clone(), &Launch::default());
         *self = again;
     }
 
