@@ -28,8 +28,11 @@ for arch in "${archs[@]}"; do
             target=(--target aarch64-unknown-linux-gnu) ;;
         *) echo "unknown architecture '$arch' (amd64, arm64)" >&2; exit 2 ;;
     esac
-    # The profile strips the binary already (and the host's strip cannot read arm64).
-    deb=$(cargo deb -p odf-gateway --locked --profile pi --no-strip "${target[@]}" | tail -n 1)
+    # Built as build-pi.sh builds (both binaries: one feature resolution, one set of
+    # artifacts for both scripts), then packaged; the profile strips the binary already (and
+    # the host's strip cannot read arm64).
+    cargo build --locked --profile pi "${target[@]}" -p odf-gateway -p device-sim --bins
+    deb=$(cargo deb -p odf-gateway --locked --profile pi --no-build --no-strip "${target[@]}" | tail -n 1)
     echo "$arch: $deb ($(( $(stat -c %s "$deb") / 1000000 )) MB, built in $(( (SECONDS - started) / 60 )) min)"
     dpkg-deb -c "$deb" | awk '{ print "    " $1, $3, $6 }'
 done

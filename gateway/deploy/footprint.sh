@@ -91,7 +91,8 @@ row "binary (x86-64, $(basename "$(dirname "$gateway")") build)" "$(( $(stat -c 
 echo "idle ..." >&2
 start "$gateway"
 sleep 10
-row "idle: resident memory, threads" "$(mib "$(status_kib VmRSS)") MiB, $(status_kib Threads) threads"
+row "idle: resident memory (anonymous + file-backed), threads" \
+    "$(mib "$(status_kib VmRSS)") MiB ($(mib "$(status_kib RssAnon)") + $(mib "$(status_kib RssFile)")), $(status_kib Threads) threads"
 stop
 
 echo "wear: 100 devices, 1,000 reports/s for ${wear_seconds} s ..." >&2
@@ -119,8 +120,8 @@ per_payload=$(( payload / (records > 0 ? records : 1) ))
 row "records committed; payload bytes per record" "$records; $per_payload B"
 row "**bytes written per record** (all files, whole pages)" "**$per_record B** ($(awk -v w="$written" -v p="$payload" 'BEGIN { printf "%.1f", w / (p > 0 ? p : 1) }')× the payload)"
 row "  the disk's own count (whole machine, file system journal included)" "$(( disk / (records > 0 ? records : 1) )) B"
-per() { echo $(( $(du -sb "$@" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }') / (records > 0 ? records : 1) )); }
-row "  files' size per record at the end: log / dataset (slices, blocks, checkpoints) / Ledger index" \
+per() { echo $(( $(du -s -B1 "$@" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }') / (records > 0 ? records : 1) )); }
+row "  disk space per record at the end: log / dataset (slices, blocks, checkpoints) / Ledger index" \
     "$(per "$data/.wal") B / $(per "$data/gps") B / $(per "$data/.index") B"
 row "**fsyncs per second** (of which the log's group commits)" "**$(awk -v f="$fsyncs" -v s="$seconds" 'BEGIN { printf "%.1f", f / s }')** ($(awk -v f="$wal_syncs" -v s="$seconds" 'BEGIN { printf "%.1f", f / s }'))"
 row "writes per day at 1,000 reports/s" "$(awk -v b="$per_record" 'BEGIN { printf "%.1f GB", b * 1000 * 86400 / 1e9 }')"

@@ -79,7 +79,9 @@ fn the_shipped_config_lists_every_option_with_its_default() {
             }
             let found = documented.iter().find(|(s, k, _)| s == section && k == key);
             match found {
-                Some((_, _, value)) => assert_eq!(value, default, "[{section}] {key}: the file says another default"),
+                Some((_, _, value)) => {
+                    assert_eq!(value, default, "[{section}] {key}: the file says another default")
+                }
                 None => panic!("[{section}] {key} is missing from {}", shipped_path.display()),
             }
         }

@@ -47,7 +47,8 @@ fn systemd_hears_ready_watchdog_and_stopping_and_the_journal_gets_priorities() {
     let mut server = Server::start_launched(dir.path(), &config(""), &launch);
 
     let until = |wanted| {
-        receive_until(&socket, wanted).unwrap_or_else(|got| panic!("no {wanted} in {got:?}:\n{}", server.log()))
+        receive_until(&socket, wanted)
+            .unwrap_or_else(|got| panic!("no {wanted} in {got:?}:\n{}", server.log()))
     };
     let before_ready = until("READY=1");
     let ready = before_ready.last().unwrap();

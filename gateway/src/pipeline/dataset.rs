@@ -501,14 +501,20 @@ impl Start {
             }
         }
         let (to_committer, logged) = std_mpsc::channel();
-        let (commands, log_thread) =
-            match group_commit::spawn(name, wal, to_committer, LOG_QUEUE, self.sync_pacing, self.shared.clone()) {
-                Ok(spawned) => spawned,
-                Err(e) => {
-                    self.shared.set_phase(Phase::Failed(e));
-                    return;
-                }
-            };
+        let (commands, log_thread) = match group_commit::spawn(
+            name,
+            wal,
+            to_committer,
+            LOG_QUEUE,
+            self.sync_pacing,
+            self.shared.clone(),
+        ) {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                self.shared.set_phase(Phase::Failed(e));
+                return;
+            }
+        };
         let weak = commands.downgrade();
         {
             let mut queue = self.commands.lock().unwrap_or_else(|e| e.into_inner());

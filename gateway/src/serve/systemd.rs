@@ -49,7 +49,7 @@ pub async fn announce_ready(pipeline: Arc<Pipeline>) {
 /// nothing more for it until a restart, which the missing ping brings about). Datasets that
 /// never opened do not stop the pings: a restart would not mend them.
 pub async fn keep_watchdog(pipeline: Arc<Pipeline>) {
-    let Some(timeout) = sd_notify::watchdog_enabled() else {
+    let Some(timeout) = sd_notify::watchdog_enabled().filter(|t| !t.is_zero()) else {
         return;
     };
     let mut every = tokio::time::interval(timeout / 2);

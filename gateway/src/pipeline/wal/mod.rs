@@ -18,6 +18,7 @@
 //! reports every range kept there until an operator removes it.
 
 mod damage;
+mod pack;
 mod reader;
 mod record;
 mod recover;
@@ -135,14 +136,14 @@ impl Wal {
         }
         // The newest segment is appended to only if the next record follows on in it and it
         // starts with its magic; otherwise (an empty file a crash left while creating it, a
-        // floor above its records, a version 1 segment) a new segment is begun, so no
+        // floor above its records, a segment of an older version) a new segment is begun, so no
         // record ever lands where a reader would stop before it.
         let continues = |s: &Segment| {
             let follows = match s.last {
                 Some(last) => last + 1 == next_seq,
                 None => s.first == next_seq,
             };
-            follows && segment_version(&s.path) == Some(Version::V2)
+            follows && segment_version(&s.path) == Some(Version::V3)
         };
         let segment = match segments.pop() {
             Some(last) if continues(&last) => last,
@@ -198,7 +199,8 @@ impl Wal {
             .filter(move |r| r.as_ref().map_or(true, |r| r.seq > after))
     }
 
-    /// Appends records (not yet durable: call `sync`); returns the seq of the first.
+    /// Appends entries, each with a seq of its own, packed into records together (not yet
+    /// durable: call `sync`); returns the seq of the first.
     pub fn append<'b>(&mut self, bodies: impl IntoIterator<Item = &'b [u8]>) -> Result<u64, WalError> {
         if self.len >= self.segment_bytes {
             self.rotate()?;
@@ -206,15 +208,19 @@ impl Wal {
         if self.failed {
             return Err(WalError::Failed);
         }
+        let bodies: Vec<&[u8]> = bodies.into_iter().collect();
         let first = self.next_seq;
         let mut buffer = Vec::new();
         let mut seq = first;
-        for body in bodies {
+        for entries in pack::split(&bodies) {
+            let body = pack::pack(entries.iter().copied());
             if body.len() > MAX_RECORD {
                 return Err(WalError::TooBig(body.len()));
             }
-            record::encode(self.salt, seq, body, &mut buffer);
-            seq += 1;
+            // `split` keeps a pack to MAX_ENTRIES, well within a u32.
+            let count = entries.len() as u32;
+            record::encode(self.salt, seq, count, &body, &mut buffer);
+            seq += u64::from(count);
         }
         if seq == first {
             return Ok(first);
@@ -280,7 +286,7 @@ impl Wal {
         let segment = new_segment(&self.dir, self.next_seq)?;
         self.file =
             OpenOptions::new().append(true).open(&segment.path).map_err(io_error("open", &segment.path))?;
-        self.len = Version::V2.segment_header_len() as u64;
+        self.len = Version::V3.segment_header_len() as u64;
         self.salt = segment.salt;
         self.segments.push(segment);
         Ok(())
@@ -295,7 +301,7 @@ fn new_segment(dir: &Path, first: u64) -> Result<Segment, WalError> {
     let path = segment_path(dir, first);
     let salt = new_salt();
     let mut file = File::create(&path).map_err(io_error("create", &path))?;
-    file.write_all(&record::segment_header(salt)).map_err(io_error("write", &path))?;
+    file.write_all(&record::segment_header(Version::V3, salt)).map_err(io_error("write", &path))?;
     file.sync_all().map_err(io_error("sync", &path))?;
     crate::store::sync_dir(dir)?;
     Ok(Segment { first, last: None, path, salt })
@@ -388,7 +394,8 @@ fn repair(
             None => {
                 // Nothing after it tells how many records it held: reserve as many seqs as
                 // could fit, so that new records never take the numbers of lost ones.
-                let most = (range.end - range.start) / Version::V2.header_len() as u64;
+                let records = (range.end - range.start) / Version::V2.header_len() as u64 + 1;
+                let most = records * u64::from(pack::MAX_ENTRIES);
                 found.next_seq = found.next_seq.max(first + most + 1);
                 LostSeqs::From(lost_first)
             }
@@ -412,10 +419,7 @@ fn repair(
 fn rewrite(segment: &Segment, file: &File, scan: &recover::Scan) -> Result<u64, WalError> {
     let path = &segment.path;
     let salt = scan.salt.unwrap_or_else(new_salt);
-    let mut bytes = match scan.version {
-        Version::V1 => record::MAGIC_V1.to_vec(),
-        Version::V2 => record::segment_header(salt),
-    };
+    let mut bytes = record::segment_header(scan.version, salt);
     for &(start, end) in &scan.valid {
         let at = bytes.len();
         bytes.resize(at + (end - start) as usize, 0);

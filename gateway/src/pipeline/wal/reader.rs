@@ -4,7 +4,8 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use super::record::{self, Version};
+use super::pack;
+use super::record::{self, Header, Version};
 use super::{Record, WalError, io_error};
 
 /// The records of one segment, in order, up to the first invalid one (after `open` has
@@ -14,8 +15,10 @@ pub(super) struct SegmentReader {
     path: PathBuf,
     version: Version,
     salt: u64,
-    /// The seq of the record before (`None` before the first).
+    /// The last seq of the record before (`None` before the first).
     previous: Option<u64>,
+    /// Entries of the record read last not yet handed out.
+    unpacked: std::collections::VecDeque<Record>,
     done: bool,
 }
 
@@ -26,23 +29,21 @@ impl SegmentReader {
         let mut head = [0u8; 32];
         let mut read = |bytes: &mut [u8]| read_full(&mut input, bytes).map_err(io_error("read", path));
         let found = match read(&mut head[..8])?.then(|| Version::of_magic(&head[..8])).flatten() {
-            Some(Version::V2) => {
-                let n = Version::V2.segment_header_len();
-                read(&mut head[8..n])?
-                    .then(|| record::read_salt(&head[..n]))
-                    .flatten()
-                    .map(|s| (Version::V2, s))
+            Some(version @ (Version::V2 | Version::V3)) => {
+                let n = version.segment_header_len();
+                read(&mut head[8..n])?.then(|| record::read_salt(&head[..n])).flatten().map(|s| (version, s))
             }
             Some(Version::V1) => Some((Version::V1, 0)),
             None => None,
         };
-        let (version, salt) = found.unwrap_or((Version::V2, 0));
+        let (version, salt) = found.unwrap_or((Version::V3, 0));
         Ok(SegmentReader {
             input,
             path: path.to_owned(),
             version,
             salt,
             previous: None,
+            unpacked: Default::default(),
             done: found.is_none(),
         })
     }
@@ -52,13 +53,31 @@ impl Iterator for SegmentReader {
     type Item = Result<Record, WalError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(record) = self.unpacked.pop_front() {
+            return Some(Ok(record));
+        }
         if self.done {
             return None;
         }
+        let failed = |e| io_error("read", &self.path)(e);
         match decode_next(&mut self.input, self.version, self.salt, self.previous) {
-            Ok(Some(record)) => {
-                self.previous = Some(record.seq);
-                Some(Ok(record))
+            Ok(Some((header, body))) => {
+                self.previous = Some(header.last_seq());
+                if self.version != Version::V3 {
+                    return Some(Ok(Record { seq: header.seq, body }));
+                }
+                match pack::unpack(&body, header.count) {
+                    Ok(entries) => {
+                        let seqs = header.seq..;
+                        self.unpacked.extend(seqs.zip(entries).map(|(seq, body)| Record { seq, body }));
+                        self.unpacked.pop_front().map(Ok)
+                    }
+                    Err(problem) => {
+                        self.done = true;
+                        let problem = format!("record {}: {problem}", header.seq);
+                        Some(Err(failed(io::Error::new(io::ErrorKind::InvalidData, problem))))
+                    }
+                }
             }
             Ok(None) => {
                 self.done = true;
@@ -66,7 +85,7 @@ impl Iterator for SegmentReader {
             }
             Err(e) => {
                 self.done = true;
-                Some(Err(io_error("read", &self.path)(e)))
+                Some(Err(failed(e)))
             }
         }
     }
@@ -79,8 +98,8 @@ fn decode_next(
     version: Version,
     salt: u64,
     previous: Option<u64>,
-) -> io::Result<Option<Record>> {
-    let mut bytes = [0u8; 24];
+) -> io::Result<Option<(Header, Vec<u8>)>> {
+    let mut bytes = [0u8; record::MAX_HEADER];
     let header_bytes = &mut bytes[..version.header_len()];
     if !read_full(input, header_bytes)? {
         return Ok(None);
@@ -98,7 +117,7 @@ fn decode_next(
     if record::body_crc(header.seq, &body) != header.body_crc {
         return Ok(None);
     }
-    Ok(Some(Record { seq: header.seq, body }))
+    Ok(Some((header, body)))
 }
 
 /// Fills `buf`; `false` if the input ended first (a torn or empty tail).

@@ -55,15 +55,29 @@ enum At {
     NotARecord,
 }
 
-/// Reads the segment in `file` through; `first` is the seq its name says it starts at.
+/// Reads the segment in `file` through; `first` is the seq its name says it starts at. A
+/// segment whose magic is damaged is read as the current version, else as version 2 if
+/// that finds records where the current one found none.
 pub fn scan(file: &File, first: u64) -> io::Result<Scan> {
     let file_len = file.metadata()?.len();
-    let mut head = vec![0u8; (file_len as usize).min(Version::V2.segment_header_len())];
+    let mut head = vec![0u8; (file_len as usize).min(Version::V3.segment_header_len())];
     file.read_exact_at(&mut head, 0)?;
     let known = head.get(..8).and_then(Version::of_magic);
-    let version = known.unwrap_or(Version::V2);
+    if let Some(version) = known {
+        return scan_as(file, first, &head, version, true);
+    }
+    let current = scan_as(file, first, &head, Version::V3, false)?;
+    if current.records > 0 {
+        return Ok(current);
+    }
+    let older = scan_as(file, first, &head, Version::V2, false)?;
+    Ok(if older.records > 0 { older } else { current })
+}
+
+fn scan_as(file: &File, first: u64, head: &[u8], version: Version, magic_intact: bool) -> io::Result<Scan> {
+    let file_len = file.metadata()?.len();
     let salt = match version {
-        Version::V2 => record::read_salt(&head),
+        Version::V2 | Version::V3 => record::read_salt(head),
         Version::V1 => Some(0),
     };
     let header_len = version.segment_header_len() as u64;
@@ -88,7 +102,7 @@ pub fn scan(file: &File, first: u64) -> io::Result<Scan> {
     // A segment header that is not what it was written as (one copy of the salt damaged,
     // the magic) holds no record, but is damage all the same.
     let intact = match version {
-        Version::V2 => known.is_some() && head == record::segment_header(salt),
+        Version::V2 | Version::V3 => magic_intact && head == record::segment_header(version, salt),
         Version::V1 => true,
     };
     let mut bad: Option<Invalid> = (!intact).then(|| invalid(0, 0, None));
@@ -107,8 +121,8 @@ pub fn scan(file: &File, first: u64) -> io::Result<Scan> {
                     Some(last) if last.1 == pos => last.1 = end,
                     _ => scan.valid.push((pos, end)),
                 }
-                scan.records += 1;
-                scan.last_seq = Some(header.seq);
+                scan.records += u64::from(header.count);
+                scan.last_seq = Some(header.last_seq());
                 pos = end;
             }
             found => {
@@ -118,9 +132,11 @@ pub fn scan(file: &File, first: u64) -> io::Result<Scan> {
                     (At::BadBody(header), _) => pos + header.record_len(version),
                     // A record the end of the file cut short: nothing follows it.
                     (At::Cut, _) => file_len,
-                    (_, Version::V2) => resync(file, salt, pos + 1, file_len, min_seq)?.unwrap_or(file_len),
+                    (_, v) if v.resyncs() => {
+                        resync(file, v, salt, pos + 1, file_len, min_seq)?.unwrap_or(file_len)
+                    }
                     // Version 1 records have nothing to find them by again.
-                    (_, Version::V1) => file_len,
+                    _ => file_len,
                 };
             }
         }
@@ -149,7 +165,7 @@ fn record_at(
     if pos + header_len as u64 > file_len {
         return Ok(At::Cut);
     }
-    let mut bytes = [0u8; 24];
+    let mut bytes = [0u8; record::MAX_HEADER];
     file.read_exact_at(&mut bytes[..header_len], pos)?;
     let Some(header) = record::parse_header(version, salt, &bytes[..header_len]).filter(|h| h.seq >= min_seq)
     else {
@@ -174,7 +190,14 @@ fn record_at(
 
 /// The position of the next valid record at or after `from`, found by its sync bytes and a
 /// header that checks out with the segment's salt.
-fn resync(file: &File, salt: u64, from: u64, file_len: u64, min_seq: u64) -> io::Result<Option<u64>> {
+fn resync(
+    file: &File,
+    version: Version,
+    salt: u64,
+    from: u64,
+    file_len: u64,
+    min_seq: u64,
+) -> io::Result<Option<u64>> {
     let mut window = vec![0u8; WINDOW];
     let mut at = from;
     while at + SYNC.len() as u64 <= file_len {
@@ -182,7 +205,7 @@ fn resync(file: &File, salt: u64, from: u64, file_len: u64, min_seq: u64) -> io:
         file.read_exact_at(&mut window[..n], at)?;
         for i in 0..=n - SYNC.len() {
             if window[i..i + SYNC.len()] == SYNC
-                && let At::Valid(_) = record_at(file, Version::V2, salt, at + i as u64, file_len, min_seq)?
+                && let At::Valid(_) = record_at(file, version, salt, at + i as u64, file_len, min_seq)?
             {
                 return Ok(Some(at + i as u64));
             }

@@ -60,7 +60,7 @@ fn a_torn_last_write_is_cut_and_numbering_goes_on() {
     let path = segment_path(dir.path(), 1);
     let mut file = OpenOptions::new().append(true).open(&path).unwrap();
     let mut torn = Vec::new();
-    record::encode(salt_of(&path), 3, b"three", &mut torn);
+    record::encode(salt_of(&path), 3, 1, &pack::pack([b"three".as_slice()]), &mut torn);
     file.write_all(&torn[..torn.len() - 2]).unwrap();
     drop(file);
     let (mut wal, recovery) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
@@ -69,7 +69,9 @@ fn a_torn_last_write_is_cut_and_numbering_goes_on() {
     assert_eq!(bodies(&wal, 0).iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1, 2, 3]);
 }
 
-const HEADER: usize = 24;
+const HEADER: usize = 28;
+/// A record of one small entry takes this plus the entry's bytes.
+const RECORD: usize = HEADER + 9;
 
 fn seqs(wal: &Wal) -> Vec<u64> {
     bodies(wal, 0).iter().map(|(s, _)| *s).collect()
@@ -95,7 +97,7 @@ fn damage_in_an_older_segment_costs_only_the_records_it_touched() {
     drop(wal);
     let first = segment_path(dir.path(), 1);
     let mut bytes = fs::read(&first).unwrap();
-    let at = SEGMENT_HEADER + 2 * (HEADER + 200) + HEADER + 5;
+    let at = SEGMENT_HEADER + 2 * (RECORD + 200) + HEADER + 5;
     bytes[at] ^= 0xff;
     fs::write(&first, &bytes).unwrap();
     let (wal, recovery) = Wal::open(dir.path(), 4096, 0, 0).unwrap();
@@ -106,7 +108,7 @@ fn damage_in_an_older_segment_costs_only_the_records_it_touched() {
     assert_eq!(damage.seqs, LostSeqs::Range(3, 3));
     assert_eq!(
         (damage.start, damage.end),
-        ((SEGMENT_HEADER + 2 * (HEADER + 200)) as u64, (SEGMENT_HEADER + 3 * (HEADER + 200)) as u64)
+        ((SEGMENT_HEADER + 2 * (RECORD + 200)) as u64, (SEGMENT_HEADER + 3 * (RECORD + 200)) as u64)
     );
     let expected: Vec<u64> = (1..=60).filter(|&s| s != 3).collect();
     assert_eq!(seqs(&wal), expected);
@@ -133,7 +135,7 @@ fn one_flipped_byte_anywhere_loses_at_most_one_record_and_is_reported() {
         assert!(found.len() >= 5, "flip at {at}: {found:?}");
         assert_eq!(recovery.torn_bytes, 0, "flip at {at}");
         assert_eq!(recovery.damage.len(), 1, "flip at {at}");
-        let touched = at.checked_sub(SEGMENT_HEADER).map(|r| r / (HEADER + 100) as usize + 1);
+        let touched = at.checked_sub(SEGMENT_HEADER).map(|r| r / (RECORD + 100) as usize + 1);
         let expected = match touched {
             None => LostSeqs::None,
             Some(6) => LostSeqs::From(6),
@@ -167,7 +169,7 @@ fn damage_to_committed_records_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = log_of(dir.path(), 10);
     let mut bytes = fs::read(&path).unwrap();
-    bytes[SEGMENT_HEADER + 3 * (HEADER + 100) + HEADER + 1] ^= 1;
+    bytes[SEGMENT_HEADER + 3 * (RECORD + 100) + HEADER + 1] ^= 1;
     fs::write(&path, &bytes).unwrap();
     let (_, recovery) = Wal::open(dir.path(), 1 << 20, 5, 5).unwrap();
     assert_eq!(recovery.damage[0].seqs, LostSeqs::None);
@@ -220,13 +222,63 @@ fn version_1_segments_are_still_read() {
     fs::write(segment_path(dir.path(), 1), &bytes).unwrap();
     let (mut wal, recovery) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
     assert_eq!(recovery.records, 3);
-    // Appends go to a new, version 2 segment.
+    // Appends go to a new, version 3 segment.
     assert_eq!(wal.append([b"4".as_slice()]).unwrap(), 4);
     drop(wal);
     let (wal, _) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
     let read = bodies(&wal, 0);
     assert_eq!(read.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
     assert_eq!(read[1].1, b"v1 record 2");
+}
+
+#[test]
+fn version_2_segments_are_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = record::segment_header(Version::V2, 99);
+    for seq in 1..=3u64 {
+        record::encode_v2(99, seq, format!("v2 record {seq}").as_bytes(), &mut bytes);
+    }
+    fs::write(segment_path(dir.path(), 1), &bytes).unwrap();
+    let (mut wal, recovery) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
+    assert_eq!((recovery.records, recovery.damage.len()), (3, 0));
+    assert_eq!(wal.append([b"4".as_slice(), b"5".as_slice()]).unwrap(), 4);
+    wal.sync().unwrap();
+    drop(wal);
+    let (wal, _) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
+    let read = bodies(&wal, 0);
+    assert_eq!(read.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(read[1].1, b"v2 record 2");
+    assert_eq!(segment_version(&segment_path(dir.path(), 4)), Some(Version::V3));
+}
+
+/// Entries appended together share a record, compressed: they come back with seqs of their
+/// own, and damage to the record costs exactly its entries.
+#[test]
+fn a_group_shares_a_compressed_record_and_its_damage_costs_exactly_its_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
+    let report = |n: u64| format!(r#"{{"device_id":"A-{n:04}","seq":{n},"lat":49.28,"lon":-123.12}}"#);
+    let group: Vec<String> = (1..=50).map(report).collect();
+    assert_eq!(wal.append(group.iter().map(|r| r.as_bytes())).unwrap(), 1);
+    assert_eq!(wal.append([report(51).as_bytes()]).unwrap(), 51);
+    wal.sync().unwrap();
+    drop(wal);
+    let path = segment_path(dir.path(), 1);
+    let mut bytes = fs::read(&path).unwrap();
+    let raw: usize = group.iter().map(|r| r.len()).sum();
+    assert!(bytes.len() < raw / 2, "{} bytes on disk for {raw} bytes of entries", bytes.len());
+    let (wal, _) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
+    let read = bodies(&wal, 0);
+    assert_eq!(read.len(), 51);
+    assert_eq!(read[9], (10, report(10).into_bytes()));
+    drop(wal);
+
+    bytes[SEGMENT_HEADER + HEADER + 20] ^= 0x04;
+    fs::write(&path, &bytes).unwrap();
+    let (mut wal, recovery) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
+    assert_eq!(recovery.damage[0].seqs, LostSeqs::Range(1, 50));
+    assert_eq!(seqs(&wal), vec![51]);
+    assert_eq!(wal.append([b"next".as_slice()]).unwrap(), 52);
 }
 
 #[test]
@@ -266,8 +318,8 @@ proptest! {
     #[test]
     fn any_segment_bytes_read_safely(noise in proptest::collection::vec(any::<u8>(), 0..2048), cut in 0usize..4096) {
         let dir = tempfile::tempdir().unwrap();
-        let mut bytes = record::segment_header(7);
-        record::encode(7, 1, b"good", &mut bytes);
+        let mut bytes = record::segment_header(Version::V3, 7);
+        record::encode(7, 1, 1, &pack::pack([b"good".as_slice()]), &mut bytes);
         bytes.extend_from_slice(&noise);
         bytes.truncate(cut.max(SEGMENT_HEADER));
         fs::write(segment_path(dir.path(), 1), &bytes).unwrap();
@@ -290,13 +342,15 @@ fn a_record_hidden_in_a_payload_is_never_taken_for_one() {
         let (mut wal, _) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
         let salt = if salt_known { salt_of(&path) } else { 0x5eed };
         let mut forged = vec![b'x'; 16];
-        record::encode(salt, 1000, b"forged", &mut forged);
-        wal.append([b"one".as_slice(), forged.as_slice(), b"three".as_slice()]).unwrap();
+        record::encode(salt, 1000, 1, &pack::pack([b"forged".as_slice()]), &mut forged);
+        for body in [b"one".as_slice(), forged.as_slice(), b"three".as_slice()] {
+            wal.append([body]).unwrap();
+        }
         wal.sync().unwrap();
         drop(wal);
         // Damage to the header of record 2 (the forged one's carrier), or to its body.
         let mut bytes = fs::read(&path).unwrap();
-        bytes[SEGMENT_HEADER + HEADER + 3 + damage_at] ^= 0x01;
+        bytes[SEGMENT_HEADER + RECORD + 3 + damage_at] ^= 0x01;
         fs::write(&path, &bytes).unwrap();
         let (wal, recovery) = Wal::open(dir.path(), 1 << 20, 0, 0).unwrap();
         assert_eq!(seqs(&wal), vec![1, 3], "salt known: {salt_known}");
