@@ -108,6 +108,11 @@ enum Command {
         /// with --release for figures worth comparing.
         #[arg(long)]
         gateway_bin: Option<PathBuf>,
+        /// The gateway's `pipeline.wal_sync_interval`. Unpaced by default: each device here
+        /// waits for its ack before the next report, and the field's default pacing (50 ms,
+        /// for SD cards) would hold each to 20 reports a second; give 50ms to measure that.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+        wal_sync_interval: Duration,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -327,9 +332,10 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Bench { duration, only, gateway_bin, json } => {
+        Command::Bench { duration, only, gateway_bin, wal_sync_interval, json } => {
             let options = bench::Options {
                 gateway: gateway_bin.unwrap_or_else(gateway_next_to_us),
+                wal_sync_interval,
                 duration,
                 scenarios: bench::scenarios(&only)?,
             };

@@ -104,6 +104,8 @@ impl Protocol {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub gateway: PathBuf,
+    /// The gateway's `pipeline.wal_sync_interval`.
+    pub wal_sync_interval: Duration,
     pub duration: Duration,
     pub scenarios: Vec<Scenario>,
 }
@@ -156,7 +158,7 @@ pub async fn bench(options: &Options) -> anyhow::Result<Report> {
             eprintln!("{}: no figures from {}: {e}", scenario.name(), scenario.protocol.peer());
         }
         eprintln!("{}: odf-gateway ...", scenario.name());
-        let gateway = run_gateway(scenario, &options.gateway, options.duration)
+        let gateway = run_gateway(scenario, options)
             .await
             .with_context(|| format!("{} against odf-gateway", scenario.name()))?;
         let (peer, peer_error) = match peer {
@@ -178,8 +180,9 @@ pub async fn bench(options: &Options) -> anyhow::Result<Report> {
     Ok(Report { machine: report::machine(), seconds_per_run: options.duration.as_secs_f64(), rows })
 }
 
-async fn run_gateway(scenario: &Scenario, bin: &Path, duration: Duration) -> anyhow::Result<Figures> {
-    let gateway = Gateway::start(bin).await?;
+async fn run_gateway(scenario: &Scenario, options: &Options) -> anyhow::Result<Figures> {
+    let duration = options.duration;
+    let gateway = Gateway::start(&options.gateway, options.wal_sync_interval).await?;
     let target = Target {
         http_port: gateway.http_port,
         mqtt_port: gateway.mqtt_port,

@@ -42,7 +42,8 @@ fn free_udp_port() -> anyhow::Result<u16> {
 }
 
 /// `odf-gateway serve` on a fresh data directory with the shipped GPS manifest and its
-/// defaults (durable acks, a commit at most every second per source), on loopback.
+/// defaults (durable acks, a commit at most every second per source) but the log's sync
+/// pacing, which the bench sets, on loopback.
 pub(super) struct Gateway {
     pub(super) process: Process,
     pub(super) http_port: u16,
@@ -52,15 +53,19 @@ pub(super) struct Gateway {
 }
 
 impl Gateway {
-    pub(super) async fn start(bin: &Path) -> anyhow::Result<Gateway> {
+    pub(super) async fn start(bin: &Path, wal_sync_interval: Duration) -> anyhow::Result<Gateway> {
         let dir = tempfile::tempdir()?;
         let root = dir.path();
         std::fs::create_dir(root.join("schemas"))?;
         std::fs::write(root.join("schemas/gps.yaml"), GPS_MANIFEST)?;
         std::fs::write(
             root.join("gateway.toml"),
-            "[http]\nlisten = [\"127.0.0.1:0\"]\n[mqtt]\nlisten = [\"127.0.0.1:0\"]\n\
-             [coap]\nlisten = [\"127.0.0.1:0\"]\n[anonymous]\nwrite = [\"*\"]\nquery = [\"*\"]\n",
+            format!(
+                "[http]\nlisten = [\"127.0.0.1:0\"]\n[mqtt]\nlisten = [\"127.0.0.1:0\"]\n\
+                 [coap]\nlisten = [\"127.0.0.1:0\"]\n[anonymous]\nwrite = [\"*\"]\nquery = [\"*\"]\n\
+                 [pipeline]\nwal_sync_interval = \"{}\"\n",
+                humantime::format_duration(wal_sync_interval)
+            ),
         )?;
         let log = std::fs::File::create(root.join("gateway.log"))?;
         let mut process = Process(
