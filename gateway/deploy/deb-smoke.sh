@@ -22,10 +22,12 @@ log() { printf '\n== %s\n' "$*" >&2; }
 work=$(mktemp -d)
 chmod 755 "$work"
 gw_pid=
+listener=
 cleanup() {
+    set +e
     [ -n "$gw_pid" ] && kill -9 "$gw_pid" 2>/dev/null
-    kill "$listener" 2>/dev/null || true
-    dpkg --purge odf-gateway >/dev/null 2>&1 || true
+    [ -n "$listener" ] && kill "$listener" 2>/dev/null
+    dpkg --purge odf-gateway >/dev/null 2>&1
     rm -rf /var/lib/odf-gateway "$work"
 }
 trap cleanup EXIT

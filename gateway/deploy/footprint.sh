@@ -27,7 +27,7 @@ command -v strace >/dev/null || { echo "strace is needed to count fsyncs (apt-ge
 
 work=$(mktemp -d)
 gw_pid=
-cleanup() { [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+cleanup() { set +e; [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
 # Starts a gateway in a fresh folder ($1: a command prefix, e.g. qemu); sets gw_pid and ports.

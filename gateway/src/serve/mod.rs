@@ -78,6 +78,8 @@ pub async fn run(
         routes,
         access,
     } = config;
+    let (doing, start_status) = watch::channel("opening the datasets".to_owned());
+    let starting = tokio::spawn(systemd::extend_start_timeout(start_status));
     let access = Arc::new(access);
     let routes = Arc::new(routes);
     let data_dir = DataDir::create(&options.data_dir)?;
@@ -228,7 +230,7 @@ pub async fn run(
     if let Some(path) = &options.addresses_file {
         write_addresses(path, &addresses)?;
     }
-    let ready = tokio::spawn(systemd::announce_ready(pipeline.clone()));
+    let ready = tokio::spawn(systemd::announce_ready(pipeline.clone(), doing, starting));
     let watchdog = tokio::spawn(systemd::keep_watchdog(pipeline.clone()));
 
     shutdown.await;

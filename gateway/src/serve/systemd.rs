@@ -5,20 +5,32 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sd_notify::NotifyState;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::pipeline::{Phase, Pipeline};
 
-/// How often the start-up wait asks systemd for more time while logs are replayed (a long
-/// log on a Pi's SD card can take minutes, beyond the unit's start timeout).
-const REPLAY_TICK: Duration = Duration::from_secs(5);
+/// How often the start asks systemd for more time (opening datasets and their key indexes,
+/// replaying a long log on a Pi's SD card can take minutes, beyond the unit's start timeout).
+const START_TICK: Duration = Duration::from_secs(5);
 
-/// Waits until no dataset is still opening or replaying its log, then says `READY=1` with
-/// a status line; meanwhile asks systemd to extend its start timeout.
-pub async fn announce_ready(pipeline: Arc<Pipeline>) {
-    let mut extended: Option<Instant> = None;
+/// Until aborted (once `READY=1` is said), asks systemd every few seconds to extend its start
+/// timeout, with what the start is doing.
+pub async fn extend_start_timeout(doing: watch::Receiver<String>) {
+    let extend = (3 * START_TICK).as_micros().min(u128::from(u32::MAX)) as u32;
+    loop {
+        let status = doing.borrow().clone();
+        notify(&[NotifyState::Status(&status), NotifyState::ExtendTimeoutUsec(extend)]);
+        tokio::time::sleep(START_TICK).await;
+    }
+}
+
+/// Waits until no dataset is still opening or replaying its log (saying so through `doing`),
+/// stops `starting` (the start timeout's extensions), then says `READY=1` with a status line.
+pub async fn announce_ready(pipeline: Arc<Pipeline>, doing: watch::Sender<String>, starting: JoinHandle<()>) {
     loop {
         let replaying = pipeline
             .datasets()
@@ -27,14 +39,10 @@ pub async fn announce_ready(pipeline: Arc<Pipeline>) {
         if replaying == 0 {
             break;
         }
-        if extended.is_none_or(|at| at.elapsed() >= REPLAY_TICK) {
-            let status = format!("replaying the write-ahead logs of {replaying} dataset(s)");
-            let extend = (3 * REPLAY_TICK).as_micros().min(u32::MAX as u128) as u32;
-            notify(&[NotifyState::Status(&status), NotifyState::ExtendTimeoutUsec(extend)]);
-            extended = Some(Instant::now());
-        }
+        doing.send_replace(format!("replaying the write-ahead logs of {replaying} dataset(s)"));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    starting.abort();
     let ready = pipeline.datasets().filter(|d| d.health().phase == Phase::Ready).count();
     let failed = pipeline.datasets().count() - ready + pipeline.failed().len();
     let status = match failed {

@@ -209,6 +209,10 @@ impl Wal {
             return Err(WalError::Failed);
         }
         let bodies: Vec<&[u8]> = bodies.into_iter().collect();
+        // An entry must unpack within the limit too, compressed or not.
+        if let Some(big) = bodies.iter().find(|b| b.len() + pack::OVERHEAD > MAX_RECORD) {
+            return Err(WalError::TooBig(big.len()));
+        }
         let first = self.next_seq;
         let mut buffer = Vec::new();
         let mut seq = first;

@@ -18,6 +18,8 @@ const COMPRESS_FROM: usize = 1024;
 pub const MAX_PACK_BYTES: usize = 64 * 1024;
 /// Entries a pack takes at most.
 pub const MAX_ENTRIES: u32 = 4096;
+/// Bytes a pack of one entry adds to it (codec, raw length, the entry's length).
+pub const OVERHEAD: usize = 9;
 /// zstd's fastest level: the log writer is on the path of every acknowledgement.
 const LEVEL: i32 = 1;
 

@@ -55,23 +55,35 @@ enum At {
     NotARecord,
 }
 
-/// Reads the segment in `file` through; `first` is the seq its name says it starts at. A
-/// segment whose magic is damaged is read as the current version, else as version 2 if
-/// that finds records where the current one found none.
+/// Reads the segment in `file` through; `first` is the seq its name says it starts at.
+///
+/// The magics differ in one byte, so one flipped bit can make a segment's magic name another
+/// version, or none: when the version named finds no record, every other version is tried,
+/// and the one that finds records wins (its magic then counts as damage, and a rewrite puts
+/// the right one back). A segment no version finds records in is read as the one named, or
+/// as the current one.
 pub fn scan(file: &File, first: u64) -> io::Result<Scan> {
     let file_len = file.metadata()?.len();
     let mut head = vec![0u8; (file_len as usize).min(Version::V3.segment_header_len())];
     file.read_exact_at(&mut head, 0)?;
-    let known = head.get(..8).and_then(Version::of_magic);
-    if let Some(version) = known {
-        return scan_as(file, first, &head, version, true);
+    let named = head.get(..8).and_then(Version::of_magic);
+    let (likely, intact) = match named {
+        Some(version) => (version, true),
+        None => (Version::V3, false),
+    };
+    let scan = scan_as(file, first, &head, likely, intact)?;
+    if scan.records > 0 {
+        return Ok(scan);
     }
-    let current = scan_as(file, first, &head, Version::V3, false)?;
-    if current.records > 0 {
-        return Ok(current);
+    for version in [Version::V3, Version::V2, Version::V1] {
+        if version != likely {
+            let other = scan_as(file, first, &head, version, false)?;
+            if other.records > 0 {
+                return Ok(other);
+            }
+        }
     }
-    let older = scan_as(file, first, &head, Version::V2, false)?;
-    Ok(if older.records > 0 { older } else { current })
+    Ok(scan)
 }
 
 fn scan_as(file: &File, first: u64, head: &[u8], version: Version, magic_intact: bool) -> io::Result<Scan> {
@@ -103,7 +115,7 @@ fn scan_as(file: &File, first: u64, head: &[u8], version: Version, magic_intact:
     // the magic) holds no record, but is damage all the same.
     let intact = match version {
         Version::V2 | Version::V3 => magic_intact && head == record::segment_header(version, salt),
-        Version::V1 => true,
+        Version::V1 => magic_intact,
     };
     let mut bad: Option<Invalid> = (!intact).then(|| invalid(0, 0, None));
     let mut pos = header_len;
