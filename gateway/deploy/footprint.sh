@@ -61,6 +61,8 @@ TOML
 stop() { kill "$gw_pid"; wait "$gw_pid" 2>/dev/null || true; gw_pid=; }
 # The process doing the work: under qemu-user it is the qemu process itself.
 status_kib() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$gw_pid/status"; }
+# User and system time of the gateway, in clock ticks (fields 14 and 15 of /proc/PID/stat).
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$gw_pid/stat"; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
 metric() { curl -fs "http://127.0.0.1:$http/metrics" | awk -v m="$1" '$1 ~ "^"m"({|$)" { s += $2 } END { printf "%.0f", s }'; }
 load() { # devices, rate, seconds
@@ -100,6 +102,7 @@ start "$gateway"
 data="$work/run/odf-data"
 written_before=$(awk '$1 == "write_bytes:" { print $2 }' "/proc/$gw_pid/io")
 disk_before=$(disk_written)
+cpu_before=$(cpu_ticks)
 strace -f -c -e trace=fsync,fdatasync,sync_file_range,syncfs -o "$work/strace.txt" -p "$gw_pid" 2>/dev/null &
 strace_pid=$!
 sleep 1
@@ -110,6 +113,7 @@ ended=$(date +%s.%N)
 kill -INT "$strace_pid"; wait "$strace_pid" 2>/dev/null || true
 written=$(( $(awk '$1 == "write_bytes:" { print $2 }' "/proc/$gw_pid/io") - written_before ))
 disk=$(( $(disk_written) - disk_before ))
+cpu=$(( $(cpu_ticks) - cpu_before ))
 records=$(metric odf_records_committed_total)
 payload=$(metric odf_mqtt_publish_bytes_total)
 wal_syncs=$(metric odf_wal_sync_seconds_count)
@@ -125,6 +129,7 @@ row "  disk space per record at the end: log / dataset (slices, blocks, checkpoi
     "$(per "$data/.wal") B / $(per "$data/gps") B / $(per "$data/.index") B"
 row "**fsyncs per second** (of which the log's group commits)" "**$(awk -v f="$fsyncs" -v s="$seconds" 'BEGIN { printf "%.1f", f / s }')** ($(awk -v f="$wal_syncs" -v s="$seconds" 'BEGIN { printf "%.1f", f / s }'))"
 row "writes per day at 1,000 reports/s" "$(awk -v b="$per_record" 'BEGIN { printf "%.1f GB", b * 1000 * 86400 / 1e9 }')"
+row "CPU per report (user + system, the gateway alone)" "$(awk -v t="$cpu" -v r="$records" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.0f µs", t / hz * 1e6 / (r > 0 ? r : 1) }')"
 row "resident memory after the wear run (peak)" "$(mib "$(status_kib VmRSS)") MiB ($(mib "$(status_kib VmHWM)") MiB)"
 stop
 
