@@ -7,7 +7,7 @@
 #
 #   gateway/deploy/build-pi.sh && tests/pi-smoke.sh
 #
-# $PI_GATEWAY_BIN is the aarch64 binary (default: the `pi` build); $DEVICE_SIM_BIN the x86
+# $PI_GATEWAY_BIN is the aarch64 binary (default: the `pi-small` build); $DEVICE_SIM_BIN the x86
 # simulator (default: the release or debug build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ if ((${#missing[@]})); then
 fi
 
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-gateway=${PI_GATEWAY_BIN:-$target_dir/aarch64-unknown-linux-gnu/pi/odf-gateway}
+gateway=${PI_GATEWAY_BIN:-$target_dir/aarch64-unknown-linux-gnu/pi-small/odf-gateway}
 [ -x "$gateway" ] || fail "no aarch64 gateway at $gateway: run gateway/deploy/build-pi.sh"
 # ELF e_machine 0xb7: AArch64.
 [ "$(od -An -tx1 -j18 -N2 "$gateway" | tr -d ' \n')" = "b700" ] || fail "$gateway is not an aarch64 binary"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the odf-gateway Debian package with cargo-deb (metadata in gateway/Cargo.toml): the
-# binary (`pi` profile: release, stripped, thin LTO) in /usr/bin, the systemd service, the
+# binary (`pi-small` profile, or $PROFILE: stripped, size-optimised, fat LTO) in /usr/bin, the systemd service, the
 # configuration in /etc/odf-gateway (a conffile) with the shipped schemas, the README.
 #
 #   gateway/deploy/build-deb.sh              # amd64 and arm64 (cross-built, see build-pi.sh)
@@ -9,6 +9,7 @@
 # The packages land in <target>/debian/ and <target>/aarch64-unknown-linux-gnu/debian/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+profile=${PROFILE:-pi-small}
 archs=("$@")
 [ ${#archs[@]} -gt 0 ] || archs=(amd64 arm64)
 
@@ -31,8 +32,8 @@ for arch in "${archs[@]}"; do
     # Built as build-pi.sh builds (both binaries: one feature resolution, one set of
     # artifacts for both scripts), then packaged; the profile strips the binary already (and
     # the host's strip cannot read arm64).
-    cargo build --locked --profile pi "${target[@]}" -p odf-gateway -p device-sim --bins
-    deb=$(cargo deb -p odf-gateway --locked --profile pi --no-build --no-strip "${target[@]}" | tail -n 1)
+    cargo build --locked --profile "$profile" "${target[@]}" -p odf-gateway -p device-sim --bins
+    deb=$(cargo deb -p odf-gateway --locked --profile "$profile" --no-build --no-strip "${target[@]}" | tail -n 1)
     echo "$arch: $deb ($(( $(stat -c %s "$deb") / 1000000 )) MB, built in $(( (SECONDS - started) / 60 )) min)"
     dpkg-deb -c "$deb" | awk '{ print "    " $1, $3, $6 }'
 done

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Builds odf-gateway and device-sim for a Raspberry Pi 4 or 5 (aarch64, 64-bit Raspberry Pi
 # OS or Debian 12 arm64) on an x86-64 Debian machine, from a fresh clone: installs the cross
-# compiler and the Rust target when they are missing, then builds with the `pi` profile
-# (release, no debug info, symbols stripped, thin LTO). The binaries end up in
-# <target>/aarch64-unknown-linux-gnu/pi/.
+# compiler and the Rust target when they are missing, then builds with the `pi-small`
+# profile (no debug info, symbols stripped, optimised for size, fat LTO: 48 MB) or the one
+# named. The binaries end up in <target>/aarch64-unknown-linux-gnu/<profile>/.
 #
 #   gateway/deploy/build-pi.sh            # both binaries
-#   PROFILE=release gateway/deploy/build-pi.sh
+#   PROFILE=pi gateway/deploy/build-pi.sh # opt-level 3, thin LTO: ~10% less CPU, 129 MB
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 target=aarch64-unknown-linux-gnu
-profile=${PROFILE:-pi}
+profile=${PROFILE:-pi-small}
 
 if ! command -v aarch64-linux-gnu-gcc >/dev/null; then
     sudo_cmd=(); [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)

@@ -4,12 +4,12 @@
 # Each figure comes from a fresh `odf-gateway serve` with the shipped schemas, default
 # settings and loopback ports, driven by `device-sim load` (vendorA: NdJson over MQTT, QoS 1).
 #
-#   gateway/deploy/footprint.sh                 # x86 figures of the `pi` (else release) build
+#   gateway/deploy/footprint.sh                 # x86 figures of the `pi-small` (else pi, release) build
 #   WEAR_SECONDS=300 gateway/deploy/footprint.sh
 #   EXTRA_CONFIG=$'[pipeline]\nflush_interval = "5s"' gateway/deploy/footprint.sh   # other settings
 #
 # $ODF_GATEWAY_BIN and $DEVICE_SIM_BIN choose the binaries; $PI_GATEWAY_BIN (default: the
-# aarch64 `pi` build, if there) adds its size and its idle memory under qemu-user. Bytes
+# aarch64 `pi-small` build, if there) adds its size and its idle memory under qemu-user. Bytes
 # written are the gateway's `write_bytes` in /proc/PID/io (what reached the block layer,
 # whole pages), fsyncs are counted with strace attached for the same window.
 set -euo pipefail
@@ -19,10 +19,10 @@ EXTRA_CONFIG=${EXTRA_CONFIG:-}
 load_seconds=${LOAD_SECONDS:-60}
 
 target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-pick() { for p in "$target/pi/$1" "$target/release/$1" "$target/debug/$1"; do [ -x "$p" ] && { echo "$p"; return; }; done; echo "no $1 built under $target" >&2; exit 1; }
+pick() { for p in "$target/pi-small/$1" "$target/pi/$1" "$target/release/$1" "$target/debug/$1"; do [ -x "$p" ] && { echo "$p"; return; }; done; echo "no $1 built under $target" >&2; exit 1; }
 gateway=${ODF_GATEWAY_BIN:-$(pick odf-gateway)}
 sim=${DEVICE_SIM_BIN:-$(pick device-sim)}
-pi_gateway=${PI_GATEWAY_BIN:-$target/aarch64-unknown-linux-gnu/pi/odf-gateway}
+pi_gateway=${PI_GATEWAY_BIN:-$target/aarch64-unknown-linux-gnu/pi-small/odf-gateway}
 command -v strace >/dev/null || { echo "strace is needed to count fsyncs (apt-get install strace)" >&2; exit 1; }
 
 work=$(mktemp -d)
