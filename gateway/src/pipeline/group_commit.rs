@@ -23,8 +23,9 @@ const GROUP_ENTRIES: usize = 4096;
 /// `interval` has passed since the last write, unless it already holds `bytes`. Each fsync
 /// writes the log's last, partly filled page again (and the file system's journal), so many
 /// small syncs wear an SD card far more than the records do: at 1,000 reports/s, unpaced,
-/// 175 syncs a second wrote 935 bytes per 194-byte report, paced 246. The first append after a quiet spell
-/// is written at once; a steady stream waits at most `interval` for its ack.
+/// 175 syncs a second wrote 935 bytes per 194-byte report, paced 246. The first append
+/// after a quiet spell is written at once; a steady stream waits at most `interval` for its
+/// ack.
 #[derive(Debug, Clone, Copy)]
 pub struct SyncPacing {
     pub interval: Duration,
