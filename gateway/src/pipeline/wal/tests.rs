@@ -135,7 +135,7 @@ fn one_flipped_byte_anywhere_loses_at_most_one_record_and_is_reported() {
         assert!(found.len() >= 5, "flip at {at}: {found:?}");
         assert_eq!(recovery.torn_bytes, 0, "flip at {at}");
         assert_eq!(recovery.damage.len(), 1, "flip at {at}");
-        let touched = at.checked_sub(SEGMENT_HEADER).map(|r| r / (RECORD + 100) as usize + 1);
+        let touched = at.checked_sub(SEGMENT_HEADER).map(|r| r / (RECORD + 100) + 1);
         let expected = match touched {
             None => LostSeqs::None,
             Some(6) => LostSeqs::From(6),
