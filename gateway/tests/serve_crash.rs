@@ -150,6 +150,15 @@ fn post_count(server: &Server, client: &str, n: u64) -> u16 {
     server.post("/datasets/counts/sources/clients", Some("application/x-ndjson"), body.as_bytes()).status
 }
 
+/// A gateway on the counts manifest whose log syncs with the pacing given.
+fn paced_server(root: &std::path::Path, interval: &str, bytes: &str) -> Server {
+    schemas(root, &[("counts.yaml", MANIFEST)]);
+    let paced = format!(
+        "flush_interval = \"100ms\"\nwal_sync_interval = \"{interval}\"\nwal_sync_bytes = \"{bytes}\""
+    );
+    Server::start(root, &config("").replace("flush_interval = \"100ms\"", &paced))
+}
+
 fn accepted(status: u16) -> bool {
     status == 200 || status == 202
 }
@@ -160,9 +169,7 @@ fn accepted(status: u16) -> bool {
 #[test]
 fn reports_arriving_before_the_next_sync_is_due_share_it() {
     let dir = tempfile::tempdir().unwrap();
-    schemas(dir.path(), &[("counts.yaml", MANIFEST)]);
-    let paced = "flush_interval = \"100ms\"\nwal_sync_interval = \"4s\"\nwal_sync_bytes = \"1 MiB\"";
-    let mut server = Server::start(dir.path(), &config("").replace("flush_interval = \"100ms\"", paced));
+    let mut server = paced_server(dir.path(), "4s", "1 MiB");
     assert!(accepted(post_count(&server, "first", 0)));
     let before = log_writes(&server);
     let shared = &server;
@@ -180,9 +187,7 @@ fn reports_arriving_before_the_next_sync_is_due_share_it() {
 #[test]
 fn a_group_of_wal_sync_bytes_is_written_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    schemas(dir.path(), &[("counts.yaml", MANIFEST)]);
-    let paced = "flush_interval = \"100ms\"\nwal_sync_interval = \"1h\"\nwal_sync_bytes = \"1 B\"";
-    let mut server = Server::start(dir.path(), &config("").replace("flush_interval = \"100ms\"", paced));
+    let mut server = paced_server(dir.path(), "1h", "1 B");
     for n in 0..3 {
         assert!(accepted(post_count(&server, "c", n)), "{}", server.log());
     }

@@ -87,13 +87,20 @@ fn log_of(dir: &Path, n: u64) -> PathBuf {
     segment_path(dir, 1)
 }
 
-#[test]
-fn damage_in_an_older_segment_costs_only_the_records_it_touched() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path(), 4096, 0, 0).unwrap();
+/// A log of 60 records of 200 bytes, one a write, in segments of 4 KiB (many of them), synced.
+fn small_segments_of_60(dir: &Path) -> Wal {
+    let (mut wal, _) = Wal::open(dir, 4096, 0, 0).unwrap();
     for _ in 0..60 {
         wal.append([[1u8; 200].as_slice()]).unwrap();
     }
+    wal.sync().unwrap();
+    wal
+}
+
+#[test]
+fn damage_in_an_older_segment_costs_only_the_records_it_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = small_segments_of_60(dir.path());
     drop(wal);
     let first = segment_path(dir.path(), 1);
     let mut bytes = fs::read(&first).unwrap();
@@ -178,10 +185,7 @@ fn damage_to_committed_records_loses_nothing() {
 #[test]
 fn a_segment_of_random_bytes_is_reported_with_the_seqs_it_held() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path(), 4096, 0, 0).unwrap();
-    for _ in 0..60 {
-        wal.append([[1u8; 200].as_slice()]).unwrap();
-    }
+    let wal = small_segments_of_60(dir.path());
     drop(wal);
     let segments = list_segments(dir.path()).unwrap();
     let (victim, next) = (&segments[1], &segments[2]);
@@ -414,11 +418,7 @@ fn reopening_after_damage_at_the_end_reuses_no_number_and_says_nothing_new() {
 #[test]
 fn the_committed_position_noted_at_release_makes_damage_to_committed_records_no_loss() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path(), 4096, 0, 0).unwrap();
-    for _ in 0..60 {
-        wal.append([[1u8; 200].as_slice()]).unwrap();
-    }
-    wal.sync().unwrap();
+    let mut wal = small_segments_of_60(dir.path());
     wal.release(40).unwrap();
     drop(wal);
     let segments = list_segments(dir.path()).unwrap();
