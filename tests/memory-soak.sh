@@ -10,6 +10,7 @@
 # target folder (release if built, else debug).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tests/lib/gateway-config.sh
 minutes=${1:-20}
 rate=${2:-1000}
 devices=${3:-60}
@@ -23,18 +24,7 @@ sim=${DEVICE_SIM_BIN:-$(pick device-sim)}
 work=$(mktemp -d)
 trap 'kill "$gw_pid" "$sim_pid" 2>/dev/null || true; wait 2>/dev/null; rm -rf "$work"' EXIT
 cp -r schemas "$work/"
-cat > "$work/gateway.toml" <<TOML
-[http]
-listen = ["127.0.0.1:0"]
-[mqtt]
-listen = ["127.0.0.1:0"]
-[coap]
-listen = ["127.0.0.1:0"]
-[anonymous]
-write = ["*"]
-query = ["*"]
-subscribe = ["#"]
-TOML
+loopback_config "$work/gateway.toml" 0 0 0
 (cd "$work" && exec "$gateway" serve --config gateway.toml --addresses-file addresses.json >gateway.log 2>&1) &
 gw_pid=$!
 for _ in $(seq 600); do [ -s "$work/addresses.json" ] && break; sleep 0.1; done

@@ -11,6 +11,7 @@
 # simulator (default: the release or debug build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tests/lib/gateway-config.sh
 
 log() { printf '\n== %s\n' "$*" >&2; }
 fail() { echo "FAILED: $*" >&2; [ -f "$work/gateway.log" ] && tail -n 30 "$work/gateway.log" >&2; exit 1; }
@@ -47,18 +48,7 @@ export ODF_GATEWAY_DATA_DIR="$work/data"
 # Fixed ports for the run, so that the simulator finds the gateway again after the kill.
 free_port() { python3 -c "import socket, sys; s=socket.socket(socket.AF_INET, getattr(socket, sys.argv[1])); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])" "$1"; }
 http=$(free_port SOCK_STREAM); mqtt=$(free_port SOCK_STREAM); coap=$(free_port SOCK_DGRAM)
-cat > "$work/gateway.toml" <<TOML
-[http]
-listen = ["127.0.0.1:$http"]
-[mqtt]
-listen = ["127.0.0.1:$mqtt"]
-[coap]
-listen = ["127.0.0.1:$coap"]
-[anonymous]
-write = ["*"]
-query = ["*"]
-subscribe = ["#"]
-TOML
+loopback_config "$work/gateway.toml" "$http" "$mqtt" "$coap"
 
 start() {
     rm -f "$work/addresses.json"

@@ -14,6 +14,7 @@
 # whole pages), fsyncs are counted with strace attached for the same window.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source tests/lib/gateway-config.sh
 wear_seconds=${WEAR_SECONDS:-60}
 EXTRA_CONFIG=${EXTRA_CONFIG:-}
 load_seconds=${LOAD_SECONDS:-60}
@@ -33,20 +34,7 @@ trap cleanup EXIT
 # Starts a gateway in a fresh folder ($1: a command prefix, e.g. qemu); sets gw_pid and ports.
 start() {
     rm -rf "$work/run"; mkdir "$work/run"; cp -r schemas "$work/run/"
-    cat > "$work/run/gateway.toml" <<TOML
-[http]
-listen = ["127.0.0.1:0"]
-[mqtt]
-listen = ["127.0.0.1:0"]
-[coap]
-listen = ["127.0.0.1:0"]
-[anonymous]
-write = ["*"]
-query = ["*"]
-subscribe = ["#"]
-metrics = true
-$EXTRA_CONFIG
-TOML
+    loopback_config "$work/run/gateway.toml" 0 0 0 "metrics = true"$'\n'"$EXTRA_CONFIG"
     (cd "$work/run" && exec "$@" serve --config gateway.toml --addresses-file addresses.json >gateway.log 2>&1) &
     gw_pid=$!
     for _ in $(seq 1200); do
