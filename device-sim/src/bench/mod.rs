@@ -14,6 +14,7 @@
 //! in the dataset for the gateway (so it includes the wait for the flush interval), delivered
 //! to the subscriber for mosquitto, acknowledged for the others (which keep nothing).
 
+mod cpu;
 mod report;
 mod servers;
 
@@ -121,6 +122,9 @@ pub struct Figures {
     pub ack_p99_ms: f64,
     /// The server process's peak resident memory (none for the in-process HTTP peer).
     pub peak_rss_mib: Option<f64>,
+    /// The server's CPU time (user and system, from `/proc`) from the first message until
+    /// every acknowledged report was counted, per row counted, in µs.
+    pub cpu_us_per_row: Option<f64>,
     /// Answers that said "busy" and sends that got none (their reports were sent again).
     pub busy: u64,
     pub failed: u64,
@@ -190,7 +194,7 @@ async fn run_gateway(scenario: &Scenario, options: &Options) -> anyhow::Result<F
         ..target()
     };
     let reader = Reader::Http { host: "127.0.0.1".into(), port: gateway.http_port, token: None };
-    measure(scenario, duration, target, Count::Committed(reader), Some(&gateway.process)).await
+    measure(scenario, duration, target, Count::Committed(reader), Server::Process(&gateway.process)).await
 }
 
 async fn run_peer(scenario: &Scenario, duration: Duration) -> anyhow::Result<Figures> {
@@ -199,16 +203,48 @@ async fn run_peer(scenario: &Scenario, duration: Duration) -> anyhow::Result<Fig
             let broker = Mosquitto::start()?;
             let delivered = broker.subscribe().await?;
             let target = Target { mqtt_port: broker.port, ..target() };
-            measure(scenario, duration, target, Count::Delivered(&delivered), Some(&broker.process)).await
+            measure(
+                scenario,
+                duration,
+                target,
+                Count::Delivered(&delivered),
+                Server::Process(&broker.process),
+            )
+            .await
         }
         Protocol::Http => {
             let sink = HttpSink::start()?;
-            measure(scenario, duration, Target { http_port: sink.port, ..target() }, Count::Acked, None).await
+            let target = Target { http_port: sink.port, ..target() };
+            measure(scenario, duration, target, Count::Acked, Server::Threads(servers::HTTP_SINK_THREADS))
+                .await
         }
         Protocol::Coap => {
             let server = CoapServer::start(scenario.devices)?;
             let target = Target { coap_port: server.port, ..target() };
-            measure(scenario, duration, target, Count::Acked, Some(&server.process)).await
+            measure(scenario, duration, target, Count::Acked, Server::Process(&server.process)).await
+        }
+    }
+}
+
+/// The server under load, whose memory and CPU time are read.
+enum Server<'a> {
+    Process(&'a Process),
+    /// Threads of this process, by name (the in-process HTTP peer).
+    Threads(&'static str),
+}
+
+impl Server<'_> {
+    fn cpu_seconds(&self) -> Option<f64> {
+        match self {
+            Server::Process(process) => cpu::process_seconds(process.id()),
+            Server::Threads(prefix) => cpu::threads_seconds(prefix),
+        }
+    }
+
+    fn peak_rss_mib(&self) -> Option<f64> {
+        match self {
+            Server::Process(process) => process.peak_rss_mib(),
+            Server::Threads(_) => None,
         }
     }
 }
@@ -230,9 +266,10 @@ async fn measure(
     duration: Duration,
     target: Target,
     count: Count<'_>,
-    server: Option<&Process>,
+    server: Server<'_>,
 ) -> anyhow::Result<Figures> {
     let dir = tempfile::tempdir()?;
+    let cpu_before = server.cpu_seconds();
     let started = Instant::now();
     let summary = runner::run(plan(scenario, duration, dir.path()), target).await?;
     let rows = match count {
@@ -248,6 +285,7 @@ async fn measure(
         }
     };
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    let cpu = server.cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
     let latency = summary.latency_ms.as_ref();
     Ok(Figures {
         acked: summary.acked,
@@ -255,7 +293,8 @@ async fn measure(
         rows_per_s: rows.min(summary.acked) as f64 / elapsed,
         ack_p50_ms: latency.map_or(0.0, |l| l.p50),
         ack_p99_ms: latency.map_or(0.0, |l| l.p99),
-        peak_rss_mib: server.and_then(Process::peak_rss_mib),
+        peak_rss_mib: server.peak_rss_mib(),
+        cpu_us_per_row: cpu.filter(|_| rows > 0).map(|seconds| seconds * 1e6 / rows as f64),
         busy: summary.busy,
         failed: summary.failed,
         refused: summary.refused,
@@ -349,6 +388,7 @@ mod tests {
             ack_p50_ms: 0.25,
             ack_p99_ms: 1.5,
             peak_rss_mib: rss,
+            cpu_us_per_row: Some(53.0),
             busy: 0,
             failed: 0,
             refused: 0,
@@ -395,7 +435,7 @@ mod tests {
         let text = report.to_string();
         let lines: Vec<_> = text.lines().collect();
         assert!(lines[0].contains("10 s per run") && lines[0].contains("2 cores"), "{text}");
-        assert!(lines[2].starts_with("MQTT QoS 1 publish") && lines[2].ends_with("0.33"), "{text}");
+        assert!(lines[2].starts_with("MQTT QoS 1 publish") && lines[2].ends_with("0.33    1.0"), "{text}");
         assert!(
             lines[2].contains("30000") && lines[2].contains("90000") && lines[2].contains("88.0"),
             "{text}"

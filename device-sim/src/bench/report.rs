@@ -1,4 +1,5 @@
-//! The bench's table as text: a line per scenario, the gateway's figures beside the peer's,
+//! The bench's table as text: a line per scenario, the gateway's figures beside the peer's
+//! (rows/s, ack latency, peak RSS, CPU µs per row), the ratio of rows/s and of CPU per row,
 //! and below it what the figures do not show.
 
 use super::Report;
@@ -30,45 +31,59 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "{:<20} {:>7} | {:>9} {:>7} {:>7} {:>7} | {:<11} {:>9} {:>7} {:>7} {:>7} | {:>5}",
+            "{:<20} {:>7} | {:>9} {:>7} {:>7} {:>7} {:>6} | {:<11} {:>9} {:>7} {:>7} {:>7} {:>6} | {:>5} {:>6}",
             "load",
             "devices",
             "gw rows/s",
             "p50 ms",
             "p99 ms",
             "RSS MiB",
+            "µs/row",
             "peer",
             "rows/s",
             "p50 ms",
             "p99 ms",
             "RSS MiB",
-            "ratio"
+            "µs/row",
+            "ratio",
+            "CPU ×"
         )?;
         let rss = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{r:.1}"));
+        let cpu = |c: Option<f64>| c.map_or("-".to_owned(), |c| format!("{c:.1}"));
         for row in &self.rows {
             let g = &row.gateway;
             write!(
                 f,
-                "{:<20} {:>7} | {:>9.0} {:>7.2} {:>7.2} {:>7} | {:<11} ",
+                "{:<20} {:>7} | {:>9.0} {:>7.2} {:>7.2} {:>7} {:>6} | {:<11} ",
                 row.protocol.load(),
                 row.devices,
                 g.rows_per_s,
                 g.ack_p50_ms,
                 g.ack_p99_ms,
                 rss(g.peak_rss_mib),
+                cpu(g.cpu_us_per_row),
                 row.peer_name
             )?;
             match &row.peer {
-                Some(p) => writeln!(
+                Some(p) => {
+                    let cpu_ratio = g.cpu_us_per_row.zip(p.cpu_us_per_row.filter(|c| *c > 0.0));
+                    writeln!(
+                        f,
+                        "{:>9.0} {:>7.2} {:>7.2} {:>7} {:>6} | {:>5} {:>6}",
+                        p.rows_per_s,
+                        p.ack_p50_ms,
+                        p.ack_p99_ms,
+                        rss(p.peak_rss_mib),
+                        cpu(p.cpu_us_per_row),
+                        row.ratio.map_or("-".to_owned(), |r| format!("{r:.2}")),
+                        cpu_ratio.map_or("-".to_owned(), |(g, p)| format!("{:.1}", g / p)),
+                    )?
+                }
+                None => writeln!(
                     f,
-                    "{:>9.0} {:>7.2} {:>7.2} {:>7} | {:>5}",
-                    p.rows_per_s,
-                    p.ack_p50_ms,
-                    p.ack_p99_ms,
-                    rss(p.peak_rss_mib),
-                    row.ratio.map_or("-".to_owned(), |r| format!("{r:.2}"))
+                    "{:>9} {:>7} {:>7} {:>7} {:>6} | {:>5} {:>6}",
+                    "-", "-", "-", "-", "-", "-", "-"
                 )?,
-                None => writeln!(f, "{:>9} {:>7} {:>7} {:>7} | {:>5}", "-", "-", "-", "-", "-")?,
             }
         }
         // What the figures do not show: lost answers, refusals, reports not found.

@@ -17,6 +17,10 @@ const GPS_MANIFEST: &str = include_str!("../../../schemas/gps.yaml");
 pub(super) struct Process(Child);
 
 impl Process {
+    pub(super) fn id(&self) -> u32 {
+        self.0.id()
+    }
+
     /// Its peak resident memory so far, in MiB (Linux's VmHWM).
     pub(super) fn peak_rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).ok()?;
@@ -204,6 +208,9 @@ impl CoapServer {
     }
 }
 
+/// The names of the HTTP peer's threads, by which its CPU time is found.
+pub(super) const HTTP_SINK_THREADS: &str = "bench-http-sink";
+
 /// An HTTP/1.1 server on its own two threads that reads each body and answers 202.
 pub(super) struct HttpSink {
     runtime: Option<tokio::runtime::Runtime>,
@@ -216,7 +223,11 @@ impl HttpSink {
         use hyper::body::{Bytes, Incoming};
         use hyper::{Request, Response, StatusCode};
 
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(HTTP_SINK_THREADS)
+            .enable_all()
+            .build()?;
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         listener.set_nonblocking(true)?;

@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 
 use super::binding::ColumnBinding;
 use super::format::InputFormat;
+use bytes::Bytes;
+
 use super::merge::ledger_index::IndexConfig;
 use super::read::RecordError;
 use crate::odf::{Multihash, OffsetInterval};
@@ -15,7 +17,8 @@ use crate::store::DEFAULT_LOCK_TIMEOUT;
 /// One message of a batch: a device's payload, a file, stdin.
 #[derive(Debug, Clone)]
 pub struct Message {
-    pub bytes: Vec<u8>,
+    /// Shared, not copied, from the transport that received it to the commit.
+    pub bytes: Bytes,
     /// The format the sender declared; `None` means the source's own format.
     pub format: Option<InputFormat>,
     /// Where it came from, for errors: a file name, a device, a topic.
@@ -31,7 +34,7 @@ pub struct Message {
 }
 
 impl Message {
-    pub fn new(bytes: impl Into<Vec<u8>>, origin: impl Into<String>) -> Message {
+    pub fn new(bytes: impl Into<Bytes>, origin: impl Into<String>) -> Message {
         Message {
             bytes: bytes.into(),
             format: None,

@@ -157,7 +157,7 @@ impl Committer {
     }
 
     /// Commits entries as they are logged until the log writer ends, then the rest.
-    pub fn run(mut self, logged: std_mpsc::Receiver<Logged>, commands: mpsc::WeakSender<Command>) {
+    pub fn run(mut self, logged: std_mpsc::Receiver<Vec<Logged>>, commands: mpsc::WeakSender<Command>) {
         self.commands = Some(commands);
         let mut batch = Batch::default();
         loop {
@@ -166,10 +166,12 @@ impl Committer {
                 Some(since) => logged.recv_timeout(self.policy.interval.saturating_sub(since.elapsed())),
             };
             match received {
-                Ok(item) => {
-                    batch.push(item);
-                    if batch.full(&self.policy) {
-                        self.flush(&mut batch, false);
+                Ok(group) => {
+                    for item in group {
+                        batch.push(item);
+                        if batch.full(&self.policy) {
+                            self.flush(&mut batch, false);
+                        }
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -430,7 +432,7 @@ fn quarantine_entry(
         format: entry.format.map(|f| f.to_string()),
         reasons,
         accepted,
-        payload: entry.payload.clone(),
+        payload: entry.payload.to_vec(),
     };
     let id = quarantine.put(quarantined)?;
     metrics::counter!("odf_records_quarantined_total", "dataset" => dataset.to_owned())

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
@@ -38,7 +39,8 @@ pub struct Submission {
     pub source: Option<String>,
     /// The format the sender declared; `None` reads it in the source's own.
     pub format: Option<InputFormat>,
-    pub payload: Vec<u8>,
+    /// Shared with the transport's buffer, not copied.
+    pub payload: Bytes,
     /// Values for columns the payload leaves out (captured from a topic or path).
     pub columns: Vec<(String, String)>,
     /// Rules every record must keep (a device id bound to the sender's identity or route);
@@ -88,6 +90,7 @@ pub struct DatasetPipeline {
     commands: Arc<Mutex<Queue>>,
     committer: Mutex<Option<JoinHandle<()>>>,
     busy_retry: Duration,
+    counters: Mutex<Vec<KnownCounters>>,
 }
 
 impl DatasetPipeline {
@@ -132,6 +135,7 @@ impl DatasetPipeline {
             commands,
             committer: Mutex::new(Some(thread)),
             busy_retry: options.flush.interval.max(Duration::from_secs(1)),
+            counters: Mutex::new(Vec::new()),
         })
     }
 
@@ -183,16 +187,11 @@ impl DatasetPipeline {
     }
 
     pub async fn submit(&self, submission: Submission) -> Result<Accepted, SubmitError> {
-        let source = self.resolve(submission.source.as_deref()).map_err(SubmitError::Source)?.clone();
+        let source = self.resolve(submission.source.as_deref()).map_err(SubmitError::Source)?;
         let source_name = source.definition.source_name.clone();
-        let labels = [
-            ("dataset", self.name.clone()),
-            ("source", source_name.clone()),
-            ("transport", submission.transport.to_owned()),
-            ("route", submission.route.clone()),
-        ];
-        metrics::counter!("odf_requests_total", &labels).increment(1);
-        metrics::counter!("odf_request_bytes_total", &labels).increment(submission.payload.len() as u64);
+        let counters = self.counters(&source_name, submission.transport, &submission.route);
+        counters.requests.increment(1);
+        counters.bytes.increment(submission.payload.len() as u64);
         match self.health().phase {
             Phase::Ready => {}
             Phase::Starting | Phase::Replaying => {
@@ -203,7 +202,7 @@ impl DatasetPipeline {
         }
         let size = submission.payload.len();
         if !self.shared.reserve(size) {
-            metrics::counter!("odf_requests_busy_total", &labels).increment(1);
+            counters.busy.increment(1);
             let (pending, max) = self.pending();
             return Err(self.busy(format!(
                 "dataset '{}' has {pending} bytes accepted and not yet committed (the limit is {max})",
@@ -212,14 +211,14 @@ impl DatasetPipeline {
         }
         let reservation = Reservation { shared: &self.shared, bytes: size };
         let received = Utc::now();
-        let outcome = check(&source, &submission).await.map_err(SubmitError::Unavailable)?;
+        let outcome = check(source, &submission).await.map_err(SubmitError::Unavailable)?;
         let mut rejected: Vec<Rejection> = outcome.rejected.iter().map(Rejection::from).collect();
         if outcome.rejected_count > rejected.len() {
             let more = outcome.rejected_count - rejected.len();
             rejected.push(Rejection::whole(&format!("... and {more} more record(s) rejected")));
         }
-        metrics::counter!("odf_records_accepted_total", &labels).increment(outcome.records as u64);
-        metrics::counter!("odf_records_rejected_total", &labels).increment(outcome.rejected_count as u64);
+        counters.accepted.increment(outcome.records as u64);
+        counters.rejected.increment(outcome.rejected_count as u64);
         let quarantine_id = match rejected.is_empty() {
             true => None,
             false => Some(
@@ -287,6 +286,38 @@ impl DatasetPipeline {
         })
     }
 
+    /// The request counters of (source, transport, route), registered at the first request
+    /// and kept: building labels and looking them up for every message costs more than the
+    /// rest of a small publish's bookkeeping. Routes are patterns from the configuration, so
+    /// the list stays short.
+    fn counters(&self, source: &str, transport: &'static str, route: &str) -> RequestCounters {
+        let mut known = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let found = known.iter().find(|c| c.source == source && c.transport == transport && c.route == route);
+        if let Some(found) = found {
+            return found.counters.clone();
+        }
+        let labels = [
+            ("dataset", self.name.clone()),
+            ("source", source.to_owned()),
+            ("transport", transport.to_owned()),
+            ("route", route.to_owned()),
+        ];
+        let counters = RequestCounters {
+            requests: metrics::counter!("odf_requests_total", &labels),
+            bytes: metrics::counter!("odf_request_bytes_total", &labels),
+            busy: metrics::counter!("odf_requests_busy_total", &labels),
+            accepted: metrics::counter!("odf_records_accepted_total", &labels),
+            rejected: metrics::counter!("odf_records_rejected_total", &labels),
+        };
+        known.push(KnownCounters {
+            source: source.to_owned(),
+            transport,
+            route: route.to_owned(),
+            counters: counters.clone(),
+        });
+        counters
+    }
+
     /// Whether a payload of `bytes` would be taken now (checked before its body is read).
     pub fn would_take(&self, bytes: usize) -> Result<(), SubmitError> {
         let (pending, max) = self.pending();
@@ -328,7 +359,7 @@ impl DatasetPipeline {
             format: submission.format.map(|f| f.to_string()),
             reasons: reasons.to_vec(),
             accepted,
-            payload: submission.payload.clone(),
+            payload: submission.payload.to_vec(),
         };
         metrics::counter!("odf_records_quarantined_total", "dataset" => self.name.clone())
             .increment(reasons.len() as u64);
@@ -363,6 +394,23 @@ impl DatasetPipeline {
     }
 }
 
+/// The counters of requests through one (source, transport, route).
+#[derive(Clone)]
+struct RequestCounters {
+    requests: metrics::Counter,
+    bytes: metrics::Counter,
+    busy: metrics::Counter,
+    accepted: metrics::Counter,
+    rejected: metrics::Counter,
+}
+
+struct KnownCounters {
+    source: String,
+    transport: &'static str,
+    route: String,
+    counters: RequestCounters,
+}
+
 #[derive(Clone)]
 enum Queue {
     /// The log is being replayed.
@@ -392,7 +440,7 @@ impl Drop for Reservation<'_> {
 
 async fn check(source: &SourceInfo, submission: &Submission) -> Result<CheckOutcome, String> {
     let name = &source.definition.source_name;
-    let check = source.check.clone().ok_or_else(|| {
+    let check = source.check.as_ref().ok_or_else(|| {
         format!("push source '{name}' has a read step this gateway cannot apply; see its log at start")
     })?;
     let origin = format!("{} via {}", submission.sender, submission.address);
@@ -400,7 +448,8 @@ async fn check(source: &SourceInfo, submission: &Submission) -> Result<CheckOutc
         let Submission { payload, format, columns, bindings, .. } = submission;
         return Ok(check.check(payload, *format, columns, bindings, &origin));
     }
-    let (payload, format, columns, bindings) = (
+    let (check, payload, format, columns, bindings) = (
+        check.clone(),
         submission.payload.clone(),
         submission.format,
         submission.columns.clone(),

@@ -14,6 +14,7 @@
 //! An entry without bindings is written as version 1, so a gateway from before bindings can
 //! still replay such a log.
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::ingest::{BindingRule, ColumnBinding, InputFormat, Part, Pattern};
@@ -35,7 +36,7 @@ pub struct Entry {
     pub columns: Vec<(String, String)>,
     /// Rules its records must keep, checked again when it is committed.
     pub bindings: Vec<ColumnBinding>,
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
 }
 
 impl Entry {
@@ -130,7 +131,16 @@ impl Entry {
                 bindings.push(ColumnBinding { column, rule, by });
             }
         }
-        Ok(Entry { source, format, route, sender, received, columns, bindings, payload: input.0.to_vec() })
+        Ok(Entry {
+            source,
+            format,
+            route,
+            sender,
+            received,
+            columns,
+            bindings,
+            payload: Bytes::copy_from_slice(input.0),
+        })
     }
 }
 
@@ -216,11 +226,11 @@ mod tests {
                     by: "identity 'vendorA'".into(),
                 },
             ],
-            payload: vec![0xa1, 0x61, 0x74, 0x01],
+            payload: Bytes::from_static(&[0xa1, 0x61, 0x74, 0x01]),
         };
         assert_eq!(entry.encode()[0], VERSION_BINDINGS);
         assert_eq!(Entry::decode(&entry.encode()).unwrap(), entry);
-        let plain = Entry { format: None, columns: vec![], bindings: vec![], payload: vec![], ..entry };
+        let plain = Entry { format: None, columns: vec![], bindings: vec![], payload: Bytes::new(), ..entry };
         assert_eq!(plain.encode()[0], VERSION, "readable by a gateway from before bindings");
         assert_eq!(Entry::decode(&plain.encode()).unwrap(), plain);
     }

@@ -1,6 +1,7 @@
 //! The thread that owns a dataset's write-ahead log: it takes appends from every sender,
 //! writes all that are waiting with one write and makes them durable with one fsync (group
-//! commit), answers each sender, and hands the entries on to the committer in log order.
+//! commit), answers each sender, and hands the entries on to the committer in log order,
+//! a group at a time (one wake-up of the committer per write, not per entry).
 //! Releases from the committer (entries now in the dataset) come through the same queue, so
 //! the log has one owner and no lock.
 
@@ -87,7 +88,7 @@ pub struct Logged {
 pub fn spawn(
     dataset: &str,
     wal: Wal,
-    to_committer: std_mpsc::Sender<Logged>,
+    to_committer: std_mpsc::Sender<Vec<Logged>>,
     queue: usize,
     pacing: SyncPacing,
     shared: Arc<Shared>,
@@ -105,7 +106,7 @@ fn run(
     dataset: &str,
     mut wal: Wal,
     mut commands: mpsc::Receiver<Command>,
-    logged: std_mpsc::Sender<Logged>,
+    logged: std_mpsc::Sender<Vec<Logged>>,
     pacing: SyncPacing,
     shared: &Shared,
 ) {
@@ -202,7 +203,7 @@ fn write_group(
     dataset: &str,
     wal: &mut Wal,
     group: &mut Vec<Pending>,
-    to_committer: &std_mpsc::Sender<Logged>,
+    to_committer: &std_mpsc::Sender<Vec<Logged>>,
     shared: &Shared,
 ) {
     let started = Instant::now();
@@ -240,6 +241,7 @@ fn write_group(
     metrics::histogram!("odf_wal_sync_seconds", "dataset" => dataset.to_owned())
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("odf_wal_groups_total", "dataset" => dataset.to_owned()).increment(1);
+    let mut entries = Vec::with_capacity(synced.len());
     for (logged, reply) in synced {
         if let Some(reply) = reply {
             let _ = reply.send(match &sync_error {
@@ -247,9 +249,10 @@ fn write_group(
                 Some(e) => Err(AppendError::NotSynced(e.to_string())),
             });
         }
-        // The committer is gone only at shutdown; the entry is in the log for the next start.
-        let _ = to_committer.send(logged);
+        entries.push(logged);
     }
+    // The committer is gone only at shutdown; the entries are in the log for the next start.
+    let _ = to_committer.send(entries);
 }
 
 fn fail(dataset: &str, group: &mut Vec<Pending>, error: &WalError) {

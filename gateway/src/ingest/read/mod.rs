@@ -182,6 +182,13 @@ impl Reader {
         Reader { options, sink, current: None, messages: 0, parts: Vec::new() }
     }
 
+    /// A reader that checks and counts records but keeps none (`RecordSink::validating`):
+    /// `discard` takes the place of `finish`.
+    pub fn validating(schema: ReadSchema, options: ReadOptions) -> Reader {
+        let sink = RecordSink::validating(schema, options.formats.clone());
+        Reader { options, sink, current: None, messages: 0, parts: Vec::new() }
+    }
+
     /// Rows read and not yet finished.
     pub fn rows(&self) -> usize {
         self.sink.rows()
@@ -405,6 +412,25 @@ impl Reader {
             self.parts.push(Part { message: current.index, end: 0 });
         }
         Ok(ReadBatch { records, parts })
+    }
+}
+
+impl Reader {
+    /// Drops the rows read so far; a message not read to its end goes on.
+    pub fn discard(&mut self) {
+        self.sink.discard();
+        self.parts.clear();
+        if let Some(current) = self.current.as_ref().filter(|c| !matches!(c.body, Body::Done)) {
+            self.parts.push(Part { message: current.index, end: 0 });
+        }
+    }
+
+    /// Back to the state of a new reader, for the next payload.
+    pub fn reset(&mut self) {
+        self.current = None;
+        self.messages = 0;
+        self.sink.discard();
+        self.parts.clear();
     }
 }
 

@@ -35,7 +35,7 @@ pub fn pack<'e>(entries: impl IntoIterator<Item = &'e [u8]>) -> Vec<u8> {
     }
     let mut body = Vec::with_capacity(raw.len() + 5);
     if raw.len() >= COMPRESS_FROM
-        && let Ok(compressed) = zstd::bulk::compress(&raw, LEVEL)
+        && let Some(compressed) = compress(&raw)
         && compressed.len() < raw.len()
     {
         body.push(ZSTD);
@@ -47,6 +47,23 @@ pub fn pack<'e>(entries: impl IntoIterator<Item = &'e [u8]>) -> Vec<u8> {
     body.extend_from_slice(&(raw.len() as u32).to_le_bytes());
     body.extend_from_slice(&raw);
     body
+}
+
+thread_local! {
+    /// A compression context per thread (the log writer's), made once: making one per pack
+    /// allocates and clears zstd's tables each time.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress(raw: &[u8]) -> Option<Vec<u8>> {
+    COMPRESSOR.with_borrow_mut(|kept| {
+        let compressor = match kept {
+            Some(compressor) => compressor,
+            None => kept.insert(zstd::bulk::Compressor::new(LEVEL).ok()?),
+        };
+        compressor.compress(raw).ok()
+    })
 }
 
 /// The `count` entries of a record body; an error says what does not fit (the body's

@@ -174,7 +174,7 @@ impl Resources {
             dataset: target.dataset,
             source: Some(source),
             format,
-            payload: body,
+            payload: body.into(),
             columns: target.columns,
             bindings,
             event_time: None,

@@ -175,7 +175,7 @@ impl Push {
             dataset: target.dataset.clone(),
             source: Some(source_name),
             format,
-            payload,
+            payload: payload.into(),
             columns: target.columns,
             bindings,
             event_time,

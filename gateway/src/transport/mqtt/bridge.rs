@@ -188,7 +188,7 @@ impl Bridge {
             dataset: target.dataset,
             source: Some(source_name),
             format: None,
-            payload: publish.payload.to_vec(),
+            payload: publish.payload.clone(),
             columns: target.columns,
             bindings,
             event_time: None,

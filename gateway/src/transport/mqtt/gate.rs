@@ -62,6 +62,39 @@ pub struct Gate {
     /// The Topic Alias Maximum the CONNACK announces (rmqtt counts aliases, but lets any
     /// value in).
     pub max_topic_aliases: u16,
+    pub metrics: PublishMetrics,
+}
+
+/// The publish metrics, registered at first use and kept (not looked up per publish).
+#[derive(Default)]
+pub struct PublishMetrics {
+    by_reason: std::sync::Mutex<Vec<(PublishAckReason, metrics::Counter)>>,
+    bytes: std::sync::OnceLock<metrics::Counter>,
+    to_ack: std::sync::OnceLock<metrics::Histogram>,
+}
+
+impl PublishMetrics {
+    fn record(&self, reason: PublishAckReason, bytes: usize, to_ack: Option<std::time::Duration>) {
+        let counter = {
+            let mut known = self.by_reason.lock().unwrap_or_else(|e| e.into_inner());
+            match known.iter().find(|(r, _)| *r == reason) {
+                Some((_, counter)) => counter.clone(),
+                None => {
+                    let counter =
+                        metrics::counter!("odf_mqtt_publishes_total", "reason" => format!("{reason:?}"));
+                    known.push((reason, counter.clone()));
+                    counter
+                }
+            }
+        };
+        counter.increment(1);
+        self.bytes.get_or_init(|| metrics::counter!("odf_mqtt_publish_bytes_total")).increment(bytes as u64);
+        if let Some(to_ack) = to_ack {
+            let histogram =
+                self.to_ack.get_or_init(|| metrics::histogram!("odf_mqtt_publish_to_ack_seconds"));
+            histogram.record(to_ack.as_secs_f64());
+        }
+    }
 }
 
 /// Where a publish goes.
@@ -267,11 +300,7 @@ impl Gate {
         let principal = principal_of(&self.access, info.as_deref());
         let outcome = self.ingest(session, publish, info.as_deref(), &principal).await;
         let reason = reason_code(&outcome);
-        metrics::counter!("odf_mqtt_publishes_total", "reason" => format!("{reason:?}")).increment(1);
-        metrics::counter!("odf_mqtt_publish_bytes_total").increment(publish.payload.len() as u64);
-        if outcome.is_ok() {
-            metrics::histogram!("odf_mqtt_publish_to_ack_seconds").record(started.elapsed().as_secs_f64());
-        }
+        self.metrics.record(reason, publish.payload.len(), outcome.is_ok().then(|| started.elapsed()));
         if let Some(properties) = publish.properties.as_ref().filter(|p| p.response_topic.is_some()) {
             self.reply(session, properties, &outcome).await;
         }
@@ -340,7 +369,7 @@ impl Gate {
             dataset: target.dataset,
             source: Some(source_name),
             format,
-            payload: publish.payload.to_vec(),
+            payload: publish.payload.clone(),
             columns: target.columns,
             bindings,
             event_time: None,

@@ -97,6 +97,7 @@ impl Broker {
             client_ids: Default::default(),
             receipts: exactly_once::Receipts::new(options.max_inflight.get()),
             max_topic_aliases: options.max_topic_aliases,
+            metrics: Default::default(),
         };
         let gate = Arc::new(gate);
         let register = scx.extends.hook_mgr().register();
