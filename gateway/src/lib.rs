@@ -28,6 +28,7 @@ pub mod access;
 pub mod cli;
 pub mod config;
 pub mod ingest;
+pub mod memory;
 pub mod odf;
 pub mod pipeline;
 pub mod query;

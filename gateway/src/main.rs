@@ -1,6 +1,15 @@
 use clap::Parser;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
+    odf_gateway::memory::tune_malloc();
     let cli = odf_gateway::cli::Cli::parse();
     // A server says what it is doing; a command only what went wrong.
     let default = if cli.command.is_server() { "info,fjall=warn,lsm_tree=warn" } else { "warn" };

@@ -96,7 +96,7 @@ pub async fn run(
         tracing::info!(dataset = dataset.name(), sources = %sources.join(", "), "dataset open");
     }
 
-    let upkeep = tokio::spawn(fold_metric_samples(http::metrics_handle()));
+    let upkeep = tokio::spawn(periodic_upkeep(http::metrics_handle()));
     let (stop, stopped) = watch::channel(false);
     let mut servers = Vec::new();
     let mut addresses = Addresses::default();
@@ -264,14 +264,16 @@ pub async fn run(
     Ok(())
 }
 
-/// Histogram samples wait in the metrics recorder until an upkeep folds them into their
-/// buckets, which a scrape of `/metrics` also does; without scrapes they would pile up for
-/// good (a sample or two for every message), so they are folded every few seconds.
-async fn fold_metric_samples(handle: metrics_exporter_prometheus::PrometheusHandle) {
+/// Every few seconds: histogram samples, which wait in the metrics recorder until an upkeep
+/// folds them into their buckets (a scrape of `/metrics` also does; without scrapes they
+/// would pile up for good, a sample or two for every message), are folded, and the pages
+/// malloc holds free are given back (`crate::memory`).
+async fn periodic_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         every.tick().await;
         handle.run_upkeep();
+        let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
     }
 }
 
