@@ -320,7 +320,11 @@ impl Gate {
                 target.dataset
             )));
         }
-        let dataset = self.pipeline.dataset(&target.dataset).map_err(|e| Refusal::NoRoute(e.to_string()))?;
+        // A dataset that failed to open is unavailable (0x80), not a wrong topic.
+        let dataset = self.pipeline.dataset(&target.dataset).map_err(|e| match e {
+            SubmitError::UnknownDataset { .. } => Refusal::NoRoute(e.to_string()),
+            e => Refusal::Submit(e),
+        })?;
         let source =
             dataset.resolve(target.source.as_deref()).map_err(|e| Refusal::NoRoute(e.to_string()))?;
         let source_name = source.definition.source_name.clone();
