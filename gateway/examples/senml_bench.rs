@@ -65,10 +65,11 @@ fn fastest(
     payload: &[u8],
     format: InputFormat,
 ) -> anyhow::Result<Duration> {
+    let payload = bytes::Bytes::copy_from_slice(payload);
     let mut best = Duration::MAX;
     for _ in 0..runs {
         let started = Instant::now();
-        let outcome = check.check(payload, Some(format), &[], &[], "bench");
+        let outcome = check.check(&payload, Some(format), &[], &[], "bench");
         best = best.min(started.elapsed());
         if outcome.rejected_count > 0 {
             bail!("{format} payload rejected: {:?}", outcome.rejected.first());

@@ -43,6 +43,7 @@ fn systemd_hears_ready_watchdog_and_stopping_and_the_journal_gets_priorities() {
             ("WATCHDOG_USEC".into(), "400000".into()),
         ],
         journal_stream: true,
+        ..Launch::default()
     };
     let mut server = Server::start_launched(dir.path(), &config(""), &launch);
 
