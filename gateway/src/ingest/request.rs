@@ -3,12 +3,11 @@
 use std::io::{BufRead, Cursor};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::binding::ColumnBinding;
 use super::format::InputFormat;
-use bytes::Bytes;
-
 use super::merge::ledger_index::IndexConfig;
 use super::read::RecordError;
 use crate::odf::{Multihash, OffsetInterval};

@@ -413,9 +413,7 @@ impl Reader {
         }
         Ok(ReadBatch { records, parts })
     }
-}
 
-impl Reader {
     /// Drops the rows read so far; a message not read to its end goes on.
     pub fn discard(&mut self) {
         self.sink.discard();
