@@ -125,6 +125,9 @@ pub struct Figures {
     /// The server's CPU time (user and system, from `/proc`) from the first message until
     /// every acknowledged report was counted, per row counted, in µs.
     pub cpu_us_per_row: Option<f64>,
+    /// The gateway's mean write and fsync of a group of log entries (its
+    /// `odf_wal_sync_seconds` on `/metrics`), in ms; none for a peer.
+    pub wal_sync_ms: Option<f64>,
     /// Answers that said "busy" and sends that got none (their reports were sent again).
     pub busy: u64,
     pub failed: u64,
@@ -194,7 +197,46 @@ async fn run_gateway(scenario: &Scenario, options: &Options) -> anyhow::Result<F
         ..target()
     };
     let reader = Reader::Http { host: "127.0.0.1".into(), port: gateway.http_port, token: None };
-    measure(scenario, duration, target, Count::Committed(reader), Server::Process(&gateway.process)).await
+    let figures =
+        measure(scenario, duration, target, Count::Committed(reader), Server::Process(&gateway.process))
+            .await?;
+    let wal_sync_ms = match wal_sync_ms(gateway.http_port).await {
+        Ok(ms) => ms,
+        Err(e) => {
+            eprintln!("{}: no log sync time from the gateway's /metrics: {e:#}", scenario.name());
+            None
+        }
+    };
+    Ok(Figures { wal_sync_ms, ..figures })
+}
+
+/// The mean time of the gateway's log writes with their fsync so far, from the sum and
+/// count of its `odf_wal_sync_seconds` summary; `None` before the first.
+async fn wal_sync_ms(port: u16) -> anyhow::Result<Option<f64>> {
+    use http_body_util::{BodyExt, Full};
+    let address = format!("127.0.0.1:{port}");
+    let mut sender = crate::send::connect_http(&address).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let request = hyper::Request::get("/metrics")
+        .header(hyper::header::HOST, &address)
+        .body(Full::new(bytes::Bytes::new()))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    anyhow::ensure!(status.is_success(), "GET /metrics answered {status}");
+    Ok(mean_ms(&String::from_utf8_lossy(&body), "odf_wal_sync_seconds"))
+}
+
+/// The mean of a Prometheus summary in seconds, in ms, over all its label sets.
+fn mean_ms(text: &str, name: &str) -> Option<f64> {
+    let total = |suffix: &str| -> f64 {
+        let metric = format!("{name}_{suffix}");
+        text.lines()
+            .filter(|l| l.strip_prefix(&metric).is_some_and(|rest| rest.starts_with(['{', ' '])))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let count = total("count");
+    (count > 0.0).then(|| total("sum") / count * 1000.0)
 }
 
 async fn run_peer(scenario: &Scenario, duration: Duration) -> anyhow::Result<Figures> {
@@ -294,6 +336,7 @@ async fn measure(
         ack_p50_ms: latency.map_or(0.0, |l| l.p50),
         ack_p99_ms: latency.map_or(0.0, |l| l.p99),
         peak_rss_mib: server.peak_rss_mib(),
+        wal_sync_ms: None,
         cpu_us_per_row: cpu.filter(|_| rows > 0).map(|seconds| seconds * 1e6 / rows as f64),
         busy: summary.busy,
         failed: summary.failed,
@@ -389,10 +432,47 @@ mod tests {
             ack_p99_ms: 1.5,
             peak_rss_mib: rss,
             cpu_us_per_row: Some(53.0),
+            wal_sync_ms: None,
             busy: 0,
             failed: 0,
             refused: 0,
         }
+    }
+
+    #[test]
+    fn the_mean_of_a_summary_adds_up_every_label_set() {
+        let text = "# TYPE odf_wal_sync_seconds summary\n\
+            odf_wal_sync_seconds{dataset=\"gps\",quantile=\"0.5\"} 0.9\n\
+            odf_wal_sync_seconds_sum{dataset=\"gps\"} 0.3\n\
+            odf_wal_sync_seconds_count{dataset=\"gps\"} 100\n\
+            odf_wal_sync_seconds_sum{dataset=\"other\"} 0.1\n\
+            odf_wal_sync_seconds_count{dataset=\"other\"} 100\n\
+            odf_wal_sync_seconds_total_sum 7\n";
+        let mean = mean_ms(text, "odf_wal_sync_seconds").unwrap();
+        assert!((mean - 2.0).abs() < 1e-9, "{mean}");
+        assert_eq!(mean_ms("", "odf_wal_sync_seconds"), None);
+    }
+
+    #[test]
+    fn one_device_is_measured_against_the_fsync_and_a_round_trip() {
+        let report = Report {
+            machine: "2 cores".into(),
+            seconds_per_run: 10.0,
+            rows: vec![Row {
+                scenario: "mqtt-1".into(),
+                protocol: Protocol::Mqtt,
+                devices: 1,
+                gateway: Figures { wal_sync_ms: Some(1.75), ..figures(400.0, Some(80.0)) },
+                peer_name: "mosquitto",
+                peer: Some(figures(14000.0, Some(8.0))),
+                peer_error: None,
+                ratio: Some(400.0 / 14000.0),
+            }],
+        };
+        let text = report.to_string();
+        // 1 / (1.75 ms + 0.25 ms) = 500 rows/s, of which 400 is 0.80.
+        assert!(text.contains("mqtt-1: one message in flight") && text.contains("1.75 ms"), "{text}");
+        assert!(text.contains("at most 500 rows/s; the gateway made 0.80 of it"), "{text}");
     }
 
     #[test]

@@ -86,6 +86,19 @@ impl std::fmt::Display for Report {
                 )?,
             }
         }
+        // One device waits for every ack, so its bound is the log's fsync plus a round trip.
+        for row in self.rows.iter().filter(|r| r.devices == 1) {
+            let (Some(sync), Some(peer)) = (row.gateway.wal_sync_ms, &row.peer) else { continue };
+            let bound = 1000.0 / (sync + peer.ack_p50_ms).max(1e-6);
+            writeln!(
+                f,
+                "{}: one message in flight waits for the log's write and fsync ({sync:.2} ms, mean) and a \
+                 round trip ({:.2} ms, the peer's p50): at most {bound:.0} rows/s; the gateway made {:.2} of it",
+                row.scenario,
+                peer.ack_p50_ms,
+                row.gateway.rows_per_s / bound
+            )?;
+        }
         // What the figures do not show: lost answers, refusals, reports not found.
         for row in &self.rows {
             let peer = row.peer.as_ref().ok_or(row.peer_error.as_deref().unwrap_or("no figures"));

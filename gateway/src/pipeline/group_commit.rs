@@ -125,7 +125,7 @@ fn run(
         group.take(first, dataset, &mut wal);
         group.take_waiting(&mut commands, dataset, &mut wal);
         // Paced: a small group waits for more until the interval since the last write is over.
-        if let Some(due) = last_write.and_then(|last| last.checked_add(pacing.interval)) {
+        if let Some(due) = pacing_deadline(last_write, pacing.interval, Instant::now()) {
             let due = tokio::time::Instant::from_std(due);
             while !group.pending.is_empty() && group.bytes < pacing.bytes && !group.full() {
                 match timer.block_on(async { tokio::time::timeout_at(due, commands.recv()).await }) {
@@ -147,6 +147,13 @@ fn run(
     if let Err(e) = wal.sync() {
         tracing::error!(dataset, "cannot sync the write-ahead log at shutdown: {e}");
     }
+}
+
+/// Until when a group waits for more appends: the interval after the last write, if that is
+/// still to come. A deadline already past must not reach the timer, which would hold the
+/// group until its next tick (up to a millisecond, five times the fsync on a fast disk).
+fn pacing_deadline(last_write: Option<Instant>, interval: Duration, now: Instant) -> Option<Instant> {
+    last_write.and_then(|last| last.checked_add(interval)).filter(|due| *due > now)
 }
 
 /// The appends to write and sync together.
@@ -259,5 +266,23 @@ fn fail(dataset: &str, group: &mut Vec<Pending>, error: &WalError) {
     tracing::error!(dataset, "cannot append to the write-ahead log: {error}");
     for pending in group.drain(..) {
         let _ = pending.reply.send(Err(AppendError::NotLogged(error.to_string())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_waits_only_for_an_interval_still_to_come() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        // Unpaced, the first write, or a quiet spell longer than the interval: at once.
+        assert_eq!(pacing_deadline(Some(now), Duration::ZERO, now), None);
+        assert_eq!(pacing_deadline(None, ms(50), now), None);
+        assert_eq!(pacing_deadline(now.checked_sub(ms(80)), ms(50), now), None);
+        // A steady stream: until 50 ms after the last write.
+        let last = now.checked_sub(ms(20)).unwrap();
+        assert_eq!(pacing_deadline(Some(last), ms(50), now), Some(last + ms(50)));
     }
 }
