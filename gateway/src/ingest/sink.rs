@@ -132,8 +132,21 @@ enum BoundCheck {
 
 impl RecordSink {
     pub fn new(schema: ReadSchema, formats: Formats) -> RecordSink {
+        RecordSink::with_columns(schema, formats, true)
+    }
+
+    /// A sink that checks and counts records like `new`'s, but keeps none: no column
+    /// buffers are built, so checking a small payload costs little more than parsing it.
+    pub fn validating(schema: ReadSchema, formats: Formats) -> RecordSink {
+        RecordSink::with_columns(schema, formats, false)
+    }
+
+    fn with_columns(schema: ReadSchema, formats: Formats, keeps_records: bool) -> RecordSink {
         let by_name = schema.fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
-        let columns = schema.fields.iter().map(|f| Column::new(&f.kind)).collect();
+        let columns = match keeps_records {
+            true => schema.fields.iter().map(|f| Column::new(&f.kind)).collect(),
+            false => Vec::new(),
+        };
         let staged = vec![None; schema.fields.len()];
         RecordSink {
             schema,
@@ -143,15 +156,9 @@ impl RecordSink {
             defaults: Vec::new(),
             bindings: Vec::new(),
             columns,
-            keeps_records: true,
+            keeps_records,
             rows: 0,
         }
-    }
-
-    /// A sink that checks and counts records like `new`'s, but keeps none: no column
-    /// buffers are built, so checking a small payload costs little more than parsing it.
-    pub fn validating(schema: ReadSchema, formats: Formats) -> RecordSink {
-        RecordSink { columns: Vec::new(), keeps_records: false, ..RecordSink::new(schema, formats) }
     }
 
     /// Drops the records appended so far.

@@ -17,6 +17,7 @@ use super::entry::Entry;
 use super::group_commit::{self, AppendError, Command, Durability, SyncPacing};
 use super::quarantine::{Quarantine, QuarantineEntry};
 use super::rejection::Rejection;
+use super::request_metrics::RequestMetrics;
 use super::shared::{Health, Phase, Shared};
 use super::wal::Wal;
 use super::{LogDamage, LostSeqs};
@@ -90,7 +91,7 @@ pub struct DatasetPipeline {
     commands: Arc<Mutex<Queue>>,
     committer: Mutex<Option<JoinHandle<()>>>,
     busy_retry: Duration,
-    counters: Mutex<Vec<KnownCounters>>,
+    counters: RequestMetrics,
 }
 
 impl DatasetPipeline {
@@ -135,7 +136,7 @@ impl DatasetPipeline {
             commands,
             committer: Mutex::new(Some(thread)),
             busy_retry: options.flush.interval.max(Duration::from_secs(1)),
-            counters: Mutex::new(Vec::new()),
+            counters: RequestMetrics::new(name),
         })
     }
 
@@ -189,7 +190,7 @@ impl DatasetPipeline {
     pub async fn submit(&self, submission: Submission) -> Result<Accepted, SubmitError> {
         let source = self.resolve(submission.source.as_deref()).map_err(SubmitError::Source)?;
         let source_name = source.definition.source_name.clone();
-        let counters = self.counters(&source_name, submission.transport, &submission.route);
+        let counters = self.counters.of(&source_name, submission.transport, &submission.route);
         counters.requests.increment(1);
         counters.bytes.increment(submission.payload.len() as u64);
         match self.health().phase {
@@ -286,38 +287,6 @@ impl DatasetPipeline {
         })
     }
 
-    /// The request counters of (source, transport, route), registered at the first request
-    /// and kept: building labels and looking them up for every message costs more than the
-    /// rest of a small publish's bookkeeping. Routes are patterns from the configuration, so
-    /// the list stays short.
-    fn counters(&self, source: &str, transport: &'static str, route: &str) -> RequestCounters {
-        let mut known = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        let found = known.iter().find(|c| c.source == source && c.transport == transport && c.route == route);
-        if let Some(found) = found {
-            return found.counters.clone();
-        }
-        let labels = [
-            ("dataset", self.name.clone()),
-            ("source", source.to_owned()),
-            ("transport", transport.to_owned()),
-            ("route", route.to_owned()),
-        ];
-        let counters = RequestCounters {
-            requests: metrics::counter!("odf_requests_total", &labels),
-            bytes: metrics::counter!("odf_request_bytes_total", &labels),
-            busy: metrics::counter!("odf_requests_busy_total", &labels),
-            accepted: metrics::counter!("odf_records_accepted_total", &labels),
-            rejected: metrics::counter!("odf_records_rejected_total", &labels),
-        };
-        known.push(KnownCounters {
-            source: source.to_owned(),
-            transport,
-            route: route.to_owned(),
-            counters: counters.clone(),
-        });
-        counters
-    }
-
     /// Whether a payload of `bytes` would be taken now (checked before its body is read).
     pub fn would_take(&self, bytes: usize) -> Result<(), SubmitError> {
         let (pending, max) = self.pending();
@@ -392,23 +361,6 @@ impl DatasetPipeline {
         }
         self.shared.set_phase(Phase::Stopped);
     }
-}
-
-/// The counters of requests through one (source, transport, route).
-#[derive(Clone)]
-struct RequestCounters {
-    requests: metrics::Counter,
-    bytes: metrics::Counter,
-    busy: metrics::Counter,
-    accepted: metrics::Counter,
-    rejected: metrics::Counter,
-}
-
-struct KnownCounters {
-    source: String,
-    transport: &'static str,
-    route: String,
-    counters: RequestCounters,
 }
 
 #[derive(Clone)]

@@ -119,6 +119,7 @@ fn run(
             return;
         }
     };
+    let metrics = LogMetrics::of(dataset);
     let mut group = Group::default();
     let mut last_write: Option<Instant> = None;
     while let Some(first) = commands.blocking_recv() {
@@ -140,7 +141,7 @@ fn run(
         }
         if !group.pending.is_empty() {
             last_write = Some(Instant::now());
-            write_group(dataset, &mut wal, &mut group.pending, &logged, shared);
+            write_group(dataset, &mut wal, &mut group.pending, &logged, shared, &metrics);
             group.bytes = 0;
         }
     }
@@ -206,12 +207,28 @@ struct Pending {
     reply: oneshot::Sender<Result<u64, AppendError>>,
 }
 
+/// The log writer's metrics, registered once for its dataset.
+struct LogMetrics {
+    sync_seconds: metrics::Histogram,
+    groups: metrics::Counter,
+}
+
+impl LogMetrics {
+    fn of(dataset: &str) -> LogMetrics {
+        LogMetrics {
+            sync_seconds: metrics::histogram!("odf_wal_sync_seconds", "dataset" => dataset.to_owned()),
+            groups: metrics::counter!("odf_wal_groups_total", "dataset" => dataset.to_owned()),
+        }
+    }
+}
+
 fn write_group(
     dataset: &str,
     wal: &mut Wal,
     group: &mut Vec<Pending>,
     to_committer: &std_mpsc::Sender<Vec<Logged>>,
     shared: &Shared,
+    metrics: &LogMetrics,
 ) {
     let started = Instant::now();
     let appended = wal.append(group.iter().map(|p| p.body.as_slice()));
@@ -219,18 +236,18 @@ fn write_group(
         Ok(first) => first,
         Err(e) => return fail(dataset, group, &e),
     };
-    let mut synced = Vec::with_capacity(group.len());
+    let mut entries = Vec::with_capacity(group.len());
+    let mut waiting_for_sync = Vec::new();
     for (i, mut pending) in group.drain(..).enumerate() {
         let seq = first + i as u64;
         pending.logged.seq = seq;
-        let reply = match pending.durability {
+        match pending.durability {
             Durability::Written => {
                 let _ = pending.reply.send(Ok(seq));
-                None
             }
-            Durability::Synced => Some(pending.reply),
-        };
-        synced.push((pending.logged, reply));
+            Durability::Synced => waiting_for_sync.push((seq, pending.reply)),
+        }
+        entries.push(pending.logged);
     }
     let sync_error = wal.sync().err();
     if let Some(e) = &sync_error {
@@ -245,18 +262,13 @@ fn write_group(
             "the write-ahead log could not be synced ({e}); restart the gateway"
         )));
     }
-    metrics::histogram!("odf_wal_sync_seconds", "dataset" => dataset.to_owned())
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!("odf_wal_groups_total", "dataset" => dataset.to_owned()).increment(1);
-    let mut entries = Vec::with_capacity(synced.len());
-    for (logged, reply) in synced {
-        if let Some(reply) = reply {
-            let _ = reply.send(match &sync_error {
-                None => Ok(logged.seq),
-                Some(e) => Err(AppendError::NotSynced(e.to_string())),
-            });
-        }
-        entries.push(logged);
+    metrics.sync_seconds.record(started.elapsed().as_secs_f64());
+    metrics.groups.increment(1);
+    for (seq, reply) in waiting_for_sync {
+        let _ = reply.send(match &sync_error {
+            None => Ok(seq),
+            Some(e) => Err(AppendError::NotSynced(e.to_string())),
+        });
     }
     // The committer is gone only at shutdown; the entries are in the log for the next start.
     let _ = to_committer.send(entries);

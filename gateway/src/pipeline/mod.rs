@@ -14,7 +14,7 @@
 //! - `quarantine`: what could not be committed, for an operator; `rejection`: one bad
 //!   record as senders read it.
 //! - `dataset`: one dataset's handle (check, backpressure, append); `shared`: what its
-//!   senders and committer share.
+//!   senders and committer share; `request_metrics`: its request counters, kept.
 
 mod committer;
 mod dataset;
@@ -22,6 +22,7 @@ mod entry;
 mod group_commit;
 mod quarantine;
 mod rejection;
+mod request_metrics;
 mod shared;
 mod wal;
 

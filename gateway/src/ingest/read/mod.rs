@@ -427,8 +427,7 @@ impl Reader {
     pub fn reset(&mut self) {
         self.current = None;
         self.messages = 0;
-        self.sink.discard();
-        self.parts.clear();
+        self.discard();
     }
 }
 

@@ -28,24 +28,22 @@ const ZSTD: u8 = 1;
 
 /// Packs `entries` into a record body.
 pub fn pack<'e>(entries: impl IntoIterator<Item = &'e [u8]>) -> Vec<u8> {
-    let mut raw = Vec::new();
+    // The raw form is built in place, after room for the codec and the raw length.
+    let mut body = vec![RAW, 0, 0, 0, 0];
     for entry in entries {
-        raw.extend_from_slice(&(entry.len() as u32).to_le_bytes());
-        raw.extend_from_slice(entry);
+        body.extend_from_slice(&(entry.len() as u32).to_le_bytes());
+        body.extend_from_slice(entry);
     }
-    let mut body = Vec::with_capacity(raw.len() + 5);
-    if raw.len() >= COMPRESS_FROM
-        && let Some(compressed) = compress(&raw)
-        && compressed.len() < raw.len()
+    let raw_len = body.len() - 5;
+    body[1..5].copy_from_slice(&(raw_len as u32).to_le_bytes());
+    if raw_len >= COMPRESS_FROM
+        && let Some(compressed) = compress(&body[5..])
+        && compressed.len() < raw_len
     {
-        body.push(ZSTD);
-        body.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+        body[0] = ZSTD;
+        body.truncate(5);
         body.extend_from_slice(&compressed);
-        return body;
     }
-    body.push(RAW);
-    body.extend_from_slice(&(raw.len() as u32).to_le_bytes());
-    body.extend_from_slice(&raw);
     body
 }
 
