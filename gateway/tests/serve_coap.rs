@@ -570,12 +570,16 @@ fn unfinished_block_wise_transfers_are_bounded_per_endpoint_and_in_all() {
     // From 64 ports, 8 each of 1 KiB: what they hold (body and bookkeeping) stays within
     // coap.max_assembling, and beyond it the answer says so.
     let (mut continued, mut refused) = (0, 0);
+    // Kept open to the end: a port freed early could be handed out again, and its transfers
+    // begun again would replace (and free) the first ones.
+    let mut sockets = Vec::new();
     for port in 0..64u16 {
-        let socket = self::socket();
+        sockets.push(self::socket());
+        let socket = &sockets[port as usize];
         for i in 0..8u16 {
             let mut packet = first_block(port * 8 + i, path);
             packet.add_option(CoapOption::UriQuery, format!("n={i}").into_bytes());
-            let reply = exchange(&socket, to, &packet);
+            let reply = exchange(socket, to, &packet);
             match code_of(&reply) {
                 ResponseType::Continue => continued += 1,
                 ResponseType::ServiceUnavailable => {

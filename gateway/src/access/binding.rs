@@ -10,6 +10,7 @@
 
 use super::Principal;
 use crate::ingest::{BindingRule, ColumnBinding, Part, Pattern};
+use crate::routes::Transport;
 
 /// A binding as configured: which column, which values, on which of the sources written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,8 +131,8 @@ impl std::fmt::Display for Template {
 #[derive(Debug, Clone, Copy)]
 pub struct Caller<'a> {
     pub principal: &'a Principal,
-    /// `http`, `mqtt`, `coap`: for the reason when a placeholder cannot be filled.
-    pub transport: &'a str,
+    /// For the reason when a placeholder cannot be filled.
+    pub transport: Transport,
     /// The MQTT client id.
     pub client_id: Option<&'a str>,
     /// The client certificate's subject and common name, when one was presented.
@@ -154,7 +155,12 @@ mod tests {
     use super::*;
 
     fn caller<'a>(principal: &'a Principal, client_id: Option<&'a str>) -> Caller<'a> {
-        Caller { principal, transport: "mqtt", client_id, cert: Some(("CN=t-9,O=Acme", Some("t-9"))) }
+        Caller {
+            principal,
+            transport: Transport::Mqtt,
+            client_id,
+            cert: Some(("CN=t-9,O=Acme", Some("t-9"))),
+        }
     }
 
     fn pattern(rule: BindingRule) -> Pattern {
@@ -181,7 +187,8 @@ mod tests {
     #[test]
     fn a_placeholder_the_request_cannot_fill_binds_to_nothing() {
         let anonymous = Principal::Anonymous;
-        let over_coap = Caller { principal: &anonymous, transport: "coap", client_id: None, cert: None };
+        let over_coap =
+            Caller { principal: &anonymous, transport: Transport::Coap, client_id: None, cert: None };
         for (template, says) in
             [("{identity}", "anonymous"), ("{client_id}", "coap request"), ("{cert_cn}", "certificate")]
         {

@@ -403,7 +403,8 @@ mod tests {
     fn bindings_come_from_the_grant_on_its_sources_and_from_binding_routes() {
         let t = table();
         let a = Principal::Identity("vendorA".into());
-        let caller = Caller { principal: &a, transport: "http", client_id: None, cert: None };
+        let caller =
+            Caller { principal: &a, transport: crate::routes::Transport::Http, client_id: None, cert: None };
         let mut target = Resolved {
             dataset: "gps".into(),
             source: Some("vendorA".into()),

@@ -23,7 +23,7 @@ pub use dataset_id::DatasetId;
 pub use events::*;
 pub use hash::Multihash;
 pub use manifest_diff::{ManifestChanges, manifest_changes};
-pub use names::{DatasetName, SourceName};
+pub use names::{DatasetName, NameError, SourceName};
 pub use schema::{DataField, DataSchema, DataType, TimeUnit};
 pub use snapshot::{DatasetSnapshot, SnapshotError, parse_snapshots};
 pub use source::{AddPushSource, MergeStrategy, ReadStep, Transform, TransformSql};

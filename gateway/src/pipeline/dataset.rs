@@ -1,6 +1,6 @@
-//! One dataset's pipeline as the transports see it: `submit` checks a payload, applies the
-//! backpressure, appends it to the log and waits for the group commit; `wait_committed`
-//! lets a sender wait for the commit as well.
+//! One dataset's pipeline as the intake sees it: `submit` checks a payload against the push
+//! source the intake chose, applies the backpressure, appends it to the log and waits for the
+//! group commit; `wait_committed` lets a sender wait for the commit as well.
 
 use std::fs::File;
 use std::sync::mpsc as std_mpsc;
@@ -23,7 +23,8 @@ use super::wal::Wal;
 use super::{LogDamage, LostSeqs};
 use super::{Pipeline, PipelineError, PipelineOptions, SubmitError};
 use crate::ingest::{CheckOutcome, ColumnBinding, DatasetWriter, IngestError, InputFormat, SourceCheck};
-use crate::odf::{AddPushSource, ChainState, MergeStrategy};
+use crate::odf::{AddPushSource, ChainState, DatasetName, MergeStrategy, NameError, SourceName};
+use crate::routes::Transport;
 use crate::store::DataDir;
 
 /// Payloads up to this size are checked on the sender's task; bigger ones on a blocking
@@ -32,12 +33,9 @@ const CHECK_INLINE: usize = 64 * 1024;
 /// Appends waiting for the log writer before senders wait for room in its queue.
 const LOG_QUEUE: usize = 1024;
 
-/// A payload for a dataset.
+/// A payload for a push source of a dataset, as the intake hands it on.
 #[derive(Debug, Clone)]
 pub struct Submission {
-    pub dataset: String,
-    /// The push source; `None` means the dataset's only active one.
-    pub source: Option<String>,
     /// The format the sender declared; `None` reads it in the source's own.
     pub format: Option<InputFormat>,
     /// Shared with the transport's buffer, not copied.
@@ -50,8 +48,8 @@ pub struct Submission {
     /// The event time of records that carry none (kamu's `odf-event-time`); else the time
     /// the gateway received the payload.
     pub event_time: Option<DateTime<Utc>>,
-    /// `http`, `mqtt`, `coap`, for the metrics.
-    pub transport: &'static str,
+    /// For the metrics.
+    pub transport: Transport,
     /// The route pattern it matched, for the metrics (`datasets/{dataset}/sources/{source}`).
     pub route: String,
     /// The concrete path or topic, for the quarantine.
@@ -64,8 +62,8 @@ pub struct Submission {
 /// A payload accepted: in the log (on disk, unless the durability said otherwise).
 #[derive(Debug, Clone)]
 pub struct Accepted {
-    pub dataset: String,
-    pub source: String,
+    pub dataset: DatasetName,
+    pub source: SourceName,
     /// Its log position (for `wait_committed`); `None` when it held no record.
     pub seq: Option<u64>,
     pub records: usize,
@@ -75,16 +73,16 @@ pub struct Accepted {
 }
 
 /// A push source as the pipeline knows it.
-#[derive(Clone)]
 pub struct SourceInfo {
+    pub name: SourceName,
     pub definition: AddPushSource,
     pub active: bool,
     check: Option<SourceCheck>,
 }
 
 pub struct DatasetPipeline {
-    name: String,
-    sources: Vec<SourceInfo>,
+    name: DatasetName,
+    sources: Vec<Arc<SourceInfo>>,
     shared: Arc<Shared>,
     quarantine: Arc<Quarantine>,
     /// The log writer's queue: open once the log is replayed, closed at shutdown.
@@ -97,11 +95,12 @@ pub struct DatasetPipeline {
 impl DatasetPipeline {
     pub(super) fn start(
         data_dir: &DataDir,
-        name: &str,
+        name: &DatasetName,
         options: &PipelineOptions,
     ) -> Result<DatasetPipeline, PipelineError> {
-        let dataset = data_dir.open_dataset(name)?;
+        let dataset = data_dir.open_dataset(name.as_str())?;
         let sources = sources_of(dataset.state());
+        let name = name.as_str();
         let wal_dir = Pipeline::wal_dir(data_dir, name);
         let lock = lock_wal(&wal_dir, dataset.state())?;
         let writer = DatasetWriter::open(dataset, options.writer.clone())?;
@@ -129,7 +128,7 @@ impl DatasetPipeline {
             .spawn(move || start.run(committer))
             .map_err(|e| PipelineError::Log(format!("cannot start the committer of '{name}': {e}")))?;
         Ok(DatasetPipeline {
-            name: name.to_owned(),
+            name: name.parse().map_err(|e: NameError| PipelineError::Log(e.to_string()))?,
             sources,
             shared,
             quarantine,
@@ -140,11 +139,11 @@ impl DatasetPipeline {
         })
     }
 
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &DatasetName {
         &self.name
     }
 
-    pub fn sources(&self) -> &[SourceInfo] {
+    pub fn sources(&self) -> &[Arc<SourceInfo>] {
         &self.sources
     }
 
@@ -162,11 +161,11 @@ impl DatasetPipeline {
     }
 
     /// The push source a request names, or the only active one.
-    pub fn resolve(&self, name: Option<&str>) -> Result<&SourceInfo, IngestError> {
-        let dataset = self.name.clone();
-        let known = || self.sources.iter().map(|s| s.definition.source_name.clone()).collect();
+    pub fn resolve(&self, name: Option<&str>) -> Result<&Arc<SourceInfo>, IngestError> {
+        let dataset = self.name.to_string();
+        let known = || self.sources.iter().map(|s| s.name.to_string()).collect();
         match name {
-            Some(name) => match self.sources.iter().find(|s| s.definition.source_name == name) {
+            Some(name) => match self.sources.iter().find(|s| s.name.as_str() == name) {
                 Some(source) if source.active => Ok(source),
                 Some(_) => Err(IngestError::DisabledSource { dataset, source_name: name.to_owned() }),
                 None => {
@@ -174,23 +173,27 @@ impl DatasetPipeline {
                 }
             },
             None => {
-                let active: Vec<&SourceInfo> = self.sources.iter().filter(|s| s.active).collect();
+                let active: Vec<&Arc<SourceInfo>> = self.sources.iter().filter(|s| s.active).collect();
                 match active.as_slice() {
                     [only] => Ok(only),
                     [] => Err(IngestError::NoPushSource(dataset)),
                     _ => Err(IngestError::SourceNotNamed {
                         dataset,
-                        known: active.iter().map(|s| s.definition.source_name.clone()).collect(),
+                        known: active.iter().map(|s| s.name.to_string()).collect(),
                     }),
                 }
             }
         }
     }
 
-    pub async fn submit(&self, submission: Submission) -> Result<Accepted, SubmitError> {
-        let source = self.resolve(submission.source.as_deref()).map_err(SubmitError::Source)?;
-        let source_name = source.definition.source_name.clone();
-        let counters = self.counters.of(&source_name, submission.transport, &submission.route);
+    /// Takes a payload for `source`, one of this dataset's (the intake resolved it).
+    pub(crate) async fn submit(
+        &self,
+        source: &SourceInfo,
+        submission: Submission,
+    ) -> Result<Accepted, SubmitError> {
+        let source_name = source.name.clone();
+        let counters = self.counters.of(source_name.as_str(), submission.transport, &submission.route);
         counters.requests.increment(1);
         counters.bytes.increment(submission.payload.len() as u64);
         match self.health().phase {
@@ -223,8 +226,14 @@ impl DatasetPipeline {
         let quarantine_id = match rejected.is_empty() {
             true => None,
             false => Some(
-                self.quarantine_payload(&submission, &source_name, &rejected, outcome.records, received)
-                    .await?,
+                self.quarantine_payload(
+                    &submission,
+                    source_name.as_str(),
+                    &rejected,
+                    outcome.records,
+                    received,
+                )
+                .await?,
             ),
         };
         // A snapshot is the whole state: without its bad records it would retract their keys.
@@ -240,10 +249,14 @@ impl DatasetPipeline {
                     quarantine_id,
                 });
             }
-            return Err(SubmitError::Rejected { source_name, rejections: rejected, quarantine_id });
+            return Err(SubmitError::Rejected {
+                source_name: source_name.to_string(),
+                rejections: rejected,
+                quarantine_id,
+            });
         }
         let entry = Entry {
-            source: source_name.clone(),
+            source: source_name.to_string(),
             format: submission.format,
             route: submission.address,
             sender: submission.sender,
@@ -321,7 +334,7 @@ impl DatasetPipeline {
         let entry = QuarantineEntry {
             id: String::new(),
             time,
-            dataset: self.name.clone(),
+            dataset: self.name.to_string(),
             source: Some(source.to_owned()),
             route: submission.address.clone(),
             sender: submission.sender.clone(),
@@ -330,7 +343,7 @@ impl DatasetPipeline {
             accepted,
             payload: submission.payload.to_vec(),
         };
-        metrics::counter!("odf_records_quarantined_total", "dataset" => self.name.clone())
+        metrics::counter!("odf_records_quarantined_total", "dataset" => self.name.to_string())
             .increment(reasons.len() as u64);
         let quarantine = self.quarantine.clone();
         match tokio::task::spawn_blocking(move || quarantine.put(entry)).await {
@@ -412,19 +425,21 @@ async fn check(source: &SourceInfo, submission: &Submission) -> Result<CheckOutc
         .map_err(|e| format!("checking the payload failed: {e}"))
 }
 
-fn sources_of(state: &ChainState) -> Vec<SourceInfo> {
-    state
-        .push_sources
-        .values()
-        .map(|(definition, active)| {
-            let check = SourceCheck::new(definition)
-                .inspect_err(|e| {
-                    tracing::error!(source = %definition.source_name, "the source's read step cannot be applied: {e}")
-                })
-                .ok();
-            SourceInfo { check, definition: definition.clone(), active: *active }
-        })
-        .collect()
+/// The push sources of a dataset. One whose name is not one the gateway can route to (another
+/// tool wrote it) is left out, with an error in the log.
+fn sources_of(state: &ChainState) -> Vec<Arc<SourceInfo>> {
+    let source = |(definition, active): &(AddPushSource, bool)| {
+        let name = definition
+            .source_name
+            .parse::<SourceName>()
+            .inspect_err(|e| tracing::error!("push source left out: {e}"))
+            .ok()?;
+        let check = SourceCheck::new(definition)
+            .inspect_err(|e| tracing::error!(source = %name, "the source's read step cannot be applied: {e}"))
+            .ok();
+        Some(Arc::new(SourceInfo { name, check, definition: definition.clone(), active: *active }))
+    };
+    state.push_sources.values().filter_map(source).collect()
 }
 
 impl SourceInfo {

@@ -1,5 +1,5 @@
-//! The durable pipeline between the transports and the ingest engine: one write-ahead log
-//! and one committer per dataset. The only code that calls `ingest` for network traffic.
+//! The durable pipeline between the intake and the ingest engine: one write-ahead log and
+//! one committer per dataset. The only code that calls `ingest` for network traffic.
 //!
 //! A payload is submitted with its (dataset, source), format and origin. It is checked
 //! against the source's schema (records that do not fit go to the quarantine, and the sender
@@ -42,6 +42,7 @@ pub use shared::{Health, Phase};
 pub use wal::{Damage as LogDamage, LostSeqs};
 
 use crate::ingest::{IngestError, WriterOptions};
+use crate::odf::DatasetName;
 use crate::store::{DataDir, StoreError};
 
 /// The biggest payload the log takes (its records carry a little metadata besides).
@@ -130,7 +131,7 @@ pub enum PipelineError {
 /// Every dataset's pipeline.
 pub struct Pipeline {
     data_dir: DataDir,
-    datasets: BTreeMap<String, Arc<DatasetPipeline>>,
+    datasets: BTreeMap<DatasetName, Arc<DatasetPipeline>>,
     /// Datasets that could not be opened, and why: the others are served, and `/readyz`
     /// names these.
     failed: BTreeMap<String, String>,
@@ -142,9 +143,9 @@ impl Pipeline {
     pub fn start(data_dir: &DataDir, options: &PipelineOptions) -> Result<Pipeline, PipelineError> {
         let (mut datasets, mut failed) = (BTreeMap::new(), BTreeMap::new());
         for name in data_dir.list()? {
-            match DatasetPipeline::start(data_dir, name.as_str(), options) {
+            match DatasetPipeline::start(data_dir, &name, options) {
                 Ok(pipeline) => {
-                    datasets.insert(name.to_string(), Arc::new(pipeline));
+                    datasets.insert(name, Arc::new(pipeline));
                 }
                 // Another server on this data directory: nothing here is ours to serve.
                 Err(e @ PipelineError::Locked(_)) => return Err(e),
@@ -176,12 +177,8 @@ impl Pipeline {
         }
         self.datasets.get(name).ok_or_else(|| SubmitError::UnknownDataset {
             name: name.to_owned(),
-            known: self.datasets.keys().cloned().collect(),
+            known: self.datasets.keys().map(ToString::to_string).collect(),
         })
-    }
-
-    pub async fn submit(&self, submission: Submission) -> Result<Accepted, SubmitError> {
-        self.dataset(&submission.dataset)?.submit(submission).await
     }
 
     /// Whether every dataset has replayed its log and takes submissions.

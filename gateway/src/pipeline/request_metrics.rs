@@ -5,6 +5,8 @@
 
 use std::sync::Mutex;
 
+use crate::routes::Transport;
+
 /// The counters of requests through one (source, transport, route).
 #[derive(Clone)]
 pub(super) struct RequestCounters {
@@ -22,7 +24,7 @@ pub(super) struct RequestMetrics {
 
 struct Known {
     source: String,
-    transport: &'static str,
+    transport: Transport,
     route: String,
     counters: RequestCounters,
 }
@@ -32,7 +34,7 @@ impl RequestMetrics {
         RequestMetrics { dataset: dataset.to_owned(), known: Mutex::new(Vec::new()) }
     }
 
-    pub(super) fn of(&self, source: &str, transport: &'static str, route: &str) -> RequestCounters {
+    pub(super) fn of(&self, source: &str, transport: Transport, route: &str) -> RequestCounters {
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         let found = known.iter().find(|k| k.source == source && k.transport == transport && k.route == route);
         if let Some(found) = found {
@@ -41,7 +43,7 @@ impl RequestMetrics {
         let labels = [
             ("dataset", self.dataset.clone()),
             ("source", source.to_owned()),
-            ("transport", transport.to_owned()),
+            ("transport", transport.as_str().to_owned()),
             ("route", route.to_owned()),
         ];
         let counters = RequestCounters {

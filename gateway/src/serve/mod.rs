@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::config::ServeConfig;
 use crate::ingest::{Applied, ManifestErrors, apply_manifests, check_manifests, read_manifests};
+use crate::intake::Intake;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::query::Readers;
 use crate::store::{DataDir, StoreError};
@@ -87,13 +88,14 @@ pub async fn run(
 
     pipeline_options.flush.system_time = options.system_time;
     let pipeline = Arc::new(Pipeline::start(&data_dir, &pipeline_options)?);
+    let intake = Arc::new(Intake::new(pipeline.clone(), routes, access.clone()));
     for dataset in pipeline.datasets() {
         let sources: Vec<String> = dataset
             .sources()
             .iter()
-            .map(|s| format!("{}{}", s.definition.source_name, if s.active { "" } else { " (disabled)" }))
+            .map(|s| format!("{}{}", s.name, if s.active { "" } else { " (disabled)" }))
             .collect();
-        tracing::info!(dataset = dataset.name(), sources = %sources.join(", "), "dataset open");
+        tracing::info!(dataset = %dataset.name(), sources = %sources.join(", "), "dataset open");
     }
 
     let upkeep = tokio::spawn(periodic_upkeep(http::metrics_handle()));
@@ -113,7 +115,7 @@ pub async fn run(
         let connections = http::Connections::new(raw.http.max_connections, timeouts);
         let state = Arc::new(HttpState {
             pipeline: pipeline.clone(),
-            routes: routes.clone(),
+            intake: intake.clone(),
             access: access.clone(),
             readers: Readers::new(data_dir.clone()),
             metrics: http::metrics_handle(),
@@ -173,7 +175,7 @@ pub async fn run(
     let broker = match &mqtt {
         None => None,
         Some(options) => {
-            let broker = Broker::start(options, pipeline.clone(), routes.clone(), access.clone()).await?;
+            let broker = Broker::start(options, intake.clone(), access.clone()).await?;
             for (kind, addrs) in [
                 ("mqtt", &broker.addresses.tcp),
                 ("mqtts", &broker.addresses.tls),
@@ -197,7 +199,7 @@ pub async fn run(
         None => None,
         Some(options) => {
             let server =
-                CoapServer::start(options, pipeline.clone(), routes.clone(), access.clone(), stopped.clone())
+                CoapServer::start(options, intake.clone(), pipeline.clone(), access.clone(), stopped.clone())
                     .await?;
             for addr in &server.addresses.udp {
                 tracing::info!("coap listening on udp {addr}, {anonymous}");
@@ -209,14 +211,8 @@ pub async fn run(
     let mut bridge_tasks = Vec::new();
     for options in bridges {
         let name = options.name.clone();
-        let task = crate::transport::mqtt::bridge::spawn(
-            options,
-            pipeline.clone(),
-            routes.clone(),
-            access.clone(),
-            stopped.clone(),
-        )
-        .map_err(|e| ServeError::Tls(format!("bridge {name}: {e}")))?;
+        let task = crate::transport::mqtt::bridge::spawn(options, intake.clone(), stopped.clone())
+            .map_err(|e| ServeError::Tls(format!("bridge {name}: {e}")))?;
         tracing::info!(bridge = %name, "bridge started");
         bridge_tasks.push(task);
     }

@@ -68,10 +68,10 @@ pub async fn keep_watchdog(pipeline: Arc<Pipeline>) {
         for dataset in pipeline.datasets() {
             match dataset.health().phase {
                 Phase::Ready => {
-                    served.insert(dataset.name().to_owned());
+                    served.insert(dataset.name().to_string());
                 }
-                Phase::Failed(reason) if served.contains(dataset.name()) => {
-                    failed_while_serving = Some((dataset.name().to_owned(), reason));
+                Phase::Failed(reason) if served.contains(dataset.name().as_str()) => {
+                    failed_while_serving = Some((dataset.name().to_string(), reason));
                 }
                 _ => {}
             }

@@ -1,6 +1,5 @@
-//! The listeners. Each turns a protocol's request into a pipeline submission (through the
-//! route table and the access table) and the outcome into its protocol's reply; none of them
-//! decodes payloads.
+//! The listeners. Each authenticates its sender, asks the intake where its payload goes, and
+//! turns the outcome into its protocol's reply; none of them decodes payloads.
 //!
 //! - `http`: the HTTP API (ingest, datasets, query, ODF transfer, quarantine, metrics).
 //! - `mqtt`: the embedded MQTT broker, whose acknowledgement waits for the write-ahead log.

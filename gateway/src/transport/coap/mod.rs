@@ -33,8 +33,8 @@ use self::exchanges::{ExchangeLimits, Exchanges, Seen};
 use self::message::Block;
 use self::resource::{Admission, Reply, Resources, Write};
 use crate::access::AccessTable;
+use crate::intake::Intake;
 use crate::pipeline::Pipeline;
-use crate::routes::RouteTable;
 
 /// RFC 7252 §4.8: ACK_TIMEOUT and MAX_RETRANSMIT, for the separate responses we send.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -100,8 +100,8 @@ impl CoapServer {
     /// Binds every listener and serves until `shutdown` turns true.
     pub async fn start(
         options: &CoapOptions,
+        intake: Arc<Intake>,
         pipeline: Arc<Pipeline>,
-        routes: Arc<RouteTable>,
         access: Arc<AccessTable>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<CoapServer, CoapError> {
@@ -114,8 +114,8 @@ impl CoapServer {
             let listener = Arc::new(Listener {
                 socket,
                 resources: Resources {
+                    intake: intake.clone(),
                     pipeline: pipeline.clone(),
-                    routes: routes.clone(),
                     access: access.clone(),
                 },
                 exchanges: Exchanges::new(ExchangeLimits {

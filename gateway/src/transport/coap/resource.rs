@@ -23,9 +23,10 @@ use super::conditions::{self, ETag, etag_of};
 use super::message::{self, Block};
 use crate::access::{AccessTable, Caller, Principal};
 use crate::ingest::InputFormat;
+use crate::intake::{Intake, IntakeError, Parcel, Target};
 use crate::odf::AddPushSource;
-use crate::pipeline::{DatasetPipeline, Durability, Pipeline, Submission, SubmitError};
-use crate::routes::{DEFAULT_SOURCE_ROUTE, Resolved, RouteTable, Transport};
+use crate::pipeline::{Durability, Pipeline, SubmitError};
+use crate::routes::{DEFAULT_SOURCE_ROUTE, Transport};
 
 /// Diagnostic payloads are cut to this (a constrained device reads them).
 const DIAGNOSTIC_BYTES: usize = 512;
@@ -33,8 +34,8 @@ const DIAGNOSTIC_BYTES: usize = 512;
 const BLOCK2_SZX: u8 = 6;
 
 pub struct Resources {
+    pub intake: Arc<Intake>,
     pub pipeline: Arc<Pipeline>,
-    pub routes: Arc<RouteTable>,
     pub access: Arc<AccessTable>,
 }
 
@@ -99,9 +100,7 @@ pub enum Admission {
 /// A write admitted: who, into which source, in which format.
 pub struct Write {
     who: Principal,
-    dataset: Arc<DatasetPipeline>,
-    source: String,
-    target: Resolved,
+    target: Target,
     format: Option<InputFormat>,
 }
 
@@ -118,17 +117,17 @@ impl Resources {
                 _ => refuse(ResponseType::MethodNotAllowed, "/.well-known/core only answers GET"),
             };
         }
-        let Some(target) = self.routes.resolve(path, Transport::Coap) else {
+        if let Err(IntakeError::NoRoute(_)) = self.intake.route(path, Transport::Coap) {
             return refuse(
                 ResponseType::NotFound,
                 &format!(
                     "no resource {path}: POST to /datasets/{{dataset}}/sources/{{source}}; GET /.well-known/core lists them"
                 ),
             );
-        };
+        }
         let admitted = match method {
-            RequestType::Post | RequestType::Put => self.admit_write(request, target).map(Admission::Write),
-            RequestType::Get => self.describe(request, &target).map(Admission::Answered),
+            RequestType::Post | RequestType::Put => self.admit_write(request, path).map(Admission::Write),
+            RequestType::Get => self.describe(request, path).map(Admission::Answered),
             _ => Err(Reply::diagnostic(
                 ResponseType::MethodNotAllowed,
                 "a source takes POST or PUT (and GET for its schema)",
@@ -137,22 +136,10 @@ impl Resources {
         admitted.unwrap_or_else(Admission::Answered)
     }
 
-    fn admit_write(&self, request: &Packet, target: Resolved) -> Result<Write, Reply> {
+    fn admit_write(&self, request: &Packet, path: &str) -> Result<Write, Reply> {
         let who = self.principal(request)?;
-        if !self.access.may_write_some(&who, &target.dataset) {
-            return Err(not_allowed(&who, &format!("may not write to dataset '{}'", target.dataset)));
-        }
-        let dataset = self.pipeline.dataset(&target.dataset).map_err(submit_error)?.clone();
-        let source = dataset
-            .resolve(target.source.as_deref())
-            .map_err(|e| Reply::diagnostic(ResponseType::NotFound, &e.to_string()))?;
-        let name = source.definition.source_name.clone();
-        if !self.access.may_write(&who, &target.dataset, &name) {
-            return Err(Reply::diagnostic(
-                ResponseType::Forbidden,
-                &format!("{who} may not write to {}/{name}", target.dataset),
-            ));
-        }
+        let caller = Caller { principal: &who, transport: Transport::Coap, client_id: None, cert: None };
+        let target = self.intake.admit(path, &caller).map_err(intake_error)?;
         let format = match message::uint_option(request, coap_lite::CoapOption::ContentFormat) {
             None => None,
             Some(Ok(number)) => format_of(number)?,
@@ -160,26 +147,18 @@ impl Resources {
                 return Err(Reply::diagnostic(ResponseType::BadOption, "Content-Format is not a number"));
             }
         };
-        conditions::preconditions(request, || etag_of(&description(&target.dataset, &source.definition)))?;
-        Ok(Write { who, dataset, source: name, target, format })
+        let etag = || etag_of(&description(target.dataset().name().as_str(), &target.source().definition));
+        conditions::preconditions(request, etag)?;
+        Ok(Write { who, target, format })
     }
 
     /// Ingests the body of an admitted write.
     pub async fn ingest(&self, peer: std::net::SocketAddr, write: Write, path: &str, body: Vec<u8>) -> Reply {
-        let Write { who, dataset, source, target, format } = write;
-        let caller =
-            Caller { principal: &who, transport: Transport::Coap.as_str(), client_id: None, cert: None };
-        let bindings = self.access.bindings(&caller, &target, &source);
-        let submission = Submission {
-            dataset: target.dataset,
-            source: Some(source),
-            format,
+        let Write { who, target, format } = write;
+        let parcel = Parcel {
             payload: body.into(),
-            columns: target.columns,
-            bindings,
+            format,
             event_time: None,
-            transport: Transport::Coap.as_str(),
-            route: target.route,
             address: format!("coap {path}"),
             sender: match &who {
                 Principal::Anonymous => format!("coap {peer}"),
@@ -187,7 +166,7 @@ impl Resources {
             },
             durability: Durability::Synced,
         };
-        match dataset.submit(submission).await {
+        match target.submit(parcel).await {
             Ok(accepted) if accepted.rejected.is_empty() => Reply::new(ResponseType::Changed).acted(),
             Ok(accepted) => {
                 let first = accepted.rejected.first().map(ToString::to_string).unwrap_or_default();
@@ -215,16 +194,14 @@ impl Resources {
 
     /// GET on a source: its read format, schema and merge, as JSON, for a sender that may
     /// read its dataset.
-    fn describe(&self, request: &Packet, target: &Resolved) -> Result<Reply, Reply> {
+    fn describe(&self, request: &Packet, path: &str) -> Result<Reply, Reply> {
         let who = self.principal(request)?;
-        if !self.access.may_query(&who, &target.dataset) {
-            return Err(not_allowed(&who, &format!("may not read dataset '{}'", target.dataset)));
+        let route = self.intake.route(path, Transport::Coap).map_err(intake_error)?;
+        if !self.access.may_query(&who, &route.dataset) {
+            return Err(not_allowed(&who, &format!("may not read dataset '{}'", route.dataset)));
         }
-        let dataset = self.pipeline.dataset(&target.dataset).map_err(submit_error)?;
-        let source = dataset
-            .resolve(target.source.as_deref())
-            .map_err(|e| Reply::diagnostic(ResponseType::NotFound, &e.to_string()))?;
-        representation(request, description(&target.dataset, &source.definition), message::JSON)
+        let (_, source) = self.intake.locate(&route).map_err(intake_error)?;
+        representation(request, description(&route.dataset, &source.definition), message::JSON)
     }
 
     /// GET /.well-known/core: every active source of the datasets the sender may read, with
@@ -236,11 +213,11 @@ impl Resources {
             return Err(not_allowed(&who, "may not read any dataset"));
         }
         let mut links = String::new();
-        for dataset in self.pipeline.datasets().filter(|d| grants.may_query(d.name())) {
+        for dataset in self.pipeline.datasets().filter(|d| grants.may_query(d.name().as_str())) {
             for source in dataset.sources().iter().filter(|s| s.active) {
                 let path = DEFAULT_SOURCE_ROUTE
-                    .replace("{dataset}", dataset.name())
-                    .replace("{source}", &source.definition.source_name);
+                    .replace("{dataset}", dataset.name().as_str())
+                    .replace("{source}", source.name.as_str());
                 if !links.is_empty() {
                     links.push(',');
                 }
@@ -253,7 +230,7 @@ impl Resources {
                     message::SENML_JSON,
                     message::SENML_CBOR,
                     dataset.name(),
-                    source.definition.source_name
+                    source.name
                 );
             }
         }
@@ -318,6 +295,18 @@ fn format_of(number: u32) -> Result<Option<InputFormat>, Reply> {
             ResponseType::UnsupportedContentFormat,
             &format!("Content-Format {number} is not one the gateway reads (0, 50, 60, 63, 110, 112)"),
         )),
+    }
+}
+
+/// An intake's refusal in CoAP's terms: 4.01 for a sender without a key, 4.03, 4.04, 4.15.
+fn intake_error(error: IntakeError) -> Reply {
+    let text = error.to_string();
+    match error {
+        IntakeError::NoRoute(_) => Reply::diagnostic(ResponseType::NotFound, &text),
+        IntakeError::CredentialsRequired(_) => key_required(),
+        IntakeError::Forbidden(_) => Reply::diagnostic(ResponseType::Forbidden, &text),
+        IntakeError::UnsupportedFormat(_) => Reply::diagnostic(ResponseType::UnsupportedContentFormat, &text),
+        IntakeError::Submit(e) => submit_error(e),
     }
 }
 

@@ -153,7 +153,7 @@ fn describe(reader: &DatasetReader, pipeline: Option<&Arc<DatasetPipeline>>) -> 
         Some(p) => {
             let health = p.health();
             let (pending, _) = p.pending();
-            let sources: Vec<Value> = p.sources().iter().map(describe_source).collect();
+            let sources: Vec<Value> = p.sources().iter().map(|s| describe_source(s)).collect();
             let damage: Vec<Value> = health.log_damage.iter().map(describe_log_damage).collect();
             (
                 phase_name(&health.phase),

@@ -25,8 +25,8 @@ use super::auth::{Peer, principal};
 use super::body::{self, BodyError};
 use super::reply::ApiError;
 use crate::access::Caller;
-use crate::ingest::InputFormat;
-use crate::pipeline::{Durability, Submission};
+use crate::intake::{Parcel, declared_format};
+use crate::pipeline::Durability;
 use crate::routes::{Resolved, Transport};
 
 /// How long the body of a refused request is read for before the answer goes out anyway.
@@ -41,14 +41,9 @@ pub async fn routed(State(state): State<Arc<HttpState>>, request: Request) -> Re
         return ApiError::internal("the request has no connection information").into_response();
     };
     let path = parts.uri.path();
-    let Some(resolved) = state.routes.resolve(path, Transport::Http) else {
-        return ApiError::not_found(format!(
-            "no route for POST {path}: push to /datasets/{{dataset}}/sources/{{source}} or a configured route"
-        ))
-        .into_response();
-    };
     let wait = parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "wait=commit"));
-    let push = Push { target: resolved, address: format!("POST {path}"), event_time: None, wait };
+    let push =
+        Push { to: To::Address(path.to_owned()), line: format!("POST {path}"), event_time: None, wait };
     push.answer(&state, &peer, &parts.headers, body).await
 }
 
@@ -76,28 +71,36 @@ pub async fn kamu(
         }
     };
     let push = Push {
-        address: format!("POST /{dataset}/ingest"),
-        target: Resolved {
+        line: format!("POST /{dataset}/ingest"),
+        to: To::Route(Resolved {
             dataset,
             source: params.get("sourceName").cloned(),
             columns: Vec::new(),
             route: "{dataset}/ingest".into(),
             bind_captures: false,
-        },
+        }),
         event_time,
         wait: true,
     };
     push.answer(&state, &peer, &headers, body).await
 }
 
-/// A push to a resolved target.
+/// A push, before the intake has admitted it.
 struct Push {
-    target: Resolved,
+    to: To,
     /// The request line, for the quarantine.
-    address: String,
+    line: String,
     event_time: Option<DateTime<Utc>>,
     /// Answer after the commit rather than after the write-ahead log.
     wait: bool,
+}
+
+/// Where a push is addressed.
+enum To {
+    /// A path, for the route table.
+    Address(String),
+    /// A route the endpoint itself names (kamu's).
+    Route(Resolved),
 }
 
 impl Push {
@@ -124,30 +127,25 @@ impl Push {
         headers: &HeaderMap,
         body: &mut Option<Body>,
     ) -> Result<Response, ApiError> {
-        let Push { target, address, event_time, wait } = self;
+        let Push { to, line, event_time, wait } = self;
         let who = principal(&state.access, headers, peer).await?;
-        // Whether the caller may write there at all comes before whether it exists, so that
-        // dataset and source names are told only to those who may use them.
-        if !state.access.may_write_some(&who, &target.dataset) {
-            // Anonymous callers are asked for credentials; a known one is told it may not.
-            return Err(match who {
-                crate::access::Principal::Anonymous => ApiError::unauthorized(
-                    "credentials are required to write here: send `Authorization: Bearer <token>` or HTTP Basic",
-                ),
-                who => ApiError::forbidden(format!("{who} may not write to dataset '{}'", target.dataset)),
-            });
-        }
-        let format = format_of(headers)?;
-        let dataset = state.pipeline.dataset(&target.dataset)?;
-        let source =
-            dataset.resolve(target.source.as_deref()).map_err(crate::pipeline::SubmitError::Source)?;
-        let source_name = source.definition.source_name.clone();
-        if !state.access.may_write(&who, &target.dataset, &source_name) {
-            return Err(ApiError::forbidden(format!(
-                "{who} may not write to {}/{source_name}",
-                target.dataset
-            )));
-        }
+        let caller = Caller {
+            principal: &who,
+            transport: Transport::Http,
+            client_id: None,
+            cert: peer.cert.as_ref().map(|(subject, cn)| (subject.as_str(), cn.as_deref())),
+        };
+        let target = match to {
+            To::Address(path) => state.intake.admit(&path, &caller),
+            To::Route(route) => state.intake.admit_to(route, &caller),
+        }?;
+        let media_type = headers.get(header::CONTENT_TYPE).map(|v| v.to_str());
+        let format = match media_type {
+            None => None,
+            Some(Ok(text)) => declared_format(Some(text))?,
+            Some(Err(_)) => return Err(ApiError::bad_request("Content-Type is not text")),
+        };
+        let dataset = target.dataset().clone();
         // Refused before the body is read when it could not be taken anyway.
         let announced = announced(headers);
         if let Some(length) = announced {
@@ -164,28 +162,15 @@ impl Push {
                 BodyError::TooBig { limit } => too_big(limit),
                 e => body_error(e),
             })?;
-        let caller = Caller {
-            principal: &who,
-            transport: Transport::Http.as_str(),
-            client_id: None,
-            cert: peer.cert.as_ref().map(|(subject, cn)| (subject.as_str(), cn.as_deref())),
-        };
-        let bindings = state.access.bindings(&caller, &target, &source_name);
-        let submission = Submission {
-            dataset: target.dataset.clone(),
-            source: Some(source_name),
-            format,
+        let parcel = Parcel {
             payload: payload.into(),
-            columns: target.columns,
-            bindings,
+            format,
             event_time,
-            transport: Transport::Http.as_str(),
-            route: target.route,
-            address,
+            address: line,
             sender: peer.describe(&who),
             durability: Durability::Synced,
         };
-        let accepted = dataset.submit(submission).await;
+        let accepted = target.submit(parcel).await;
         // The pipeline's own budget holds the payload from here on.
         drop(held);
         let accepted = accepted?;
@@ -205,23 +190,6 @@ impl Push {
         });
         Ok((status, axum::Json(body)).into_response())
     }
-}
-
-/// The format a request declares; `None` for the source's own.
-fn format_of(headers: &HeaderMap) -> Result<Option<InputFormat>, ApiError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(None) };
-    let text = value.to_str().map_err(|_| ApiError::bad_request("Content-Type is not text"))?;
-    let essence = text.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    // What generic clients send when nobody chose a type (curl -d sends a form type).
-    if matches!(
-        essence.as_str(),
-        "" | "text/plain" | "application/octet-stream" | "application/x-www-form-urlencoded"
-    ) {
-        return Ok(None);
-    }
-    InputFormat::from_media_type(text)
-        .map(Some)
-        .map_err(|e| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e))
 }
 
 /// The length a request announces.

@@ -40,14 +40,14 @@ pub use query::QueryLimits;
 pub use server::{ServerLimits, run};
 
 use crate::access::AccessTable;
+use crate::intake::Intake;
 use crate::pipeline::Pipeline;
 use crate::query::Readers;
-use crate::routes::RouteTable;
 
 /// What every handler reads.
 pub struct HttpState {
     pub pipeline: Arc<Pipeline>,
-    pub routes: Arc<RouteTable>,
+    pub intake: Arc<Intake>,
     pub access: Arc<AccessTable>,
     pub readers: Readers,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -67,7 +67,7 @@ impl HttpState {
     pub fn readable_datasets(&self, who: &crate::access::Principal) -> Vec<String> {
         self.pipeline
             .datasets()
-            .map(|d| d.name().to_owned())
+            .map(|d| d.name().to_string())
             .filter(|n| self.access.may_query(who, n))
             .collect()
     }
@@ -100,7 +100,8 @@ async fn configured_first(
     request: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let configured = state.routes.resolve_configured(request.uri().path(), crate::routes::Transport::Http);
+    let configured =
+        state.intake.routes().resolve_configured(request.uri().path(), crate::routes::Transport::Http);
     if request.method() == Method::POST && configured.is_some() {
         return ingest::routed(state, request).await;
     }

@@ -61,7 +61,7 @@ pub async fn readyz(
     let mut lost = Vec::new();
     for dataset in state.pipeline.datasets() {
         let health = dataset.health();
-        if may_read(dataset.name()) {
+        if may_read(dataset.name().as_str()) {
             for damage in &health.log_damage {
                 let mut described = describe_log_damage(damage);
                 described["dataset"] = json!(dataset.name());
@@ -76,13 +76,13 @@ pub async fn readyz(
             continue;
         };
         not_ready += 1;
-        if may_read(dataset.name()) {
+        if may_read(dataset.name().as_str()) {
             waiting.push(reason);
         }
     }
     for (dataset, reason) in state.pipeline.failed() {
         not_ready += 1;
-        if may_read(&dataset) {
+        if may_read(dataset) {
             waiting.push(json!({ "dataset": dataset, "state": format!("failed: {reason}") }));
         }
     }
@@ -113,7 +113,7 @@ pub async fn metrics(
         });
     }
     for dataset in state.pipeline.datasets() {
-        let name = dataset.name().to_owned();
+        let name = dataset.name().to_string();
         let (pending, limit) = dataset.pending();
         metrics::gauge!("odf_pending_bytes", "dataset" => name.clone()).set(pending as f64);
         metrics::gauge!("odf_pending_limit_bytes", "dataset" => name.clone()).set(limit as f64);

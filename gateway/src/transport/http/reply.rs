@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::ingest::ErrorKind;
+use crate::intake::IntakeError;
 use crate::pipeline::SubmitError;
 
 #[derive(Debug)]
@@ -78,6 +79,22 @@ impl From<SubmitError> for ApiError {
             SubmitError::Unavailable(_) => ApiError::unavailable(message, Duration::from_secs(5)),
             // Not retryable blindly: the payload may be stored already.
             SubmitError::Uncertain(_) => ApiError::internal(message),
+        }
+    }
+}
+
+impl From<IntakeError> for ApiError {
+    fn from(error: IntakeError) -> ApiError {
+        match error {
+            IntakeError::NoRoute(message) => ApiError::not_found(message),
+            IntakeError::CredentialsRequired(message) => ApiError::unauthorized(format!(
+                "{message}: send `Authorization: Bearer <token>` or HTTP Basic credentials"
+            )),
+            IntakeError::Forbidden(message) => ApiError::forbidden(message),
+            IntakeError::UnsupportedFormat(message) => {
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message)
+            }
+            IntakeError::Submit(e) => e.into(),
         }
     }
 }

@@ -19,9 +19,10 @@ use rumqttc::{
 };
 use tokio::sync::{Semaphore, watch};
 
-use crate::access::{AccessTable, Caller, Principal};
-use crate::pipeline::{Durability, Pipeline, Submission, SubmitError};
-use crate::routes::{RouteTable, Transport};
+use crate::access::{Caller, Principal};
+use crate::intake::{Intake, IntakeError, Parcel};
+use crate::pipeline::{Durability, SubmitError};
+use crate::routes::Transport;
 
 /// Messages being ingested at once (acknowledgements may go out of order).
 const IN_FLIGHT: usize = 32;
@@ -55,9 +56,7 @@ pub struct BridgeTls {
 /// Runs the bridge until `shutdown` turns true, reconnecting with back-off.
 pub fn spawn(
     options: BridgeOptions,
-    pipeline: Arc<Pipeline>,
-    routes: Arc<RouteTable>,
-    access: Arc<AccessTable>,
+    intake: Arc<Intake>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let mut mqtt = MqttOptions::new(options.client_id.clone(), options.host.clone(), options.port);
@@ -72,15 +71,13 @@ pub fn spawn(
         mqtt.set_transport(MqttTransport::tls_with_config(TlsConfiguration::Rustls(client_tls(tls)?)));
     }
     let (client, events) = AsyncClient::new(mqtt, IN_FLIGHT * 2);
-    let bridge = Arc::new(Bridge { options, pipeline, routes, access, client });
+    let bridge = Arc::new(Bridge { options, intake, client });
     Ok(tokio::spawn(bridge.run(events, shutdown)))
 }
 
 struct Bridge {
     options: BridgeOptions,
-    pipeline: Arc<Pipeline>,
-    routes: Arc<RouteTable>,
-    access: Arc<AccessTable>,
+    intake: Arc<Intake>,
     client: AsyncClient,
 }
 
@@ -163,42 +160,29 @@ impl Bridge {
 
     async fn ingest(&self, publish: &Publish) -> Result<(), Taken> {
         let topic = publish.topic.as_str();
-        let target = self
-            .routes
-            .resolve(topic, Transport::Mqtt)
-            .ok_or_else(|| Taken::Never(format!("no route for topic '{topic}'")))?;
-        let who = self.options.identity.clone().map_or(Principal::Anonymous, Principal::Identity);
-        let dataset = self.pipeline.dataset(&target.dataset).map_err(|e| match e {
-            SubmitError::Unavailable(reason) => Taken::Later(reason),
+        // A bridge without an identity is the operator's own: only its routes bind it.
+        let admitted = match &self.options.identity {
+            Some(name) => {
+                let who = Principal::Identity(name.clone());
+                let caller =
+                    Caller { principal: &who, transport: Transport::Mqtt, client_id: None, cert: None };
+                self.intake.admit(topic, &caller)
+            }
+            None => self.intake.admit_configured(topic, Transport::Mqtt),
+        };
+        let target = admitted.map_err(|e| match e {
+            IntakeError::Submit(SubmitError::Unavailable(reason)) => Taken::Later(reason),
             e => Taken::Never(e.to_string()),
         })?;
-        let source = dataset.resolve(target.source.as_deref()).map_err(|e| Taken::Never(e.to_string()))?;
-        let source_name = source.definition.source_name.clone();
-        if self.options.identity.is_some() && !self.access.may_write(&who, &target.dataset, &source_name) {
-            return Err(Taken::Never(format!("{who} may not write to {}/{source_name}", target.dataset)));
-        }
-        // A bridge without an identity is the operator's own: only its routes bind columns.
-        let caller =
-            Caller { principal: &who, transport: Transport::Mqtt.as_str(), client_id: None, cert: None };
-        let bindings = match self.options.identity {
-            Some(_) => self.access.bindings(&caller, &target, &source_name),
-            None => target.bindings(),
-        };
-        let submission = Submission {
-            dataset: target.dataset,
-            source: Some(source_name),
-            format: None,
+        let parcel = Parcel {
             payload: publish.payload.clone(),
-            columns: target.columns,
-            bindings,
+            format: None,
             event_time: None,
-            transport: Transport::Mqtt.as_str(),
-            route: target.route,
             address: format!("topic {topic} (bridge {})", self.options.name),
             sender: format!("bridge {} ({}:{})", self.options.name, self.options.host, self.options.port),
             durability: Durability::Synced,
         };
-        match dataset.submit(submission).await {
+        match target.submit(parcel).await {
             Ok(_) => Ok(()),
             // In the quarantine: taken as far as it ever can be.
             Err(SubmitError::Rejected { .. }) => Ok(()),

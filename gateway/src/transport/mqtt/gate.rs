@@ -33,9 +33,9 @@ use serde_json::json;
 use super::client_ids::ClientIds;
 use super::exactly_once::Receipts;
 use crate::access::{AccessTable, Caller, Denied, Principal};
-use crate::ingest::InputFormat;
-use crate::pipeline::{Accepted, Durability, Pipeline, Submission, SubmitError};
-use crate::routes::{RouteTable, Transport};
+use crate::intake::{Intake, IntakeError, Parcel, declared_format};
+use crate::pipeline::{Accepted, Durability, SubmitError};
+use crate::routes::Transport;
 
 /// When a publish is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -49,8 +49,7 @@ pub enum AckPolicy {
 }
 
 pub struct Gate {
-    pub pipeline: Arc<Pipeline>,
-    pub routes: Arc<RouteTable>,
+    pub intake: Arc<Intake>,
     pub access: Arc<AccessTable>,
     pub ack: AckPolicy,
     /// For replies to MQTT 5 response topics; set once the broker's context exists.
@@ -95,21 +94,6 @@ impl PublishMetrics {
             histogram.record(to_ack.as_secs_f64());
         }
     }
-}
-
-/// Where a publish goes.
-struct Destination<'a> {
-    target: crate::routes::Resolved,
-    dataset: &'a Arc<crate::pipeline::DatasetPipeline>,
-    source_name: String,
-}
-
-/// Why a publish was not taken.
-enum Refusal {
-    NoRoute(String),
-    NotAuthorized(String),
-    BadFormat(String),
-    Submit(SubmitError),
 }
 
 #[async_trait::async_trait]
@@ -238,9 +222,9 @@ impl Gate {
             Ok(will) => will,
             Err(e) => return Some(format!("the will cannot be read: {e}")),
         };
-        match self.destination(&will.topic, who) {
+        match self.intake.admit(&will.topic, &caller_of(who, info)) {
             Ok(_) => None,
-            Err(refusal) => Some(format!("the will's topic: {}", describe(&refusal))),
+            Err(refusal) => Some(format!("the will's topic: {refusal}")),
         }
     }
 
@@ -256,7 +240,7 @@ impl Gate {
         match outcome {
             Ok(_) => None,
             Err(refusal) => {
-                tracing::warn!(client = %session.id.client_id, "will not taken ({reason:?}): {}", describe(&refusal));
+                tracing::warn!(client = %session.id.client_id, "will not taken ({reason:?}): {refusal}");
                 Some(will.clone().target_clientid(ClientId::default()))
             }
         }
@@ -307,83 +291,43 @@ impl Gate {
         verdict(outcome, v5)
     }
 
-    /// Where a publish to `topic` by `who` goes: its route, dataset and source, once the
-    /// grants allow it.
-    fn destination(&self, topic: &str, who: &Principal) -> Result<Destination<'_>, Refusal> {
-        let target = self
-            .routes
-            .resolve(topic, Transport::Mqtt)
-            .ok_or_else(|| Refusal::NoRoute(format!("no route for topic '{topic}': publish to datasets/{{dataset}}/sources/{{source}} or a configured route")))?;
-        if !self.access.may_write_some(who, &target.dataset) {
-            return Err(Refusal::NotAuthorized(format!(
-                "{who} may not write to dataset '{}'",
-                target.dataset
-            )));
-        }
-        // A dataset that failed to open is unavailable (0x80), not a wrong topic.
-        let dataset = self.pipeline.dataset(&target.dataset).map_err(|e| match e {
-            SubmitError::UnknownDataset { .. } => Refusal::NoRoute(e.to_string()),
-            e => Refusal::Submit(e),
-        })?;
-        let source =
-            dataset.resolve(target.source.as_deref()).map_err(|e| Refusal::NoRoute(e.to_string()))?;
-        let source_name = source.definition.source_name.clone();
-        if !self.access.may_write(who, &target.dataset, &source_name) {
-            return Err(Refusal::NotAuthorized(format!(
-                "{who} may not write to {}/{source_name}",
-                target.dataset
-            )));
-        }
-        Ok(Destination { target, dataset, source_name })
-    }
-
     async fn ingest(
         &self,
         session: &Session,
         publish: &Publish,
         info: Option<&ConnectInfo>,
         who: &Principal,
-    ) -> Result<Accepted, Refusal> {
+    ) -> Result<Accepted, IntakeError> {
         let topic: &str = &publish.topic;
-        let Destination { target, dataset, source_name } = self.destination(topic, who)?;
-        let format = match publish.properties.as_ref().and_then(|p| p.content_type.as_ref()) {
-            None => None,
-            Some(media) => Some(InputFormat::from_media_type(media).map_err(Refusal::BadFormat)?),
+        let client: &str = &session.id.client_id;
+        let caller = match info {
+            Some(info) => caller_of(who, info),
+            None => {
+                Caller { principal: who, transport: Transport::Mqtt, client_id: Some(client), cert: None }
+            }
         };
+        let target = self.intake.admit(topic, &caller)?;
+        let media_type = publish.properties.as_ref().and_then(|p| p.content_type.as_deref());
+        let format = declared_format(media_type)?;
         let durability = match (self.ack, publish.qos) {
             // Nobody waits for a QoS 0 publish; the group's fsync follows all the same.
             (_, QoS::AtMostOnce) | (AckPolicy::Received, _) => Durability::Written,
             (AckPolicy::Durable, _) => Durability::Synced,
         };
-        let client: &str = &session.id.client_id;
-        let cert = info.and_then(|i| i.cert());
-        let caller = Caller {
-            principal: who,
-            transport: Transport::Mqtt.as_str(),
-            client_id: Some(client),
-            cert: cert.map(|c| (c.subject.as_str(), c.common_name.as_deref())),
-        };
-        let bindings = self.access.bindings(&caller, &target, &source_name);
         let sender = match (who, session.id.remote_addr) {
             (Principal::Anonymous, Some(addr)) => format!("mqtt client '{client}' {addr}"),
             (Principal::Identity(name), Some(addr)) => format!("mqtt client '{client}' {addr} ({name})"),
             (_, None) => format!("mqtt client '{client}' ({who})"),
         };
-        let submission = Submission {
-            dataset: target.dataset,
-            source: Some(source_name),
-            format,
+        let parcel = Parcel {
             payload: publish.payload.clone(),
-            columns: target.columns,
-            bindings,
+            format,
             event_time: None,
-            transport: Transport::Mqtt.as_str(),
-            route: target.route,
             address: format!("topic {topic}"),
             sender,
             durability,
         };
-        dataset.submit(submission).await.map_err(Refusal::Submit)
+        Ok(target.submit(parcel).await?)
     }
 
     /// Publishes the outcome to the MQTT 5 response topic, for the sender alone, with its
@@ -392,7 +336,7 @@ impl Gate {
         &self,
         session: &Session,
         properties: &PublishProperties,
-        outcome: &Result<Accepted, Refusal>,
+        outcome: &Result<Accepted, IntakeError>,
     ) {
         let Some(topic) = properties.response_topic.clone() else { return };
         if topic.contains(['+', '#']) {
@@ -406,14 +350,16 @@ impl Gate {
                 "rejected": accepted.rejected,
                 "quarantine_id": accepted.quarantine_id,
             }),
-            Err(Refusal::Submit(SubmitError::Rejected { source_name, rejections, quarantine_id })) => json!({
-                "source": source_name,
-                "accepted": 0,
-                "rejected": rejections,
-                "quarantine_id": quarantine_id,
-                "error": "no record of the payload fits the source",
-            }),
-            Err(refusal) => json!({ "accepted": 0, "error": describe(refusal) }),
+            Err(IntakeError::Submit(SubmitError::Rejected { source_name, rejections, quarantine_id })) => {
+                json!({
+                    "source": source_name,
+                    "accepted": 0,
+                    "rejected": rejections,
+                    "quarantine_id": quarantine_id,
+                    "error": "no record of the payload fits the source",
+                })
+            }
+            Err(refusal) => json!({ "accepted": 0, "error": refusal.to_string() }),
         };
         let properties = PublishProperties {
             correlation_data: properties.correlation_data.clone(),
@@ -461,13 +407,21 @@ pub(super) fn principal_of(access: &AccessTable, info: Option<&ConnectInfo>) -> 
     Principal::Anonymous
 }
 
-fn reason_code(outcome: &Result<Accepted, Refusal>) -> PublishAckReason {
+/// What the intake knows of an MQTT sender.
+fn caller_of<'a>(who: &'a Principal, info: &'a ConnectInfo) -> Caller<'a> {
+    let cert = info.cert().map(|c| (c.subject.as_str(), c.common_name.as_deref()));
+    Caller { principal: who, transport: Transport::Mqtt, client_id: Some(&info.id().client_id), cert }
+}
+
+fn reason_code(outcome: &Result<Accepted, IntakeError>) -> PublishAckReason {
     match outcome {
         Ok(_) => PublishAckReason::Success,
-        Err(Refusal::NoRoute(_)) => PublishAckReason::TopicNameInvalid,
-        Err(Refusal::NotAuthorized(_)) => PublishAckReason::NotAuthorized,
-        Err(Refusal::BadFormat(_)) => PublishAckReason::PayloadFormatInvalid,
-        Err(Refusal::Submit(e)) => match e {
+        Err(IntakeError::NoRoute(_)) => PublishAckReason::TopicNameInvalid,
+        Err(IntakeError::CredentialsRequired(_) | IntakeError::Forbidden(_)) => {
+            PublishAckReason::NotAuthorized
+        }
+        Err(IntakeError::UnsupportedFormat(_)) => PublishAckReason::PayloadFormatInvalid,
+        Err(IntakeError::Submit(e)) => match e {
             SubmitError::Rejected { .. } => PublishAckReason::PayloadFormatInvalid,
             SubmitError::Busy { .. } => PublishAckReason::QuotaExceeded,
             SubmitError::UnknownDataset { .. } | SubmitError::Source(_) => PublishAckReason::TopicNameInvalid,
@@ -476,19 +430,12 @@ fn reason_code(outcome: &Result<Accepted, Refusal>) -> PublishAckReason {
     }
 }
 
-fn describe(refusal: &Refusal) -> String {
-    match refusal {
-        Refusal::NoRoute(m) | Refusal::NotAuthorized(m) | Refusal::BadFormat(m) => m.clone(),
-        Refusal::Submit(e) => e.to_string(),
-    }
-}
-
 /// The hook's verdict: the reason code for MQTT 5; for 3.1.1, an acknowledgement or a
 /// disconnect (see the module's doc).
-fn verdict(outcome: Result<Accepted, Refusal>, v5: bool) -> PublishAclResult {
+fn verdict(outcome: Result<Accepted, IntakeError>, v5: bool) -> PublishAclResult {
     let reason = reason_code(&outcome);
     let Err(refusal) = outcome else { return PublishAclResult::allow() };
-    let text = describe(&refusal);
+    let text = refusal.to_string();
     tracing::debug!("publish refused ({reason:?}): {text}");
     if v5 {
         // A reason string is for people; MQTT caps it with the packet, so keep it short.

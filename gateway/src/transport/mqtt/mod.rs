@@ -29,8 +29,7 @@ use rmqtt::server::MqttServer;
 pub use gate::AckPolicy;
 
 use crate::access::AccessTable;
-use crate::pipeline::Pipeline;
-use crate::routes::RouteTable;
+use crate::intake::Intake;
 
 /// The broker's settings, checked.
 #[derive(Debug, Clone)]
@@ -82,15 +81,13 @@ impl Broker {
     /// Binds every listener and starts serving.
     pub async fn start(
         options: &BrokerOptions,
-        pipeline: Arc<Pipeline>,
-        routes: Arc<RouteTable>,
+        intake: Arc<Intake>,
         access: Arc<AccessTable>,
     ) -> Result<Broker, BrokerError> {
         // The busy check refuses CONNECTs when the machine is loaded: a Pi in the field is.
         let scx = ServerContext::new().busy_check_enable(false).build().await;
         let gate = gate::Gate {
-            pipeline,
-            routes,
+            intake,
             access,
             ack: options.ack,
             scx: scx.clone(),
