@@ -2,8 +2,9 @@
 //! date/time formats are handled around it). With a header, columns are matched by name;
 //! without one, by position.
 
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 
+use super::csv_records::{Parser, Records};
 use super::text::Decoder;
 use super::{Position, Problem, Reject};
 use crate::ingest::coerce::Input;
@@ -19,6 +20,8 @@ pub struct CsvOptions {
     /// `None`: decide from the first line (used when CSV is pushed into a non-CSV source).
     pub header: Option<bool>,
     pub null_value: String,
+    /// The parser for these options, built once.
+    parser: Parser,
 }
 
 fn single_byte(option: &str, value: &str) -> Result<Option<u8>, String> {
@@ -34,30 +37,36 @@ impl CsvOptions {
     pub fn of(read: &ReadStepCsv) -> Result<CsvOptions, String> {
         let separator = single_byte("separator", read.separator.as_deref().unwrap_or(","))?
             .ok_or("csv separator cannot be empty")?;
+        let quote = single_byte("quote", read.quote.as_deref().unwrap_or("\""))?;
+        let escape = single_byte("escape", read.escape.as_deref().unwrap_or("\\"))?;
         Ok(CsvOptions {
             separator,
-            quote: single_byte("quote", read.quote.as_deref().unwrap_or("\""))?,
-            escape: single_byte("escape", read.escape.as_deref().unwrap_or("\\"))?,
+            quote,
+            escape,
             header: Some(read.header.unwrap_or(false)),
             null_value: read.null_value.clone().unwrap_or_default(),
+            parser: Parser::new(separator, quote, escape),
         })
     }
 
     /// Defaults for CSV pushed into a source that declares another format.
     pub fn translated() -> CsvOptions {
+        static PARSER: std::sync::OnceLock<Parser> = std::sync::OnceLock::new();
+        let (separator, quote, escape) = (b',', Some(b'"'), Some(b'\\'));
         CsvOptions {
-            separator: b',',
-            quote: Some(b'"'),
-            escape: Some(b'\\'),
+            separator,
+            quote,
+            escape,
             header: None,
             null_value: String::new(),
+            parser: PARSER.get_or_init(|| Parser::new(separator, quote, escape)).clone(),
         }
     }
 }
 
 /// A CSV message read a row at a time.
 pub struct CsvStream {
-    reader: csv::Reader<Kept>,
+    records: Records,
     decoder: Decoder,
     options: CsvOptions,
     translated: bool,
@@ -66,7 +75,6 @@ pub struct CsvStream {
     mapping: Option<Vec<Option<usize>>>,
     /// Whether a header line was read (a header alone is an explicitly empty message).
     header_read: bool,
-    row: csv::ByteRecord,
 }
 
 /// Why the header line `fields` (mapped to columns as `mapping`) is not one for the sink's
@@ -117,22 +125,15 @@ impl CsvStream {
         options: &CsvOptions,
         translated: bool,
     ) -> CsvStream {
-        let mut builder = csv::ReaderBuilder::new();
-        builder.delimiter(options.separator).has_headers(false).flexible(true).escape(options.escape);
-        match options.quote {
-            Some(quote) => builder.quote(quote),
-            None => builder.quoting(false),
-        };
-        let keep = options.quote.is_some();
-        let input = Kept { inner: input, bytes: Vec::new(), from: 0, keep, total: 0, ended: false };
+        // A quoted field can only be left open with quoting on.
+        let keep_raw = options.quote.is_some();
         CsvStream {
-            reader: builder.from_reader(input),
+            records: Records::new(&options.parser, input, keep_raw),
             decoder,
             options: options.clone(),
             translated,
             mapping: None,
             header_read: false,
-            row: csv::ByteRecord::new(),
         }
     }
 
@@ -143,35 +144,21 @@ impl CsvStream {
         sink: &mut RecordSink,
         reject: &mut Reject,
     ) -> std::io::Result<bool> {
-        let read = self.reader.read_byte_record(&mut self.row);
-        match read {
-            Ok(false) => return Ok(false),
-            Ok(true) => {}
-            Err(e) => {
-                let position = e.position().map(|p| Position::Line(p.line()));
-                let problem = Problem::Malformed(format!("malformed CSV: {e}"));
-                if let csv::ErrorKind::Io(e) = e.into_kind() {
-                    return Err(e);
-                }
-                *records += 1;
-                reject(*records, position, problem);
-                return Ok(true);
-            }
+        if !self.records.next()? {
+            return Ok(false);
         }
-        let position = self.row.position().map(|p| Position::Line(p.line()));
-        let start = self.row.position().map_or(0, |p| p.byte());
+        let position = Some(Position::Line(self.records.line()));
         // Only the last row of a message can hold a quote left open: it runs to the end.
-        let last = self.reader.get_ref().ended_at() == Some(self.reader.position().byte());
-        let unclosed = last && self.quote_left_open(start);
-        self.reader.get_mut().forget_before(start);
-        let fields = match self.row.iter().map(|f| self.decoder.decode(f)).collect::<Result<Vec<_>, _>>() {
-            Ok(fields) => fields,
-            Err(e) => {
-                *records += 1;
-                reject(*records, position, Problem::Malformed(e));
-                return Ok(true);
-            }
-        };
+        let unclosed = self.records.ended_by_input() && self.quote_left_open();
+        let fields =
+            match self.records.fields().map(|f| self.decoder.decode(f)).collect::<Result<Vec<_>, _>>() {
+                Ok(fields) => fields,
+                Err(e) => {
+                    *records += 1;
+                    reject(*records, position, Problem::Malformed(e));
+                    return Ok(true);
+                }
+            };
         if self.mapping.is_none() {
             let names_columns = fields.iter().any(|name| sink.column(name.trim()).is_some());
             let header = self.options.header.unwrap_or(self.translated && names_columns);
@@ -221,9 +208,9 @@ impl CsvStream {
         self.header_read
     }
 
-    /// Whether the row starting at byte `start`, read to the end of the message, leaves a
-    /// quoted field open (the CSV reader takes the end of the input as closing it).
-    fn quote_left_open(&self, start: u64) -> bool {
+    /// Whether the row read last, which ran to the end of the message, leaves a quoted field
+    /// open (the CSV parser takes the end of the input as closing it).
+    fn quote_left_open(&self) -> bool {
         let Some(quote) = self.options.quote else { return false };
         let escape = self.options.escape.filter(|e| *e != quote);
         let separator = self.options.separator;
@@ -236,7 +223,7 @@ impl CsvStream {
             QuoteInQuoted,
         }
         let mut state = State::FieldStart;
-        for &byte in self.reader.get_ref().since(start) {
+        for &byte in self.records.raw() {
             state = match state {
                 State::FieldStart if byte == quote => State::Quoted,
                 State::FieldStart | State::Unquoted | State::QuoteInQuoted
@@ -254,53 +241,5 @@ impl CsvStream {
             };
         }
         matches!(state, State::Quoted | State::Escaped)
-    }
-}
-
-/// The input, keeping the bytes of the row being read (for `quote_left_open`).
-struct Kept {
-    inner: Box<dyn BufRead + Send>,
-    bytes: Vec<u8>,
-    /// The offset in the message of `bytes[0]`.
-    from: u64,
-    keep: bool,
-    /// Bytes read in all, and whether the input has ended.
-    total: u64,
-    ended: bool,
-}
-
-impl Kept {
-    /// Drops the bytes before `offset`, in big steps (dropping moves the rest).
-    fn forget_before(&mut self, offset: u64) {
-        let before = offset.saturating_sub(self.from) as usize;
-        if before >= 1 << 20 || before == self.bytes.len() {
-            let before = before.min(self.bytes.len());
-            self.bytes.drain(..before);
-            self.from += before as u64;
-        }
-    }
-
-    /// The message's length, once the input has ended.
-    fn ended_at(&self) -> Option<u64> {
-        self.ended.then_some(self.total)
-    }
-
-    fn since(&self, offset: u64) -> &[u8] {
-        let at = offset.saturating_sub(self.from) as usize;
-        self.bytes.get(at..).unwrap_or_default()
-    }
-}
-
-impl Read for Kept {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.total += n as u64;
-        self.ended |= n == 0 && !buf.is_empty();
-        if self.keep {
-            self.bytes.extend_from_slice(&buf[..n]);
-        } else {
-            self.from += n as u64;
-        }
-        Ok(n)
     }
 }

@@ -4,6 +4,7 @@
 
 mod cbor;
 mod csv;
+mod csv_records;
 mod json;
 mod senml;
 mod text;
