@@ -902,3 +902,44 @@ fn a_csv_report_without_its_header_is_payload_format_invalid() {
     let listed = server.get("/datasets/gps/quarantine").json();
     assert_eq!(listed["entries"].as_array().unwrap().len(), 1, "{listed}");
 }
+
+#[test]
+fn a_subscriber_away_is_kept_at_most_max_queued_messages() {
+    let (_dir, server) = gps_server(&config_with(
+        "max_queued = 10\n",
+        "write = [\"*\"]\nquery = [\"*\"]\nsubscribe = [\"#\"]\n",
+        "",
+    ));
+    let port = server.mqtt.unwrap().port().to_string();
+    let watcher = |extra: &[&str]| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv311", "-c", "-i", "watcher", "-q", "1"])
+            .args(["-t", TOPIC_A])
+            .args(extra)
+            .output()
+            .expect("mosquitto_sub")
+    };
+    // A persistent session, then the watcher goes away.
+    let out = watcher(&["-E"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let reports: String = (1..=30).map(|seq| report("A-1", seq) + "\n").collect();
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-t", TOPIC_A, "-l"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), reports.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(records(&server, "gps", 30).len(), 30, "every publish ingested all the same");
+    // Back: the session kept the first ten; the rest were dropped and counted.
+    let out = watcher(&["-W", "2"]);
+    let got = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("\"seq\"")).count();
+    assert_eq!(got, 10, "{}", text(&out));
+    let metrics = server.get("/metrics").text();
+    let dropped: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("odf_mqtt_messages_dropped_total") && l.contains("MessageQueueFull"))
+        .filter_map(|l| l.rsplit(" ").next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(dropped, 20, "{metrics}");
+}

@@ -129,6 +129,9 @@ pub struct MqttConfig {
     /// Topic aliases an MQTT 5 client may set up per connection (0: none); a PUBLISH with
     /// an alias above it is a protocol error that closes the connection.
     pub max_topic_aliases: u16,
+    /// Messages kept per session for a subscriber that is away or not reading; newer ones
+    /// are dropped (and counted) once it is full.
+    pub max_queued: usize,
     pub tls: Option<MqttTlsConfig>,
     /// Upstream brokers to take messages from.
     #[serde(rename = "bridge")]
@@ -391,6 +394,7 @@ impl Default for MqttConfig {
             connect_timeout: Duration::from_secs(10),
             session_expiry: Duration::from_secs(2 * 3600),
             max_topic_aliases: 16,
+            max_queued: 100,
             tls: None,
             bridges: Vec::new(),
         }
@@ -813,6 +817,7 @@ impl RawConfig {
             connect_timeout: m.connect_timeout,
             session_expiry: m.session_expiry,
             max_topic_aliases: m.max_topic_aliases,
+            max_queued: m.max_queued.max(1),
         }))
     }
 }

@@ -169,6 +169,13 @@ impl Handler for Gate {
                 }
                 (true, acc)
             }
+            Parameter::MessageDropped(to, _, _, reason) => {
+                // A subscriber's queue full (`mqtt.max_queued`), or a message expired.
+                let reason = format!("{reason:?}");
+                tracing::debug!(to = ?to.as_ref().map(|t| &t.client_id), "a message to a subscriber dropped: {reason}");
+                metrics::counter!("odf_mqtt_messages_dropped_total", "reason" => reason).increment(1);
+                (true, acc)
+            }
             Parameter::ClientDisconnected(_, _) => {
                 metrics::gauge!("odf_mqtt_connected_clients").decrement(1.0);
                 (true, acc)

@@ -47,6 +47,9 @@ pub struct BrokerOptions {
     pub session_expiry: Duration,
     /// The Topic Alias Maximum announced to MQTT 5 clients (0: no aliases).
     pub max_topic_aliases: u16,
+    /// Messages queued per session for its subscriber (rmqtt's default is 1,000, each up to
+    /// `max_packet_size`).
+    pub max_queued: usize,
 }
 
 /// PEM files for the TLS listeners (rmqtt reads them itself). With `client_ca`, clients
@@ -107,6 +110,7 @@ impl Broker {
             Type::ClientConnected,
             Type::ClientDisconnected,
             Type::SessionTerminated,
+            Type::MessageDropped,
         ] {
             register.add(kind, Box::new(Hook(gate.clone()))).await;
         }
@@ -184,6 +188,7 @@ fn listener_builder(options: &BrokerOptions, kind: &str, addr: SocketAddr) -> Re
         .max_packet_size(options.max_packet_size)
         .max_inflight(options.max_inflight)
         .max_topic_aliases(options.max_topic_aliases)
+        .max_mqueue_len(options.max_queued)
         .max_connections(options.max_connections)
         // Also bounds the CONNECT's first bytes, with the patch in vendor/rmqtt-net.
         .handshake_timeout(options.connect_timeout)
