@@ -974,3 +974,28 @@ fn metrics_follow_the_read_grants() {
     assert_eq!(ready.status, 200, "{}", ready.text());
     assert_eq!(ready.json()["ready"], true);
 }
+
+#[test]
+fn the_pending_budget_counts_what_each_entry_holds_not_its_payload_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    schemas(dir.path(), &[("gps.yaml", GPS)]);
+    // Nothing is committed within the hour: every accepted report stays in memory.
+    let toml = config("")
+        .replace("flush_interval = \"100ms\"", "flush_interval = \"1h\"\nmax_pending_bytes = \"8 KiB\"");
+    let server = Server::start(dir.path(), &toml);
+    let report = br#"{"device_id":"A-1","seq":1,"t":"2026-01-01T00:00:00Z","lat":1,"lon":2}"#;
+    let mut accepted = 0;
+    loop {
+        let r = server.post("/datasets/gps/sources/vendorA", Some("application/x-ndjson"), report);
+        match r.status {
+            202 => accepted += 1,
+            503 => break,
+            other => panic!("{other}: {}", r.text()),
+        }
+        assert!(accepted < 200, "never pushed back");
+    }
+    // Each small report costs its entry, origin and bookkeeping as well as its bytes, so the
+    // budget holds far fewer than 8 KiB of payloads; and not none.
+    let payloads = accepted * report.len();
+    assert!(accepted >= 4 && payloads < 8192 / 2, "{accepted} reports ({payloads} bytes) taken");
+}

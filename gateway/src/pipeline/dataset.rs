@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::committer::Committer;
 use super::entry::Entry;
-use super::group_commit::{self, AppendError, Command, Durability, SyncPacing};
+use super::group_commit::{self, AppendError, Command, Durability, Logged, SyncPacing};
 use super::quarantine::{Quarantine, QuarantineEntry};
 use super::rejection::Rejection;
 use super::request_metrics::RequestMetrics;
@@ -57,6 +57,32 @@ pub struct Submission {
     /// Who sent it (peer, client id, identity), for errors and the quarantine.
     pub sender: String,
     pub durability: Durability,
+}
+
+impl Submission {
+    /// What its entry holds in memory until it is committed: the payload and what travels
+    /// with it (origin, column values and rules, the entry itself). The pending budget counts
+    /// this, not the payload alone: a report of 200 bytes costs about three times that.
+    fn footprint(&self, source: &str) -> usize {
+        /// A heap block's allocator header and rounding, about.
+        const BLOCK: usize = 32;
+        /// A binding's rule (a pattern: pieces in a vector) besides its strings.
+        const RULE: usize = 96;
+        // The entry with its log bookkeeping, and its blocks: source, route, sender, the
+        // payload's shared header.
+        let entry = std::mem::size_of::<Logged>() + 4 * BLOCK;
+        let columns: usize =
+            self.columns.iter().map(|(name, value)| 2 * BLOCK + name.len() + value.len()).sum();
+        let bindings: usize =
+            self.bindings.iter().map(|b| RULE + 2 * BLOCK + b.column.len() + b.by.len()).sum();
+        entry
+            + source.len()
+            + self.payload.len()
+            + self.address.len()
+            + self.sender.len()
+            + columns
+            + bindings
+    }
 }
 
 /// A payload accepted: in the log (on disk, unless the durability said otherwise).
@@ -204,7 +230,7 @@ impl DatasetPipeline {
             Phase::Failed(reason) => return Err(SubmitError::Unavailable(reason)),
             Phase::Stopped => return Err(SubmitError::Unavailable("the gateway is stopping".into())),
         }
-        let size = submission.payload.len();
+        let size = submission.footprint(source_name.as_str());
         if !self.shared.reserve(size) {
             counters.busy.increment(1);
             let (pending, max) = self.pending();
