@@ -153,6 +153,8 @@ fn peer(name: &str, input: &Path, rows: usize) -> anyhow::Result<Option<(usize, 
             kamu(&["add", "gps.yaml"])?;
             let input = input.to_str().context("the input path is not UTF-8")?;
             let (seconds, peak) = kamu(&["ingest", "gps", input])?;
+            // kamu's own count is not read back: this path has not run on the development
+            // machine (no kamu there), so its rows are taken as the input's.
             Ok(Some((rows, seconds, peak)))
         }
         other => bail!("unknown peer {other}"),

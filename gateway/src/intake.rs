@@ -3,7 +3,8 @@
 //! payload is addressed (a topic or a path) and who sends it; the intake decides, in this
 //! order, the route, whether the sender may write to that dataset at all, the dataset, its push
 //! source, and whether the sender may write to that source. Grants come before existence, so
-//! that dataset and source names are told only to senders that may use them.
+//! that a sender learns nothing of a dataset it may not write to, and the datasets and sources
+//! an error lists are only those it may write to.
 //!
 //! The answer is a `Target` that takes the payload, or an `IntakeError` that each transport
 //! words once in its own protocol (an HTTP status, an MQTT 5 reason code, a CoAP code). A
@@ -16,7 +17,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::access::{AccessTable, Caller, Principal};
-use crate::ingest::{ColumnBinding, InputFormat};
+use crate::ingest::{ColumnBinding, IngestError, InputFormat};
 use crate::pipeline::{Accepted, DatasetPipeline, Durability, Pipeline, SourceInfo, Submission, SubmitError};
 use crate::routes::{Resolved, RouteTable, Transport};
 
@@ -95,7 +96,7 @@ impl Intake {
         if !self.access.may_write_some(who, &route.dataset) {
             return Err(not_allowed(who, &format!("may not write to dataset '{}'", route.dataset)));
         }
-        let (dataset, source) = self.locate(&route)?;
+        let (dataset, source) = self.locate(&route).map_err(|e| self.within_grants(who, &route, e))?;
         if !self.access.may_write(who, dataset.name().as_str(), source.name.as_str()) {
             return Err(IntakeError::Forbidden(format!(
                 "{who} may not write to {}/{}",
@@ -135,6 +136,40 @@ impl Intake {
         let dataset = self.pipeline.dataset(&route.dataset)?;
         let source = dataset.resolve(route.source.as_deref()).map_err(SubmitError::Source)?;
         Ok((dataset.clone(), source.clone()))
+    }
+}
+
+impl Intake {
+    /// An error about what does not exist, listing only the datasets and sources `who` may
+    /// write to.
+    fn within_grants(&self, who: &Principal, route: &Resolved, error: IntakeError) -> IntakeError {
+        let writable = |known: Vec<String>, may: &dyn Fn(&str) -> bool| {
+            known.into_iter().filter(|name| may(name)).collect::<Vec<_>>()
+        };
+        let may_source = |source: &str| self.access.may_write(who, &route.dataset, source);
+        let error = match error {
+            IntakeError::Submit(SubmitError::UnknownDataset { name, known }) => {
+                let known = writable(known, &|d: &str| self.access.may_write_some(who, d));
+                SubmitError::UnknownDataset { name, known }
+            }
+            IntakeError::Submit(SubmitError::Source(IngestError::UnknownSource {
+                dataset,
+                source_name,
+                known,
+            })) => SubmitError::Source(IngestError::UnknownSource {
+                dataset,
+                source_name,
+                known: writable(known, &may_source),
+            }),
+            IntakeError::Submit(SubmitError::Source(IngestError::SourceNotNamed { dataset, known })) => {
+                SubmitError::Source(IngestError::SourceNotNamed {
+                    dataset,
+                    known: writable(known, &may_source),
+                })
+            }
+            other => return other,
+        };
+        IntakeError::Submit(error)
     }
 }
 

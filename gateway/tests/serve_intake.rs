@@ -12,7 +12,10 @@ use std::time::Duration;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use common::server::{GPS, Launch, Server, config_with, request, schemas};
 
-const GOOD: &str = r#"{"device_id":"A-1","seq":1,"t":"2026-01-01T00:00:01Z","lat":49.2,"lon":-123.1}"#;
+/// A report with its own sequence number, so that each one taken is a row of its own.
+fn good(seq: u16) -> String {
+    format!(r#"{{"device_id":"A-1","seq":{seq},"t":"2026-01-01T00:00:01Z","lat":49.2,"lon":-123.1}}"#)
+}
 
 /// What one push gets over each transport.
 #[derive(Debug, PartialEq)]
@@ -34,13 +37,13 @@ const ANONYMOUS: Sender = Sender { password: None, key: None };
 
 fn push(server: &Server, who: &Sender, path: &str, media_type: Option<(&str, u16)>, id: u16) -> Answers {
     Answers {
-        http: http(server, who, path, media_type.map(|(m, _)| m)),
-        mqtt: mqtt(server, who, path, media_type.map(|(m, _)| m)),
-        coap: coap(server, who, path, media_type.map(|(_, f)| f), id),
+        http: http(server, who, path, media_type.map(|(m, _)| m), &good(id * 10 + 1)),
+        mqtt: mqtt(server, who, path, media_type.map(|(m, _)| m), &good(id * 10 + 2)),
+        coap: coap(server, who, path, media_type.map(|(_, f)| f), id, &good(id * 10 + 3)),
     }
 }
 
-fn http(server: &Server, who: &Sender, path: &str, media_type: Option<&str>) -> u16 {
+fn http(server: &Server, who: &Sender, path: &str, media_type: Option<&str>, body: &str) -> u16 {
     let basic = who.password.map(|(user, password)| {
         use base64::Engine as _;
         format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
@@ -49,14 +52,14 @@ fn http(server: &Server, who: &Sender, path: &str, media_type: Option<&str>) -> 
     if let Some(basic) = &basic {
         headers.push(("Authorization", basic));
     }
-    request(server.http, "POST", &format!("/{path}"), &headers, GOOD.as_bytes()).status
+    request(server.http, "POST", &format!("/{path}"), &headers, body.as_bytes()).status
 }
 
 /// The PUBACK's reason code, from `mosquitto_pub -d` (MQTT 5, QoS 1).
-fn mqtt(server: &Server, who: &Sender, topic: &str, media_type: Option<&str>) -> u8 {
+fn mqtt(server: &Server, who: &Sender, topic: &str, media_type: Option<&str>, body: &str) -> u8 {
     let port = server.mqtt.expect("mqtt is on").port().to_string();
     let mut command = Command::new("mosquitto_pub");
-    command.args(["-h", "127.0.0.1", "-p", &port, "-d", "-V", "mqttv5", "-q", "1", "-t", topic, "-m", GOOD]);
+    command.args(["-h", "127.0.0.1", "-p", &port, "-d", "-V", "mqttv5", "-q", "1", "-t", topic, "-m", body]);
     if let Some((user, password)) = who.password {
         command.args(["-u", user, "-P", password]);
     }
@@ -71,7 +74,7 @@ fn mqtt(server: &Server, who: &Sender, topic: &str, media_type: Option<&str>) ->
 }
 
 /// A CON POST's response code.
-fn coap(server: &Server, who: &Sender, path: &str, format: Option<u16>, id: u16) -> ResponseType {
+fn coap(server: &Server, who: &Sender, path: &str, format: Option<u16>, id: u16, body: &str) -> ResponseType {
     let mut packet = Packet::new();
     packet.header.set_type(MessageType::Confirmable);
     packet.header.code = MessageClass::Request(RequestType::Post);
@@ -84,7 +87,7 @@ fn coap(server: &Server, who: &Sender, path: &str, format: Option<u16>, id: u16)
     if let Some(key) = who.key {
         packet.add_option(CoapOption::UriQuery, format!("key={key}").into_bytes());
     }
-    packet.payload = GOOD.as_bytes().to_vec();
+    packet.payload = body.as_bytes().to_vec();
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let to: SocketAddr = server.coap[0];
@@ -152,9 +155,18 @@ fn every_transport_answers_the_same_refusal_in_its_own_terms() {
         let got = push(&server, who, path, media_type, id as u16 + 1);
         assert_eq!(got, expected, "{case}\n{}", server.log());
     }
-    // The push taken went in over each transport, and a Ledger on (device_id, seq) keeps it
-    // once; a last one waits for its commit, and so for those logged before it.
-    let last = GOOD.replace("\"seq\":1", "\"seq\":2");
+    // An error lists only the sources the sender may write to.
+    let basic = {
+        use base64::Engine as _;
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("vendorA:secret-a"))
+    };
+    let r = request(server.http, "POST", "/datasets/gps/sources/nope", &[("Authorization", &basic)], b"{}");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("vendorA") && !r.text().contains("vendorB"), "{}", r.text());
+
+    // The push taken went in over each transport, and nothing refused did; a last one waits
+    // for its commit, and so for those logged before it.
+    let last = good(1000);
     let response = request(
         server.http,
         "POST",
@@ -163,9 +175,10 @@ fn every_transport_answers_the_same_refusal_in_its_own_terms() {
         last.as_bytes(),
     );
     assert_eq!(response.status, 200, "{}", response.text());
-    let seqs: Vec<u64> =
-        server.get("/datasets/gps/tail?limit=10").lines().iter().filter_map(|r| r["seq"].as_u64()).collect();
-    assert_eq!(seqs.len(), 2, "{seqs:?}");
+    let mut seqs: Vec<u64> =
+        server.get("/datasets/gps/tail?limit=100").lines().iter().filter_map(|r| r["seq"].as_u64()).collect();
+    seqs.sort();
+    assert_eq!(seqs, [11, 12, 13, 1000], "the first case's three pushes and the last");
     let requests = server.get("/metrics").text();
     for transport in ["http", "mqtt", "coap"] {
         let counted = requests.lines().any(|l| {

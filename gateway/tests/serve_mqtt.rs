@@ -938,7 +938,7 @@ fn a_subscriber_away_is_kept_at_most_max_queued_messages() {
     let metrics = server.get("/metrics").text();
     let dropped: u64 = metrics
         .lines()
-        .filter(|l| l.starts_with("odf_mqtt_messages_dropped_total") && l.contains("MessageQueueFull"))
+        .filter(|l| l.starts_with("odf_mqtt_messages_dropped_total") && l.contains("queue_full"))
         .filter_map(|l| l.rsplit(" ").next()?.parse::<u64>().ok())
         .sum();
     assert_eq!(dropped, 20, "{metrics}");

@@ -805,6 +805,9 @@ impl RawConfig {
             .ok_or_else(|| invalid("mqtt.max_packet_size", "must be from 1 KiB to 255 MiB"))?;
         let max_inflight = std::num::NonZeroU16::new(m.max_inflight)
             .ok_or_else(|| invalid("mqtt.max_inflight", "must be above 0"))?;
+        let max_queued = Some(m.max_queued)
+            .filter(|&n| n > 0)
+            .ok_or_else(|| invalid("mqtt.max_queued", "must be above 0"))?;
         Ok(Some(crate::transport::mqtt::BrokerOptions {
             listen,
             tls_listen,
@@ -817,7 +820,7 @@ impl RawConfig {
             connect_timeout: m.connect_timeout,
             session_expiry: m.session_expiry,
             max_topic_aliases: m.max_topic_aliases,
-            max_queued: m.max_queued.max(1),
+            max_queued,
         }))
     }
 }

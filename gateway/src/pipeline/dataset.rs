@@ -109,6 +109,9 @@ pub struct SourceInfo {
 pub struct DatasetPipeline {
     name: DatasetName,
     sources: Vec<Arc<SourceInfo>>,
+    /// Active push sources whose names cannot be routed to (another tool wrote them): a
+    /// request naming no source is never taken to be for the one left.
+    unroutable: usize,
     shared: Arc<Shared>,
     quarantine: Arc<Quarantine>,
     /// The log writer's queue: open once the log is replayed, closed at shutdown.
@@ -125,7 +128,7 @@ impl DatasetPipeline {
         options: &PipelineOptions,
     ) -> Result<DatasetPipeline, PipelineError> {
         let dataset = data_dir.open_dataset(name.as_str())?;
-        let sources = sources_of(dataset.state());
+        let (sources, unroutable) = sources_of(dataset.state());
         let name = name.as_str();
         let wal_dir = Pipeline::wal_dir(data_dir, name);
         let lock = lock_wal(&wal_dir, dataset.state())?;
@@ -156,6 +159,7 @@ impl DatasetPipeline {
         Ok(DatasetPipeline {
             name: name.parse().map_err(|e: NameError| PipelineError::Log(e.to_string()))?,
             sources,
+            unroutable,
             shared,
             quarantine,
             commands,
@@ -201,7 +205,7 @@ impl DatasetPipeline {
             None => {
                 let active: Vec<&Arc<SourceInfo>> = self.sources.iter().filter(|s| s.active).collect();
                 match active.as_slice() {
-                    [only] => Ok(only),
+                    [only] if self.unroutable == 0 => Ok(only),
                     [] => Err(IngestError::NoPushSource(dataset)),
                     _ => Err(IngestError::SourceNotNamed {
                         dataset,
@@ -451,21 +455,24 @@ async fn check(source: &SourceInfo, submission: &Submission) -> Result<CheckOutc
         .map_err(|e| format!("checking the payload failed: {e}"))
 }
 
-/// The push sources of a dataset. One whose name is not one the gateway can route to (another
-/// tool wrote it) is left out, with an error in the log.
-fn sources_of(state: &ChainState) -> Vec<Arc<SourceInfo>> {
+/// The push sources of a dataset, and how many active ones were left out: a name the gateway
+/// cannot route to (another tool wrote it) is, with an error in the log.
+fn sources_of(state: &ChainState) -> (Vec<Arc<SourceInfo>>, usize) {
     let source = |(definition, active): &(AddPushSource, bool)| {
         let name = definition
             .source_name
             .parse::<SourceName>()
-            .inspect_err(|e| tracing::error!("push source left out: {e}"))
+            .inspect_err(|e| tracing::error!("push source left out, its name cannot be routed to: {e}"))
             .ok()?;
         let check = SourceCheck::new(definition)
             .inspect_err(|e| tracing::error!(source = %name, "the source's read step cannot be applied: {e}"))
             .ok();
         Some(Arc::new(SourceInfo { name, check, definition: definition.clone(), active: *active }))
     };
-    state.push_sources.values().filter_map(source).collect()
+    let sources: Vec<_> = state.push_sources.values().filter_map(source).collect();
+    let active = state.push_sources.values().filter(|(_, active)| *active).count();
+    let unroutable = active - sources.iter().filter(|s| s.active).count();
+    (sources, unroutable)
 }
 
 impl SourceInfo {

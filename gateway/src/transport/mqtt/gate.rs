@@ -169,10 +169,16 @@ impl Handler for Gate {
                 }
                 (true, acc)
             }
-            Parameter::MessageDropped(to, _, _, reason) => {
-                // A subscriber's queue full (`mqtt.max_queued`), or a message expired.
-                let reason = format!("{reason:?}");
-                tracing::debug!(to = ?to.as_ref().map(|t| &t.client_id), "a message to a subscriber dropped: {reason}");
+            // A message for a subscriber that was not delivered. (rmqtt also reports publishes
+            // this hook refused, with no subscriber: those are counted as publishes.)
+            Parameter::MessageDropped(Some(to), _, _, reason) => {
+                let reason = match reason {
+                    Reason::MessageQueueFull => "queue_full",
+                    Reason::MessageExpiration => "expired",
+                    Reason::InflightWindowFull => "inflight_full",
+                    _ => "other",
+                };
+                tracing::debug!(to = %to.client_id, reason, "a message for a subscriber dropped");
                 metrics::counter!("odf_mqtt_messages_dropped_total", "reason" => reason).increment(1);
                 (true, acc)
             }
