@@ -143,29 +143,23 @@ impl Intake {
     /// An error about what does not exist, listing only the datasets and sources `who` may
     /// write to.
     fn within_grants(&self, who: &Principal, route: &Resolved, error: IntakeError) -> IntakeError {
-        let writable = |known: Vec<String>, may: &dyn Fn(&str) -> bool| {
-            known.into_iter().filter(|name| may(name)).collect::<Vec<_>>()
-        };
-        let may_source = |source: &str| self.access.may_write(who, &route.dataset, source);
+        let may_source = |source: &String| self.access.may_write(who, &route.dataset, source);
         let error = match error {
-            IntakeError::Submit(SubmitError::UnknownDataset { name, known }) => {
-                let known = writable(known, &|d: &str| self.access.may_write_some(who, d));
+            IntakeError::Submit(SubmitError::UnknownDataset { name, mut known }) => {
+                known.retain(|d| self.access.may_write_some(who, d));
                 SubmitError::UnknownDataset { name, known }
             }
             IntakeError::Submit(SubmitError::Source(IngestError::UnknownSource {
                 dataset,
                 source_name,
-                known,
-            })) => SubmitError::Source(IngestError::UnknownSource {
-                dataset,
-                source_name,
-                known: writable(known, &may_source),
-            }),
-            IntakeError::Submit(SubmitError::Source(IngestError::SourceNotNamed { dataset, known })) => {
-                SubmitError::Source(IngestError::SourceNotNamed {
-                    dataset,
-                    known: writable(known, &may_source),
-                })
+                mut known,
+            })) => {
+                known.retain(may_source);
+                SubmitError::Source(IngestError::UnknownSource { dataset, source_name, known })
+            }
+            IntakeError::Submit(SubmitError::Source(IngestError::SourceNotNamed { dataset, mut known })) => {
+                known.retain(may_source);
+                SubmitError::Source(IngestError::SourceNotNamed { dataset, known })
             }
             other => return other,
         };

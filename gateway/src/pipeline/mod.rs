@@ -13,13 +13,15 @@
 //! - `committer`: batching, commits, retries, replay at start.
 //! - `quarantine`: what could not be committed, for an operator; `rejection`: one bad
 //!   record as senders read it.
-//! - `dataset`: one dataset's handle (check, backpressure, append); `shared`: what its
+//! - `dataset`: one dataset's handle (check, backpressure, append); `opening`: taking its
+//!   log and replaying it at start; `shared`: what its
 //!   senders and committer share; `request_metrics`: its request counters, kept.
 
 mod committer;
 mod dataset;
 mod entry;
 mod group_commit;
+mod opening;
 mod quarantine;
 mod rejection;
 mod request_metrics;

@@ -26,7 +26,7 @@ use crate::ingest::InputFormat;
 use crate::intake::{Intake, IntakeError, Parcel, Target};
 use crate::odf::AddPushSource;
 use crate::pipeline::{Durability, Pipeline, SubmitError};
-use crate::routes::{DEFAULT_SOURCE_ROUTE, Transport};
+use crate::routes::{DEFAULT_SOURCE_ROUTE, Resolved, Transport};
 
 /// Diagnostic payloads are cut to this (a constrained device reads them).
 const DIAGNOSTIC_BYTES: usize = 512;
@@ -117,17 +117,17 @@ impl Resources {
                 _ => refuse(ResponseType::MethodNotAllowed, "/.well-known/core only answers GET"),
             };
         }
-        if let Err(IntakeError::NoRoute(_)) = self.intake.route(path, Transport::Coap) {
+        let Ok(route) = self.intake.route(path, Transport::Coap) else {
             return refuse(
                 ResponseType::NotFound,
                 &format!(
                     "no resource {path}: POST to /datasets/{{dataset}}/sources/{{source}}; GET /.well-known/core lists them"
                 ),
             );
-        }
+        };
         let admitted = match method {
-            RequestType::Post | RequestType::Put => self.admit_write(request, path).map(Admission::Write),
-            RequestType::Get => self.describe(request, path).map(Admission::Answered),
+            RequestType::Post | RequestType::Put => self.admit_write(request, route).map(Admission::Write),
+            RequestType::Get => self.describe(request, &route).map(Admission::Answered),
             _ => Err(Reply::diagnostic(
                 ResponseType::MethodNotAllowed,
                 "a source takes POST or PUT (and GET for its schema)",
@@ -136,10 +136,10 @@ impl Resources {
         admitted.unwrap_or_else(Admission::Answered)
     }
 
-    fn admit_write(&self, request: &Packet, path: &str) -> Result<Write, Reply> {
+    fn admit_write(&self, request: &Packet, route: Resolved) -> Result<Write, Reply> {
         let who = self.principal(request)?;
         let caller = Caller { principal: &who, transport: Transport::Coap, client_id: None, cert: None };
-        let target = self.intake.admit(path, &caller).map_err(intake_error)?;
+        let target = self.intake.admit_to(route, &caller).map_err(intake_error)?;
         let format = match message::uint_option(request, coap_lite::CoapOption::ContentFormat) {
             None => None,
             Some(Ok(number)) => format_of(number)?,
@@ -194,13 +194,12 @@ impl Resources {
 
     /// GET on a source: its read format, schema and merge, as JSON, for a sender that may
     /// read its dataset.
-    fn describe(&self, request: &Packet, path: &str) -> Result<Reply, Reply> {
+    fn describe(&self, request: &Packet, route: &Resolved) -> Result<Reply, Reply> {
         let who = self.principal(request)?;
-        let route = self.intake.route(path, Transport::Coap).map_err(intake_error)?;
         if !self.access.may_query(&who, &route.dataset) {
             return Err(not_allowed(&who, &format!("may not read dataset '{}'", route.dataset)));
         }
-        let (_, source) = self.intake.locate(&route).map_err(intake_error)?;
+        let (_, source) = self.intake.locate(route).map_err(intake_error)?;
         representation(request, description(&route.dataset, &source.definition), message::JSON)
     }
 
