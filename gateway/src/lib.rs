@@ -23,6 +23,7 @@
 //! - [`transport`]: the listeners (HTTP, MQTT, CoAP); each turns a request into a call to the
 //!   intake and its outcome into a reply in its protocol's terms.
 //! - [`config`]: the `serve` configuration (TOML), with defaults that need no file.
+//! - [`sync`]: pushing datasets to ODF repositories (S3, folders) and pulling them back.
 //! - [`serve`]: wiring it all together for `odf-gateway serve`.
 //! - `cli`: the `odf-gateway` subcommands; thin, each calls the library.
 
@@ -38,4 +39,5 @@ pub mod query;
 pub mod routes;
 pub mod serve;
 pub mod store;
+pub mod sync;
 pub mod transport;

@@ -10,6 +10,8 @@ mod list;
 mod log;
 pub mod log_output;
 mod output;
+mod pull;
+mod push;
 mod quarantine;
 mod serve;
 mod sql;
@@ -58,6 +60,8 @@ pub enum Command {
     Tail(tail::Args),
     Verify(verify::Args),
     Gc(gc::Args),
+    Push(push::Args),
+    Pull(pull::Args),
     Serve(serve::Args),
     Quarantine(quarantine::Args),
     HashSecret(hash_secret::Args),
@@ -135,6 +139,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tail(args) => tail::run(&ctx, args),
         Command::Verify(args) => verify::run(&ctx, args),
         Command::Gc(args) => gc::run(&ctx, args),
+        Command::Push(args) => push::run(&ctx, args),
+        Command::Pull(args) => pull::run(&ctx, args),
         Command::Serve(args) => serve::run(&ctx, args),
         Command::Quarantine(args) => quarantine::run(&ctx, args),
         Command::HashSecret(args) => hash_secret::run(&ctx, args),

@@ -121,7 +121,7 @@ impl DataDir {
     }
 
     /// Serializes creations, so two processes adding the same name cannot both succeed.
-    fn lock(&self) -> Result<File, StoreError> {
+    pub(super) fn lock(&self) -> Result<File, StoreError> {
         super::dataset::take_lock(&self.root.join(LOCK_FILE), super::DEFAULT_LOCK_TIMEOUT)
     }
 }

@@ -301,8 +301,12 @@ impl Dataset {
         fsio::temp_path(&self.root.join(DATA))
     }
 
+    pub(super) fn set_state(&mut self, state: ChainState) {
+        self.state = state;
+    }
+
     /// Writes a content-addressed object unless it is already there intact.
-    fn write_object(&self, dir: &Path, hash: &Multihash, bytes: &[u8]) -> Result<(), StoreError> {
+    pub(super) fn write_object(&self, dir: &Path, hash: &Multihash, bytes: &[u8]) -> Result<(), StoreError> {
         let path = dir.join(hash.to_string());
         if fs::read(&path).is_ok_and(|existing| existing == bytes) {
             return Ok(());

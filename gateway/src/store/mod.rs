@@ -6,6 +6,8 @@ mod dataset;
 mod error;
 mod fsio;
 mod gc;
+mod objects;
+mod receive;
 mod slices;
 mod verify;
 
@@ -15,9 +17,11 @@ pub use dataset::{
     take_lock as lock_file,
 };
 pub use error::StoreError;
-pub use fsio::{IoError, process_alive, sync_dir, write_atomic};
+pub use fsio::{IoError, create_dir, process_alive, sync_dir, write_atomic};
 pub use gc::{GcReport, collect_garbage};
-pub use verify::{VerifyError, VerifyReport, hash_file, verify};
+pub use objects::{ObjectKind, ObjectRef, objects_of};
+pub use receive::StagedDataset;
+pub use verify::{VerifyError, VerifyReport, check_records, hash_file, verify};
 
 #[cfg(test)]
 mod tests;

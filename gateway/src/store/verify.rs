@@ -47,7 +47,7 @@ pub fn hash_file(path: &Path) -> io::Result<(Multihash, u64)> {
 
 /// Re-reads a data slice whose bytes are intact and recomputes its logical hash (arrow-digest
 /// of its records) and its record count. `Err` says what is wrong.
-fn check_records(dataset: &Dataset, slice: &DataSlice) -> Result<(), String> {
+pub fn check_records(dataset: &Dataset, slice: &DataSlice) -> Result<(), String> {
     let batches = dataset.read_slice(slice).map_err(|e| e.to_string())?;
     let Some(schema) = batches.first().map(|b| b.schema()) else {
         return Err("the file holds no records".into());
