@@ -5,6 +5,7 @@
 //! A problem is one line naming the field.
 
 mod size;
+mod sync;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use size::Size;
+pub use sync::SyncConfig;
 
 use crate::access::{AccessTable, GrantBinding, Grants, Identity, Template};
 use crate::ingest::{IndexConfig, WriterOptions};
@@ -37,6 +39,8 @@ pub struct RawConfig {
     pub identities: Vec<IdentityConfig>,
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// Remotes to push datasets to.
+    pub sync: Vec<SyncConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -336,6 +340,7 @@ impl Default for RawConfig {
             anonymous: None,
             identities: Vec::new(),
             routes: Vec::new(),
+            sync: Vec::new(),
         }
     }
 }
@@ -450,6 +455,7 @@ pub struct ServeConfig {
     pub pipeline: PipelineOptions,
     pub routes: RouteTable,
     pub access: AccessTable,
+    pub sync: Vec<crate::sync::SyncOptions>,
 }
 
 impl RawConfig {
@@ -648,6 +654,7 @@ impl RawConfig {
             (None, true) => None,
         };
         let access = AccessTable::new(identities, anonymous);
+        let sync = sync::check(&self.sync)?;
         Ok(ServeConfig {
             raw: self,
             from_file,
@@ -658,6 +665,7 @@ impl RawConfig {
             pipeline,
             routes: RouteTable::new(routes),
             access,
+            sync,
         })
     }
 

@@ -17,7 +17,9 @@ use crate::ingest::{Applied, ManifestErrors, apply_manifests, check_manifests, r
 use crate::intake::Intake;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::query::Readers;
+use crate::odf::DatasetName;
 use crate::store::{DataDir, StoreError};
+use crate::sync::{SyncBoard, SyncOptions};
 use crate::transport::coap::CoapServer;
 use crate::transport::http::{self, HttpState};
 use crate::transport::mqtt::{AckPolicy, Broker};
@@ -41,6 +43,8 @@ pub enum ServeError {
     Mqtt(#[from] crate::transport::mqtt::BrokerError),
     #[error(transparent)]
     Coap(#[from] crate::transport::coap::CoapError),
+    #[error("sync[{entry}]: {message}")]
+    Sync { entry: usize, message: String },
     #[error("cannot write {path}: {error}")]
     AddressesFile { path: String, error: std::io::Error },
 }
@@ -78,6 +82,7 @@ pub async fn run(
         pipeline: mut pipeline_options,
         routes,
         access,
+        sync,
     } = config;
     let (doing, start_status) = watch::channel("opening the datasets".to_owned());
     let starting = tokio::spawn(systemd::extend_start_timeout(start_status));
@@ -100,6 +105,8 @@ pub async fn run(
 
     let upkeep = tokio::spawn(periodic_upkeep(http::metrics_handle()));
     let (stop, stopped) = watch::channel(false);
+    let sync_board = Arc::new(SyncBoard::default());
+    let sync_tasks = start_sync(sync, &pipeline, &data_dir, &sync_board, &stopped)?;
     let mut servers = Vec::new();
     let mut addresses = Addresses::default();
     if raw.http.enabled {
@@ -129,6 +136,7 @@ pub async fn run(
                 max_answer: raw.http.query_max_answer.as_usize(),
             },
             query_slots: Arc::new(tokio::sync::Semaphore::new(raw.http.max_queries)),
+            sync: sync_board.clone(),
         });
         let app = http::router(state);
         let limits = http::ServerLimits {
@@ -238,7 +246,7 @@ pub async fn run(
     if let Some(broker) = broker {
         broker.shutdown().await;
     }
-    for task in bridge_tasks {
+    for task in bridge_tasks.into_iter().chain(sync_tasks) {
         let _ = task.await;
     }
     if let Some(coap) = coap {
@@ -258,6 +266,40 @@ pub async fn run(
     upkeep.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts a task for each `[[sync]]` entry over the datasets it names (every one for `*`).
+fn start_sync(
+    entries: Vec<SyncOptions>,
+    pipeline: &Pipeline,
+    data_dir: &DataDir,
+    board: &Arc<SyncBoard>,
+    stopped: &watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ServeError> {
+    let mut tasks = Vec::new();
+    for (entry, options) in entries.into_iter().enumerate() {
+        let served: Vec<DatasetName> = pipeline.datasets().map(|d| d.name().clone()).collect();
+        let names = match &options.datasets {
+            None => served,
+            Some(names) => {
+                if let Some(unknown) = names.iter().find(|n| !served.contains(n)) {
+                    let message = format!("no dataset '{unknown}' is served (datasets: {})", join(&served));
+                    return Err(ServeError::Sync { entry, message });
+                }
+                names.clone()
+            }
+        };
+        let datasets: Vec<_> = names.into_iter().map(|n| (n.clone(), data_dir.root().join(n.as_str()))).collect();
+        for (name, _) in &datasets {
+            tracing::info!(dataset = %name, remote = %options.url_for(name), "sync every {}", humantime::format_duration(options.interval));
+        }
+        tasks.push(tokio::spawn(crate::sync::run_sync(options, datasets, board.clone(), stopped.clone())));
+    }
+    Ok(tasks)
+}
+
+fn join(names: &[DatasetName]) -> String {
+    names.iter().map(DatasetName::as_str).collect::<Vec<_>>().join(", ")
 }
 
 /// Every few seconds: histogram samples, which wait in the metrics recorder until an upkeep

@@ -38,6 +38,9 @@ pub enum SyncError {
     #[error("dataset '{0}' has no blocks to push")]
     EmptyDataset(DatasetName),
 
+    #[error("reading the local dataset stopped: {0}")]
+    Task(String),
+
     #[error(transparent)]
     Store(#[from] StoreError),
 

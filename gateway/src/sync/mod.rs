@@ -6,6 +6,7 @@
 //! - `push.rs`: sending what the remote lacks, referenced objects before the blocks that
 //!   name them and `refs/head` last, so a reader never sees a head whose objects are missing.
 //! - `pull.rs`: the reverse into the data directory, every object checked before the head moves.
+//! - `schedule.rs`: `[[sync]]` in `serve`: pushes after commits, backoff while the link is down.
 //! - `pace.rs`: an upload rate limit; `aws_profile.rs`: credentials from the AWS files.
 
 mod aws_profile;
@@ -14,9 +15,11 @@ mod pace;
 mod pull;
 mod push;
 mod remote;
+mod schedule;
 
 pub use error::SyncError;
 pub use pace::{Pace, Rate};
 pub use pull::{PullReport, pull};
 pub use push::{PushReport, push};
 pub use remote::Remote;
+pub use schedule::{DATASET_PLACEHOLDER, SyncBoard, SyncOptions, SyncStatus, run as run_sync};

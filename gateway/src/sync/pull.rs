@@ -35,7 +35,7 @@ pub async fn pull(
     remote: &Remote,
     data_dir: &DataDir,
     name: &DatasetName,
-    progress: &mut dyn FnMut(u64, u64),
+    progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<PullReport, SyncError> {
     let remote_head =
         remote.read_head().await?.ok_or_else(|| SyncError::NoRemoteDataset { url: remote.url().to_owned() })?;
@@ -58,7 +58,7 @@ async fn receive(
     dataset: &mut Dataset,
     remote: &Remote,
     remote_head: Multihash,
-    progress: &mut dyn FnMut(u64, u64),
+    progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<PullReport, SyncError> {
     let previous = dataset.head().cloned();
     let mut report = PullReport {

@@ -37,7 +37,7 @@ pub async fn push(
     dataset: &Dataset,
     remote: &Remote,
     pace: &mut Pace,
-    progress: &mut dyn FnMut(u64, u64),
+    progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<PushReport, SyncError> {
     let head = dataset.head().cloned().ok_or_else(|| SyncError::EmptyDataset(dataset.name().clone()))?;
     let previous = remote.read_head().await?;

