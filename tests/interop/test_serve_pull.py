@@ -33,10 +33,10 @@ def post(url: str, body: bytes, content_type: str) -> dict:
         return json.loads(response.read())
 
 
-def start(gateway_bin, root):
+def start(gateway_bin, root, extra_config=""):
     config = root / "gateway.toml"
     config.write_text('[http]\nlisten = ["127.0.0.1:0"]\n[mqtt]\nlisten = ["127.0.0.1:0"]\nws_listen = ["127.0.0.1:0"]\n[coap]\nlisten = ["127.0.0.1:0", "[::1]:0"]\n[pipeline]\nflush_interval = "100ms"\n'
-                      '[anonymous]\nwrite = ["*"]\nquery = ["*"]\n')
+                      '[anonymous]\nwrite = ["*"]\nquery = ["*"]\n' + extra_config)
     addresses = root / "addresses.json"
     process = subprocess.Popen(
         [gateway_bin, "serve", "--config", str(config), "--addresses-file", str(addresses), "--data-dir", str(root / "data")],
@@ -57,11 +57,11 @@ def start(gateway_bin, root):
         time.sleep(0.05)
 
 
-def start_with_gps(gateway_bin, root, schemas):
+def start_with_gps(gateway_bin, root, schemas, extra_config=""):
     """`start` with the shipped GPS manifest; also returns the listeners' addresses."""
     (root / "schemas").mkdir()
     shutil.copy(schemas / "gps.yaml", root / "schemas" / "gps.yaml")
-    process, base = start(gateway_bin, root)
+    process, base = start(gateway_bin, root, extra_config)
     return process, base, json.loads((root / "addresses.json").read_text())
 
 
