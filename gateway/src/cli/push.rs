@@ -37,7 +37,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let report = report.with_context(|| format!("push {} to {}", args.dataset, args.url))?;
     if report.up_to_date() {
-        return output::line(format_args!("{}: {} is up to date (head {})", args.dataset, args.url, report.head));
+        return output::line(format_args!(
+            "{}: {} is up to date (head {})",
+            args.dataset, args.url, report.head
+        ));
     }
     let resumed =
         if report.present > 0 { format!(", {} already there", report.present) } else { String::new() };

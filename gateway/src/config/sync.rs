@@ -53,14 +53,19 @@ pub fn check(entries: &[SyncConfig]) -> Result<Vec<SyncOptions>, ConfigError> {
         } else if entry.datasets.is_empty() {
             return Err(invalid(field("datasets"), "give dataset names, or [\"*\"] for every dataset"));
         } else {
-            let names = entry.datasets.iter().map(|d| d.parse::<DatasetName>().map_err(|e| invalid(field("datasets"), e.to_string())));
+            let names = entry
+                .datasets
+                .iter()
+                .map(|d| d.parse::<DatasetName>().map_err(|e| invalid(field("datasets"), e.to_string())));
             Some(names.collect::<Result<Vec<_>, _>>()?)
         };
         let several = datasets.as_ref().is_none_or(|names| names.len() > 1);
         if several && !entry.url.contains(DATASET_PLACEHOLDER) {
             return Err(invalid(
                 field("url"),
-                format!("must hold {DATASET_PLACEHOLDER} when it serves several datasets: each dataset is its own folder"),
+                format!(
+                    "must hold {DATASET_PLACEHOLDER} when it serves several datasets: each dataset is its own folder"
+                ),
             ));
         }
         Remote::check_url(&entry.url.replace(DATASET_PLACEHOLDER, "dataset"))
@@ -113,7 +118,8 @@ mod tests {
             let error = sync_of(&format!("[[sync]]\n{toml}\n")).unwrap_err().to_string();
             assert!(error.contains(expected), "{toml}: {error}");
         }
-        let one = sync_of("[[sync]]\ndatasets = [\"gps\"]\nurl = \"s3://f/gps/\"\nmax_rate = \"64 KiB\"\n").unwrap();
+        let one = sync_of("[[sync]]\ndatasets = [\"gps\"]\nurl = \"s3://f/gps/\"\nmax_rate = \"64 KiB\"\n")
+            .unwrap();
         assert_eq!(one[0].max_rate, Some(Rate(65536)));
     }
 }

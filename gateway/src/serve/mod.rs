@@ -15,9 +15,9 @@ use tokio::sync::watch;
 use crate::config::ServeConfig;
 use crate::ingest::{Applied, ManifestErrors, apply_manifests, check_manifests, read_manifests};
 use crate::intake::Intake;
+use crate::odf::DatasetName;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::query::Readers;
-use crate::odf::DatasetName;
 use crate::store::{DataDir, StoreError};
 use crate::sync::{SyncBoard, SyncOptions};
 use crate::transport::coap::CoapServer;
@@ -289,7 +289,8 @@ fn start_sync(
                 names.clone()
             }
         };
-        let datasets: Vec<_> = names.into_iter().map(|n| (n.clone(), data_dir.root().join(n.as_str()))).collect();
+        let datasets: Vec<_> =
+            names.into_iter().map(|n| (n.clone(), data_dir.root().join(n.as_str()))).collect();
         for (name, _) in &datasets {
             tracing::info!(dataset = %name, remote = %options.url_for(name), "sync every {}", humantime::format_duration(options.interval));
         }

@@ -10,7 +10,7 @@ use std::path::Path;
 use super::dataset::{BLOCKS, CHECKPOINTS, DATA, DEFAULT_LOCK_TIMEOUT, Dataset};
 use super::error::StoreError;
 use super::fsio::{self, Context, TEMP_PREFIX};
-use crate::odf::{AddData, MetadataEvent};
+use super::objects::objects_of;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GcReport {
@@ -24,10 +24,7 @@ pub fn collect_garbage(dataset: &mut Dataset) -> Result<GcReport, StoreError> {
     let mut live: HashSet<String> = HashSet::new();
     for (hash, block) in dataset.blocks()? {
         live.insert(hash.to_string());
-        if let MetadataEvent::AddData(AddData { new_data, new_checkpoint, .. }) = &block.event {
-            live.extend(new_data.iter().map(|s| s.physical_hash.to_string()));
-            live.extend(new_checkpoint.iter().map(|c| c.physical_hash.to_string()));
-        }
+        live.extend(objects_of(&block).into_iter().map(|object| object.hash.to_string()));
     }
     let mut report = GcReport::default();
     for folder in [BLOCKS, DATA, CHECKPOINTS] {

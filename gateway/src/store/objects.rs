@@ -49,7 +49,11 @@ pub fn objects_of(block: &MetadataBlock) -> Vec<ObjectRef> {
     let MetadataEvent::AddData(add) = &block.event else { return Vec::new() };
     let mut objects = Vec::new();
     if let Some(slice) = &add.new_data {
-        objects.push(ObjectRef { kind: ObjectKind::Data, hash: slice.physical_hash.clone(), size: slice.size });
+        objects.push(ObjectRef {
+            kind: ObjectKind::Data,
+            hash: slice.physical_hash.clone(),
+            size: slice.size,
+        });
     }
     if let Some(checkpoint) = &add.new_checkpoint
         && add.prev_checkpoint.as_ref() != Some(&checkpoint.physical_hash)

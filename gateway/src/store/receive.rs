@@ -99,8 +99,8 @@ impl Dataset {
                     reason: format!("content hashes to {actual}"),
                 });
             }
-            let block =
-                odf::decode_block(bytes).map_err(|reason| StoreError::Undecodable { hash: hash.clone(), reason })?;
+            let block = odf::decode_block(bytes)
+                .map_err(|reason| StoreError::Undecodable { hash: hash.clone(), reason })?;
             state.apply(hash, &block)?;
             decoded.push(block);
         }

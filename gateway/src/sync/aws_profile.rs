@@ -24,7 +24,8 @@ impl Profile {
         let home = var("HOME").map(PathBuf::from);
         let in_home = |file: &str| home.as_ref().map(|h| h.join(".aws").join(file));
         let name = var("AWS_PROFILE").unwrap_or_else(|| "default".to_owned());
-        let credentials = var("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from).or_else(|| in_home("credentials"));
+        let credentials =
+            var("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from).or_else(|| in_home("credentials"));
         let config = var("AWS_CONFIG_FILE").map(PathBuf::from).or_else(|| in_home("config"));
         let load = |path: Option<PathBuf>| path.and_then(|p| Ini::load_from_file(p).ok());
         Profile::from_ini(&name, load(credentials).as_ref(), load(config).as_ref())
@@ -36,7 +37,9 @@ impl Profile {
         let config_section = if name == "default" { "default".to_owned() } else { format!("profile {name}") };
         let lookup = |key: &str| {
             let from = |ini: Option<&Ini>, section: &str| {
-                ini.and_then(|i| i.section(Some(section))).and_then(|s| s.get(key)).map(|v| v.trim().to_owned())
+                ini.and_then(|i| i.section(Some(section)))
+                    .and_then(|s| s.get(key))
+                    .map(|v| v.trim().to_owned())
             };
             from(credentials, name).or_else(|| from(config, &config_section)).filter(|v| !v.is_empty())
         };
@@ -60,7 +63,9 @@ mod tests {
              [field]\naws_access_key_id=AKFIELD\naws_secret_access_key=s2\naws_session_token=t2\n",
         )
         .unwrap();
-        let config = Ini::load_from_str("[default]\nregion = eu-west-1\n[profile field]\nregion = eu-central-1\n").unwrap();
+        let config =
+            Ini::load_from_str("[default]\nregion = eu-west-1\n[profile field]\nregion = eu-central-1\n")
+                .unwrap();
 
         let default = Profile::from_ini("default", Some(&credentials), Some(&config));
         assert_eq!(default.access_key_id.as_deref(), Some("AKDEFAULT"));

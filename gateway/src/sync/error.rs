@@ -1,5 +1,5 @@
 use crate::odf::{DatasetName, Multihash};
-use crate::store::{IoError, StoreError, VerifyError};
+use crate::store::{IoError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -22,14 +22,16 @@ pub enum SyncError {
          the local chain and the local head {local} is not in the remote one. Another writer (a second gateway, \
          another dataset of the same name) uses that URL; nothing was overwritten"
     )]
-    Diverged { dataset: DatasetName, url: String, local: String, remote: Multihash, remote_seq: u64 },
+    Diverged { dataset: DatasetName, url: String, local: String, remote: String, remote_seq: u64 },
 
     #[error(
         "{url} is {blocks} block(s) ahead of the local {dataset} (its head {remote}, ours {local}): pull it first"
     )]
-    RemoteAhead { dataset: DatasetName, url: String, local: Multihash, remote: Multihash, blocks: u64 },
+    RemoteAhead { dataset: DatasetName, url: String, local: String, remote: String, blocks: u64 },
 
-    #[error("{url}: the remote head moved from {expected} to {found} during the push; another writer? Nothing was overwritten")]
+    #[error(
+        "{url}: the remote head moved from {expected} to {found} during the push; another writer? Nothing was overwritten"
+    )]
     HeadMoved { url: String, expected: String, found: String },
 
     #[error("the local {dataset} was committed to during the pull; nothing was appended, pull again")]
@@ -45,9 +47,6 @@ pub enum SyncError {
     Store(#[from] StoreError),
 
     #[error(transparent)]
-    Verify(#[from] VerifyError),
-
-    #[error(transparent)]
     Io(#[from] IoError),
 }
 
@@ -55,7 +54,13 @@ impl SyncError {
     /// Whether trying again later may succeed (a network or server failure), rather than
     /// needing someone to look (diverged chains, damaged objects, a bad URL).
     pub fn is_transient(&self) -> bool {
-        matches!(self, SyncError::Remote { .. } | SyncError::HeadMoved { .. } | SyncError::LocalMoved { .. } | SyncError::Io(_))
+        matches!(
+            self,
+            SyncError::Remote { .. }
+                | SyncError::HeadMoved { .. }
+                | SyncError::LocalMoved { .. }
+                | SyncError::Io(_)
+        )
     }
 }
 

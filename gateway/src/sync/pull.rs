@@ -37,8 +37,10 @@ pub async fn pull(
     name: &DatasetName,
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<PullReport, SyncError> {
-    let remote_head =
-        remote.read_head().await?.ok_or_else(|| SyncError::NoRemoteDataset { url: remote.url().to_owned() })?;
+    let remote_head = remote
+        .read_head()
+        .await?
+        .ok_or_else(|| SyncError::NoRemoteDataset { url: remote.url().to_owned() })?;
     match data_dir.open_dataset(name.as_str()) {
         Ok(mut dataset) => receive(&mut dataset, remote, remote_head, progress).await,
         Err(StoreError::NotFound { .. }) => {
@@ -87,7 +89,8 @@ async fn receive(
         for object in objects_of(block) {
             let path = dataset.object_path(object.kind, &object.hash);
             // Put in place by a pull cut short, after the same checks.
-            let present = store::hash_file(&path).is_ok_and(|(hash, size)| hash == object.hash && size == object.size);
+            let present =
+                store::hash_file(&path).is_ok_and(|(hash, size)| hash == object.hash && size == object.size);
             if !present {
                 let receiving = dataset.receiving_path(object.kind);
                 remote.download(object.kind, &object.hash, object.size, &receiving).await?;
@@ -114,7 +117,12 @@ async fn receive(
 
 /// Re-reads a slice put in place and checks its records against the logical hash and
 /// offsets its block records; a bad one is removed.
-fn check_slice(dataset: &Dataset, remote: &Remote, block: &MetadataBlock, hash: &Multihash) -> Result<(), SyncError> {
+fn check_slice(
+    dataset: &Dataset,
+    remote: &Remote,
+    block: &MetadataBlock,
+    hash: &Multihash,
+) -> Result<(), SyncError> {
     let MetadataEvent::AddData(add) = &block.event else { return Ok(()) };
     let Some(slice) = add.new_data.as_ref().filter(|s| &s.physical_hash == hash) else { return Ok(()) };
     store::check_records(dataset, slice).map_err(|reason| {
@@ -139,7 +147,7 @@ async fn new_blocks(
         dataset: dataset.name().clone(),
         url: remote.url().to_owned(),
         local: head_text(local.as_ref()),
-        remote: remote_head.clone(),
+        remote: remote_head.to_string(),
         remote_seq,
     };
     let mut new = Vec::new();

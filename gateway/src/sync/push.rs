@@ -42,7 +42,8 @@ pub async fn push(
     let head = dataset.head().cloned().ok_or_else(|| SyncError::EmptyDataset(dataset.name().clone()))?;
     let previous = remote.read_head().await?;
     let missing = missing_blocks(dataset, remote, &head, previous.as_ref()).await?;
-    let mut report = PushReport { previous, head, blocks: missing.len() as u64, uploaded: 0, bytes: 0, present: 0 };
+    let mut report =
+        PushReport { previous, head, blocks: missing.len() as u64, uploaded: 0, bytes: 0, present: 0 };
     if missing.is_empty() {
         return Ok(report);
     }
@@ -51,9 +52,12 @@ pub async fn push(
     let block_files: Vec<_> = missing
         .iter()
         .map(|(hash, _)| dataset.object_path(ObjectKind::Block, hash))
-        .map(|path| std::fs::read(&path).map_err(|error| crate::store::IoError { action: "read", path, error }))
+        .map(|path| {
+            std::fs::read(&path).map_err(|error| crate::store::IoError { action: "read", path, error })
+        })
         .collect::<Result<_, _>>()?;
-    let total = objects.iter().map(|o| o.size).sum::<u64>() + block_files.iter().map(|b| b.len() as u64).sum::<u64>();
+    let total =
+        objects.iter().map(|o| o.size).sum::<u64>() + block_files.iter().map(|b| b.len() as u64).sum::<u64>();
     let mut done = 0;
     progress(done, total);
 
@@ -120,7 +124,7 @@ async fn missing_blocks(
         dataset: dataset.name().clone(),
         url: remote.url().to_owned(),
         local: head.to_string(),
-        remote: remote_head.clone(),
+        remote: remote_head.to_string(),
         remote_seq,
     };
     if remote_seq >= local_seq {
@@ -133,8 +137,8 @@ async fn missing_blocks(
                     return Err(SyncError::RemoteAhead {
                         dataset: dataset.name().clone(),
                         url: remote.url().to_owned(),
-                        local: head.clone(),
-                        remote: remote_head.clone(),
+                        local: head.to_string(),
+                        remote: remote_head.to_string(),
                         blocks: remote_seq - local_seq,
                     });
                 }

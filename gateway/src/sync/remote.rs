@@ -87,7 +87,11 @@ impl Remote {
                     .with_timeout(Duration::from_secs(300)),
             )
             // A few quick retries; the sync loop of `serve` backs off for longer outages.
-            .with_retry(RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(60), ..Default::default() });
+            .with_retry(RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(60),
+                ..Default::default()
+            });
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let profile = Profile::from_files();
         if var("AWS_ACCESS_KEY_ID").is_none()
@@ -110,7 +114,8 @@ impl Remote {
                 .with_virtual_hosted_style_request(false)
                 .with_endpoint(endpoint);
         }
-        let store = builder.build().map_err(|e| SyncError::BadUrl { url: url.to_owned(), reason: e.to_string() })?;
+        let store =
+            builder.build().map_err(|e| SyncError::BadUrl { url: url.to_owned(), reason: e.to_string() })?;
         Ok(Remote { url: url.to_owned(), store: Arc::new(store), prefix, folder: None })
     }
 
@@ -233,7 +238,13 @@ impl Remote {
     }
 
     /// Uploads bytes as the object `hash` of `kind`, within the pace.
-    pub async fn upload(&self, kind: ObjectKind, hash: &Multihash, bytes: Vec<u8>, pace: &mut Pace) -> Result<(), SyncError> {
+    pub async fn upload(
+        &self,
+        kind: ObjectKind,
+        hash: &Multihash,
+        bytes: Vec<u8>,
+        pace: &mut Pace,
+    ) -> Result<(), SyncError> {
         let key = self.object_key(kind, hash);
         let len = bytes.len();
         self.store.put(&key, PutPayload::from(bytes)).await.map_err(|e| self.failed("upload", &key, e))?;
@@ -243,7 +254,13 @@ impl Remote {
 
     /// Downloads the object `hash` into `dest`, hashing it on the way; refused (and `dest`
     /// removed) if it is not `size` bytes or does not hash to its name.
-    pub async fn download(&self, kind: ObjectKind, hash: &Multihash, size: u64, dest: &Path) -> Result<(), SyncError> {
+    pub async fn download(
+        &self,
+        kind: ObjectKind,
+        hash: &Multihash,
+        size: u64,
+        dest: &Path,
+    ) -> Result<(), SyncError> {
         let key = self.object_key(kind, hash);
         let what = || format!("{kind} {hash}");
         let got = match self.store.get(&key).await {
@@ -254,7 +271,9 @@ impl Remote {
             Err(e) => return Err(self.failed("read", &key, e)),
         };
         if got.meta.size != size {
-            return Err(self.damaged(&what(), format!("it is {} bytes, its block says {size}", got.meta.size)));
+            return Err(
+                self.damaged(&what(), format!("it is {} bytes, its block says {size}", got.meta.size))
+            );
         }
         let io = |action, error| IoError { action, path: dest.to_owned(), error };
         let result: Result<(), SyncError> = async {
@@ -266,7 +285,9 @@ impl Remote {
                 let chunk = chunk.map_err(|e| self.failed("read", &key, e))?;
                 received += chunk.len() as u64;
                 if received > size {
-                    return Err(self.damaged(&what(), format!("it is longer than the {size} bytes its block says")));
+                    return Err(
+                        self.damaged(&what(), format!("it is longer than the {size} bytes its block says"))
+                    );
                 }
                 hasher.update(&chunk);
                 file.write_all(&chunk).await.map_err(|e| io("write", e))?;
@@ -289,9 +310,11 @@ impl Remote {
     fn sync_object(&self, kind: ObjectKind, hash: &Multihash) -> Result<(), SyncError> {
         let Some(folder) = &self.folder else { return Ok(()) };
         let path = folder.join(kind.folder()).join(hash.to_string());
-        std::fs::File::open(&path)
-            .and_then(|f| f.sync_all())
-            .map_err(|error| IoError { action: "sync", path, error })?;
+        std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|error| IoError {
+            action: "sync",
+            path,
+            error,
+        })?;
         Ok(())
     }
 
@@ -329,7 +352,9 @@ fn locate(url: &str) -> Result<Location, SyncError> {
         return Err(bad("a repository URL has no query or fragment"));
     }
     match parsed.scheme() {
-        "file" => Ok(Location::Folder(parsed.to_file_path().map_err(|()| bad("a file URL needs an absolute path"))?)),
+        "file" => Ok(Location::Folder(
+            parsed.to_file_path().map_err(|()| bad("a file URL needs an absolute path"))?,
+        )),
         "s3" => {
             let bucket = parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("no bucket"))?;
             let prefix = prefix_of(parsed.path_segments().into_iter().flatten()).map_err(|r| bad(&r))?;

@@ -112,7 +112,16 @@ pub async fn run(
         .map(|(name, root)| {
             let url = options.url_for(&name);
             board.update(&name, &url, |_| {});
-            Track { name, root, url, dataset: None, pushed: None, remote_blocks: None, failures: 0, due: Instant::now() }
+            Track {
+                name,
+                root,
+                url,
+                dataset: None,
+                pushed: None,
+                remote_blocks: None,
+                failures: 0,
+                due: Instant::now(),
+            }
         })
         .collect();
     loop {
@@ -158,7 +167,8 @@ async fn attempt(track: &mut Track, options: &SyncOptions, board: &SyncBoard) {
                 );
             }
             metrics::counter!("odf_sync_bytes_total", &labels).increment(report.bytes);
-            metrics::gauge!("odf_sync_last_success_timestamp_seconds", &labels).set(Utc::now().timestamp() as f64);
+            metrics::gauge!("odf_sync_last_success_timestamp_seconds", &labels)
+                .set(Utc::now().timestamp() as f64);
             track.pushed = Some(report.head.clone());
             track.remote_blocks = Some(local_blocks);
             track.failures = 0;

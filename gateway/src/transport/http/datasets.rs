@@ -51,7 +51,8 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     let pipeline = readable(&state, &peer, &headers, &name).await?;
     let state2 = state.clone();
-    let body = blocking(move || state2.readers.with(&name, |r| describe(r, Some(&pipeline), &state2.sync))).await?;
+    let body =
+        blocking(move || state2.readers.with(&name, |r| describe(r, Some(&pipeline), &state2.sync))).await?;
     Ok(axum::Json(body).into_response())
 }
 
