@@ -169,3 +169,61 @@ fn a_push_killed_part_way_is_resumed_without_sending_twice() {
     copy.verify("trackers");
     assert_eq!(copy.records("trackers").len(), 100);
 }
+
+#[test]
+fn a_block_naming_a_local_slice_again_is_refused_and_the_slice_kept() {
+    use odf_gateway::odf::{AddData, DataSlice, MetadataBlock, MetadataEvent, OffsetInterval, block_hash, encode_block};
+    use odf_gateway::store::DataDir;
+
+    let gw = trackers(&[1..=4]);
+    let remote_dir = tempfile::tempdir().unwrap();
+    let remote = remote_dir.path().join("trackers");
+    gw.ok(&["push", "trackers", &url(&remote)], "");
+
+    // The remote's next block names the local slice again, under the offsets that follow.
+    let dataset = DataDir::open(&gw.data()).unwrap().open_dataset("trackers").unwrap();
+    let (head, last) = dataset.blocks().unwrap().into_iter().next().unwrap();
+    let MetadataEvent::AddData(add) = &last.event else { panic!("the head is not an AddData") };
+    let slice = add.new_data.clone().unwrap();
+    let end = slice.offset_interval.end;
+    let forged = MetadataBlock {
+        system_time: last.system_time,
+        prev_block_hash: Some(head.clone()),
+        sequence_number: last.sequence_number + 1,
+        event: MetadataEvent::AddData(AddData {
+            prev_checkpoint: None,
+            prev_offset: Some(end),
+            new_data: Some(DataSlice { offset_interval: OffsetInterval { start: end + 1, end: end * 2 + 1 }, ..slice }),
+            new_checkpoint: None,
+            new_watermark: add.new_watermark,
+            new_source_state: add.new_source_state.clone(),
+            extra: None,
+        }),
+    };
+    let bytes = encode_block(&forged);
+    let hash = block_hash(&bytes);
+    std::fs::write(remote.join("blocks").join(hash.to_string()), bytes).unwrap();
+    std::fs::write(remote.join("refs/head"), hash.to_string()).unwrap();
+
+    let refused = gw.fails(&["pull", &url(&remote)], "");
+    assert!(refused.contains("is damaged") && refused.contains("offsets"), "{refused}");
+    gw.verify("trackers");
+    assert_eq!(std::fs::read_to_string(gw.data().join("trackers/refs/head")).unwrap(), head.to_string());
+}
+
+#[test]
+fn a_folder_remote_needs_its_parent() {
+    let gw = trackers(&[1..=2]);
+    let remote_dir = tempfile::tempdir().unwrap();
+    let unmounted = remote_dir.path().join("usb/odf/trackers");
+    let refused = gw.fails(&["push", "trackers", &url(&unmounted)], "");
+    assert!(refused.contains("is its disk mounted"), "{refused}");
+    assert!(!remote_dir.path().join("usb").exists());
+
+    // A remote behind the local copy: nothing to pull, and said so.
+    let remote = remote_dir.path().join("trackers");
+    gw.ok(&["push", "trackers", &url(&remote)], "");
+    gw.ok(&["ingest", "trackers", "--stdin"], &reports("A-1", 3..=4));
+    let behind = gw.ok(&["pull", &url(&remote)], "");
+    assert!(behind.contains("1 block(s) behind the local copy"), "{behind}");
+}

@@ -31,13 +31,19 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     };
     let data_dir = DataDir::create(&ctx.data_dir)?;
     let remote = Remote::open(&args.url, false)?;
-    let bar = output::progress(0, &format!("pull {name}"), output::Counting::Bytes);
+    let bar = output::progress(0, &format!("pull {name}"), output::Counting::Items);
     let report = ctx.block_on(sync::pull(&remote, &data_dir, &name, &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     }))?;
     bar.finish_and_clear();
     let report = report.with_context(|| format!("pull {} into {name}", args.url))?;
+    if report.local_ahead > 0 {
+        return output::line(format_args!(
+            "{name}: {} is {} block(s) behind the local copy; nothing to pull (head {})",
+            args.url, report.local_ahead, report.head
+        ));
+    }
     if report.up_to_date() {
         return output::line(format_args!("{name}: up to date with {} (head {})", args.url, report.head));
     }

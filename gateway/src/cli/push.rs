@@ -28,7 +28,7 @@ pub struct Args {
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let dataset = ctx.data_dir()?.open_dataset(&args.dataset)?;
     let remote = Remote::open(&args.url, true)?;
-    let bar = output::progress(0, &format!("push {}", args.dataset), output::Counting::Bytes);
+    let bar = output::progress(0, &format!("push {}", args.dataset), output::Counting::Items);
     let mut pace = Pace::new(args.max_rate);
     let report = ctx.block_on(sync::push(&dataset, &remote, &mut pace, &mut |done, total| {
         bar.set_length(total);

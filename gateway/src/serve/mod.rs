@@ -106,7 +106,7 @@ pub async fn run(
     let upkeep = tokio::spawn(periodic_upkeep(http::metrics_handle()));
     let (stop, stopped) = watch::channel(false);
     let sync_board = Arc::new(SyncBoard::default());
-    let sync_tasks = start_sync(sync, &pipeline, &data_dir, &sync_board, &stopped)?;
+    let sync_threads = start_sync(sync, &pipeline, &data_dir, &sync_board, &stopped)?;
     let mut servers = Vec::new();
     let mut addresses = Addresses::default();
     if raw.http.enabled {
@@ -246,9 +246,10 @@ pub async fn run(
     if let Some(broker) = broker {
         broker.shutdown().await;
     }
-    for task in bridge_tasks.into_iter().chain(sync_tasks) {
+    for task in bridge_tasks {
         let _ = task.await;
     }
+    let _ = tokio::task::spawn_blocking(move || sync_threads.into_iter().for_each(|t| drop(t.join()))).await;
     if let Some(coap) = coap {
         coap.join().await;
     }
@@ -268,15 +269,17 @@ pub async fn run(
     Ok(())
 }
 
-/// Starts a task for each `[[sync]]` entry over the datasets it names (every one for `*`).
+/// Starts each `[[sync]]` entry over the datasets it names (every one for `*`) on a thread
+/// of its own, with a runtime of its own: a push reads files and syncs folders as it goes,
+/// which must not hold up the workers that serve devices.
 fn start_sync(
     entries: Vec<SyncOptions>,
     pipeline: &Pipeline,
     data_dir: &DataDir,
     board: &Arc<SyncBoard>,
     stopped: &watch::Receiver<bool>,
-) -> Result<Vec<tokio::task::JoinHandle<()>>, ServeError> {
-    let mut tasks = Vec::new();
+) -> Result<Vec<std::thread::JoinHandle<()>>, ServeError> {
+    let mut threads = Vec::new();
     for (entry, options) in entries.into_iter().enumerate() {
         let served: Vec<DatasetName> = pipeline.datasets().map(|d| d.name().clone()).collect();
         let names = match &options.datasets {
@@ -292,11 +295,21 @@ fn start_sync(
         let datasets: Vec<_> =
             names.into_iter().map(|n| (n.clone(), data_dir.root().join(n.as_str()))).collect();
         for (name, _) in &datasets {
-            tracing::info!(dataset = %name, remote = %options.url_for(name), "sync every {}", humantime::format_duration(options.interval));
+            let every = humantime::format_duration(options.interval);
+            tracing::info!(dataset = %name, remote = %options.url_for(name), "sync every {every}");
         }
-        tasks.push(tokio::spawn(crate::sync::run_sync(options, datasets, board.clone(), stopped.clone())));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ServeError::Sync { entry, message: format!("cannot start its runtime: {e}") })?;
+        let (board, stopped) = (board.clone(), stopped.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("sync-{entry}"))
+            .spawn(move || runtime.block_on(crate::sync::run_sync(options, datasets, board, stopped)))
+            .map_err(|e| ServeError::Sync { entry, message: format!("cannot start its thread: {e}") })?;
+        threads.push(thread);
     }
-    Ok(tasks)
+    Ok(threads)
 }
 
 fn join(names: &[DatasetName]) -> String {

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 
 use super::error::StoreError;
 use super::fsio::{self, Context};
+use super::objects::ObjectKind;
 use crate::odf::{self, ChainState, DatasetName, MetadataBlock, MetadataEvent, Multihash};
 
 pub const HEAD: &str = "refs/head";
@@ -97,15 +98,15 @@ impl Dataset {
     }
 
     pub fn block_path(&self, hash: &Multihash) -> PathBuf {
-        self.root.join(BLOCKS).join(hash.to_string())
+        self.object_path(ObjectKind::Block, hash)
     }
 
     pub fn data_path(&self, hash: &Multihash) -> PathBuf {
-        self.root.join(DATA).join(hash.to_string())
+        self.object_path(ObjectKind::Data, hash)
     }
 
     pub fn checkpoint_path(&self, hash: &Multihash) -> PathBuf {
-        self.root.join(CHECKPOINTS).join(hash.to_string())
+        self.object_path(ObjectKind::Checkpoint, hash)
     }
 
     /// The head as written in `refs/head`, or `None` for a dataset still being created.
@@ -306,7 +307,7 @@ impl Dataset {
     }
 
     /// Writes a content-addressed object unless it is already there intact.
-    pub(super) fn write_object(&self, dir: &Path, hash: &Multihash, bytes: &[u8]) -> Result<(), StoreError> {
+    fn write_object(&self, dir: &Path, hash: &Multihash, bytes: &[u8]) -> Result<(), StoreError> {
         let path = dir.join(hash.to_string());
         if fs::read(&path).is_ok_and(|existing| existing == bytes) {
             return Ok(());

@@ -1,7 +1,8 @@
-//! Taking in a chain made elsewhere (`odf-gateway pull`): a new dataset is built in a temp
-//! folder and appears under its name only when whole; blocks are checked against their hashes
-//! and the chain rules before any is written, and the head moves last. The objects they
-//! refer to are put in place (and checked) by the caller before the blocks are appended.
+//! Taking in a chain made elsewhere (`odf-gateway pull`): the caller receives blocks and the
+//! objects they add under temp names (checking each against its hash as it arrives); then,
+//! under the dataset's lock, the blocks are read back and checked against their hashes and
+//! the chain rules, everything is moved in place, objects before blocks, and the head moves
+//! last. A new dataset is built in a temp folder and appears under its name only when whole.
 
 use std::fs;
 use std::path::PathBuf;
@@ -9,9 +10,9 @@ use std::path::PathBuf;
 use super::data_dir::DataDir;
 use super::dataset::{BLOCKS, Dataset, HEAD, WriteLock};
 use super::error::StoreError;
-use super::fsio::{self, Context};
-use super::objects::ObjectKind;
-use crate::odf::{self, DatasetName, MetadataBlock, Multihash};
+use super::fsio::{self, Context, TEMP_PREFIX};
+use super::objects::{ObjectKind, objects_of};
+use crate::odf::{self, DatasetName, Multihash};
 
 /// A dataset being received into a temp folder of the data directory.
 pub struct StagedDataset {
@@ -43,7 +44,7 @@ impl StagedDataset {
 
     /// Moves the dataset under its name, once its folder's entries are durable. Refused if
     /// the dataset has no head yet or the name was taken meanwhile.
-    pub fn finish(mut self) -> Result<Dataset, StoreError> {
+    pub fn finish(mut self) -> Result<(), StoreError> {
         if self.dataset.head().is_none() {
             return Err(StoreError::EmptyCommit);
         }
@@ -56,8 +57,7 @@ impl StagedDataset {
         }
         fs::rename(&self.staging, &self.target).context("rename into place", &self.target)?;
         self.finished = true;
-        fsio::sync_dir(self.data_dir.root())?;
-        Dataset::open(&self.target, self.dataset.name().clone())
+        Ok(fsio::sync_dir(self.data_dir.root())?)
     }
 }
 
@@ -75,45 +75,76 @@ impl Dataset {
         self.root().join(kind.folder()).join(hash.to_string())
     }
 
-    /// A temp path beside the objects of `kind`, for receiving one (removed by the next
-    /// writer if abandoned); `publish` moves it under its hash.
-    pub fn receiving_path(&self, kind: ObjectKind) -> PathBuf {
-        fsio::temp_path(&self.root().join(kind.folder()))
+    /// Where a pull keeps the object `hash` of `kind` until `adopt_received` puts it in
+    /// place: a temp name of this process, which `gc` and other writers leave alone while
+    /// it runs and remove once it is gone.
+    pub fn receiving_path(&self, kind: ObjectKind, hash: &Multihash) -> PathBuf {
+        let name = format!("{TEMP_PREFIX}{}-received-{hash}", std::process::id());
+        self.root().join(kind.folder()).join(name)
     }
 
-    /// Appends blocks encoded elsewhere, oldest first, after checking each one's bytes against
-    /// its hash and the whole run against the chain rules; then moves the head to the last.
-    /// Returns the decoded blocks. The objects they refer to must already be in place.
-    pub fn append_blocks(
-        &mut self,
-        _lock: &WriteLock,
-        blocks: &[(Multihash, Vec<u8>)],
-    ) -> Result<Vec<MetadataBlock>, StoreError> {
+    /// Takes in the blocks `blocks` (oldest first) received at their `receiving_path`, with
+    /// the data slices and checkpoints they add (received, or already in place), and moves
+    /// the head to the last. Every block is read back, checked against its hash and the
+    /// chain rules, and every object found, before anything is moved in place; objects go
+    /// first, the head last. Under the lock, so that `gc` cannot take an object between
+    /// the check and the head.
+    pub fn adopt_received(&mut self, _lock: &WriteLock, blocks: &[Multihash]) -> Result<(), StoreError> {
         let mut state = self.state().clone();
-        let mut decoded = Vec::with_capacity(blocks.len());
-        for (hash, bytes) in blocks {
-            let actual = odf::block_hash(bytes);
+        let mut moves = Vec::new();
+        for hash in blocks {
+            let path = self.receiving_path(ObjectKind::Block, hash);
+            let bytes = fs::read(&path).context("read", &path)?;
+            let actual = odf::block_hash(&bytes);
             if &actual != hash {
                 return Err(StoreError::BadBlock {
                     hash: hash.clone(),
                     reason: format!("content hashes to {actual}"),
                 });
             }
-            let block = odf::decode_block(bytes)
+            let block = odf::decode_block(&bytes)
                 .map_err(|reason| StoreError::Undecodable { hash: hash.clone(), reason })?;
             state.apply(hash, &block)?;
-            decoded.push(block);
+            for object in objects_of(&block) {
+                let (received, in_place) = (
+                    self.receiving_path(object.kind, &object.hash),
+                    self.object_path(object.kind, &object.hash),
+                );
+                if received.exists() {
+                    moves.push((received, in_place));
+                } else if !in_place.exists() {
+                    return Err(StoreError::BadBlock {
+                        hash: hash.clone(),
+                        reason: format!("its {} {} was not received", object.kind, object.hash),
+                    });
+                }
+            }
+            moves.push((path, self.object_path(ObjectKind::Block, hash)));
         }
-        let Some(head) = state.head.clone().filter(|_| !blocks.is_empty()) else {
-            return Err(StoreError::EmptyCommit);
-        };
-        let blocks_dir = self.root().join(BLOCKS);
-        for (hash, bytes) in blocks {
-            self.write_object(&blocks_dir, hash, bytes)?;
+        let head = state.head.clone().filter(|_| !blocks.is_empty()).ok_or(StoreError::EmptyCommit)?;
+        // Blocks come last in `moves` for each block; every object before every block.
+        moves.sort_by_key(|(_, to)| to.starts_with(self.root().join(BLOCKS)));
+        for (from, to) in &moves {
+            fs::rename(from, to).context("rename into place", to)?;
         }
-        fsio::sync_dir(&blocks_dir)?;
+        for kind in [ObjectKind::Data, ObjectKind::Checkpoint, ObjectKind::Block] {
+            fsio::sync_dir(&self.root().join(kind.folder()))?;
+        }
         fsio::write_atomic(&self.root().join(HEAD), head.to_string().as_bytes())?;
         self.set_state(state);
-        Ok(decoded)
+        Ok(())
+    }
+
+    /// Removes what a pull received and did not adopt.
+    pub fn discard_received(&self) {
+        let mine = format!("{TEMP_PREFIX}{}-received-", std::process::id());
+        for kind in [ObjectKind::Data, ObjectKind::Checkpoint, ObjectKind::Block] {
+            let Ok(entries) = fs::read_dir(self.root().join(kind.folder())) else { continue };
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&mine) {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
     }
 }

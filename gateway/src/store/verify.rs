@@ -6,6 +6,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
+use arrow::array::{Array, Int64Array};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sha3::{Digest, Sha3_256};
 
 use super::dataset::Dataset;
@@ -48,18 +50,55 @@ pub fn hash_file(path: &Path) -> io::Result<(Multihash, u64)> {
 /// Re-reads a data slice whose bytes are intact and recomputes its logical hash (arrow-digest
 /// of its records) and its record count. `Err` says what is wrong.
 pub fn check_records(dataset: &Dataset, slice: &DataSlice) -> Result<(), String> {
-    let batches = dataset.read_slice(slice).map_err(|e| e.to_string())?;
-    let Some(schema) = batches.first().map(|b| b.schema()) else {
-        return Err("the file holds no records".into());
-    };
-    let actual = arrow_schema::logical_hash(&schema, &batches);
+    check_slice_records(&dataset.data_path(&slice.physical_hash), slice)
+}
+
+/// `check_records` of the Parquet file at `path` (in place or still being received), read a
+/// batch at a time: a big slice takes no more memory than a batch.
+pub fn check_slice_records(path: &Path, slice: &DataSlice) -> Result<(), String> {
+    let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map(|builder| builder.with_batch_size(1 << 16))
+        .and_then(|builder| builder.build())
+        .map_err(|e| format!("not a Parquet file: {e}"))?;
+    let mut hasher = None;
+    let mut rows = 0u64;
+    // The offset column comes first in ODF data files; its first and last values must be
+    // the block's interval (a slice named again under other offsets is not new data).
+    let (mut first, mut last) = (None, None);
+    for batch in reader {
+        let batch = batch.map_err(|e| format!("unreadable Parquet: {e}"))?;
+        hasher.get_or_insert_with(|| arrow_schema::LogicalHasher::new(&batch.schema())).update(&batch);
+        rows += batch.num_rows() as u64;
+        let offsets = batch
+            .columns()
+            .first()
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+            .ok_or("its first column is not the Int64 offset column")?;
+        if offsets.null_count() > 0 {
+            return Err("its offset column has nulls".into());
+        }
+        if !offsets.is_empty() {
+            first = first.or(Some(offsets.value(0)));
+            last = Some(offsets.value(offsets.len() - 1));
+        }
+    }
+    let Some(hasher) = hasher else { return Err("the file holds no records".into()) };
+    let actual = hasher.finish();
     if actual != slice.logical_hash {
         return Err(format!("records digest to {actual}, the block says {}", slice.logical_hash));
     }
-    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let expected = slice.offset_interval.end.saturating_sub(slice.offset_interval.start).saturating_add(1);
     if rows != expected {
         return Err(format!("{rows} records, the block's offsets say {expected}"));
+    }
+    let interval = (slice.offset_interval.start, slice.offset_interval.end);
+    let found = (first.unwrap_or(-1), last.unwrap_or(-1));
+    if (found.0 as u64, found.1 as u64) != interval || found.0 < 0 {
+        return Err(format!(
+            "its records hold offsets {}..={}, the block says {}..={}",
+            found.0, found.1, interval.0, interval.1
+        ));
     }
     Ok(())
 }

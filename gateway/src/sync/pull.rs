@@ -1,14 +1,19 @@
-//! Pulling a dataset from a remote into the data directory: the remote's blocks after the
-//! local head are read and checked (hashes, chain rules) before anything is fetched, each
-//! data slice and checkpoint is checked against its block (size, hash, and for slices the
-//! records' logical hash) before it is put in place, and the local head moves last. A new
-//! dataset appears under its name only once whole. Objects a pull cut short already put in
-//! place are kept by the next one.
+//! Pulling a dataset from a remote into the data directory. The remote's blocks after the
+//! local head are fetched (each checked against its hash, their sequence numbers falling by
+//! one) and kept under temp names; then, oldest first, each is checked against the chain
+//! rules and the data slices and checkpoints it adds are fetched under temp names, each
+//! checked against its block (size, hash, and for slices the records' logical hash and
+//! count) as it arrives. Only then, under the dataset's lock, are they moved in place and
+//! the head moved (`Dataset::adopt_received`). Memory holds one block at a time and a hash
+//! for each new block. A new dataset appears under its name only once whole; a pull cut
+//! short leaves nothing under it, and the next one starts again.
 
 use super::error::{SyncError, head_text};
 use super::remote::Remote;
 use crate::odf::{DatasetName, MetadataBlock, MetadataEvent, Multihash};
-use crate::store::{self, DEFAULT_LOCK_TIMEOUT, DataDir, Dataset, ObjectKind, StoreError, objects_of};
+use crate::store::{
+    self, DEFAULT_LOCK_TIMEOUT, DataDir, Dataset, IoError, ObjectKind, StoreError, objects_of,
+};
 
 /// What a pull did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +26,8 @@ pub struct PullReport {
     pub blocks: u64,
     pub objects: u64,
     pub bytes: u64,
+    /// Blocks the local copy has beyond the remote's head (nothing to take then).
+    pub local_ahead: u64,
 }
 
 impl PullReport {
@@ -30,7 +37,7 @@ impl PullReport {
 }
 
 /// Pulls `remote` into the dataset `name` of `data_dir`, creating it if missing.
-/// `progress(done, total)` counts the bytes of the objects to fetch.
+/// `progress(done, total)` counts the new blocks taken in.
 pub async fn pull(
     remote: &Remote,
     data_dir: &DataDir,
@@ -42,8 +49,13 @@ pub async fn pull(
         .await?
         .ok_or_else(|| SyncError::NoRemoteDataset { url: remote.url().to_owned() })?;
     match data_dir.open_dataset(name.as_str()) {
-        Ok(mut dataset) => receive(&mut dataset, remote, remote_head, progress).await,
+        Ok(mut dataset) => {
+            let result = receive(&mut dataset, remote, remote_head, progress).await;
+            dataset.discard_received();
+            result
+        }
         Err(StoreError::NotFound { .. }) => {
+            // Dropped unfinished, the staged folder goes with all it received.
             let mut staged = data_dir.stage_dataset(name)?;
             let report = receive(staged.dataset(), remote, remote_head, progress).await?;
             staged.finish()?;
@@ -53,9 +65,6 @@ pub async fn pull(
     }
 }
 
-/// Fetches and checks what `dataset` lacks, then appends the blocks under the dataset's
-/// lock, taken only for that: a gateway committing to the dataset is not held up by a
-/// slow link (if it committed meanwhile, the pull is refused and nothing is appended).
 async fn receive(
     dataset: &mut Dataset,
     remote: &Remote,
@@ -70,77 +79,91 @@ async fn receive(
         blocks: 0,
         objects: 0,
         bytes: 0,
+        local_ahead: 0,
     };
-    let new = new_blocks(dataset, remote, &remote_head).await?;
+    let (new, local_ahead) = new_blocks(dataset, remote, &remote_head).await?;
     if new.is_empty() {
         report.head = previous.unwrap_or(remote_head);
+        report.local_ahead = local_ahead;
         return Ok(report);
     }
-    // The chain rules before anything is fetched; `append_blocks` checks them again.
-    let mut state = dataset.state().clone();
-    for (hash, _, block) in &new {
-        state.apply(hash, block).map_err(StoreError::from)?;
-    }
 
-    let total: u64 = new.iter().flat_map(|(_, _, block)| objects_of(block)).map(|o| o.size).sum();
-    let mut done = 0;
-    progress(done, total);
-    for (_, _, block) in &new {
-        for object in objects_of(block) {
-            let path = dataset.object_path(object.kind, &object.hash);
-            // Put in place by a pull cut short, after the same checks.
-            let present =
-                store::hash_file(&path).is_ok_and(|(hash, size)| hash == object.hash && size == object.size);
-            if !present {
-                let receiving = dataset.receiving_path(object.kind);
+    let total = new.len() as u64;
+    progress(0, total);
+    let mut state = dataset.state().clone();
+    for (done, hash) in new.iter().enumerate() {
+        let block = received_block(dataset, hash).await?;
+        // The chain rules before the block's objects are fetched; `adopt_received` checks
+        // them again from the files it moves in place.
+        state.apply(hash, &block).map_err(StoreError::from)?;
+        for object in objects_of(&block) {
+            let in_place = dataset.object_path(object.kind, &object.hash);
+            let present = blocking(move || store::hash_file(&in_place).map_err(|e| e.to_string()))
+                .await
+                .is_ok_and(|(hash, size)| hash == object.hash && size == object.size);
+            let path = if present {
+                dataset.object_path(object.kind, &object.hash)
+            } else {
+                let receiving = dataset.receiving_path(object.kind, &object.hash);
                 remote.download(object.kind, &object.hash, object.size, &receiving).await?;
-                dataset.publish(&receiving, &path)?;
                 report.objects += 1;
-                report.bytes += object.size;
+                report.bytes = report.bytes.saturating_add(object.size);
+                receiving
+            };
+            if let Some(slice) = slice_of(&block, &object.hash) {
+                let checked = blocking(move || store::check_slice_records(&path, &slice)).await;
+                checked.map_err(|reason| SyncError::RemoteDamaged {
+                    url: remote.url().to_owned(),
+                    what: format!("block {hash}"),
+                    reason: format!("its data slice {}: {reason}", object.hash),
+                })?;
             }
-            if object.kind == ObjectKind::Data {
-                check_slice(dataset, remote, block, &object.hash)?;
-            }
-            done += object.size;
-            progress(done, total);
         }
+        progress(done as u64 + 1, total);
     }
-    let encoded: Vec<(Multihash, Vec<u8>)> = new.into_iter().map(|(hash, bytes, _)| (hash, bytes)).collect();
-    report.blocks = encoded.len() as u64;
     let lock = dataset.lock(DEFAULT_LOCK_TIMEOUT)?;
     if dataset.head() != previous.as_ref() {
         return Err(SyncError::LocalMoved { dataset: dataset.name().clone() });
     }
-    dataset.append_blocks(&lock, &encoded)?;
+    dataset.adopt_received(&lock, &new)?;
+    report.blocks = total;
     Ok(report)
 }
 
-/// Re-reads a slice put in place and checks its records against the logical hash and
-/// offsets its block records; a bad one is removed.
-fn check_slice(
-    dataset: &Dataset,
-    remote: &Remote,
-    block: &MetadataBlock,
-    hash: &Multihash,
-) -> Result<(), SyncError> {
-    let MetadataEvent::AddData(add) = &block.event else { return Ok(()) };
-    let Some(slice) = add.new_data.as_ref().filter(|s| &s.physical_hash == hash) else { return Ok(()) };
-    store::check_records(dataset, slice).map_err(|reason| {
-        let _ = std::fs::remove_file(dataset.object_path(ObjectKind::Data, hash));
-        SyncError::RemoteDamaged { url: remote.url().to_owned(), what: format!("data slice {hash}"), reason }
-    })
+/// Runs a check that reads files off the async runtime; a panic in it (a Parquet reader
+/// given a hostile file) comes back as an error.
+async fn blocking<T: Send + 'static>(
+    check: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(check).await.map_err(|e| format!("the check failed: {e}"))?
 }
 
-/// The remote's blocks after the local head, oldest first, each with its bytes; refused if
-/// the local head is not among them (diverged, or the local copy is ahead).
+/// The data slice `block` adds, if its file is `hash`.
+fn slice_of(block: &MetadataBlock, hash: &Multihash) -> Option<crate::odf::DataSlice> {
+    let MetadataEvent::AddData(add) = &block.event else { return None };
+    add.new_data.clone().filter(|s| &s.physical_hash == hash)
+}
+
+/// A block `new_blocks` received, read back.
+async fn received_block(dataset: &Dataset, hash: &Multihash) -> Result<MetadataBlock, SyncError> {
+    let path = dataset.receiving_path(ObjectKind::Block, hash);
+    let bytes = tokio::fs::read(&path).await.map_err(|error| IoError { action: "read", path, error })?;
+    crate::odf::decode_block(&bytes)
+        .map_err(|reason| SyncError::Store(StoreError::Undecodable { hash: hash.clone(), reason }))
+}
+
+/// Receives the remote's blocks after the local head, keeping each under its temp name;
+/// returns their hashes oldest first. Nothing new when the remote's head is ours or an
+/// ancestor of it (with how many blocks the local copy is ahead); refused when the chains
+/// diverged.
 async fn new_blocks(
     dataset: &Dataset,
     remote: &Remote,
     remote_head: &Multihash,
-) -> Result<Vec<(Multihash, Vec<u8>, MetadataBlock)>, SyncError> {
+) -> Result<(Vec<Multihash>, u64), SyncError> {
     let local = dataset.head().cloned();
     if local.as_ref() == Some(remote_head) {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     }
     let local_seq = dataset.state().blocks.checked_sub(1);
     let diverged = |remote_seq| SyncError::Diverged {
@@ -152,6 +175,7 @@ async fn new_blocks(
     };
     let mut new = Vec::new();
     let mut remote_seq = 0;
+    let mut expected_seq = None;
     let mut next = Some(remote_head.clone());
     loop {
         // The remote's first block reached: all of it is new to a dataset without blocks.
@@ -162,24 +186,49 @@ async fn new_blocks(
             return Err(diverged(remote_seq));
         };
         if Some(&hash) == local.as_ref() {
-            new.reverse();
-            return Ok(new);
+            break;
         }
         let (bytes, block) = remote.read_block(&hash).await?;
+        if expected_seq.is_some_and(|expected| block.sequence_number != expected) {
+            return Err(SyncError::RemoteDamaged {
+                url: remote.url().to_owned(),
+                what: format!("block {hash}"),
+                reason: format!(
+                    "its sequence number is {}, not one below the next block's",
+                    block.sequence_number
+                ),
+            });
+        }
         if new.is_empty() {
             remote_seq = block.sequence_number;
         }
-        if local_seq.is_some_and(|seq| block.sequence_number <= seq) {
-            // At our height and not our head: the remote's head is ours or an ancestor of
-            // it (nothing to take), or the chains diverged.
-            if new.is_empty() && dataset.blocks()?.iter().any(|(h, _)| h == remote_head) {
-                return Ok(Vec::new());
+        if let Some(local_seq) = local_seq.filter(|&seq| block.sequence_number <= seq) {
+            // At our height and not our head: the remote's head is an ancestor of ours
+            // (nothing to take), or the chains diverged.
+            if new.is_empty() && local_chain_holds(dataset, remote_head, remote_seq)? {
+                return Ok((Vec::new(), local_seq - remote_seq));
             }
             return Err(diverged(remote_seq));
         }
-        next = block.prev_block_hash.clone();
-        new.push((hash, bytes, block));
+        let path = dataset.receiving_path(ObjectKind::Block, &hash);
+        tokio::fs::write(&path, &bytes).await.map_err(|error| IoError { action: "write", path, error })?;
+        expected_seq = block.sequence_number.checked_sub(1);
+        next = block.prev_block_hash;
+        new.push(hash);
     }
     new.reverse();
-    Ok(new)
+    Ok((new, 0))
+}
+
+/// Whether the local chain's block at `seq` is `hash`, walking back from the head.
+fn local_chain_holds(dataset: &Dataset, hash: &Multihash, seq: u64) -> Result<bool, SyncError> {
+    let mut next = dataset.head().cloned();
+    while let Some(current) = next {
+        let block = dataset.read_block(&current)?;
+        if block.sequence_number <= seq {
+            return Ok(block.sequence_number == seq && &current == hash);
+        }
+        next = block.prev_block_hash;
+    }
+    Ok(false)
 }

@@ -1,13 +1,13 @@
 //! Pushing a dataset to a remote: only what the remote lacks, in an order that keeps the
-//! remote readable at every instant. Every data slice and checkpoint goes before any new
-//! block, the blocks go oldest first, and `refs/head` moves last; an object already there
-//! (an earlier push cut short) is not sent again.
+//! remote readable at every instant. Block by block, oldest first: the data slice and
+//! checkpoint it adds, then the block (which names them and the block before); `refs/head`
+//! moves last. An object already there (an earlier push cut short) is not sent again.
 
 use super::error::{SyncError, head_text};
 use super::pace::Pace;
 use super::remote::Remote;
 use crate::odf::{MetadataBlock, Multihash};
-use crate::store::{Dataset, ObjectKind, objects_of};
+use crate::store::{Dataset, IoError, ObjectKind, StoreError, objects_of};
 
 /// What a push did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +32,7 @@ impl PushReport {
 }
 
 /// Pushes `dataset` (as of its handle's head) to `remote`. `progress(done, total)` counts
-/// the bytes of the objects to send.
+/// the blocks to send.
 pub async fn push(
     dataset: &Dataset,
     remote: &Remote,
@@ -42,48 +42,38 @@ pub async fn push(
     let head = dataset.head().cloned().ok_or_else(|| SyncError::EmptyDataset(dataset.name().clone()))?;
     let previous = remote.read_head().await?;
     let missing = missing_blocks(dataset, remote, &head, previous.as_ref()).await?;
-    let mut report =
-        PushReport { previous, head, blocks: missing.len() as u64, uploaded: 0, bytes: 0, present: 0 };
+    let total = missing.len() as u64;
+    let mut report = PushReport { previous, head, blocks: total, uploaded: 0, bytes: 0, present: 0 };
     if missing.is_empty() {
         return Ok(report);
     }
 
-    let objects: Vec<_> = missing.iter().flat_map(|(_, block)| objects_of(block)).collect();
-    let block_files: Vec<_> = missing
-        .iter()
-        .map(|(hash, _)| dataset.object_path(ObjectKind::Block, hash))
-        .map(|path| {
-            std::fs::read(&path).map_err(|error| crate::store::IoError { action: "read", path, error })
-        })
-        .collect::<Result<_, _>>()?;
-    let total =
-        objects.iter().map(|o| o.size).sum::<u64>() + block_files.iter().map(|b| b.len() as u64).sum::<u64>();
-    let mut done = 0;
-    progress(done, total);
-
-    for object in &objects {
-        if remote.size_of(object.kind, &object.hash).await? == Some(object.size) {
-            report.present += 1;
-        } else {
+    progress(0, total);
+    for (done, hash) in missing.iter().enumerate() {
+        // Read again (hash-checked) rather than kept: a first push of a long chain holds
+        // only the hashes.
+        let path = dataset.block_path(hash);
+        let bytes = tokio::fs::read(&path).await.map_err(|error| IoError { action: "read", path, error })?;
+        let block = checked_block(hash, &bytes)?;
+        for object in objects_of(&block) {
+            if remote.size_of(object.kind, &object.hash).await? == Some(object.size) {
+                report.present += 1;
+                continue;
+            }
             let path = dataset.object_path(object.kind, &object.hash);
             remote.upload_file(object.kind, &object.hash, &path, pace).await?;
             report.uploaded += 1;
-            report.bytes += object.size;
+            report.bytes = report.bytes.saturating_add(object.size);
         }
-        done += object.size;
-        progress(done, total);
-    }
-    for ((hash, _), bytes) in missing.iter().zip(block_files) {
         let size = bytes.len() as u64;
         if remote.size_of(ObjectKind::Block, hash).await? == Some(size) {
             report.present += 1;
         } else {
             remote.upload(ObjectKind::Block, hash, bytes, pace).await?;
             report.uploaded += 1;
-            report.bytes += size;
+            report.bytes = report.bytes.saturating_add(size);
         }
-        done += size;
-        progress(done, total);
+        progress(done as u64 + 1, total);
     }
     remote.sync_folders()?;
 
@@ -101,6 +91,17 @@ pub async fn push(
     Ok(report)
 }
 
+/// A local block's bytes checked against its name, decoded.
+fn checked_block(hash: &Multihash, bytes: &[u8]) -> Result<MetadataBlock, SyncError> {
+    let actual = crate::odf::block_hash(bytes);
+    if &actual != hash {
+        let reason = format!("content hashes to {actual}: the file is corrupted");
+        return Err(StoreError::BadBlock { hash: hash.clone(), reason }.into());
+    }
+    crate::odf::decode_block(bytes)
+        .map_err(|reason| StoreError::Undecodable { hash: hash.clone(), reason }.into())
+}
+
 /// The local blocks after the remote's head, oldest first; refused if the remote's head is
 /// not one of ours (diverged) or is a descendant of ours (the remote is ahead).
 async fn missing_blocks(
@@ -108,60 +109,95 @@ async fn missing_blocks(
     remote: &Remote,
     head: &Multihash,
     remote_head: Option<&Multihash>,
-) -> Result<Vec<(Multihash, MetadataBlock)>, SyncError> {
-    let Some(remote_head) = remote_head else {
-        let mut all = dataset.blocks()?;
-        all.reverse();
-        return Ok(all);
-    };
-    if remote_head == head {
+) -> Result<Vec<Multihash>, SyncError> {
+    if remote_head == Some(head) {
         return Ok(Vec::new());
     }
     let local_seq = dataset.state().blocks.saturating_sub(1);
-    let (_, remote_block) = remote.read_block(remote_head).await?;
+    // Where the walk back stops: the remote's head, at its sequence number.
+    let stop = match remote_head {
+        None => None,
+        Some(remote_head) => {
+            let (_, remote_block) = remote.read_block(remote_head).await?;
+            let remote_seq = remote_block.sequence_number;
+            if remote_seq >= local_seq {
+                return Err(ahead_or_diverged(dataset, remote, head, remote_head, remote_block).await);
+            }
+            Some((remote_head, remote_seq))
+        }
+    };
+    let mut missing = Vec::new();
+    let mut next = head.clone();
+    loop {
+        let block = dataset.read_block(&next)?;
+        if let Some((remote_head, remote_seq)) = stop
+            && block.sequence_number == remote_seq
+        {
+            if &next != remote_head {
+                return Err(diverged(dataset, remote, head, remote_head, remote_seq));
+            }
+            break;
+        }
+        let prev = block.prev_block_hash;
+        missing.push(next);
+        match (prev, stop) {
+            (Some(prev), _) => next = prev,
+            (None, None) => break,
+            // The local chain ended above the remote's height (not in a checked chain).
+            (None, Some((remote_head, remote_seq))) => {
+                return Err(diverged(dataset, remote, head, remote_head, remote_seq));
+            }
+        }
+    }
+    missing.reverse();
+    Ok(missing)
+}
+
+/// A remote at or above our height: ahead if our head is among its blocks, else diverged.
+async fn ahead_or_diverged(
+    dataset: &Dataset,
+    remote: &Remote,
+    head: &Multihash,
+    remote_head: &Multihash,
+    remote_block: MetadataBlock,
+) -> SyncError {
+    let local_seq = dataset.state().blocks.saturating_sub(1);
     let remote_seq = remote_block.sequence_number;
-    let diverged = || SyncError::Diverged {
+    let mut block = remote_block;
+    while block.sequence_number > local_seq {
+        let Some(prev) = block.prev_block_hash.clone() else { break };
+        if block.sequence_number == local_seq + 1 {
+            if &prev == head {
+                return SyncError::RemoteAhead {
+                    dataset: dataset.name().clone(),
+                    url: remote.url().to_owned(),
+                    local: head.to_string(),
+                    remote: remote_head.to_string(),
+                    blocks: remote_seq - local_seq,
+                };
+            }
+            break;
+        }
+        block = match remote.read_block(&prev).await {
+            Ok((_, block)) => block,
+            Err(e) => return e,
+        };
+    }
+    diverged(dataset, remote, head, remote_head, remote_seq)
+}
+
+fn diverged(
+    dataset: &Dataset,
+    remote: &Remote,
+    head: &Multihash,
+    remote_head: &Multihash,
+    remote_seq: u64,
+) -> SyncError {
+    SyncError::Diverged {
         dataset: dataset.name().clone(),
         url: remote.url().to_owned(),
         local: head.to_string(),
         remote: remote_head.to_string(),
         remote_seq,
-    };
-    if remote_seq >= local_seq {
-        // Ahead if our head is among the remote's blocks at our height.
-        let mut block = remote_block;
-        while block.sequence_number > local_seq {
-            let Some(prev) = block.prev_block_hash.clone() else { return Err(diverged()) };
-            if block.sequence_number == local_seq + 1 {
-                if &prev == head {
-                    return Err(SyncError::RemoteAhead {
-                        dataset: dataset.name().clone(),
-                        url: remote.url().to_owned(),
-                        local: head.to_string(),
-                        remote: remote_head.to_string(),
-                        blocks: remote_seq - local_seq,
-                    });
-                }
-                return Err(diverged());
-            }
-            block = remote.read_block(&prev).await?.1;
-        }
-        return Err(diverged());
     }
-    let mut missing = Vec::new();
-    let mut next = head.clone();
-    loop {
-        let block = dataset.read_block(&next)?;
-        if block.sequence_number == remote_seq {
-            if &next != remote_head {
-                return Err(diverged());
-            }
-            break;
-        }
-        let prev = block.prev_block_hash.clone();
-        missing.push((next, block));
-        next = prev.ok_or_else(diverged)?;
-    }
-    missing.reverse();
-    Ok(missing)
 }

@@ -65,12 +65,28 @@ impl Remote {
     }
 
     fn folder(url: &str, path: PathBuf, create: bool) -> Result<Remote, SyncError> {
+        if create && !path.is_dir() {
+            // Only the dataset's own folder is made: were its parent made too, a remote on a
+            // disk not mounted would fill the disk underneath the mount point instead.
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if !parent.is_dir() {
+                return Err(SyncError::BadUrl {
+                    url: url.to_owned(),
+                    reason: format!("{} is not a folder (is its disk mounted?)", parent.display()),
+                });
+            }
+            std::fs::create_dir(&path)
+                .or_else(|e| if path.is_dir() { Ok(()) } else { Err(e) })
+                .map_err(|error| IoError { action: "create folder", path: path.clone(), error })?;
+            store::sync_dir(parent)?;
+        }
+        if !path.is_dir() {
+            return Err(SyncError::NoRemoteDataset { url: url.to_owned() });
+        }
         if create {
             for folder in ["refs", store::BLOCKS, store::DATA, store::CHECKPOINTS] {
                 store::create_dir(&path.join(folder))?;
             }
-        } else if !path.is_dir() {
-            return Err(SyncError::NoRemoteDataset { url: url.to_owned() });
         }
         let local = LocalFileSystem::new_with_prefix(&path)
             .map_err(|e| SyncError::BadUrl { url: url.to_owned(), reason: e.to_string() })?;
@@ -216,7 +232,10 @@ impl Remote {
         let key = self.object_key(kind, hash);
         let io = |action, error| IoError { action, path: path.to_owned(), error };
         let mut file = tokio::fs::File::open(path).await.map_err(|e| io("open", e))?;
-        let mut writer = BufWriter::with_capacity(Arc::clone(&self.store), key.clone(), PART_SIZE);
+        // One part at a time: parts sent side by side share a slow link, and each must
+        // still finish within the request timeout.
+        let mut writer =
+            BufWriter::with_capacity(Arc::clone(&self.store), key.clone(), PART_SIZE).with_max_concurrency(1);
         let mut buffer = vec![0u8; CHUNK];
         let result: Result<(), SyncError> = async {
             loop {

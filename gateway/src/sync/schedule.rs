@@ -3,8 +3,8 @@
 //! bucket unreachable) is tried again after a backoff that doubles up to `max_backoff`, with
 //! jitter so that a fleet does not come back at once; it resumes where it stopped (objects
 //! already sent are not sent again). Ingest never waits for it: it reads committed objects
-//! only, and takes no lock. What it knows is kept on a board for `GET /datasets/{ds}` and in
-//! metrics.
+//! only, takes no lock, and `serve` runs it on a thread of its own. What it knows is kept on
+//! a board for `GET /datasets/{ds}` and in metrics.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::error::SyncError;
 use super::pace::{Pace, Rate};
-use super::push::push;
+use super::push::{PushReport, push};
 use super::remote::Remote;
 use crate::odf::{DatasetName, Multihash};
 use crate::store::Dataset;
@@ -93,8 +93,12 @@ struct Track {
     url: String,
     /// Opened at the first attempt (reading the whole chain once), caught up afterwards.
     dataset: Option<Dataset>,
+    /// Opened at the first push and kept, with its connections, while pushes succeed.
+    remote: Option<Remote>,
     /// The local head the remote is known to hold.
     pushed: Option<Multihash>,
+    /// The local dataset's blocks as last read.
+    local_blocks: u64,
     remote_blocks: Option<u64>,
     failures: u32,
     due: Instant,
@@ -117,7 +121,9 @@ pub async fn run(
                 root,
                 url,
                 dataset: None,
+                remote: None,
                 pushed: None,
+                local_blocks: 0,
                 remote_blocks: None,
                 failures: 0,
                 due: Instant::now(),
@@ -134,8 +140,10 @@ pub async fn run(
                 _ = stop.changed() => return,
             }
         }
+        // Until the next track is due: an interval after a success, a backoff after a failure.
+        let next = tracks.iter().map(|t| t.due).min().unwrap_or_else(|| Instant::now() + options.interval);
         tokio::select! {
-            () = tokio::time::sleep(options.interval) => {}
+            () = tokio::time::sleep_until(next) => {}
             _ = stop.changed() => return,
         }
         if *stop.borrow() {
@@ -146,19 +154,14 @@ pub async fn run(
 
 /// Pushes the track's dataset if it has blocks its remote lacks.
 async fn attempt(track: &mut Track, options: &SyncOptions, board: &SyncBoard) {
-    let result = match caught_up(track).await {
-        Ok(()) => match track.dataset.as_ref() {
-            Some(dataset) if dataset.head().is_some() && dataset.head() != track.pushed.as_ref() => {
-                push_once(dataset, &track.url, options.max_rate).await.map(Some)
-            }
-            _ => Ok(None),
-        },
-        Err(e) => Err(e),
-    };
-    let local_blocks = track.dataset.as_ref().map_or(0, |d| d.state().blocks);
-    let labels = [("dataset", track.name.to_string())];
+    let result = push_if_moved(track, options.max_rate).await;
+    if let Some(dataset) = &track.dataset {
+        track.local_blocks = dataset.state().blocks;
+    }
+    let local_blocks = track.local_blocks;
+    let labels = [("dataset", track.name.to_string()), ("remote", track.url.clone())];
     match result {
-        Ok(None) => {}
+        Ok(None) => track.due = Instant::now() + options.interval,
         Ok(Some(report)) => {
             if !report.up_to_date() {
                 tracing::info!(
@@ -172,6 +175,7 @@ async fn attempt(track: &mut Track, options: &SyncOptions, board: &SyncBoard) {
             track.pushed = Some(report.head.clone());
             track.remote_blocks = Some(local_blocks);
             track.failures = 0;
+            track.due = Instant::now() + options.interval;
             board.update(&track.name, &track.url, |s| {
                 s.remote_head = Some(report.head.to_string());
                 s.last_success = Some(Utc::now());
@@ -220,9 +224,24 @@ async fn caught_up(track: &mut Track) -> Result<(), SyncError> {
     Ok(())
 }
 
-async fn push_once(dataset: &Dataset, url: &str, rate: Option<Rate>) -> Result<super::PushReport, SyncError> {
-    let remote = Remote::open(url, true)?;
-    push(dataset, &remote, &mut Pace::new(rate), &mut |_, _| {}).await
+/// Pushes the dataset if its head moved since the last push; `None` if it did not.
+async fn push_if_moved(track: &mut Track, rate: Option<Rate>) -> Result<Option<PushReport>, SyncError> {
+    caught_up(track).await?;
+    let Some(dataset) = track.dataset.as_ref() else { return Ok(None) };
+    if dataset.head().is_none() || dataset.head() == track.pushed.as_ref() {
+        return Ok(None);
+    }
+    if track.remote.is_none() {
+        track.remote = Some(Remote::open(&track.url, true)?);
+    }
+    let Some(remote) = track.remote.as_ref() else { return Ok(None) };
+    let pushed = push(dataset, remote, &mut Pace::new(rate), &mut |_, _| {}).await;
+    if pushed.is_err() {
+        // Opened afresh next time: new connections, a folder remote's folders made again
+        // (a disk remounted).
+        track.remote = None;
+    }
+    pushed.map(Some)
 }
 
 /// `interval × 2^(failures-1)`, at most `max`, then a random part of up to a half taken
