@@ -172,7 +172,9 @@ fn a_push_killed_part_way_is_resumed_without_sending_twice() {
 
 #[test]
 fn a_block_naming_a_local_slice_again_is_refused_and_the_slice_kept() {
-    use odf_gateway::odf::{AddData, DataSlice, MetadataBlock, MetadataEvent, OffsetInterval, block_hash, encode_block};
+    use odf_gateway::odf::{
+        AddData, DataSlice, MetadataBlock, MetadataEvent, OffsetInterval, block_hash, encode_block,
+    };
     use odf_gateway::store::DataDir;
 
     let gw = trackers(&[1..=4]);
@@ -193,7 +195,10 @@ fn a_block_naming_a_local_slice_again_is_refused_and_the_slice_kept() {
         event: MetadataEvent::AddData(AddData {
             prev_checkpoint: None,
             prev_offset: Some(end),
-            new_data: Some(DataSlice { offset_interval: OffsetInterval { start: end + 1, end: end * 2 + 1 }, ..slice }),
+            new_data: Some(DataSlice {
+                offset_interval: OffsetInterval { start: end + 1, end: end * 2 + 1 },
+                ..slice
+            }),
             new_checkpoint: None,
             new_watermark: add.new_watermark,
             new_source_state: add.new_source_state.clone(),

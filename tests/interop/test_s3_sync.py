@@ -281,7 +281,7 @@ def test_serve_syncs_through_a_link_that_goes_down(gateway_bin, cli, s3, schemas
             assert time.time() < deadline, status
             time.sleep(0.5)
         metrics = urllib.request.urlopen(f"{base}/metrics", timeout=30).read().decode()
-        assert 'odf_sync_failures_total{dataset="gps"}' in metrics
+        assert 'odf_sync_failures_total{dataset="gps",remote=' in metrics
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0, (tmp_path / "gateway.log").read_text()

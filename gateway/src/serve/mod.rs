@@ -305,11 +305,38 @@ fn start_sync(
         let (board, stopped) = (board.clone(), stopped.clone());
         let thread = std::thread::Builder::new()
             .name(format!("sync-{entry}"))
-            .spawn(move || runtime.block_on(crate::sync::run_sync(options, datasets, board, stopped)))
+            .spawn(move || keep_syncing(runtime, options, datasets, board, stopped))
             .map_err(|e| ServeError::Sync { entry, message: format!("cannot start its thread: {e}") })?;
         threads.push(thread);
     }
     Ok(threads)
+}
+
+/// Runs a sync entry until the gateway stops; a fault in it (a panic in a library on the
+/// way) is logged and the entry started again a minute later, rather than left stopped.
+fn keep_syncing(
+    runtime: tokio::runtime::Runtime,
+    options: SyncOptions,
+    datasets: Vec<(DatasetName, PathBuf)>,
+    board: Arc<SyncBoard>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let run = crate::sync::run_sync(options.clone(), datasets.clone(), board.clone(), stopped.clone());
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(run))).is_ok() {
+            return;
+        }
+        tracing::error!(remote = %options.url, "sync stopped by a fault; starting it again in 60 s");
+        let stop = async {
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(60)) => false,
+                _ = stopped.changed() => true,
+            }
+        };
+        if runtime.block_on(stop) || *stopped.borrow() {
+            return;
+        }
+    }
 }
 
 fn join(names: &[DatasetName]) -> String {

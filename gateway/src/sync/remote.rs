@@ -237,22 +237,23 @@ impl Remote {
         let mut writer =
             BufWriter::with_capacity(Arc::clone(&self.store), key.clone(), PART_SIZE).with_max_concurrency(1);
         let mut buffer = vec![0u8; CHUNK];
-        let result: Result<(), SyncError> = async {
+        let written: Result<(), SyncError> = async {
             loop {
                 let n = file.read(&mut buffer).await.map_err(|e| io("read", e))?;
                 if n == 0 {
-                    break;
+                    return Ok(());
                 }
                 writer.write_all(&buffer[..n]).await.map_err(|e| self.failed("upload", &key, e))?;
                 pace.sent(n).await;
             }
-            writer.shutdown().await.map_err(|e| self.failed("upload", &key, e))
         }
         .await;
-        if result.is_err() {
+        if let Err(e) = written {
+            // Parts already sent are dropped (an abort once shut down would panic).
             let _ = writer.abort().await;
+            return Err(e);
         }
-        result?;
+        writer.shutdown().await.map_err(|e| self.failed("upload", &key, e))?;
         self.sync_object(kind, hash)
     }
 
