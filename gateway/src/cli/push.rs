@@ -30,7 +30,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let remote = Remote::open(&args.url, true)?;
     let bar = output::progress(0, &format!("push {}", args.dataset), output::Counting::Items);
     let mut pace = Pace::new(args.max_rate);
-    let report = ctx.block_on(sync::push(&dataset, &remote, &mut pace, &mut |done, total| {
+    let report = ctx.block_on(sync::push(&dataset, &remote, true, &mut pace, &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     }))?;

@@ -32,10 +32,14 @@ impl PushReport {
 }
 
 /// Pushes `dataset` (as of its handle's head) to `remote`. `progress(done, total)` counts
-/// the blocks to send.
+/// the blocks to send. With `look_first`, each object is looked up before it is sent (one
+/// request more each, on a metered link), so that what an earlier push cut short sent is not
+/// sent again; without, the caller knows nothing above the remote's head was sent (its last
+/// push to it succeeded).
 pub async fn push(
     dataset: &Dataset,
     remote: &Remote,
+    look_first: bool,
     pace: &mut Pace,
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<PushReport, SyncError> {
@@ -56,7 +60,7 @@ pub async fn push(
         let bytes = tokio::fs::read(&path).await.map_err(|error| IoError { action: "read", path, error })?;
         let block = checked_block(hash, &bytes)?;
         for object in objects_of(&block) {
-            if remote.size_of(object.kind, &object.hash).await? == Some(object.size) {
+            if look_first && remote.size_of(object.kind, &object.hash).await? == Some(object.size) {
                 report.present += 1;
                 continue;
             }
@@ -66,7 +70,7 @@ pub async fn push(
             report.bytes = report.bytes.saturating_add(object.size);
         }
         let size = bytes.len() as u64;
-        if remote.size_of(ObjectKind::Block, hash).await? == Some(size) {
+        if look_first && remote.size_of(ObjectKind::Block, hash).await? == Some(size) {
             report.present += 1;
         } else {
             remote.upload(ObjectKind::Block, hash, bytes, pace).await?;

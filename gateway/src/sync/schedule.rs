@@ -235,7 +235,10 @@ async fn push_if_moved(track: &mut Track, rate: Option<Rate>) -> Result<Option<P
         track.remote = Some(Remote::open(&track.url, true)?);
     }
     let Some(remote) = track.remote.as_ref() else { return Ok(None) };
-    let pushed = push(dataset, remote, &mut Pace::new(rate), &mut |_, _| {}).await;
+    // Lookups only where a push may have been cut short: the first from this process, and
+    // any after a failure.
+    let look_first = track.pushed.is_none() || track.failures > 0;
+    let pushed = push(dataset, remote, look_first, &mut Pace::new(rate), &mut |_, _| {}).await;
     if pushed.is_err() {
         // Opened afresh next time: new connections, a folder remote's folders made again
         // (a disk remounted).
