@@ -21,7 +21,7 @@ pub use fsio::{IoError, create_dir, process_alive, sync_dir, write_atomic};
 pub use gc::{GcReport, collect_garbage};
 pub use objects::{ObjectKind, ObjectRef, objects_of};
 pub use receive::StagedDataset;
-pub use verify::{VerifyError, VerifyReport, check_records, check_slice_records, hash_file, verify};
+pub use verify::{VerifyError, VerifyReport, check_slice_records, hash_file, verify};
 
 #[cfg(test)]
 mod tests;

@@ -49,7 +49,7 @@ pub fn hash_file(path: &Path) -> io::Result<(Multihash, u64)> {
 
 /// Re-reads a data slice whose bytes are intact and recomputes its logical hash (arrow-digest
 /// of its records) and its record count. `Err` says what is wrong.
-pub fn check_records(dataset: &Dataset, slice: &DataSlice) -> Result<(), String> {
+fn check_records(dataset: &Dataset, slice: &DataSlice) -> Result<(), String> {
     check_slice_records(&dataset.data_path(&slice.physical_hash), slice)
 }
 
