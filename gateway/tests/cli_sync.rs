@@ -232,3 +232,30 @@ fn a_folder_remote_needs_its_parent() {
     let behind = gw.ok(&["pull", &url(&remote)], "");
     assert!(behind.contains("1 block(s) behind the local copy"), "{behind}");
 }
+
+#[test]
+fn a_whole_repository_is_pulled_back() {
+    let gw = trackers(&[1..=3]);
+    gw.add(include_str!("fixtures/counts.yaml"));
+    gw.ok(&["ingest", "counts", "--stdin"], "{\"client\":\"a\",\"n\":1}\n");
+    let repository = tempfile::tempdir().unwrap();
+    for dataset in ["trackers", "counts"] {
+        gw.ok(&["push", dataset, &url(&repository.path().join(dataset))], "");
+    }
+    std::fs::create_dir(repository.path().join("not-a-dataset")).unwrap();
+
+    // A gateway whose SD card died, restored from what its sync fed.
+    let restored = Gateway::new();
+    let out = restored.ok(&["pull", &url(repository.path()), "--all"], "");
+    assert!(out.contains("counts: created from") && out.contains("trackers: created from"), "{out}");
+    for dataset in ["trackers", "counts"] {
+        restored.verify(dataset);
+        assert_eq!(restored.records(dataset), gw.records(dataset));
+    }
+    let again = restored.ok(&["pull", &url(repository.path()), "--all"], "");
+    assert_eq!(again.matches("up to date").count(), 2, "{again}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let refused = restored.fails(&["pull", &url(empty.path()), "--all"], "");
+    assert!(refused.contains("holds no dataset folder"), "{refused}");
+}

@@ -156,6 +156,12 @@ def test_push_incrementally_and_read_the_bucket_as_odf(cli, s3, schemas, tmp_pat
     rows = cli(copy, "tail", "gps", "-n", "100", "-o", "json").stdout.decode().splitlines()
     assert len([r for r in rows if r.startswith("{")]) == 8
 
+    # The whole repository (every dataset folder below the prefix), as a restore does it.
+    restored = tmp_path / "restored"
+    out = cli(restored, "pull", f"s3+http://127.0.0.1:{s3.port}/{BUCKET}/field-7/", "--all").stdout.decode()
+    assert "gps: created from" in out, out
+    assert "gps: ok" in cli(restored, "verify", "gps").stdout.decode()
+
 
 def test_a_push_killed_part_way_resumes_and_a_diverged_bucket_is_refused(cli, s3, schemas, tmp_path, gateway_bin):
     data = tmp_path / "data"

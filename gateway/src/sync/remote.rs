@@ -186,6 +186,27 @@ impl Remote {
         Ok(())
     }
 
+    /// The datasets a repository holds: the folders right below this URL with a
+    /// `refs/head`, by name, each with its own URL.
+    pub async fn datasets_below(&self) -> Result<Vec<(String, String)>, SyncError> {
+        let folder = ObjectPath::from(self.prefix.trim_end_matches('/'));
+        let prefix = (!self.prefix.is_empty()).then_some(&folder);
+        let listed =
+            self.store.list_with_delimiter(prefix).await.map_err(|e| self.failed("list", &folder, e))?;
+        let mut found = Vec::new();
+        for below in listed.common_prefixes {
+            let Some(name) = below.filename().map(str::to_owned) else { continue };
+            let head = below.clone().join("refs").join("head");
+            match self.store.head(&head).await {
+                Ok(_) => found.push((name.clone(), format!("{}/{name}/", self.url.trim_end_matches('/')))),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.failed("look up", &head, e)),
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
     /// The size of the object if the remote has it.
     pub async fn size_of(&self, kind: ObjectKind, hash: &Multihash) -> Result<Option<u64>, SyncError> {
         let key = self.object_key(kind, hash);
