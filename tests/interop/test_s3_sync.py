@@ -7,10 +7,10 @@ bucket that goes down under device load while the gateway keeps taking reports."
 import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -35,12 +35,12 @@ def free_port() -> int:
 
 @pytest.fixture
 def s3(tmp_path):
-    """A moto S3 server on loopback with an empty bucket; yields its endpoint."""
-    if not shutil.which("moto_server"):
-        pytest.fail("moto_server is not installed (tests/run.sh installs moto[server])")
+    """A moto S3 server on loopback with an empty bucket (tests/run.sh installs moto[server]); yields a boto3 client."""
     port = free_port()
     log = open(tmp_path / "moto.log", "wb")
-    process = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    # As a module of this Python: its `moto_server` script may not be on the PATH (pip --user).
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=log, stderr=log)
     endpoint = f"http://127.0.0.1:{port}"
     client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="field",
                           aws_secret_access_key="secret", region_name="us-east-1")
