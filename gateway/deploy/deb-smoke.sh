@@ -36,7 +36,12 @@ log "dpkg -i $deb"
 dpkg -i "$deb"
 dpkg-deb -c "$deb" | awk '{ print "  " $1, $3, $6 }'
 id odf-gateway
-stat -c '%U:%G %a %n' /etc/odf-gateway/config.toml
+for file in /etc/odf-gateway/config.toml /etc/odf-gateway/environment; do
+    # Secrets (a bridge password, AWS keys): root's, readable by the service's group only.
+    owner=$(stat -c '%U:%G %a' "$file")
+    echo "$owner $file"
+    [ "$owner" = "root:odf-gateway 640" ] || { echo "FAILED: $file is $owner" >&2; exit 1; }
+done
 
 log "the unit's command line, as the unit runs it"
 unit=/lib/systemd/system/odf-gateway.service
