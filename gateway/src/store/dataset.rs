@@ -33,6 +33,18 @@ const LOCK_FILE: &str = "info/lock";
 /// How long a writer waits for another one's lock unless told otherwise.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Decodes a block's bytes once they are found to hash to its name.
+pub fn decode_checked(hash: &Multihash, bytes: &[u8]) -> Result<MetadataBlock, StoreError> {
+    let actual = odf::block_hash(bytes);
+    if &actual != hash {
+        return Err(StoreError::BadBlock {
+            hash: hash.clone(),
+            reason: format!("content hashes to {actual}: the file is corrupted"),
+        });
+    }
+    odf::decode_block(bytes).map_err(|reason| StoreError::Undecodable { hash: hash.clone(), reason })
+}
+
 /// Takes the lock file at `path` (see `fsio::lock_file`).
 pub fn take_lock(path: &Path, timeout: Duration) -> Result<File, StoreError> {
     fsio::lock_file(path, timeout).map_err(|e| match e {
@@ -97,6 +109,11 @@ impl Dataset {
         self.state.head.as_ref()
     }
 
+    /// Where the object `hash` of `kind` lives.
+    pub fn object_path(&self, kind: ObjectKind, hash: &Multihash) -> PathBuf {
+        self.root.join(kind.folder()).join(hash.to_string())
+    }
+
     pub fn block_path(&self, hash: &Multihash) -> PathBuf {
         self.object_path(ObjectKind::Block, hash)
     }
@@ -131,14 +148,7 @@ impl Dataset {
             hash: hash.clone(),
             reason: format!("cannot read {}: {e}", path.display()),
         })?;
-        let actual = odf::block_hash(&bytes);
-        if &actual != hash {
-            return Err(StoreError::BadBlock {
-                hash: hash.clone(),
-                reason: format!("content hashes to {actual}: the file is corrupted"),
-            });
-        }
-        odf::decode_block(&bytes).map_err(|reason| StoreError::Undecodable { hash: hash.clone(), reason })
+        decode_checked(hash, &bytes)
     }
 
     /// Every block, newest first, following `prevBlockHash` from the head.

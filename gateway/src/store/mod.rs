@@ -13,7 +13,7 @@ mod verify;
 
 pub use data_dir::DataDir;
 pub use dataset::{
-    BLOCKS, CHECKPOINTS, CatchUp, DATA, DEFAULT_LOCK_TIMEOUT, Dataset, HEAD, WriteLock,
+    BLOCKS, CHECKPOINTS, CatchUp, DATA, DEFAULT_LOCK_TIMEOUT, Dataset, HEAD, WriteLock, decode_checked,
     take_lock as lock_file,
 };
 pub use error::StoreError;

@@ -8,11 +8,11 @@ use std::fs;
 use std::path::PathBuf;
 
 use super::data_dir::DataDir;
-use super::dataset::{BLOCKS, Dataset, HEAD, WriteLock};
+use super::dataset::{Dataset, HEAD, WriteLock, decode_checked};
 use super::error::StoreError;
 use super::fsio::{self, Context, TEMP_PREFIX};
 use super::objects::{ObjectKind, objects_of};
-use crate::odf::{self, DatasetName, Multihash};
+use crate::odf::{DatasetName, Multihash};
 
 /// A dataset being received into a temp folder of the data directory.
 pub struct StagedDataset {
@@ -70,11 +70,6 @@ impl Drop for StagedDataset {
 }
 
 impl Dataset {
-    /// Where the object `hash` of `kind` lives.
-    pub fn object_path(&self, kind: ObjectKind, hash: &Multihash) -> PathBuf {
-        self.root().join(kind.folder()).join(hash.to_string())
-    }
-
     /// Where a pull keeps the object `hash` of `kind` until `adopt_received` puts it in
     /// place: a temp name of this process, which `gc` and other writers leave alone while
     /// it runs and remove once it is gone.
@@ -91,19 +86,12 @@ impl Dataset {
     /// the check and the head.
     pub fn adopt_received(&mut self, _lock: &WriteLock, blocks: &[Multihash]) -> Result<(), StoreError> {
         let mut state = self.state().clone();
-        let mut moves = Vec::new();
+        // Every object before every block, so no block is in place before what it names.
+        let (mut objects, mut block_files) = (Vec::new(), Vec::new());
         for hash in blocks {
             let path = self.receiving_path(ObjectKind::Block, hash);
             let bytes = fs::read(&path).context("read", &path)?;
-            let actual = odf::block_hash(&bytes);
-            if &actual != hash {
-                return Err(StoreError::BadBlock {
-                    hash: hash.clone(),
-                    reason: format!("content hashes to {actual}"),
-                });
-            }
-            let block = odf::decode_block(&bytes)
-                .map_err(|reason| StoreError::Undecodable { hash: hash.clone(), reason })?;
+            let block = decode_checked(hash, &bytes)?;
             state.apply(hash, &block)?;
             for object in objects_of(&block) {
                 let (received, in_place) = (
@@ -111,7 +99,7 @@ impl Dataset {
                     self.object_path(object.kind, &object.hash),
                 );
                 if received.exists() {
-                    moves.push((received, in_place));
+                    objects.push((received, in_place));
                 } else if !in_place.exists() {
                     return Err(StoreError::BadBlock {
                         hash: hash.clone(),
@@ -119,12 +107,10 @@ impl Dataset {
                     });
                 }
             }
-            moves.push((path, self.object_path(ObjectKind::Block, hash)));
+            block_files.push((path, self.object_path(ObjectKind::Block, hash)));
         }
         let head = state.head.clone().filter(|_| !blocks.is_empty()).ok_or(StoreError::EmptyCommit)?;
-        // Blocks come last in `moves` for each block; every object before every block.
-        moves.sort_by_key(|(_, to)| to.starts_with(self.root().join(BLOCKS)));
-        for (from, to) in &moves {
+        for (from, to) in objects.iter().chain(&block_files) {
             fs::rename(from, to).context("rename into place", to)?;
         }
         for kind in [ObjectKind::Data, ObjectKind::Checkpoint, ObjectKind::Block] {

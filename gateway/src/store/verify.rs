@@ -92,12 +92,12 @@ pub fn check_slice_records(path: &Path, slice: &DataSlice) -> Result<(), String>
     if rows != expected {
         return Err(format!("{rows} records, the block's offsets say {expected}"));
     }
-    let interval = (slice.offset_interval.start, slice.offset_interval.end);
-    let found = (first.unwrap_or(-1), last.unwrap_or(-1));
-    if (found.0 as u64, found.1 as u64) != interval || found.0 < 0 {
+    let interval = &slice.offset_interval;
+    let found = first.zip(last).unwrap_or((-1, -1));
+    if u64::try_from(found.0) != Ok(interval.start) || u64::try_from(found.1) != Ok(interval.end) {
         return Err(format!(
             "its records hold offsets {}..={}, the block says {}..={}",
-            found.0, found.1, interval.0, interval.1
+            found.0, found.1, interval.start, interval.end
         ));
     }
     Ok(())

@@ -40,9 +40,6 @@ pub enum SyncError {
     #[error("dataset '{0}' has no blocks to push")]
     EmptyDataset(DatasetName),
 
-    #[error("reading the local dataset stopped: {0}")]
-    Task(String),
-
     #[error(transparent)]
     Store(#[from] StoreError),
 

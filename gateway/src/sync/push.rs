@@ -7,7 +7,7 @@ use super::error::{SyncError, head_text};
 use super::pace::Pace;
 use super::remote::Remote;
 use crate::odf::{MetadataBlock, Multihash};
-use crate::store::{Dataset, IoError, ObjectKind, StoreError, objects_of};
+use crate::store::{Dataset, IoError, ObjectKind, decode_checked, objects_of};
 
 /// What a push did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +58,7 @@ pub async fn push(
         // only the hashes.
         let path = dataset.block_path(hash);
         let bytes = tokio::fs::read(&path).await.map_err(|error| IoError { action: "read", path, error })?;
-        let block = checked_block(hash, &bytes)?;
+        let block = decode_checked(hash, &bytes)?;
         for object in objects_of(&block) {
             if look_first && remote.size_of(object.kind, &object.hash).await? == Some(object.size) {
                 report.present += 1;
@@ -93,17 +93,6 @@ pub async fn push(
     }
     remote.write_head(&report.head).await?;
     Ok(report)
-}
-
-/// A local block's bytes checked against its name, decoded.
-fn checked_block(hash: &Multihash, bytes: &[u8]) -> Result<MetadataBlock, SyncError> {
-    let actual = crate::odf::block_hash(bytes);
-    if &actual != hash {
-        let reason = format!("content hashes to {actual}: the file is corrupted");
-        return Err(StoreError::BadBlock { hash: hash.clone(), reason }.into());
-    }
-    crate::odf::decode_block(bytes)
-        .map_err(|reason| StoreError::Undecodable { hash: hash.clone(), reason }.into())
 }
 
 /// The local blocks after the remote's head, oldest first; refused if the remote's head is

@@ -17,7 +17,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{ClientOptions, GetResult, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use sha3::{Digest, Sha3_256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -219,15 +219,8 @@ impl Remote {
 
     /// Reads a block, checked against its hash, with its bytes as stored.
     pub async fn read_block(&self, hash: &Multihash) -> Result<(Vec<u8>, MetadataBlock), SyncError> {
-        let key = self.object_key(ObjectKind::Block, hash);
+        let (key, got) = self.get_referenced(ObjectKind::Block, hash).await?;
         let what = || format!("block {hash}");
-        let got = match self.store.get(&key).await {
-            Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(self.damaged(&what(), "it is missing (the chain refers to it)".into()));
-            }
-            Err(e) => return Err(self.failed("read", &key, e)),
-        };
         if got.meta.size > MAX_BLOCK_SIZE {
             return Err(self.damaged(&what(), format!("it is {} bytes long", got.meta.size)));
         }
@@ -302,15 +295,8 @@ impl Remote {
         size: u64,
         dest: &Path,
     ) -> Result<(), SyncError> {
-        let key = self.object_key(kind, hash);
+        let (key, got) = self.get_referenced(kind, hash).await?;
         let what = || format!("{kind} {hash}");
-        let got = match self.store.get(&key).await {
-            Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(self.damaged(&what(), "it is missing (a block refers to it)".into()));
-            }
-            Err(e) => return Err(self.failed("read", &key, e)),
-        };
         if got.meta.size != size {
             return Err(
                 self.damaged(&what(), format!("it is {} bytes, its block says {size}", got.meta.size))
@@ -344,6 +330,22 @@ impl Remote {
             let _ = tokio::fs::remove_file(dest).await;
         }
         result
+    }
+
+    /// Starts reading an object the chain refers to: one that is missing is damage.
+    async fn get_referenced(
+        &self,
+        kind: ObjectKind,
+        hash: &Multihash,
+    ) -> Result<(ObjectPath, GetResult), SyncError> {
+        let key = self.object_key(kind, hash);
+        match self.store.get(&key).await {
+            Ok(got) => Ok((key, got)),
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(self.damaged(&format!("{kind} {hash}"), "it is missing (the chain refers to it)".into()))
+            }
+            Err(e) => Err(self.failed("read", &key, e)),
+        }
     }
 
     /// On a folder remote, makes the object just written durable: the head must never

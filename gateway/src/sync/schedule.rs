@@ -69,7 +69,7 @@ impl SyncBoard {
     /// The statuses of `dataset`'s remotes (none without sync).
     pub fn of(&self, dataset: &str) -> Vec<SyncStatus> {
         let statuses = self.statuses.lock().unwrap_or_else(|e| e.into_inner());
-        statuses.iter().find(|(name, _)| name.as_str() == dataset).map(|(_, s)| s.clone()).unwrap_or_default()
+        statuses.get(dataset).cloned().unwrap_or_default()
     }
 
     fn update(&self, dataset: &DatasetName, url: &str, change: impl FnOnce(&mut SyncStatus)) {
@@ -210,23 +210,19 @@ async fn attempt(track: &mut Track, options: &SyncOptions, board: &SyncBoard) {
     board.update(&track.name, &track.url, |s| s.blocks_behind = behind);
 }
 
-/// Opens the dataset the first time, then takes in what was committed since.
-async fn caught_up(track: &mut Track) -> Result<(), SyncError> {
-    let (name, root) = (track.name.clone(), track.root.clone());
-    let taken = track.dataset.take();
-    let dataset = tokio::task::spawn_blocking(move || match taken {
-        Some(mut dataset) => dataset.catch_up().map(|_| dataset),
-        None => Dataset::open(&root, name),
-    })
-    .await
-    .map_err(|e| SyncError::Task(e.to_string()))??;
-    track.dataset = Some(dataset);
+/// Opens the dataset the first time, then takes in what was committed since. Read right
+/// here: `serve` runs the sync on a thread of its own, where blocking holds up nobody.
+fn caught_up(track: &mut Track) -> Result<(), SyncError> {
+    match &mut track.dataset {
+        Some(dataset) => drop(dataset.catch_up()?),
+        None => track.dataset = Some(Dataset::open(&track.root, track.name.clone())?),
+    }
     Ok(())
 }
 
 /// Pushes the dataset if its head moved since the last push; `None` if it did not.
 async fn push_if_moved(track: &mut Track, rate: Option<Rate>) -> Result<Option<PushReport>, SyncError> {
-    caught_up(track).await?;
+    caught_up(track)?;
     let Some(dataset) = track.dataset.as_ref() else { return Ok(None) };
     if dataset.head().is_none() || dataset.head() == track.pushed.as_ref() {
         return Ok(None);
