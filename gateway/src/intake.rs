@@ -111,7 +111,11 @@ impl Intake {
     /// A write the operator configured (a bridge or consumer without an identity of its own):
     /// wherever its routes lead, bound only by what the routes bind.
     pub fn admit_configured(&self, address: &str, transport: Transport) -> Result<Target, IntakeError> {
-        let route = self.route(address, transport)?;
+        self.admit_configured_to(self.route(address, transport)?, transport)
+    }
+
+    /// As `admit_configured`, for a target the configuration names itself.
+    pub fn admit_configured_to(&self, route: Resolved, transport: Transport) -> Result<Target, IntakeError> {
         let (dataset, source) = self.locate(&route)?;
         let bindings = route.bindings();
         Ok(Target { dataset, source, route, bindings, transport })
@@ -120,13 +124,12 @@ impl Intake {
     /// The route an address takes.
     pub fn route(&self, address: &str, transport: Transport) -> Result<Resolved, IntakeError> {
         self.routes.resolve(address, transport).ok_or_else(|| {
-            let (what, verb) = match transport {
-                Transport::Mqtt => ("topic", "publish to"),
-                Transport::Http | Transport::Coap => ("path", "POST to"),
+            let (what, default) = match transport {
+                Transport::Mqtt => ("topic", "publish to datasets/{dataset}/sources/{source}"),
+                Transport::Http | Transport::Coap => ("path", "POST to datasets/{dataset}/sources/{source}"),
+                Transport::Kafka => ("Kafka topic", "name the topic datasets.{dataset}.sources.{source}"),
             };
-            IntakeError::NoRoute(format!(
-                "no route for {what} '{address}': {verb} datasets/{{dataset}}/sources/{{source}} or a configured route"
-            ))
+            IntakeError::NoRoute(format!("no route for {what} '{address}': {default} or configure a route"))
         })
     }
 
@@ -176,6 +179,11 @@ impl Target {
         &self.source
     }
 
+    /// The pattern of the route it took.
+    pub fn route(&self) -> &str {
+        &self.route.route
+    }
+
     /// Hands a payload to the dataset's pipeline: once it returns `Ok`, the payload is in the
     /// write-ahead log (on disk, unless the parcel's durability said otherwise).
     pub async fn submit(self, parcel: Parcel) -> Result<Accepted, SubmitError> {
@@ -194,6 +202,26 @@ impl Target {
             durability,
         };
         dataset.submit(&source, submission).await
+    }
+
+    /// A payload for this target as the pipeline takes it, with values for columns besides
+    /// the route's captures (a Kafka record's key, say).
+    pub fn submission(&self, parcel: Parcel, columns: Vec<(String, String)>) -> Submission {
+        let Parcel { payload, format, event_time, address, sender, durability } = parcel;
+        let mut all = self.route.columns.clone();
+        all.extend(columns);
+        Submission {
+            format,
+            payload,
+            columns: all,
+            bindings: self.bindings.clone(),
+            event_time,
+            transport: self.transport,
+            route: self.route.route.clone(),
+            address,
+            sender,
+            durability,
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! A problem is one line naming the field.
 
 mod size;
+mod kafka;
 mod sync;
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use size::Size;
+pub use kafka::KafkaConfig;
 pub use sync::SyncConfig;
 
 use crate::access::{AccessTable, GrantBinding, Grants, Identity, Template};
@@ -41,6 +43,8 @@ pub struct RawConfig {
     pub routes: Vec<RouteConfig>,
     /// Remotes to push datasets to.
     pub sync: Vec<SyncConfig>,
+    /// Kafka topics to consume into push sources.
+    pub kafka: Vec<KafkaConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -341,6 +345,7 @@ impl Default for RawConfig {
             identities: Vec::new(),
             routes: Vec::new(),
             sync: Vec::new(),
+            kafka: Vec::new(),
         }
     }
 }
@@ -456,6 +461,7 @@ pub struct ServeConfig {
     pub routes: RouteTable,
     pub access: AccessTable,
     pub sync: Vec<crate::sync::SyncOptions>,
+    pub kafka: Vec<crate::transport::kafka::KafkaOptions>,
 }
 
 impl RawConfig {
@@ -655,6 +661,7 @@ impl RawConfig {
         };
         let access = AccessTable::new(identities, anonymous);
         let sync = sync::check(&self.sync)?;
+        let kafka = kafka::check(&self.kafka)?;
         Ok(ServeConfig {
             raw: self,
             from_file,
@@ -666,6 +673,7 @@ impl RawConfig {
             routes: RouteTable::new(routes),
             access,
             sync,
+            kafka,
         })
     }
 
@@ -716,7 +724,8 @@ impl RawConfig {
     }
 
     fn check_bridges(&self) -> Result<Vec<crate::transport::mqtt::bridge::BridgeOptions>, ConfigError> {
-        use crate::transport::mqtt::bridge::{BridgeOptions, BridgeTls};
+        use crate::transport::mqtt::bridge::BridgeOptions;
+        use crate::transport::tls::ClientTls;
         let mut bridges = Vec::new();
         for (i, b) in self.mqtt.bridges.iter().enumerate() {
             let field = |f: &str| format!("mqtt.bridge[{i}] ({}).{f}", b.name);
@@ -747,7 +756,7 @@ impl RawConfig {
                 client_id: b.client_id.clone().unwrap_or_else(|| format!("odf-gateway-{}", b.name)),
                 username: b.username.clone(),
                 password: b.password.clone(),
-                tls: b.tls_ca.clone().map(|ca| BridgeTls {
+                tls: b.tls_ca.clone().map(|ca| ClientTls {
                     ca,
                     cert: b.tls_cert.clone(),
                     key: b.tls_key.clone(),

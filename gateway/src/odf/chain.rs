@@ -41,8 +41,9 @@ pub struct ChainState {
     pub last_checkpoint: Option<Checkpoint>,
     /// When the block that set `last_checkpoint` was written.
     pub last_checkpoint_time: Option<DateTime<Utc>>,
-    /// The last `newSourceState` each push source recorded (a write-ahead log's position).
-    pub source_states: BTreeMap<String, SourceState>,
+    /// The last `newSourceState` each push source recorded, by (source, kind): a source fed
+    /// both through the write-ahead log and from Kafka keeps a log position and offsets.
+    pub source_states: BTreeMap<(String, String), SourceState>,
     /// The previous AddData's `newSourceState`, which a block without data must change (as
     /// kamu checks it) unless it changes the checkpoint or the watermark.
     pub last_add_data_state: Option<SourceState>,
@@ -56,6 +57,11 @@ pub struct ChainState {
 }
 
 impl ChainState {
+    /// The last state of `kind` that `source` recorded.
+    pub fn source_state(&self, source: &str, kind: &str) -> Option<&SourceState> {
+        self.source_states.get(&(source.to_owned(), kind.to_owned()))
+    }
+
     /// Checks `block` (named `hash`) as the next block and takes it in.
     pub fn apply(&mut self, hash: &Multihash, block: &MetadataBlock) -> Result<(), ChainError> {
         let fail = |reason: String| ChainError {
@@ -209,7 +215,8 @@ impl ChainState {
         self.watermark = add.new_watermark;
         self.last_checkpoint = add.new_checkpoint.clone();
         if let Some(state) = &add.new_source_state {
-            self.source_states.insert(state.source_name.clone(), state.clone());
+            let key = (state.source_name.clone(), state.kind.clone());
+            self.source_states.insert(key, state.clone());
         }
         self.last_add_data_state = add.new_source_state.clone();
         Ok(())

@@ -8,13 +8,15 @@
 //! therefore neither loses an entry nor commits one twice.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::mpsc::{self as std_mpsc, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
+use super::consumed::Consumed;
 use super::entry::Entry;
 use super::group_commit::{Command, Logged};
 use super::quarantine::{Quarantine, QuarantineEntry, QuarantineError};
@@ -28,6 +30,16 @@ use crate::odf::MergeStrategy;
 
 /// The source-state kind under which a commit records its log position.
 pub const WAL_STATE_KIND: &str = "odf-gateway/wal-seq";
+
+/// What the committer's thread is given to do, in order.
+pub enum Work {
+    /// Entries the log writer made durable, in log order.
+    Logged(Vec<Logged>),
+    /// Records consumed from an event queue, to commit with their offsets as the state.
+    Consumed(Consumed, oneshot::Sender<Result<(), String>>),
+    /// The last source state of a kind (the committer's thread holds the chain).
+    State { source: String, kind: String, reply: oneshot::Sender<Option<String>> },
+}
 
 /// When a batch is committed.
 #[derive(Debug, Clone)]
@@ -111,8 +123,8 @@ impl Committer {
         state
             .source_states
             .iter()
-            .filter(|(_, s)| s.kind == WAL_STATE_KIND)
-            .filter_map(|(name, s)| s.value.parse().ok().map(|seq| (name.clone(), seq)))
+            .filter(|((_, kind), _)| kind == WAL_STATE_KIND)
+            .filter_map(|((name, _), s)| s.value.parse().ok().map(|seq| (name.clone(), seq)))
             .collect()
     }
 
@@ -157,22 +169,29 @@ impl Committer {
     }
 
     /// Commits entries as they are logged until the log writer ends, then the rest.
-    pub fn run(mut self, logged: std_mpsc::Receiver<Vec<Logged>>, commands: mpsc::WeakSender<Command>) {
+    pub fn run(mut self, work: std_mpsc::Receiver<Work>, commands: mpsc::WeakSender<Command>) {
         self.commands = Some(commands);
         let mut batch = Batch::default();
         loop {
             let received = match batch.since {
-                None => logged.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(since) => logged.recv_timeout(self.policy.interval.saturating_sub(since.elapsed())),
+                None => work.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(since) => work.recv_timeout(self.policy.interval.saturating_sub(since.elapsed())),
             };
             match received {
-                Ok(group) => {
+                Ok(Work::Logged(group)) => {
                     for item in group {
                         batch.push(item);
                         if batch.full(&self.policy) {
                             self.flush(&mut batch, false);
                         }
                     }
+                }
+                Ok(Work::Consumed(consumed, reply)) => {
+                    let _ = reply.send(self.commit_consumed(&consumed, 0..consumed.records.len()));
+                }
+                Ok(Work::State { source, kind, reply }) => {
+                    let state = self.writer.dataset().state().source_state(&source, &kind);
+                    let _ = reply.send(state.map(|s| s.value.clone()));
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     self.flush(&mut batch, false);
@@ -229,6 +248,61 @@ impl Committer {
         true
     }
 
+    /// Commits consumed records `range` with the state they leave the source in; as
+    /// `commit_with_retries`, one at a time when one of them is to blame. An error when they
+    /// could not be committed before the gateway stopped (the queue still holds them).
+    fn commit_consumed(&mut self, consumed: &Consumed, range: Range<usize>) -> Result<(), String> {
+        let source = consumed.source.as_str();
+        let state = SourcePosition { kind: consumed.kind.clone(), value: (consumed.state_after)(range.end) };
+        let mut pause = self.policy.retry_min;
+        for attempt in 0.. {
+            // A commit that failed after its head moved must not be made again.
+            if attempt > 0 && self.writer.catch_up().is_ok() {
+                let recorded = self.writer.dataset().state().source_state(source, &state.kind);
+                if recorded.is_some_and(|s| s.value == state.value) {
+                    return Ok(());
+                }
+            }
+            let entries: Vec<&Entry> = consumed.records[range.clone()].iter().collect();
+            let committed = match entries.is_empty() {
+                // Every record since the last commit was quarantined: the offsets move alone.
+                true => self.commit_position(source, state.clone()).map_err(Failure::Commit),
+                false => self.commit(source, &entries, state.clone()),
+            };
+            let error = match committed {
+                Ok(()) => {
+                    self.shared.set_failing(None);
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            match verdict(&error, attempt) {
+                Verdict::Blame if range.len() > 1 => {
+                    return range.map(|i| self.commit_consumed(consumed, i..i + 1)).collect();
+                }
+                Verdict::Blame => {
+                    if self.give_up(source, &entries, state.clone(), &error.to_string()) {
+                        return Ok(());
+                    }
+                }
+                Verdict::Retry => self.report_failure(source, &error, pause),
+            }
+            if self.shared.stopping() {
+                return Err(format!("not committed before the gateway stopped: {error}"));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(self.policy.retry_max);
+        }
+        Ok(())
+    }
+
+    fn report_failure(&self, source: &str, error: &Failure, retry_in: Duration) {
+        let reason = format!("commit failed: {error}");
+        tracing::error!(dataset = %self.dataset, source, ?retry_in, "{reason}");
+        self.shared.set_failing(Some(reason));
+        metrics::counter!("odf_commit_failures_total", "dataset" => self.dataset.clone()).increment(1);
+    }
+
     fn is_snapshot(&self, source: &str) -> bool {
         matches!(
             self.writer.dataset().state().push_sources.get(source),
@@ -257,34 +331,26 @@ impl Committer {
                     return true;
                 }
             }
-            let error = match self.commit(source, &entries) {
+            let Some(last) = entries.last().map(|l| l.seq) else { return true };
+            let refs: Vec<&Entry> = entries.iter().map(|l| &l.entry).collect();
+            let error = match self.commit(source, &refs, position(last)) {
                 Ok(()) => {
                     self.shared.set_failing(None);
                     return true;
                 }
                 Err(e) => e,
             };
-            let kind = match &error {
-                Failure::Commit(e) => Some(e.kind()),
-                Failure::Quarantine(_) => None,
-            };
-            let hopeless =
-                matches!(kind, Some(ErrorKind::BadInput | ErrorKind::NotFound | ErrorKind::Refused));
-            let internal = matches!(kind, Some(ErrorKind::Internal));
-            if (hopeless || internal && attempt + 1 >= INTERNAL_ATTEMPTS) && entries.len() > 1 {
+            match verdict(&error, attempt) {
                 // One of them is to blame: commit them one at a time.
-                return entries.into_iter().all(|e| self.commit_with_retries(source, vec![e], stopping));
-            }
-            if hopeless || internal && attempt + 1 >= INTERNAL_ATTEMPTS {
-                if self.give_up(source, &entries, &error.to_string()) {
-                    return true;
+                Verdict::Blame if entries.len() > 1 => {
+                    return entries.into_iter().all(|e| self.commit_with_retries(source, vec![e], stopping));
                 }
-            } else {
-                let reason = format!("commit failed: {error}");
-                tracing::error!(dataset = %self.dataset, source, retry_in = ?pause, "{reason}");
-                self.shared.set_failing(Some(reason));
-                metrics::counter!("odf_commit_failures_total", "dataset" => self.dataset.clone())
-                    .increment(1);
+                Verdict::Blame => {
+                    if self.give_up(source, &refs, position(last), &error.to_string()) {
+                        return true;
+                    }
+                }
+                Verdict::Retry => self.report_failure(source, &error, pause),
             }
             if stopping || self.shared.stopping() {
                 return false;
@@ -297,15 +363,15 @@ impl Committer {
 
     /// Quarantines entries that can never be committed and records the log position past
     /// them; `false` if that could not be done yet.
-    fn give_up(&mut self, source: &str, entries: &[Logged], reason: &str) -> bool {
+    fn give_up(&mut self, source: &str, entries: &[&Entry], state: SourcePosition, reason: &str) -> bool {
         tracing::warn!(dataset = %self.dataset, source, entries = entries.len(), "cannot be committed, so quarantined: {reason}");
-        for logged in entries {
-            if let Err(e) = self.put_quarantine(&logged.entry, vec![Rejection::whole(reason)], 0) {
+        for entry in entries {
+            if let Err(e) = self.put_quarantine(entry, vec![Rejection::whole(reason)], 0) {
                 tracing::error!(dataset = %self.dataset, source, "cannot write to the quarantine: {e}; retrying");
                 return false;
             }
         }
-        match self.commit_position(source, entries) {
+        match self.commit_position(source, state) {
             Ok(()) => true,
             // The source is gone or disabled: its entries are quarantined, and there is no
             // position to record for it (a restart would quarantine them once more).
@@ -325,15 +391,10 @@ impl Committer {
 
     /// Prepares the commit, quarantines the records a later step refused (so that none is
     /// lost if the quarantine cannot be written), then commits.
-    fn commit(&mut self, source: &str, entries: &[Logged]) -> Result<(), Failure> {
-        let Some(last) = entries.last() else { return Ok(()) };
-        let messages = entries.iter().map(|l| message(&l.entry)).collect();
-        let request = IngestRequest {
-            source: Some(source.to_owned()),
-            messages,
-            event_time: None,
-            source_state: Some(position(last.seq)),
-        };
+    fn commit(&mut self, source: &str, entries: &[&Entry], state: SourcePosition) -> Result<(), Failure> {
+        let messages = entries.iter().map(|entry| message(entry)).collect();
+        let request =
+            IngestRequest { source: Some(source.to_owned()), messages, event_time: None, source_state: Some(state) };
         let options = self.options();
         let (dataset, quarantine) = (self.dataset.clone(), self.quarantine.clone());
         let prepared = self.writer.prepare(request, &options).map_err(Failure::Commit)?;
@@ -346,9 +407,8 @@ impl Committer {
             }
         }
         for (index, reasons) in refused {
-            if let Some(logged) = entries.get(index) {
-                quarantine_entry(&quarantine, &dataset, &logged.entry, reasons, 0)
-                    .map_err(Failure::Quarantine)?;
+            if let Some(entry) = entries.get(index) {
+                quarantine_entry(&quarantine, &dataset, entry, reasons, 0).map_err(Failure::Quarantine)?;
             }
         }
         let outcome = prepared.commit().map_err(Failure::Commit)?;
@@ -361,14 +421,9 @@ impl Committer {
 
     /// Records the position alone (an AddData without data) past entries that were
     /// quarantined, so that a replay does not take them again.
-    fn commit_position(&mut self, source: &str, entries: &[Logged]) -> Result<(), IngestError> {
-        let Some(last) = entries.last() else { return Ok(()) };
-        let request = IngestRequest {
-            source: Some(source.to_owned()),
-            messages: Vec::new(),
-            event_time: None,
-            source_state: Some(position(last.seq)),
-        };
+    fn commit_position(&mut self, source: &str, state: SourcePosition) -> Result<(), IngestError> {
+        let request =
+            IngestRequest { source: Some(source.to_owned()), messages: Vec::new(), event_time: None, source_state: Some(state) };
         self.writer.ingest(request, &self.options()).map(|_| ())
     }
 
@@ -412,6 +467,27 @@ enum Failure {
 
 /// How many times an internal fault is retried before it is blamed on the entries.
 const INTERNAL_ATTEMPTS: usize = 5;
+
+/// What a failed commit attempt calls for.
+enum Verdict {
+    /// The entries themselves: they can never be committed (one of them, if several).
+    Blame,
+    /// A passing fault (a full disk, say): the same commit again, later.
+    Retry,
+}
+
+fn verdict(error: &Failure, attempt: usize) -> Verdict {
+    let kind = match error {
+        Failure::Commit(e) => Some(e.kind()),
+        Failure::Quarantine(_) => None,
+    };
+    let hopeless = matches!(kind, Some(ErrorKind::BadInput | ErrorKind::NotFound | ErrorKind::Refused));
+    let internal = matches!(kind, Some(ErrorKind::Internal));
+    match hopeless || internal && attempt + 1 >= INTERNAL_ATTEMPTS {
+        true => Verdict::Blame,
+        false => Verdict::Retry,
+    }
+}
 
 fn quarantine_entry(
     quarantine: &Quarantine,

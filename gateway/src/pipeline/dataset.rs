@@ -2,6 +2,7 @@
 //! source the intake chose, applies the backpressure, appends it to the log and waits for the
 //! group commit; `wait_committed` lets a sender wait for the commit as well.
 
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -10,13 +11,14 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use super::committer::Committer;
+use super::committer::{Committer, Work};
+use super::consumed::Consumed;
 use super::entry::Entry;
 use super::group_commit::{AppendError, Command, Durability, Logged};
 use super::opening::{Start, lock_wal};
 use super::quarantine::{Quarantine, QuarantineEntry};
 use super::rejection::Rejection;
-use super::request_metrics::RequestMetrics;
+use super::request_metrics::{RequestCounters, RequestMetrics};
 use super::shared::{Health, Phase, Shared};
 use super::{Pipeline, PipelineError, PipelineOptions, SubmitError};
 use crate::ingest::{CheckOutcome, ColumnBinding, DatasetWriter, IngestError, InputFormat, SourceCheck};
@@ -89,6 +91,13 @@ pub struct Accepted {
     pub seq: Option<u64>,
     pub records: usize,
     /// Records that did not fit: in the quarantine, under `quarantine_id`.
+    pub rejected: Vec<Rejection>,
+    pub quarantine_id: Option<String>,
+}
+
+/// What a payload held, checked: records that fit, and those quarantined.
+pub struct Screened {
+    pub records: usize,
     pub rejected: Vec<Rejection>,
     pub quarantine_id: Option<String>,
 }
@@ -240,46 +249,18 @@ impl DatasetPipeline {
         }
         let reservation = Reservation { shared: &self.shared, bytes: size };
         let received = Utc::now();
-        let outcome = check(source, &submission).await.map_err(SubmitError::Unavailable)?;
-        let mut rejected: Vec<Rejection> = outcome.rejected.iter().map(Rejection::from).collect();
-        if outcome.rejected_count > rejected.len() {
-            let more = outcome.rejected_count - rejected.len();
-            rejected.push(Rejection::whole(&format!("... and {more} more record(s) rejected")));
-        }
-        counters.accepted.increment(outcome.records as u64);
-        counters.rejected.increment(outcome.rejected_count as u64);
-        let quarantine_id = match rejected.is_empty() {
-            true => None,
-            false => Some(
-                self.quarantine_payload(
-                    &submission,
-                    source_name.as_str(),
-                    &rejected,
-                    outcome.records,
-                    received,
-                )
-                .await?,
-            ),
-        };
-        // A snapshot is the whole state: without its bad records it would retract their keys.
-        let refused_whole = source.is_snapshot() && !rejected.is_empty();
-        if outcome.records == 0 || refused_whole {
-            if rejected.is_empty() {
-                return Ok(Accepted {
-                    dataset: self.name.clone(),
-                    source: source_name,
-                    seq: None,
-                    records: 0,
-                    rejected,
-                    quarantine_id,
-                });
-            }
-            return Err(SubmitError::Rejected {
-                source_name: source_name.to_string(),
-                rejections: rejected,
-                quarantine_id,
+        let screened = self.screen_counted(source, &submission, received, &counters).await?;
+        if screened.records == 0 {
+            return Ok(Accepted {
+                dataset: self.name.clone(),
+                source: source_name,
+                seq: None,
+                records: 0,
+                rejected: screened.rejected,
+                quarantine_id: screened.quarantine_id,
             });
         }
+        let Screened { records, rejected, quarantine_id } = screened;
         let entry = Entry {
             source: source_name.to_string(),
             format: submission.format,
@@ -290,13 +271,16 @@ impl DatasetPipeline {
             bindings: submission.bindings,
             payload: submission.payload,
         };
-        let Queue::Open(commands) = self.commands.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
-            return Err(SubmitError::Unavailable("the gateway is stopping".into()));
+        let commands = match &*self.commands.lock().unwrap_or_else(|e| e.into_inner()) {
+            Queue::Open(commands, _) => commands.clone(),
+            Queue::Waiting | Queue::Closed => {
+                return Err(SubmitError::Unavailable("the gateway is stopping".into()));
+            }
         };
         let (reply, logged) = oneshot::channel();
         let command = Command::Append {
             entry,
-            records: outcome.records,
+            records,
             reserved: size,
             durability: submission.durability,
             reply,
@@ -319,10 +303,99 @@ impl DatasetPipeline {
             dataset: self.name.clone(),
             source: source_name,
             seq: Some(seq),
-            records: outcome.records,
+            records,
             rejected,
             quarantine_id,
         })
+    }
+
+    /// Checks a payload against `source` and quarantines the records that do not fit. The
+    /// records that do are counted in `Screened`; none fitting is an error (`Rejected`), as
+    /// is a Snapshot payload with any bad record (without them it would retract their keys).
+    pub async fn screen(
+        &self,
+        source: &SourceInfo,
+        submission: &Submission,
+        received: DateTime<Utc>,
+    ) -> Result<Screened, SubmitError> {
+        let counters = self.counters.of(source.name.as_str(), submission.transport, &submission.route);
+        counters.requests.increment(1);
+        counters.bytes.increment(submission.payload.len() as u64);
+        self.screen_counted(source, submission, received, &counters).await
+    }
+
+    async fn screen_counted(
+        &self,
+        source: &SourceInfo,
+        submission: &Submission,
+        received: DateTime<Utc>,
+        counters: &RequestCounters,
+    ) -> Result<Screened, SubmitError> {
+        let outcome = check(source, submission).await.map_err(SubmitError::Unavailable)?;
+        let mut rejected: Vec<Rejection> = outcome.rejected.iter().map(Rejection::from).collect();
+        if outcome.rejected_count > rejected.len() {
+            let more = outcome.rejected_count - rejected.len();
+            rejected.push(Rejection::whole(&format!("... and {more} more record(s) rejected")));
+        }
+        counters.accepted.increment(outcome.records as u64);
+        counters.rejected.increment(outcome.rejected_count as u64);
+        let quarantine_id = match rejected.is_empty() {
+            true => None,
+            false => Some(
+                self.quarantine_payload(submission, source.name.as_str(), &rejected, outcome.records, received)
+                    .await?,
+            ),
+        };
+        let refused_whole = source.is_snapshot() && !rejected.is_empty();
+        if (outcome.records == 0 && !rejected.is_empty()) || refused_whole {
+            return Err(SubmitError::Rejected {
+                source_name: source.name.to_string(),
+                rejections: rejected,
+                quarantine_id,
+            });
+        }
+        Ok(Screened { records: outcome.records, rejected, quarantine_id })
+    }
+
+    /// Commits records consumed from an event queue (they skip the log), with the queue's
+    /// offsets as their source's state; returns once they are committed.
+    pub async fn commit_consumed(&self, consumed: Consumed) -> Result<(), SubmitError> {
+        let (reply, committed) = oneshot::channel();
+        self.to_committer(Work::Consumed(consumed, reply))?;
+        match committed.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SubmitError::Unavailable(e)),
+            Err(_) => Err(SubmitError::Unavailable("the gateway is stopping".into())),
+        }
+    }
+
+    /// The last state of `kind` that `source` recorded in the dataset (once its log is
+    /// replayed).
+    pub async fn source_state(&self, source: &SourceName, kind: &str) -> Result<Option<String>, SubmitError> {
+        let (reply, state) = oneshot::channel();
+        self.to_committer(Work::State { source: source.to_string(), kind: kind.to_owned(), reply })?;
+        state.await.map_err(|_| SubmitError::Unavailable("the gateway is stopping".into()))
+    }
+
+    fn to_committer(&self, work: Work) -> Result<(), SubmitError> {
+        let queue = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        match &*queue {
+            Queue::Open(_, committer) => committer
+                .send(work)
+                .map_err(|_| SubmitError::Unavailable("the gateway is stopping".into())),
+            Queue::Waiting => Err(self.busy("the dataset is replaying its write-ahead log".into())),
+            Queue::Closed => Err(SubmitError::Unavailable("the gateway is stopping".into())),
+        }
+    }
+
+    /// Takes `bytes` of the budget of what is accepted and not yet committed; `false` when it
+    /// is full. `release` gives them back.
+    pub fn reserve(&self, bytes: usize) -> bool {
+        self.shared.reserve(bytes)
+    }
+
+    pub fn release(&self, bytes: usize) {
+        self.shared.release_pending(bytes);
     }
 
     /// Whether a payload of `bytes` would be taken now (checked before its body is read).
@@ -346,6 +419,31 @@ impl DatasetPipeline {
 
     fn busy(&self, reason: String) -> SubmitError {
         SubmitError::Busy { retry_after: self.busy_retry, reason }
+    }
+
+    /// Quarantines a whole payload that was not checked (a Kafka record whose declared format
+    /// the gateway does not read), with the reason.
+    pub async fn quarantine_record(
+        &self,
+        source: &str,
+        address: &str,
+        sender: &str,
+        payload: Bytes,
+        reason: &str,
+    ) -> Result<String, SubmitError> {
+        let submission = Submission {
+            format: None,
+            payload,
+            columns: Vec::new(),
+            bindings: Vec::new(),
+            event_time: None,
+            transport: Transport::Kafka,
+            route: String::new(),
+            address: address.to_owned(),
+            sender: sender.to_owned(),
+            durability: Durability::Synced,
+        };
+        self.quarantine_payload(&submission, source, &[Rejection::whole(reason)], 0, Utc::now()).await
     }
 
     async fn quarantine_payload(
@@ -401,11 +499,11 @@ impl DatasetPipeline {
     }
 }
 
-#[derive(Clone)]
 pub(super) enum Queue {
     /// The log is being replayed.
     Waiting,
-    Open(mpsc::Sender<Command>),
+    /// The log writer's queue, and the committer's (for consumed records).
+    Open(mpsc::Sender<Command>, std_mpsc::Sender<Work>),
     Closed,
 }
 

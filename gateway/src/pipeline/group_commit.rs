@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::committer::Work;
 use super::entry::Entry;
 use super::shared::{Phase, Shared};
 use super::wal::{Wal, WalError};
@@ -88,7 +89,7 @@ pub struct Logged {
 pub fn spawn(
     dataset: &str,
     wal: Wal,
-    to_committer: std_mpsc::Sender<Vec<Logged>>,
+    to_committer: std_mpsc::Sender<Work>,
     queue: usize,
     pacing: SyncPacing,
     shared: Arc<Shared>,
@@ -106,7 +107,7 @@ fn run(
     dataset: &str,
     mut wal: Wal,
     mut commands: mpsc::Receiver<Command>,
-    logged: std_mpsc::Sender<Vec<Logged>>,
+    logged: std_mpsc::Sender<Work>,
     pacing: SyncPacing,
     shared: &Shared,
 ) {
@@ -226,7 +227,7 @@ fn write_group(
     dataset: &str,
     wal: &mut Wal,
     group: &mut Vec<Pending>,
-    to_committer: &std_mpsc::Sender<Vec<Logged>>,
+    to_committer: &std_mpsc::Sender<Work>,
     shared: &Shared,
     metrics: &LogMetrics,
 ) {
@@ -271,7 +272,7 @@ fn write_group(
         });
     }
     // The committer is gone only at shutdown; the entries are in the log for the next start.
-    let _ = to_committer.send(entries);
+    let _ = to_committer.send(Work::Logged(entries));
 }
 
 fn fail(dataset: &str, group: &mut Vec<Pending>, error: &WalError) {

@@ -9,6 +9,7 @@
 //! commit, so that a restart replays exactly what is not yet in the dataset.
 //!
 //! - `wal`: the log's segment files; `entry`: a payload as the log keeps it.
+//! - `consumed`: records from an event queue, which skip the log (the queue keeps them).
 //! - `group_commit`: the log's writer thread (one fsync for every sender waiting).
 //! - `committer`: batching, commits, retries, replay at start.
 //! - `quarantine`: what could not be committed, for an operator; `rejection`: one bad
@@ -18,6 +19,7 @@
 //!   senders and committer share; `request_metrics`: its request counters, kept.
 
 mod committer;
+mod consumed;
 mod dataset;
 mod entry;
 mod group_commit;
@@ -34,7 +36,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use committer::{FlushPolicy, WAL_STATE_KIND};
-pub use dataset::{Accepted, DatasetPipeline, SourceInfo, Submission};
+pub use consumed::{Consumed, ConsumedRecord};
+pub use dataset::{Accepted, DatasetPipeline, Screened, SourceInfo, Submission};
 pub use group_commit::{Durability, SyncPacing};
 pub use quarantine::{
     FOLDER as QUARANTINE_FOLDER, Quarantine, QuarantineEntry, QuarantineError, Summary, payload_for_people,

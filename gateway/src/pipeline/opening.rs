@@ -86,11 +86,11 @@ impl Start {
                 return;
             }
         }
-        let (to_committer, logged) = std_mpsc::channel();
+        let (to_committer, work) = std_mpsc::channel();
         let (commands, log_thread) = match group_commit::spawn(
             name,
             wal,
-            to_committer,
+            to_committer.clone(),
             LOG_QUEUE,
             self.sync_pacing,
             self.shared.clone(),
@@ -106,14 +106,14 @@ impl Start {
             let mut queue = self.commands.lock().unwrap_or_else(|e| e.into_inner());
             // Stopped while replaying: the queue stays closed and the threads end at once.
             if matches!(*queue, Queue::Waiting) {
-                *queue = Queue::Open(commands);
+                *queue = Queue::Open(commands, to_committer);
                 self.shared.set_phase(Phase::Ready);
             } else {
-                // Stopped while replaying: without this sender the log writer ends at once.
-                drop(commands);
+                // Stopped while replaying: without these senders the threads end at once.
+                drop((commands, to_committer));
             }
         }
-        committer.run(logged, weak);
+        committer.run(work, weak);
         let _ = log_thread.join();
         drop(self.lock);
     }

@@ -21,6 +21,8 @@ pub enum Transport {
     Http,
     Mqtt,
     Coap,
+    /// Records consumed from Kafka topics; a topic's segments are separated by `.`.
+    Kafka,
 }
 
 impl Transport {
@@ -29,6 +31,16 @@ impl Transport {
             Transport::Http => "http",
             Transport::Mqtt => "mqtt",
             Transport::Coap => "coap",
+            Transport::Kafka => "kafka",
+        }
+    }
+
+    /// What separates the segments of its addresses: `/` in topics and paths, `.` in Kafka
+    /// topic names (`telemetry.acme.gps`).
+    pub fn separator(self) -> char {
+        match self {
+            Transport::Kafka => '.',
+            Transport::Http | Transport::Mqtt | Transport::Coap => '/',
         }
     }
 }
@@ -90,7 +102,10 @@ impl Route {
         if trimmed.is_empty() {
             return Err(format!("route pattern '{pattern}' is empty"));
         }
-        let parts: Vec<&str> = trimmed.split('/').collect();
+        // A route for Kafka alone may be written as its topics are (`telemetry.{vendor}.gps`).
+        let kafka_only = transports.as_ref().is_some_and(|t| t.iter().all(|&t| t == Transport::Kafka));
+        let separator = if kafka_only && !trimmed.contains('/') { '.' } else { '/' };
+        let parts: Vec<&str> = trimmed.split(separator).collect();
         let mut segments = Vec::with_capacity(parts.len());
         let mut captured = Vec::new();
         for (i, part) in parts.iter().enumerate() {
@@ -158,7 +173,7 @@ impl Route {
         if self.transports.as_ref().is_some_and(|t| !t.contains(&transport)) {
             return None;
         }
-        let parts: Vec<&str> = address.trim_start_matches('/').split('/').collect();
+        let parts: Vec<&str> = address.trim_start_matches('/').split(transport.separator()).collect();
         let mut columns = Vec::new();
         let (mut dataset, mut source) = (self.dataset.clone(), self.source.clone());
         let mut i = 0;
@@ -179,7 +194,7 @@ impl Route {
                         Transport::Http => {
                             percent_encoding::percent_decode_str(parts[i]).decode_utf8_lossy().into_owned()
                         }
-                        Transport::Mqtt | Transport::Coap => parts[i].to_owned(),
+                        Transport::Mqtt | Transport::Coap | Transport::Kafka => parts[i].to_owned(),
                     };
                     match name.as_str() {
                         "dataset" => dataset = Some(value),
@@ -299,5 +314,16 @@ mod tests {
         assert!(err("a/b", None).contains("names no dataset"));
         assert!(err("a/x{b}", Some("x")).contains("not a literal"));
         assert_eq!(table().routes()[0].topic_filter(), "trackers/+/gps");
+    }
+
+    #[test]
+    fn kafka_topics_are_split_on_dots() {
+        let kafka = Some(vec![Transport::Kafka]);
+        let t = RouteTable::new(vec![Route::new("telemetry.{vendor}.gps", Some("gps".into()), None, kafka).unwrap()]);
+        let r = t.resolve("telemetry.acme.gps", Transport::Kafka).unwrap();
+        assert_eq!(r.columns, vec![("vendor".to_string(), "acme".to_string())]);
+        assert!(t.resolve("telemetry/acme/gps", Transport::Mqtt).is_none(), "limited to Kafka");
+        let r = t.resolve("datasets.gps.sources.vendorA", Transport::Kafka).unwrap();
+        assert_eq!((r.dataset.as_str(), r.source.as_deref()), ("gps", Some("vendorA")), "the default route");
     }
 }

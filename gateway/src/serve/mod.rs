@@ -20,6 +20,7 @@ use crate::pipeline::{Pipeline, PipelineError};
 use crate::query::Readers;
 use crate::store::{DataDir, StoreError};
 use crate::sync::{SyncBoard, SyncOptions};
+use crate::transport::kafka::{self, ConsumerBoard};
 use crate::transport::coap::CoapServer;
 use crate::transport::http::{self, HttpState};
 use crate::transport::mqtt::{AckPolicy, Broker};
@@ -83,6 +84,7 @@ pub async fn run(
         routes,
         access,
         sync,
+        kafka,
     } = config;
     let (doing, start_status) = watch::channel("opening the datasets".to_owned());
     let starting = tokio::spawn(systemd::extend_start_timeout(start_status));
@@ -106,6 +108,7 @@ pub async fn run(
     let upkeep = tokio::spawn(periodic_upkeep(http::metrics_handle()));
     let (stop, stopped) = watch::channel(false);
     let sync_board = Arc::new(SyncBoard::default());
+    let kafka_board = Arc::new(ConsumerBoard::default());
     let sync_threads = start_sync(sync, &pipeline, &data_dir, &sync_board, &stopped)?;
     let mut servers = Vec::new();
     let mut addresses = Addresses::default();
@@ -137,6 +140,7 @@ pub async fn run(
             },
             query_slots: Arc::new(tokio::sync::Semaphore::new(raw.http.max_queries)),
             sync: sync_board.clone(),
+            kafka: kafka_board.clone(),
         });
         let app = http::router(state);
         let limits = http::ServerLimits {
@@ -224,6 +228,12 @@ pub async fn run(
         tracing::info!(bridge = %name, "bridge started");
         bridge_tasks.push(task);
     }
+    let mut consumers = Vec::new();
+    for options in kafka {
+        tracing::info!(consumer = %options.name, brokers = %options.brokers.join(","), "kafka consumer started");
+        let flush = pipeline_options.flush.clone();
+        consumers.push(kafka::spawn(options, flush, intake.clone(), kafka_board.clone(), stopped.clone()));
+    }
     if !from_file {
         tracing::info!(
             "no configuration file: listening on loopback only, anonymous clients may write and read everything"
@@ -247,6 +257,10 @@ pub async fn run(
         broker.shutdown().await;
     }
     for task in bridge_tasks {
+        let _ = task.await;
+    }
+    // Consumers commit what they hold while the pipeline still takes it.
+    for task in consumers {
         let _ = task.await;
     }
     let _ = tokio::task::spawn_blocking(move || sync_threads.into_iter().for_each(|t| drop(t.join()))).await;

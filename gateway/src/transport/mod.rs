@@ -4,9 +4,11 @@
 //! - `http`: the HTTP API (ingest, datasets, query, ODF transfer, quarantine, metrics).
 //! - `mqtt`: the embedded MQTT broker, whose acknowledgement waits for the write-ahead log.
 //! - `coap`: CoAP on UDP, with block-wise transfer, discovery and duplicate detection.
+//! - `kafka`: a consumer of Kafka topics, exactly once through the source state.
 //! - `tls`: TLS settings from PEM files.
 
 pub mod coap;
 pub mod http;
+pub mod kafka;
 pub mod mqtt;
 pub mod tls;

@@ -62,6 +62,8 @@ pub struct HttpState {
     pub query_slots: Arc<tokio::sync::Semaphore>,
     /// Where each dataset's `[[sync]]` stands.
     pub sync: Arc<crate::sync::SyncBoard>,
+    /// Where each `[[kafka]]` consumer stands.
+    pub kafka: Arc<crate::transport::kafka::ConsumerBoard>,
 }
 
 impl HttpState {

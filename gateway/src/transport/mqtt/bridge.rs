@@ -10,7 +10,6 @@
 //! the quarantine, and the rest is logged and counted (`odf_bridge_dropped_total`).
 //! Backpressure and outages are not acknowledged: the message is retried until taken.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use crate::access::{Caller, Principal};
 use crate::intake::{Intake, IntakeError, Parcel};
 use crate::pipeline::{Durability, SubmitError};
 use crate::routes::Transport;
+use crate::transport::tls::{ClientTls, client_config};
 
 /// Messages being ingested at once (acknowledgements may go out of order).
 const IN_FLIGHT: usize = 32;
@@ -36,7 +36,7 @@ pub struct BridgeOptions {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
-    pub tls: Option<BridgeTls>,
+    pub tls: Option<ClientTls>,
     /// Topic filters; `$share/{group}/{filter}` for a shared subscription.
     pub subscribe: Vec<String>,
     pub qos: u8,
@@ -44,13 +44,6 @@ pub struct BridgeOptions {
     pub clean_session: bool,
     /// An identity whose grants bound what the bridge may write; `None`: wherever routes lead.
     pub identity: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct BridgeTls {
-    pub ca: PathBuf,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
 }
 
 /// Runs the bridge until `shutdown` turns true, reconnecting with back-off.
@@ -68,7 +61,7 @@ pub fn spawn(
         mqtt.set_credentials(user.clone(), password.clone());
     }
     if let Some(tls) = &options.tls {
-        mqtt.set_transport(MqttTransport::tls_with_config(TlsConfiguration::Rustls(client_tls(tls)?)));
+        mqtt.set_transport(MqttTransport::tls_with_config(TlsConfiguration::Rustls(client_config(tls)?)));
     }
     let (client, events) = AsyncClient::new(mqtt, IN_FLIGHT * 2);
     let bridge = Arc::new(Bridge { options, intake, client });
@@ -204,28 +197,3 @@ enum Taken {
     Later(String),
 }
 
-fn client_tls(tls: &BridgeTls) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&tls.ca).map_err(|e| format!("{}: {e}", tls.ca.display()))? {
-        roots
-            .add(cert.map_err(|e| format!("{}: {e}", tls.ca.display()))?)
-            .map_err(|e| format!("{}: {e}", tls.ca.display()))?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(super::super::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-    let config = match (&tls.cert, &tls.key) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|c| c.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("{}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    Ok(Arc::new(config))
-}

@@ -1,0 +1,196 @@
+//! `[[kafka]]`: topics `serve` consumes into push sources (see `crate::transport::kafka`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, Size, invalid};
+use crate::routes::Resolved;
+use crate::transport::kafka::{KafkaOptions, RecordField, Sasl, SaslMechanism, StartAt, Topics};
+use crate::transport::tls::ClientTls;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers: `"host:9092"`, `"a:9092,b:9092"` or a list.
+    #[serde(alias = "bootstrap_servers")]
+    pub brokers: Brokers,
+    /// One topic, or several, or a regular expression over the cluster's topic names.
+    #[serde(default)]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub topics: Vec<String>,
+    #[serde(default)]
+    pub topic_pattern: Option<String>,
+    /// Where the records go; without `dataset`, each topic takes the route table's way
+    /// (`[[route]]` with `transports = ["kafka"]`, `telemetry.{vendor}.gps`).
+    #[serde(default)]
+    pub dataset: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Where a partition without a recorded offset starts: `earliest` (the default),
+    /// `latest`, or a time (`2026-12-01T00:00:00Z`).
+    #[serde(default = "default_start")]
+    pub start: String,
+    /// Columns the payload leaves out, filled from the record: `key`, `timestamp`, `topic`,
+    /// `partition`, `offset` or `header:NAME`.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// PEM CA of the brokers: TLS to them; with `tls_cert`/`tls_key`, a client certificate.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`, with `username` and `password`.
+    #[serde(default)]
+    pub sasl_mechanism: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// How long a fetch waits for records at the head of a partition.
+    #[serde(default = "default_max_wait", with = "super::humantime_serde")]
+    pub max_wait: Duration,
+    /// At most this much per fetch of one partition.
+    #[serde(default = "default_fetch_bytes")]
+    pub fetch_bytes: Size,
+    /// How often topics and partitions are looked up again (new ones are consumed).
+    #[serde(default = "default_refresh", with = "super::humantime_serde")]
+    pub refresh: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Brokers {
+    One(String),
+    List(Vec<String>),
+}
+
+fn default_start() -> String {
+    "earliest".to_owned()
+}
+
+fn default_max_wait() -> Duration {
+    Duration::from_millis(500)
+}
+
+fn default_fetch_bytes() -> Size {
+    Size(1024 * 1024)
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Checks the `[[kafka]]` entries.
+pub fn check(entries: &[KafkaConfig]) -> Result<Vec<KafkaOptions>, ConfigError> {
+    let mut checked = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let field = |f: &str| format!("kafka[{i}].{f}");
+        let brokers: Vec<String> = match &entry.brokers {
+            Brokers::One(list) => list.split(',').map(|b| b.trim().to_owned()).collect(),
+            Brokers::List(list) => list.iter().map(|b| b.trim().to_owned()).collect(),
+        };
+        if brokers.is_empty() || brokers.iter().any(|b| b.is_empty() || !b.contains(':')) {
+            return Err(invalid(field("brokers"), "give host:port of one broker or more (\"127.0.0.1:9092\")"));
+        }
+        let topics = match (&entry.topic, entry.topics.as_slice(), &entry.topic_pattern) {
+            (Some(topic), [], None) => Topics::Names(vec![topic.clone()]),
+            (None, names, None) if !names.is_empty() => Topics::Names(names.to_vec()),
+            (None, [], Some(pattern)) => Topics::Pattern(
+                regex::Regex::new(&format!("^(?:{pattern})$"))
+                    .map_err(|e| invalid(field("topic_pattern"), e.to_string()))?,
+            ),
+            _ => return Err(invalid(field("topic"), "give one of topic, topics or topic_pattern")),
+        };
+        if let Topics::Names(names) = &topics {
+            if let Some(bad) = names.iter().find(|t| !is_topic_name(t)) {
+                return Err(invalid(field("topics"), format!("'{bad}' is not a Kafka topic name")));
+            }
+        }
+        let target = match (&entry.dataset, &entry.source) {
+            (Some(dataset), source) => Some(Resolved {
+                dataset: dataset.clone(),
+                source: source.clone(),
+                columns: Vec::new(),
+                route: format!("kafka[{i}]"),
+                bind_captures: false,
+            }),
+            (None, Some(_)) => return Err(invalid(field("source"), "give the dataset too")),
+            (None, None) => None,
+        };
+        let start = match entry.start.as_str() {
+            "earliest" => StartAt::Earliest,
+            "latest" => StartAt::Latest,
+            time => StartAt::Time(time.parse().map_err(|e| {
+                invalid(field("start"), format!("'{time}' is not earliest, latest or an RFC 3339 time: {e}"))
+            })?),
+        };
+        let columns = entry
+            .columns
+            .iter()
+            .map(|(column, from)| {
+                RecordField::parse(from).map(|f| (column.clone(), f)).map_err(|e| invalid(field("columns"), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if entry.tls_cert.is_some() != entry.tls_key.is_some() {
+            return Err(invalid(field("tls_key"), "give both tls_cert and tls_key, or neither"));
+        }
+        if entry.tls_cert.is_some() && entry.tls_ca.is_none() {
+            return Err(invalid(field("tls_ca"), "a client certificate needs TLS: give tls_ca"));
+        }
+        for (name, path) in [("tls_ca", &entry.tls_ca), ("tls_cert", &entry.tls_cert), ("tls_key", &entry.tls_key)] {
+            if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
+                return Err(invalid(field(name), format!("{} is not a file", path.display())));
+            }
+        }
+        let sasl = match (&entry.sasl_mechanism, &entry.username, &entry.password) {
+            (None, None, None) => None,
+            (Some(mechanism), Some(username), Some(password)) => Some(Sasl {
+                mechanism: SaslMechanism::parse(mechanism).map_err(|e| invalid(field("sasl_mechanism"), e))?,
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            _ => {
+                return Err(invalid(field("sasl_mechanism"), "SASL needs sasl_mechanism, username and password"));
+            }
+        };
+        if entry.max_wait.is_zero() || entry.refresh.is_zero() || entry.fetch_bytes.0 == 0 {
+            return Err(invalid(field("max_wait"), "max_wait, refresh and fetch_bytes must be above 0"));
+        }
+        checked.push(KafkaOptions {
+            name: format!("kafka[{i}]"),
+            brokers,
+            topics,
+            target,
+            start,
+            columns,
+            client_id: entry.client_id.clone().unwrap_or_else(|| "odf-gateway".to_owned()),
+            tls: entry.tls_ca.clone().map(|ca| ClientTls {
+                ca,
+                cert: entry.tls_cert.clone(),
+                key: entry.tls_key.clone(),
+            }),
+            sasl,
+            max_wait: entry.max_wait,
+            fetch_bytes: entry.fetch_bytes.0.min(i32::MAX as u64) as i32,
+            refresh: entry.refresh,
+        });
+    }
+    Ok(checked)
+}
+
+/// Kafka's rule for topic names.
+fn is_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}

@@ -1,0 +1,424 @@
+//! One push source's partitions: a fetcher per partition, and a batcher that checks each
+//! record against the source, keeps the good ones with the offsets they move, and commits
+//! them (records, bytes or age, as the pipeline's flush policy says) with every partition's
+//! next offset as the source's state.
+//!
+//! A record's offset moves on whether it is committed, quarantined (it does not fit the
+//! source) or empty: a bad record never stalls its partition. Fetching pauses while the
+//! dataset's budget of bytes waiting for a commit is full (the fetchers' queue fills).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rskafka::client::Client;
+use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::record::RecordAndOffset;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::consumer::{ConsumerBoard, PartitionStatus};
+use super::offsets::{Offsets, STATE_KIND};
+use super::{KafkaOptions, RecordField, StartAt, stopped};
+use crate::intake::{Parcel, Target, declared_format};
+use crate::pipeline::{Consumed, ConsumedRecord, Durability, FlushPolicy, Screened, SubmitError};
+
+/// What a record costs in the budget besides its payload (its origin, columns, entry).
+const RECORD_OVERHEAD: usize = 256;
+
+/// A push source and the partitions that feed it.
+pub struct Plan {
+    target: Target,
+    pub partitions: Vec<(String, i32)>,
+}
+
+impl Plan {
+    pub fn new(target: Target) -> Plan {
+        Plan { target, partitions: Vec::new() }
+    }
+}
+
+/// What every stream of a consumer shares.
+pub struct Context {
+    pub client: Arc<Client>,
+    pub options: Arc<KafkaOptions>,
+    pub flush: FlushPolicy,
+    pub board: Arc<ConsumerBoard>,
+    /// Turns true when the stream should commit what it holds and end.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Records of one partition, as one fetch returned them.
+struct Chunk {
+    slot: usize,
+    records: Vec<RecordAndOffset>,
+    high_watermark: i64,
+}
+
+pub async fn run(plan: Plan, context: Context) -> Result<(), String> {
+    let Plan { target, partitions } = plan;
+    let dataset = target.dataset().clone();
+    let source = target.source().name.clone();
+    let recorded = dataset.source_state(&source, STATE_KIND).await.map_err(|e| e.to_string())?;
+    let committed = match recorded {
+        Some(value) => Offsets::parse(&value)?,
+        None => Offsets::default(),
+    };
+    let partitions = Arc::new(partitions);
+    let (to_batcher, mut chunks) = mpsc::channel(partitions.len() * 2);
+    let mut fetchers = JoinSet::new();
+    for (slot, (topic, partition)) in partitions.iter().enumerate() {
+        let client = context
+            .client
+            .partition_client(topic.as_str(), *partition, UnknownTopicHandling::Retry)
+            .await
+            .map_err(|e| format!("{topic}[{partition}]: {e}"))?;
+        let next = match committed.get(topic, *partition) {
+            Some(next) => next,
+            None => start_offset(&client, context.options.start).await.map_err(|e| format!("{topic}[{partition}]: {e}"))?,
+        };
+        let fetch = Fetch {
+            client,
+            slot,
+            next,
+            bytes: context.options.fetch_bytes,
+            max_wait_ms: context.options.max_wait.as_millis().min(i32::MAX as u128) as i32,
+        };
+        fetchers.spawn(fetch.run(to_batcher.clone(), context.stop.clone()));
+    }
+    drop(to_batcher);
+    let mut batcher = Batcher {
+        target,
+        context,
+        partitions: partitions.clone(),
+        committed,
+        high_watermarks: vec![None; partitions.len()],
+        batch: Batch::default(),
+    };
+    batcher.show_progress();
+    let result = batcher.run(&mut chunks).await;
+    fetchers.abort_all();
+    result
+}
+
+/// Fetches one partition from `next` on, until the batcher is gone or the stream stops.
+struct Fetch {
+    client: PartitionClient,
+    slot: usize,
+    next: i64,
+    bytes: i32,
+    max_wait_ms: i32,
+}
+
+impl Fetch {
+    async fn run(mut self, to_batcher: mpsc::Sender<Result<Chunk, String>>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let fetched = tokio::select! {
+                _ = stopped(&mut stop) => return,
+                fetched = self.client.fetch_records(self.next, 1..self.bytes.max(2), self.max_wait_ms) => fetched,
+            };
+            let chunk = match fetched {
+                Ok((records, high_watermark)) => {
+                    let records: Vec<RecordAndOffset> = records.into_iter().filter(|r| r.offset >= self.next).collect();
+                    if let Some(last) = records.last() {
+                        self.next = last.offset + 1;
+                    }
+                    Ok(Chunk { slot: self.slot, records, high_watermark })
+                }
+                Err(KafkaError::ServerError { protocol_error: ProtocolError::OffsetOutOfRange, .. }) => {
+                    match self.skip_to_earliest().await {
+                        Ok(()) => continue,
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(format!("{}[{}]: cannot fetch: {e}", self.client.topic(), self.client.partition())),
+            };
+            let failed = chunk.is_err();
+            if to_batcher.send(chunk).await.is_err() || failed {
+                return;
+            }
+        }
+    }
+
+    /// The next offset is no longer in the partition: the topic's retention deleted records
+    /// before they were consumed (or the topic was made anew). Goes on from the earliest,
+    /// and says how many were lost.
+    async fn skip_to_earliest(&mut self) -> Result<(), String> {
+        let (topic, partition) = (self.client.topic().to_owned(), self.client.partition());
+        let earliest = self.client.get_offset(OffsetAt::Earliest).await.map_err(|e| format!("{topic}[{partition}]: {e}"))?;
+        if earliest > self.next {
+            let lost = earliest - self.next;
+            tracing::error!(topic, partition, from = self.next, to = earliest, "{lost} record(s) were deleted by the topic's retention before they were consumed");
+            metrics::counter!("odf_kafka_records_lost_total", "topic" => topic, "partition" => partition.to_string())
+                .increment(lost as u64);
+        } else {
+            tracing::error!(topic, partition, next = self.next, earliest, "the recorded offset is beyond the partition's end (was the topic made anew?): consuming from its earliest record");
+        }
+        self.next = earliest;
+        Ok(())
+    }
+}
+
+async fn start_offset(client: &PartitionClient, start: StartAt) -> Result<i64, String> {
+    let at = match start {
+        StartAt::Earliest => OffsetAt::Earliest,
+        StartAt::Latest => OffsetAt::Latest,
+        StartAt::Time(time) => OffsetAt::Timestamp(time),
+    };
+    match client.get_offset(at).await {
+        Ok(offset) if offset >= 0 => Ok(offset),
+        // No record at or after that time: from the end.
+        Ok(_) => client.get_offset(OffsetAt::Latest).await.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("cannot find where to start: {e}")),
+    }
+}
+
+/// Records checked and waiting for their commit, with the offsets they move.
+#[derive(Default)]
+struct Batch {
+    records: Vec<ConsumedRecord>,
+    /// Every record taken, in order (committed or passed): its partition's slot and the
+    /// offset after it.
+    marks: Vec<(usize, i64)>,
+    /// For each record in `records`, its index in `marks`.
+    kept_at: Vec<usize>,
+    bytes: usize,
+    reserved: usize,
+    since: Option<Instant>,
+}
+
+struct Batcher {
+    target: Target,
+    context: Context,
+    partitions: Arc<Vec<(String, i32)>>,
+    /// What the chain records.
+    committed: Offsets,
+    high_watermarks: Vec<Option<i64>>,
+    batch: Batch,
+}
+
+impl Batcher {
+    async fn run(&mut self, chunks: &mut mpsc::Receiver<Result<Chunk, String>>) -> Result<(), String> {
+        let mut stop = self.context.stop.clone();
+        loop {
+            let deadline = self.batch.since.map(|since| since + self.context.flush.interval);
+            tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => {
+                    // What it holds is committed now rather than fetched again at the next start.
+                    return self.commit().await;
+                }
+                _ = sleep_until(deadline) => self.commit().await?,
+                chunk = chunks.recv() => match chunk {
+                    Some(Ok(chunk)) => self.take(chunk).await?,
+                    Some(Err(e)) => return Err(e),
+                    None => return Err("every partition's fetcher ended".to_owned()),
+                },
+            }
+        }
+    }
+
+    async fn take(&mut self, chunk: Chunk) -> Result<(), String> {
+        self.high_watermarks[chunk.slot] = Some(chunk.high_watermark);
+        let (topic, partition) = self.partitions[chunk.slot].clone();
+        let labels = [("consumer", self.context.options.name.clone()), ("topic", topic.clone())];
+        let bytes: usize = chunk.records.iter().map(|r| r.record.value.as_ref().map_or(0, Vec::len)).sum();
+        metrics::counter!("odf_kafka_records_total", &labels).increment(chunk.records.len() as u64);
+        metrics::counter!("odf_kafka_bytes_total", &labels).increment(bytes as u64);
+        for mut record in chunk.records {
+            let offset = record.offset;
+            let value = record.record.value.take();
+            let size = value.as_ref().map_or(0, Vec::len) + RECORD_OVERHEAD;
+            self.reserve(size).await?;
+            let sender = format!("kafka {topic}[{partition}]@{offset}");
+            let kept = match value {
+                Some(value) => self.screen(&record, &topic, partition, Bytes::from(value), sender).await?,
+                None => {
+                    tracing::warn!(topic, partition, offset, "a record without a value (a tombstone) is passed");
+                    None
+                }
+            };
+            self.batch.since.get_or_insert_with(Instant::now);
+            self.batch.marks.push((chunk.slot, offset + 1));
+            match kept {
+                Some(consumed) => {
+                    self.batch.kept_at.push(self.batch.marks.len() - 1);
+                    self.batch.bytes += consumed.payload.len();
+                    self.batch.reserved += size;
+                    self.batch.records.push(consumed);
+                }
+                None => self.target.dataset().release(size),
+            }
+            let policy = &self.context.flush;
+            if self.batch.records.len() >= policy.max_records || self.batch.bytes >= policy.max_bytes {
+                self.commit().await?;
+            }
+        }
+        self.show_progress();
+        Ok(())
+    }
+
+    /// Checks a record against the source; `None` when it holds no record that fits (its
+    /// bad records are in the quarantine by then).
+    async fn screen(
+        &self,
+        record: &RecordAndOffset,
+        topic: &str,
+        partition: i32,
+        payload: Bytes,
+        sender: String,
+    ) -> Result<Option<ConsumedRecord>, String> {
+        let headers = &record.record.headers;
+        let media_type = headers.get("content-type").map(|v| String::from_utf8_lossy(v).into_owned());
+        let time = record.record.timestamp;
+        let format = match declared_format(media_type.as_deref()) {
+            Ok(format) => format,
+            Err(e) => {
+                self.quarantine_whole(payload, topic, &sender, &e.to_string()).await?;
+                return Ok(None);
+            }
+        };
+        let columns = self.record_columns(record, topic, partition);
+        let parcel = Parcel {
+            payload,
+            format,
+            event_time: Some(time),
+            address: topic.to_owned(),
+            sender,
+            durability: Durability::Synced,
+        };
+        let submission = self.target.submission(parcel, columns);
+        let dataset = self.target.dataset();
+        match dataset.screen(self.target.source(), &submission, time).await {
+            Ok(Screened { records: 0, .. }) => Ok(None),
+            Ok(_) => Ok(Some(ConsumedRecord {
+                payload: submission.payload,
+                format: submission.format,
+                columns: submission.columns,
+                address: submission.address,
+                sender: submission.sender,
+                time,
+            })),
+            Err(SubmitError::Rejected { .. }) => {
+                metrics::counter!("odf_kafka_quarantined_total", "consumer" => self.context.options.name.clone(), "topic" => topic.to_owned())
+                    .increment(1);
+                Ok(None)
+            }
+            Err(e) => Err(format!("{}: {e}", submission.sender)),
+        }
+    }
+
+    /// A record whose declared format the gateway does not read.
+    async fn quarantine_whole(&self, payload: Bytes, topic: &str, sender: &str, reason: &str) -> Result<(), String> {
+        let dataset = self.target.dataset();
+        dataset
+            .quarantine_record(self.target.source().name.as_str(), topic, sender, payload, reason)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn record_columns(&self, record: &RecordAndOffset, topic: &str, partition: i32) -> Vec<(String, String)> {
+        let field = |from: &RecordField| -> Option<String> {
+            match from {
+                RecordField::Key => record.record.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
+                RecordField::Timestamp => Some(record.record.timestamp.to_rfc3339()),
+                RecordField::Topic => Some(topic.to_owned()),
+                RecordField::Partition => Some(partition.to_string()),
+                RecordField::Offset => Some(record.offset.to_string()),
+                RecordField::Header(name) => {
+                    record.record.headers.get(name).map(|v| String::from_utf8_lossy(v).into_owned())
+                }
+            }
+        };
+        let columns = &self.context.options.columns;
+        columns.iter().filter_map(|(column, from)| field(from).map(|value| (column.clone(), value))).collect()
+    }
+
+    /// Waits for room in the dataset's budget, committing what it holds first if that is
+    /// what fills it.
+    async fn reserve(&mut self, bytes: usize) -> Result<(), String> {
+        let dataset = self.target.dataset().clone();
+        if dataset.reserve(bytes) {
+            return Ok(());
+        }
+        if !self.batch.marks.is_empty() {
+            self.commit().await?;
+        }
+        while !dataset.reserve(bytes) {
+            if *self.context.stop.borrow() {
+                return Err("stopping".to_owned());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Commits the batch with the offsets it moves; an error leaves the chain as it was,
+    /// and the stream starts over from it.
+    async fn commit(&mut self) -> Result<(), String> {
+        let batch = std::mem::take(&mut self.batch);
+        if batch.marks.is_empty() {
+            return Ok(());
+        }
+        let mut offsets = self.committed.clone();
+        for &(slot, next) in &batch.marks {
+            let (topic, partition) = &self.partitions[slot];
+            offsets.set(topic, *partition, next);
+        }
+        let (base, partitions, marks, kept_at) =
+            (self.committed.clone(), self.partitions.clone(), batch.marks, batch.kept_at);
+        let state_after = move |kept: usize| {
+            let upto = kept_at.get(kept).copied().unwrap_or(marks.len());
+            let mut offsets = base.clone();
+            for &(slot, next) in &marks[..upto] {
+                let (topic, partition) = &partitions[slot];
+                offsets.set(topic, *partition, next);
+            }
+            offsets.encode()
+        };
+        let source = self.target.source().name.clone();
+        let consumed = Consumed::new(source, STATE_KIND, batch.records, state_after);
+        let result = self.target.dataset().commit_consumed(consumed).await;
+        self.target.dataset().release(batch.reserved);
+        result.map_err(|e| format!("cannot commit: {e}"))?;
+        self.committed = offsets;
+        self.show_progress();
+        Ok(())
+    }
+
+    /// Each partition's committed offset and lag, for `/readyz` and the metrics.
+    fn show_progress(&self) {
+        let name = &self.context.options.name;
+        for (slot, (topic, partition)) in self.partitions.iter().enumerate() {
+            let committed = self.committed.get(topic, *partition);
+            let high_watermark = self.high_watermarks[slot];
+            let lag = high_watermark.map(|end| end - committed.unwrap_or(0)).map(|lag| lag.max(0));
+            if let Some(lag) = lag {
+                metrics::gauge!("odf_kafka_lag", "consumer" => name.clone(), "topic" => topic.clone(), "partition" => partition.to_string())
+                    .set(lag as f64);
+            }
+            self.context.board.set_partition(
+                name,
+                PartitionStatus {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    dataset: self.target.dataset().name().to_string(),
+                    source: self.target.source().name.to_string(),
+                    committed,
+                    high_watermark,
+                    lag,
+                },
+            );
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
