@@ -47,6 +47,20 @@ then
         || python3 -m pip install -q --disable-pip-version-check --break-system-packages -r tests/interop/requirements.txt
 fi
 
+# A Kafka-compatible broker for the Kafka tests: tansu (crates.io), built once into a folder
+# outside the clone (like the target folder) so that repeated runs reuse it.
+tansu_version=0.6.0
+tansu_root="${TANSU_ROOT:-/var/tmp/odf-gateway-tools/tansu-$tansu_version}"
+if [ -z "${TANSU_BIN:-}" ]; then
+    if [ ! -x "$tansu_root/bin/tansu" ]; then
+        log "installing tansu $tansu_version (a Kafka-compatible broker) into $tansu_root"
+        CARGO_TARGET_DIR="$tansu_root/build" cargo install tansu --version "$tansu_version" --locked \
+            --features dynostore --root "$tansu_root" --quiet
+        rm -rf "$tansu_root/build"
+    fi
+    export TANSU_BIN="$tansu_root/bin/tansu"
+fi
+
 log "Rust tests"
 cargo test --workspace --locked
 

@@ -30,6 +30,9 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct ConsumerBoard {
     consumers: Mutex<BTreeMap<String, ConsumerStatus>>,
+    /// Which consumer feeds each (dataset, source): one only, or their offsets, recorded
+    /// under the same kind, would overwrite each other's.
+    feeds: Mutex<BTreeMap<(String, String), String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -66,6 +69,16 @@ impl ConsumerBoard {
         status.error = error;
         if state != "consuming" {
             status.partitions.clear();
+        }
+    }
+
+    /// Takes (dataset, source) for `consumer`; the consumer that has it already if another.
+    fn claim(&self, consumer: &str, dataset: &str, source: &str) -> Result<(), String> {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        let holder = feeds.entry((dataset.to_owned(), source.to_owned())).or_insert_with(|| consumer.to_owned());
+        match holder == consumer {
+            true => Ok(()),
+            false => Err(holder.clone()),
         }
     }
 
@@ -136,7 +149,7 @@ async fn consume(
 ) -> Result<Ended, String> {
     let client = Arc::new(connect(options).await?);
     let chosen = choose(options, &client).await?;
-    let plans = plan(options, intake, &chosen)?;
+    let plans = plan(options, intake, board, &chosen)?;
     if plans.is_empty() {
         return Err(match &options.topics {
             Topics::Names(names) => format!("none of the topics {names:?} exists on the brokers"),
@@ -220,11 +233,12 @@ async fn choose(options: &KafkaOptions, client: &Client) -> Result<BTreeMap<Stri
 }
 
 /// The streams: each topic's partitions under the push source its route leads to. A topic
-/// without a way in is left out, with an error in the log; a dataset not ready yet is an
-/// error (tried again later).
+/// without a way in, or to a source another entry feeds, is left out with an error in the
+/// log; a dataset not ready yet is an error (tried again later).
 fn plan(
     options: &KafkaOptions,
     intake: &Intake,
+    board: &ConsumerBoard,
     chosen: &BTreeMap<String, BTreeSet<i32>>,
 ) -> Result<Vec<Plan>, String> {
     let mut plans: BTreeMap<(String, String), Plan> = BTreeMap::new();
@@ -244,6 +258,13 @@ fn plan(
             }
         };
         let key = (target.dataset().name().to_string(), target.source().name.to_string());
+        if let Err(holder) = board.claim(&options.name, &key.0, &key.1) {
+            tracing::error!(
+                consumer = %options.name, topic,
+                "topic not consumed: {holder} feeds {}/{} already (one [[kafka]] entry per push source)", key.0, key.1
+            );
+            continue;
+        }
         let plan = plans.entry(key).or_insert_with(|| Plan::new(target));
         plan.partitions.extend(partitions.iter().map(|&p| (topic.clone(), p)));
     }

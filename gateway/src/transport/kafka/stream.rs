@@ -223,7 +223,7 @@ impl Batcher {
     async fn take(&mut self, chunk: Chunk) -> Result<(), String> {
         self.high_watermarks[chunk.slot] = Some(chunk.high_watermark);
         let (topic, partition) = self.partitions[chunk.slot].clone();
-        let labels = [("consumer", self.context.options.name.clone()), ("topic", topic.clone())];
+        let labels = self.labels(&topic);
         let bytes: usize = chunk.records.iter().map(|r| r.record.value.as_ref().map_or(0, Vec::len)).sum();
         metrics::counter!("odf_kafka_records_total", &labels).increment(chunk.records.len() as u64);
         metrics::counter!("odf_kafka_bytes_total", &labels).increment(bytes as u64);
@@ -302,8 +302,7 @@ impl Batcher {
                 time,
             })),
             Err(SubmitError::Rejected { .. }) => {
-                metrics::counter!("odf_kafka_quarantined_total", "consumer" => self.context.options.name.clone(), "topic" => topic.to_owned())
-                    .increment(1);
+                metrics::counter!("odf_kafka_quarantined_total", &self.labels(topic)).increment(1);
                 Ok(None)
             }
             Err(e) => Err(format!("{}: {e}", submission.sender)),
@@ -389,6 +388,16 @@ impl Batcher {
         Ok(())
     }
 
+    /// A topic's metric labels; with the dataset's, so that `/metrics` shows them to those
+    /// who may read it.
+    fn labels(&self, topic: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("consumer", self.context.options.name.clone()),
+            ("dataset", self.target.dataset().name().to_string()),
+            ("topic", topic.to_owned()),
+        ]
+    }
+
     /// Each partition's committed offset and lag, for `/readyz` and the metrics.
     fn show_progress(&self) {
         let name = &self.context.options.name;
@@ -397,8 +406,9 @@ impl Batcher {
             let high_watermark = self.high_watermarks[slot];
             let lag = high_watermark.map(|end| end - committed.unwrap_or(0)).map(|lag| lag.max(0));
             if let Some(lag) = lag {
-                metrics::gauge!("odf_kafka_lag", "consumer" => name.clone(), "topic" => topic.clone(), "partition" => partition.to_string())
-                    .set(lag as f64);
+                let mut labels = self.labels(topic);
+                labels.push(("partition", partition.to_string()));
+                metrics::gauge!("odf_kafka_lag", &labels).set(lag as f64);
             }
             self.context.board.set_partition(
                 name,
