@@ -194,3 +194,57 @@ fn is_topic_name(name: &str) -> bool {
         && name != ".."
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+
+    fn checked(text: &str) -> Result<Vec<KafkaOptions>, ConfigError> {
+        check(&RawConfig::from_toml(text).map_err(|e| invalid(e.field, e.message))?.kafka)
+    }
+
+    #[test]
+    fn the_smallest_entry_reads_as_written() {
+        let options = checked(
+            "[[kafka]]\nbrokers = \"127.0.0.1:9092\"\ntopic = \"trackers.vendorA\"\ndataset = \"gps\"\nsource = \"vendorA\"\n",
+        )
+        .unwrap();
+        let o = &options[0];
+        assert_eq!((o.name.as_str(), o.brokers.as_slice()), ("kafka[0]", ["127.0.0.1:9092".to_owned()].as_slice()));
+        assert!(matches!(&o.topics, Topics::Names(n) if n == &["trackers.vendorA"]));
+        let target = o.target.as_ref().unwrap();
+        assert_eq!((target.dataset.as_str(), target.source.as_deref()), ("gps", Some("vendorA")));
+        assert_eq!(o.start, StartAt::Earliest);
+    }
+
+    #[test]
+    fn the_full_entry_and_its_mistakes() {
+        let options = checked(
+            r#"[[kafka]]
+bootstrap_servers = ["a:9092", "b:9092"]
+topic_pattern = "telemetry\\..*\\.gps"
+start = "2026-12-01T00:00:00Z"
+columns = { device_id = "key", vendor = "header:x-vendor", at = "timestamp" }
+sasl_mechanism = "scram-sha-512"
+username = "gw"
+password = "secret"
+"#,
+        )
+        .unwrap();
+        let o = &options[0];
+        assert!(matches!(&o.topics, Topics::Pattern(p) if p.is_match("telemetry.acme.gps") && !p.is_match("x.telemetry.acme.gps")));
+        assert!(matches!(o.start, StartAt::Time(_)));
+        assert!(o.columns.contains(&("vendor".to_owned(), RecordField::Header("x-vendor".to_owned()))));
+        assert_eq!(o.sasl.as_ref().map(|s| s.mechanism), Some(SaslMechanism::ScramSha512));
+
+        let error = |text: &str| checked(text).unwrap_err().to_string();
+        assert!(error("[[kafka]]\nbrokers = \"a:9092\"\n").contains("give one of topic, topics or topic_pattern"));
+        assert!(error("[[kafka]]\nbrokers = \"a\"\ntopic = \"t\"\n").contains("host:port"));
+        assert!(error("[[kafka]]\nbrokers = \"a:1\"\ntopic = \"t/x\"\n").contains("not a Kafka topic name"));
+        assert!(error("[[kafka]]\nbrokers = \"a:1\"\ntopic = \"t\"\nstart = \"soon\"\n").contains("earliest, latest"));
+        assert!(error("[[kafka]]\nbrokers = \"a:1\"\ntopic = \"t\"\ncolumns = { a = \"value\" }\n").contains("header:NAME"));
+        assert!(error("[[kafka]]\nbrokers = \"a:1\"\ntopic = \"t\"\nusername = \"u\"\n").contains("SASL needs"));
+        assert!(error("[[kafka]]\nbrokers = \"a:1\"\ntopic = \"t\"\nsource = \"s\"\n").contains("dataset too"));
+    }
+}

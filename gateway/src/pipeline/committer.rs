@@ -253,15 +253,16 @@ impl Committer {
     /// could not be committed before the gateway stopped (the queue still holds them).
     fn commit_consumed(&mut self, consumed: &Consumed, range: Range<usize>) -> Result<(), String> {
         let source = consumed.source.as_str();
+        if range.len() > 1 && self.is_snapshot(source) {
+            // A Snapshot source takes each payload as a whole snapshot of its own.
+            return range.map(|i| self.commit_consumed(consumed, i..i + 1)).collect();
+        }
         let state = SourcePosition { kind: consumed.kind.clone(), value: (consumed.state_after)(range.end) };
         let mut pause = self.policy.retry_min;
         for attempt in 0.. {
             // A commit that failed after its head moved must not be made again.
-            if attempt > 0 && self.writer.catch_up().is_ok() {
-                let recorded = self.writer.dataset().state().source_state(source, &state.kind);
-                if recorded.is_some_and(|s| s.value == state.value) {
-                    return Ok(());
-                }
+            if attempt > 0 && self.writer.catch_up().is_ok() && self.records_state(source, &state) {
+                return Ok(());
             }
             let entries: Vec<&Entry> = consumed.records[range.clone()].iter().collect();
             let committed = match entries.is_empty() {
@@ -278,6 +279,10 @@ impl Committer {
             };
             match verdict(&error, attempt) {
                 Verdict::Blame if range.len() > 1 => {
+                    // Unless that attempt made it after all (its head moved), one at a time.
+                    if self.writer.catch_up().is_ok() && self.records_state(source, &state) {
+                        return Ok(());
+                    }
                     return range.map(|i| self.commit_consumed(consumed, i..i + 1)).collect();
                 }
                 Verdict::Blame => {
@@ -294,6 +299,12 @@ impl Committer {
             pause = (pause * 2).min(self.policy.retry_max);
         }
         Ok(())
+    }
+
+    /// Whether the dataset's last state of that kind for `source` is `state`.
+    fn records_state(&self, source: &str, state: &SourcePosition) -> bool {
+        let recorded = self.writer.dataset().state().source_state(source, &state.kind);
+        recorded.is_some_and(|s| s.value == state.value)
     }
 
     fn report_failure(&self, source: &str, error: &Failure, retry_in: Duration) {

@@ -478,6 +478,10 @@ impl DatasetPipeline {
         }
     }
 
+    pub(super) fn begin_stopping(&self) {
+        self.shared.stop();
+    }
+
     /// Stops taking submissions; what is accepted is still committed.
     pub(super) fn close(&self) {
         self.shared.stop();

@@ -191,6 +191,14 @@ impl Pipeline {
         self.failed.is_empty() && self.datasets.values().all(|d| d.health().phase == Phase::Ready)
     }
 
+    /// From now on a commit that fails is not retried until it succeeds, so that what is
+    /// still handed in at shutdown (a consumer's last batch) cannot hold it up.
+    pub fn begin_stopping(&self) {
+        for dataset in self.datasets.values() {
+            dataset.begin_stopping();
+        }
+    }
+
     /// Stops taking submissions, commits what was accepted, and waits for every thread.
     pub fn shutdown(&self) {
         for dataset in self.datasets.values() {

@@ -58,6 +58,9 @@ pub struct Addresses {
     pub coap: crate::transport::coap::CoapAddresses,
 }
 
+/// How long a Kafka consumer may take at shutdown to commit what it holds.
+const CONSUMER_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How a run is set up beyond the configuration.
 pub struct ServeOptions {
     pub data_dir: PathBuf,
@@ -259,9 +262,14 @@ pub async fn run(
     for task in bridge_tasks {
         let _ = task.await;
     }
-    // Consumers commit what they hold while the pipeline still takes it.
-    for task in consumers {
-        let _ = task.await;
+    // Consumers commit what they hold while the pipeline still takes it (once: a commit that
+    // fails is not retried now), and are cut off if a broker keeps them waiting.
+    pipeline.begin_stopping();
+    for mut task in consumers {
+        if tokio::time::timeout(CONSUMER_GRACE, &mut task).await.is_err() {
+            tracing::warn!("a kafka consumer did not stop in {CONSUMER_GRACE:?}: cut off (its records are read again at the next start)");
+            task.abort();
+        }
     }
     let _ = tokio::task::spawn_blocking(move || sync_threads.into_iter().for_each(|t| drop(t.join()))).await;
     if let Some(coap) = coap {

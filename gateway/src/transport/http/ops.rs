@@ -90,17 +90,17 @@ pub async fn readyz(
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     // Lost records do not make the gateway unready (it takes data as well as before), but
     // they are said here until an operator moves the damaged bytes away.
+    let may_read_any = state.pipeline.datasets().any(|d| may_read(d.name().as_str()));
     // Consumers do not make the gateway unready either (devices are served without them);
     // their state and lag are here for those who may read where they write.
     let consumers: serde_json::Map<String, serde_json::Value> = state
         .kafka
         .snapshot()
         .into_iter()
-        .map(|(name, mut status)| {
+        .filter_map(|(name, mut status)| {
             status.partitions.retain(|p| may_read(&p.dataset));
-            (name, json!(status))
+            may_read_any.then(|| (name, json!(status)))
         })
-        .filter(|_| who.is_some())
         .collect();
     let body = json!({ "ready": ready, "not_ready": not_ready, "datasets": waiting, "lost_records": lost, "consumers": consumers });
     (status, axum::Json(body)).into_response()

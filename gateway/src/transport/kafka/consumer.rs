@@ -25,6 +25,9 @@ const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// A run that lasted this long was healthy: the next failure starts the backoff again.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// The longest a metadata request or a stream's end may take (rskafka has no timeout of its
+/// own for a broker that stops answering).
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Each consumer's state, for `/readyz`.
 #[derive(Default)]
@@ -186,12 +189,18 @@ async fn consume(
             }),
         }
     };
-    // Each stream commits what it holds, then ends.
+    // Each stream commits what it holds, then ends; one that a broker keeps waiting is cut
+    // off (what it held is read again from the chain's offsets).
     let _ = stop.send(true);
-    while let Some(result) = streams.join_next().await {
-        if let Ok(Err(e)) = result {
-            tracing::warn!(consumer = %options.name, "{e}");
+    let drained = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        while let Some(result) = streams.join_next().await {
+            if let Ok(Err(e)) = result {
+                tracing::warn!(consumer = %options.name, "{e}");
+            }
         }
+    });
+    if drained.await.is_err() {
+        streams.abort_all();
     }
     ended
 }
@@ -224,12 +233,17 @@ async fn connect(options: &KafkaOptions) -> Result<Client, String> {
 
 /// The topics to consume, with their partitions.
 async fn choose(options: &KafkaOptions, client: &Client) -> Result<BTreeMap<String, BTreeSet<i32>>, String> {
-    let topics = client.list_topics().await.map_err(|e| format!("cannot list the topics: {e}"))?;
+    let listed = tokio::time::timeout(REQUEST_TIMEOUT, client.list_topics()).await;
+    let topics = listed
+        .map_err(|_| format!("the brokers did not list the topics in {REQUEST_TIMEOUT:?}"))?
+        .map_err(|e| format!("cannot list the topics: {e}"))?;
     let wanted = |name: &str| match &options.topics {
         Topics::Names(names) => names.iter().any(|n| n == name),
         Topics::Pattern(pattern) => pattern.is_match(name),
     };
-    Ok(topics.into_iter().filter(|t| wanted(&t.name)).map(|t| (t.name, t.partitions)).collect())
+    // A topic being made or deleted may be listed without partitions: not yet, or no more.
+    let ready = |t: &rskafka::topic::Topic| wanted(&t.name) && !t.partitions.is_empty();
+    Ok(topics.into_iter().filter(ready).map(|t| (t.name, t.partitions)).collect())
 }
 
 /// The streams: each topic's partitions under the push source its route leads to. A topic

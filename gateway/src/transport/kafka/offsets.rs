@@ -21,6 +21,9 @@ impl Offsets {
                 let partition: i32 = partition
                     .parse()
                     .map_err(|_| format!("the recorded Kafka offsets name partition '{partition}' of '{topic}'"))?;
+                if offset < 0 {
+                    return Err(format!("the recorded Kafka offset of {topic}[{partition}] is {offset}"));
+                }
                 offsets.insert((topic.clone(), partition), offset);
             }
         }

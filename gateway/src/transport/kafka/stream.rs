@@ -16,10 +16,10 @@ use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::record::RecordAndOffset;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use super::consumer::{ConsumerBoard, PartitionStatus};
+use super::consumer::{ConsumerBoard, PartitionStatus, REQUEST_TIMEOUT};
 use super::offsets::{Offsets, STATE_KIND};
 use super::{KafkaOptions, RecordField, StartAt, stopped};
 use crate::intake::{Parcel, Target, declared_format};
@@ -67,18 +67,28 @@ pub async fn run(plan: Plan, context: Context) -> Result<(), String> {
         None => Offsets::default(),
     };
     let partitions = Arc::new(partitions);
-    let (to_batcher, mut chunks) = mpsc::channel(partitions.len() * 2);
+    let (to_batcher, mut chunks) = mpsc::channel((partitions.len() * 2).max(1));
     let mut fetchers = JoinSet::new();
+    let mut starts = committed.clone();
     for (slot, (topic, partition)) in partitions.iter().enumerate() {
-        let client = context
-            .client
-            .partition_client(topic.as_str(), *partition, UnknownTopicHandling::Retry)
-            .await
-            .map_err(|e| format!("{topic}[{partition}]: {e}"))?;
-        let next = match committed.get(topic, *partition) {
-            Some(next) => next,
-            None => start_offset(&client, context.options.start).await.map_err(|e| format!("{topic}[{partition}]: {e}"))?,
+        let at = |e: String| format!("{topic}[{partition}]: {e}");
+        let setup = async {
+            let client = context
+                .client
+                .partition_client(topic.as_str(), *partition, UnknownTopicHandling::Retry)
+                .await
+                .map_err(|e| e.to_string())?;
+            let next = match committed.get(topic, *partition) {
+                Some(next) => next,
+                None => start_offset(&client, context.options.start).await?,
+            };
+            Ok::<_, String>((client, next))
         };
+        let (client, next) = tokio::time::timeout(REQUEST_TIMEOUT, setup)
+            .await
+            .map_err(|_| at(format!("the broker did not answer in {REQUEST_TIMEOUT:?}")))?
+            .map_err(at)?;
+        starts.set(topic, *partition, next);
         let fetch = Fetch {
             client,
             slot,
@@ -96,7 +106,13 @@ pub async fn run(plan: Plan, context: Context) -> Result<(), String> {
         committed,
         high_watermarks: vec![None; partitions.len()],
         batch: Batch::default(),
+        in_flight: None,
     };
+    // Where a partition new to the source starts is recorded before anything is consumed:
+    // `latest` or a time asked again after a restart would skip what came in between.
+    if starts != batcher.committed {
+        batcher.commit_offsets(starts).await?;
+    }
     batcher.show_progress();
     let result = batcher.run(&mut chunks).await;
     fetchers.abort_all();
@@ -115,6 +131,7 @@ struct Fetch {
 impl Fetch {
     async fn run(mut self, to_batcher: mpsc::Sender<Result<Chunk, String>>, mut stop: watch::Receiver<bool>) {
         loop {
+            let asked = Instant::now();
             let fetched = tokio::select! {
                 _ = stopped(&mut stop) => return,
                 fetched = self.client.fetch_records(self.next, 1..self.bytes.max(2), self.max_wait_ms) => fetched,
@@ -123,40 +140,56 @@ impl Fetch {
                 Ok((records, high_watermark)) => {
                     let records: Vec<RecordAndOffset> = records.into_iter().filter(|r| r.offset >= self.next).collect();
                     if let Some(last) = records.last() {
-                        self.next = last.offset + 1;
+                        self.next = last.offset.saturating_add(1);
                     }
                     Ok(Chunk { slot: self.slot, records, high_watermark })
                 }
                 Err(KafkaError::ServerError { protocol_error: ProtocolError::OffsetOutOfRange, .. }) => {
-                    match self.skip_to_earliest().await {
+                    match self.skip_out_of_range().await {
                         Ok(()) => continue,
                         Err(e) => Err(e),
                     }
                 }
                 Err(e) => Err(format!("{}[{}]: cannot fetch: {e}", self.client.topic(), self.client.partition())),
             };
-            let failed = chunk.is_err();
+            let (failed, empty) = (chunk.is_err(), chunk.as_ref().is_ok_and(|c| c.records.is_empty()));
             if to_batcher.send(chunk).await.is_err() || failed {
                 return;
+            }
+            // Nothing, at once: the broker would have waited at the partition's end, so
+            // something at `next` is not a record (a transaction marker). Waiting as a long
+            // poll would keeps that from becoming a busy loop.
+            let max_wait = Duration::from_millis(self.max_wait_ms as u64);
+            if empty && asked.elapsed() < max_wait / 2 {
+                tokio::select! {
+                    _ = stopped(&mut stop) => return,
+                    _ = tokio::time::sleep(max_wait) => {}
+                }
             }
         }
     }
 
-    /// The next offset is no longer in the partition: the topic's retention deleted records
-    /// before they were consumed (or the topic was made anew). Goes on from the earliest,
-    /// and says how many were lost.
-    async fn skip_to_earliest(&mut self) -> Result<(), String> {
+    /// The next offset is not in the partition. Below its earliest: the topic's retention
+    /// deleted records before they were consumed; they are counted as lost and it goes on
+    /// from the earliest. Beyond its end: the log was cut back (an unclean leader election)
+    /// or the topic made anew; it goes on from the end, which commits nothing twice.
+    async fn skip_out_of_range(&mut self) -> Result<(), String> {
         let (topic, partition) = (self.client.topic().to_owned(), self.client.partition());
-        let earliest = self.client.get_offset(OffsetAt::Earliest).await.map_err(|e| format!("{topic}[{partition}]: {e}"))?;
-        if earliest > self.next {
-            let lost = earliest - self.next;
+        let at = |e: rskafka::client::error::Error| format!("{topic}[{partition}]: {e}");
+        let earliest = self.client.get_offset(OffsetAt::Earliest).await.map_err(at)?;
+        let latest = self.client.get_offset(OffsetAt::Latest).await.map_err(at)?;
+        if self.next < earliest {
+            let lost = earliest.saturating_sub(self.next);
             tracing::error!(topic, partition, from = self.next, to = earliest, "{lost} record(s) were deleted by the topic's retention before they were consumed");
             metrics::counter!("odf_kafka_records_lost_total", "topic" => topic, "partition" => partition.to_string())
-                .increment(lost as u64);
+                .increment(lost.max(0) as u64);
+            self.next = earliest;
         } else {
-            tracing::error!(topic, partition, next = self.next, earliest, "the recorded offset is beyond the partition's end (was the topic made anew?): consuming from its earliest record");
+            tracing::error!(topic, partition, next = self.next, latest, "the recorded offset is beyond the partition's end (its log was cut back, or the topic made anew): consuming from its end");
+            self.next = latest;
+            // Asked again at once, the same answer would make a busy loop.
+            tokio::time::sleep(Duration::from_millis(self.max_wait_ms.max(0) as u64)).await;
         }
-        self.next = earliest;
         Ok(())
     }
 }
@@ -193,10 +226,18 @@ struct Batcher {
     target: Target,
     context: Context,
     partitions: Arc<Vec<(String, i32)>>,
-    /// What the chain records.
+    /// What the chain records, once the commit in flight is settled.
     committed: Offsets,
     high_watermarks: Vec<Option<i64>>,
     batch: Batch,
+    in_flight: Option<InFlight>,
+}
+
+/// A batch handed to the committer: the offsets it records, the budget it holds.
+struct InFlight {
+    task: JoinHandle<Result<(), SubmitError>>,
+    offsets: Offsets,
+    reserved: usize,
 }
 
 impl Batcher {
@@ -208,8 +249,10 @@ impl Batcher {
                 biased;
                 _ = stopped(&mut stop) => {
                     // What it holds is committed now rather than fetched again at the next start.
-                    return self.commit().await;
+                    self.commit().await?;
+                    return self.settle().await;
                 }
+                result = in_flight(&mut self.in_flight) => self.settled(result)?,
                 _ = sleep_until(deadline) => self.commit().await?,
                 chunk = chunks.recv() => match chunk {
                     Some(Ok(chunk)) => self.take(chunk).await?,
@@ -232,6 +275,8 @@ impl Batcher {
             let value = record.record.value.take();
             let size = value.as_ref().map_or(0, Vec::len) + RECORD_OVERHEAD;
             self.reserve(size).await?;
+            // Held by the batch from here, so that an error on the way gives it back (Drop).
+            self.batch.reserved += size;
             let sender = format!("kafka {topic}[{partition}]@{offset}");
             let kept = match value {
                 Some(value) => self.screen(&record, &topic, partition, Bytes::from(value), sender).await?,
@@ -241,15 +286,17 @@ impl Batcher {
                 }
             };
             self.batch.since.get_or_insert_with(Instant::now);
-            self.batch.marks.push((chunk.slot, offset + 1));
+            self.batch.marks.push((chunk.slot, offset.saturating_add(1)));
             match kept {
                 Some(consumed) => {
                     self.batch.kept_at.push(self.batch.marks.len() - 1);
                     self.batch.bytes += consumed.payload.len();
-                    self.batch.reserved += size;
                     self.batch.records.push(consumed);
                 }
-                None => self.target.dataset().release(size),
+                None => {
+                    self.batch.reserved -= size;
+                    self.target.dataset().release(size);
+                }
             }
             let policy = &self.context.flush;
             if self.batch.records.len() >= policy.max_records || self.batch.bytes >= policy.max_bytes {
@@ -336,16 +383,15 @@ impl Batcher {
         columns.iter().filter_map(|(column, from)| field(from).map(|value| (column.clone(), value))).collect()
     }
 
-    /// Waits for room in the dataset's budget, committing what it holds first if that is
-    /// what fills it.
+    /// Waits for room in the dataset's budget, committing what it holds first in case that
+    /// is what fills it.
     async fn reserve(&mut self, bytes: usize) -> Result<(), String> {
         let dataset = self.target.dataset().clone();
         if dataset.reserve(bytes) {
             return Ok(());
         }
-        if !self.batch.marks.is_empty() {
-            self.commit().await?;
-        }
+        self.commit().await?;
+        self.settle().await?;
         while !dataset.reserve(bytes) {
             if *self.context.stop.borrow() {
                 return Err("stopping".to_owned());
@@ -355,9 +401,11 @@ impl Batcher {
         Ok(())
     }
 
-    /// Commits the batch with the offsets it moves; an error leaves the chain as it was,
-    /// and the stream starts over from it.
+    /// Hands the batch to the dataset's committer with the offsets it moves, once the one
+    /// before it is committed: one commit in flight while the next batch is checked. An
+    /// error leaves the chain as it was, and the stream starts over from it.
     async fn commit(&mut self) -> Result<(), String> {
+        self.settle().await?;
         let batch = std::mem::take(&mut self.batch);
         if batch.marks.is_empty() {
             return Ok(());
@@ -380,11 +428,41 @@ impl Batcher {
         };
         let source = self.target.source().name.clone();
         let consumed = Consumed::new(source, STATE_KIND, batch.records, state_after);
-        let result = self.target.dataset().commit_consumed(consumed).await;
-        self.target.dataset().release(batch.reserved);
-        result.map_err(|e| format!("cannot commit: {e}"))?;
+        let dataset = self.target.dataset().clone();
+        let task = tokio::spawn(async move { dataset.commit_consumed(consumed).await });
+        self.in_flight = Some(InFlight { task, offsets, reserved: batch.reserved });
+        Ok(())
+    }
+
+    /// Waits for the commit in flight, if any.
+    async fn settle(&mut self) -> Result<(), String> {
+        let Some(flight) = self.in_flight.as_mut() else { return Ok(()) };
+        let result = (&mut flight.task).await;
+        self.settled(result)
+    }
+
+    fn settled(&mut self, result: Result<Result<(), SubmitError>, tokio::task::JoinError>) -> Result<(), String> {
+        let Some(flight) = self.in_flight.take() else { return Ok(()) };
+        self.target.dataset().release(flight.reserved);
+        match result {
+            Ok(Ok(())) => {
+                self.committed = flight.offsets;
+                self.show_progress();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(format!("cannot commit: {e}")),
+            Err(e) => Err(format!("the commit failed: {e}")),
+        }
+    }
+
+    /// Records `offsets` alone (an AddData without data).
+    async fn commit_offsets(&mut self, offsets: Offsets) -> Result<(), String> {
+        self.settle().await?;
+        let state = offsets.encode();
+        let source = self.target.source().name.clone();
+        let consumed = Consumed::new(source, STATE_KIND, Vec::new(), move |_| state.clone());
+        self.target.dataset().commit_consumed(consumed).await.map_err(|e| format!("cannot commit: {e}"))?;
         self.committed = offsets;
-        self.show_progress();
         Ok(())
     }
 
@@ -404,7 +482,7 @@ impl Batcher {
         for (slot, (topic, partition)) in self.partitions.iter().enumerate() {
             let committed = self.committed.get(topic, *partition);
             let high_watermark = self.high_watermarks[slot];
-            let lag = high_watermark.map(|end| end - committed.unwrap_or(0)).map(|lag| lag.max(0));
+            let lag = high_watermark.map(|end| end.saturating_sub(committed.unwrap_or(0)).max(0));
             if let Some(lag) = lag {
                 let mut labels = self.labels(topic);
                 labels.push(("partition", partition.to_string()));
@@ -423,6 +501,22 @@ impl Batcher {
                 },
             );
         }
+    }
+}
+
+impl Drop for Batcher {
+    /// What the batches held of the budget goes back (those not committed are read again).
+    fn drop(&mut self) {
+        let in_flight = self.in_flight.take().map_or(0, |f| f.reserved);
+        self.target.dataset().release(self.batch.reserved + in_flight);
+    }
+}
+
+/// The end of the commit in flight; never, when there is none.
+async fn in_flight(flight: &mut Option<InFlight>) -> Result<Result<(), SubmitError>, tokio::task::JoinError> {
+    match flight {
+        Some(flight) => (&mut flight.task).await,
+        None => std::future::pending().await,
     }
 }
 
