@@ -90,7 +90,7 @@ def peak_rss_mb(pid):
     return 0.0
 
 
-def gateway_read(gateway, address, topic, records, root, fetch_bytes):
+def gateway_read(gateway, address, topic, records, root, fetch_bytes, max_wait):
     (root / "schemas").mkdir()
     shutil.copy(ROOT / "schemas" / "gps.yaml", root / "schemas" / "gps.yaml")
     http = free_port()
@@ -112,6 +112,7 @@ topic = "{topic}"
 dataset = "gps"
 source = "vendorA"
 fetch_bytes = "{fetch_bytes}"
+max_wait = "{max_wait}"
 """)
     process = subprocess.Popen([gateway, "serve", "--config", str(config)], stderr=open(root / "gateway.log", "wb"))
     base = f"http://127.0.0.1:{http}"
@@ -143,6 +144,7 @@ def main():
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--gateway", default=str(ROOT / "target" / "release" / "odf-gateway"))
     parser.add_argument("--fetch-bytes", default="1 MiB", help="the [[kafka]] entry's fetch_bytes")
+    parser.add_argument("--max-wait", default="500ms", help="the [[kafka]] entry's max_wait")
     parser.add_argument("--partitions", default="1,8", help="the runs, by partition count")
     args = parser.parse_args()
     tansu = os.environ.get("TANSU_BIN") or shutil.which("tansu")
@@ -165,12 +167,12 @@ def main():
                                 "--broker", f"tcp://{address}"], check=True, capture_output=True)
                 produce(address, topic, partitions, args.records)
                 peer = peer_read(address, topic, partitions, args.records)
-                rate, cpu_us, rss = gateway_read(args.gateway, address, topic, args.records, root, args.fetch_bytes)
+                rate, cpu_us, rss = gateway_read(args.gateway, address, topic, args.records, root, args.fetch_bytes, args.max_wait)
             finally:
                 broker.terminate()
                 broker.wait(timeout=30)
         rows.append((partitions, peer, rate, cpu_us, rss))
-    print(f"\n{args.records:,} vendorA reports per run, tansu in memory, fetch_bytes {args.fetch_bytes}, "
+    print(f"\n{args.records:,} vendorA reports per run, tansu in memory, fetch_bytes {args.fetch_bytes}, max_wait {args.max_wait}, "
           "2 cores shared by broker, peer and gateway\n")
     print("| partitions | peer reads/s (confluent-kafka, discards) | gateway commits/s | ratio | gateway CPU per record | gateway peak RSS |")
     print("|---|---|---|---|---|---|")
