@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::entry::Entry;
-use crate::ingest::InputFormat;
+use crate::ingest::{ColumnBinding, InputFormat};
 use crate::odf::SourceName;
 
 /// One record, checked against its source, waiting for the commit.
@@ -18,6 +18,8 @@ pub struct ConsumedRecord {
     pub format: Option<InputFormat>,
     /// Values for columns the payload leaves out (topic captures, the record's key, ...).
     pub columns: Vec<(String, String)>,
+    /// Rules its rows must keep (a route's bound captures), checked again at the commit.
+    pub bindings: Vec<ColumnBinding>,
     /// Where it was read (topic, partition, offset), for the quarantine.
     pub address: String,
     pub sender: String,
@@ -50,7 +52,7 @@ impl Consumed {
             sender: r.sender,
             received: r.time,
             columns: r.columns,
-            bindings: Vec::new(),
+            bindings: r.bindings,
             payload: r.payload,
         };
         let records = records.into_iter().map(entry).collect();

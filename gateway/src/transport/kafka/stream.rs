@@ -344,6 +344,7 @@ impl Batcher {
                 payload: submission.payload,
                 format: submission.format,
                 columns: submission.columns,
+                bindings: submission.bindings,
                 address: submission.address,
                 sender: submission.sender,
                 time,
@@ -362,8 +363,9 @@ impl Batcher {
         dataset
             .quarantine_record(self.target.source().name.as_str(), topic, sender, payload, reason)
             .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        metrics::counter!("odf_kafka_quarantined_total", &self.labels(topic)).increment(1);
+        Ok(())
     }
 
     fn record_columns(&self, record: &RecordAndOffset, topic: &str, partition: i32) -> Vec<(String, String)> {
