@@ -183,11 +183,13 @@ columns = {{ device_id = "key" }}
         stop(process, tmp_path)
 
 
-def produce_numbered(broker, topic, numbers, pause=0.0):
+def produce_numbered(broker, topic, numbers, pause=0.0, one_per_batch=False):
     producer = broker.producer()
     for n in numbers:
         record = {"n": n, "t": "2026-01-01T00:00:00Z"}
         producer.produce(topic, key=str(n).encode(), value=json.dumps(record).encode())
+        if one_per_batch:
+            producer.flush(10)
         if pause and n % 50 == 0:
             producer.poll(0)
             time.sleep(pause)
@@ -275,3 +277,58 @@ def _try(action):
         return True
     except Exception:
         return False
+
+
+def consumer_partitions(base):
+    ready = json.loads(get(f"{base}/readyz"))
+    return ready["consumers"].get("kafka[0]", {}).get("partitions", [])
+
+
+def test_a_new_topic_is_consumed_at_the_next_refresh(gateway_bin, tmp_path, broker):
+    broker.create_topic("numbers.a", 2)
+    config = f"""
+[[kafka]]
+brokers = "{broker.address}"
+topic_pattern = 'numbers\\..*'
+dataset = "events"
+source = "counter"
+refresh = "1s"
+"""
+    process, base = serve(gateway_bin, tmp_path, {"events.yaml": EVENTS}, config)
+    try:
+        produce_numbered(broker, "numbers.a", range(0, 300))
+        wait_for("the first topic", lambda: committed_numbers(base)["total"] >= 300)
+        # The streams start again from the chain when the topics change: nothing twice.
+        broker.create_topic("numbers.b", 3)
+        produce_numbered(broker, "numbers.b", range(300, 600))
+        counts = wait_for("the new topic", lambda: committed_numbers(base), until=lambda c: c["total"] >= 600)
+        assert counts == {"total": 600, "distinct_n": 600, "lo": 0, "hi": 599}, counts
+        topics = {p["topic"] for p in consumer_partitions(base)}
+        assert topics == {"numbers.a", "numbers.b"}, topics
+    finally:
+        stop(process, tmp_path)
+
+
+def test_start_latest_skips_the_past_but_nothing_after_it(gateway_bin, tmp_path, broker):
+    broker.create_topic("numbers", 2)
+    # Before the first start: skipped. One record a batch: tansu answers `latest` with the
+    # last batch's first offset + 1, not the partition's end (Apache Kafka's answer).
+    produce_numbered(broker, "numbers", range(0, 100), one_per_batch=True)
+    config = KAFKA_EVENTS.format(address=broker.address) + 'start = "latest"\n'
+    process, base = serve(gateway_bin, tmp_path, {"events.yaml": EVENTS}, config)
+    # Where it starts is committed before anything is consumed ...
+    wait_for("the start offsets", lambda: consumer_partitions(base),
+             until=lambda ps: len(ps) == 2 and all(p["committed"] is not None for p in ps))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    # ... so what comes while it is down is not skipped when `latest` is asked again.
+    produce_numbered(broker, "numbers", range(100, 200))
+    (tmp_path / "addresses.json").unlink()
+    process, base = start(gateway_bin, tmp_path, config)
+    try:
+        counts = wait_for("the records after the start", lambda: committed_numbers(base),
+                          until=lambda c: c["total"] >= 100)
+        time.sleep(1)  # nothing more arrives
+        assert committed_numbers(base) == {"total": 100, "distinct_n": 100, "lo": 100, "hi": 199}, counts
+    finally:
+        stop(process, tmp_path)

@@ -138,11 +138,17 @@ impl Fetch {
             };
             let chunk = match fetched {
                 Ok((records, high_watermark)) => {
-                    let records: Vec<RecordAndOffset> = records.into_iter().filter(|r| r.offset >= self.next).collect();
-                    if let Some(last) = records.last() {
-                        self.next = last.offset.saturating_add(1);
+                    // Each offset once, rising: a broker may answer with a batch from before
+                    // `next` (Kafka does not split batches), or, as tansu does, with the
+                    // same batch twice.
+                    let mut fresh = Vec::with_capacity(records.len());
+                    for record in records {
+                        if record.offset >= self.next {
+                            self.next = record.offset.saturating_add(1);
+                            fresh.push(record);
+                        }
                     }
-                    Ok(Chunk { slot: self.slot, records, high_watermark })
+                    Ok(Chunk { slot: self.slot, records: fresh, high_watermark })
                 }
                 Err(KafkaError::ServerError { protocol_error: ProtocolError::OffsetOutOfRange, .. }) => {
                     match self.skip_out_of_range().await {
