@@ -98,7 +98,10 @@ pub fn check(entries: &[KafkaConfig]) -> Result<Vec<KafkaOptions>, ConfigError> 
             Brokers::List(list) => list.iter().map(|b| b.trim().to_owned()).collect(),
         };
         if brokers.is_empty() || brokers.iter().any(|b| b.is_empty() || !b.contains(':')) {
-            return Err(invalid(field("brokers"), "give host:port of one broker or more (\"127.0.0.1:9092\")"));
+            return Err(invalid(
+                field("brokers"),
+                "give host:port of one broker or more (\"127.0.0.1:9092\")",
+            ));
         }
         let topics = match (&entry.topic, entry.topics.as_slice(), &entry.topic_pattern) {
             (Some(topic), [], None) => Topics::Names(vec![topic.clone()]),
@@ -136,7 +139,9 @@ pub fn check(entries: &[KafkaConfig]) -> Result<Vec<KafkaOptions>, ConfigError> 
             .columns
             .iter()
             .map(|(column, from)| {
-                RecordField::parse(from).map(|f| (column.clone(), f)).map_err(|e| invalid(field("columns"), e))
+                RecordField::parse(from)
+                    .map(|f| (column.clone(), f))
+                    .map_err(|e| invalid(field("columns"), e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         if entry.tls_cert.is_some() != entry.tls_key.is_some() {
@@ -145,7 +150,9 @@ pub fn check(entries: &[KafkaConfig]) -> Result<Vec<KafkaOptions>, ConfigError> 
         if entry.tls_cert.is_some() && entry.tls_ca.is_none() {
             return Err(invalid(field("tls_ca"), "a client certificate needs TLS: give tls_ca"));
         }
-        for (name, path) in [("tls_ca", &entry.tls_ca), ("tls_cert", &entry.tls_cert), ("tls_key", &entry.tls_key)] {
+        for (name, path) in
+            [("tls_ca", &entry.tls_ca), ("tls_cert", &entry.tls_cert), ("tls_key", &entry.tls_key)]
+        {
             if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
                 return Err(invalid(field(name), format!("{} is not a file", path.display())));
             }
@@ -153,12 +160,16 @@ pub fn check(entries: &[KafkaConfig]) -> Result<Vec<KafkaOptions>, ConfigError> 
         let sasl = match (&entry.sasl_mechanism, &entry.username, &entry.password) {
             (None, None, None) => None,
             (Some(mechanism), Some(username), Some(password)) => Some(Sasl {
-                mechanism: SaslMechanism::parse(mechanism).map_err(|e| invalid(field("sasl_mechanism"), e))?,
+                mechanism: SaslMechanism::parse(mechanism)
+                    .map_err(|e| invalid(field("sasl_mechanism"), e))?,
                 username: username.clone(),
                 password: password.clone(),
             }),
             _ => {
-                return Err(invalid(field("sasl_mechanism"), "SASL needs sasl_mechanism, username and password"));
+                return Err(invalid(
+                    field("sasl_mechanism"),
+                    "SASL needs sasl_mechanism, username and password",
+                ));
             }
         };
         if entry.max_wait.is_zero() || entry.refresh.is_zero() || entry.fetch_bytes.0 == 0 {
@@ -211,7 +222,10 @@ mod tests {
         )
         .unwrap();
         let o = &options[0];
-        assert_eq!((o.name.as_str(), o.brokers.as_slice()), ("kafka[0]", ["127.0.0.1:9092".to_owned()].as_slice()));
+        assert_eq!(
+            (o.name.as_str(), o.brokers.as_slice()),
+            ("kafka[0]", ["127.0.0.1:9092".to_owned()].as_slice())
+        );
         assert!(matches!(&o.topics, Topics::Names(n) if n == &["trackers.vendorA"]));
         let target = o.target.as_ref().unwrap();
         assert_eq!((target.dataset.as_str(), target.source.as_deref()), ("gps", Some("vendorA")));
@@ -233,18 +247,32 @@ password = "secret"
         )
         .unwrap();
         let o = &options[0];
-        assert!(matches!(&o.topics, Topics::Pattern(p) if p.is_match("telemetry.acme.gps") && !p.is_match("x.telemetry.acme.gps")));
+        assert!(
+            matches!(&o.topics, Topics::Pattern(p) if p.is_match("telemetry.acme.gps") && !p.is_match("x.telemetry.acme.gps"))
+        );
         assert!(matches!(o.start, StartAt::Time(_)));
         assert!(o.columns.contains(&("vendor".to_owned(), RecordField::Header("x-vendor".to_owned()))));
         assert_eq!(o.sasl.as_ref().map(|s| s.mechanism), Some(SaslMechanism::ScramSha512));
 
         let error = |text: &str| checked(text).unwrap_err().to_string();
-        assert!(error("[[kafka]]\nbrokers = \"a:9092\"\n").contains("give one of topic, topics or topic_pattern"));
+        assert!(
+            error("[[kafka]]\nbrokers = \"a:9092\"\n").contains("give one of topic, topics or topic_pattern")
+        );
         assert!(error("[[kafka]]\nbrokers = \"a\"\ntopic = \"t\"\n").contains("host:port"));
         assert!(error("[[kafka]]\nbrokers = \"a:1\"\ntopic = \"t/x\"\n").contains("not a Kafka topic name"));
-        assert!(error("[[kafka]]\nbrokers = \"a:1\"\ntopic = \"t\"\nstart = \"soon\"\n").contains("earliest, latest"));
-        assert!(error("[[kafka]]\nbrokers = \"a:1\"\ntopic = \"t\"\ncolumns = { a = \"value\" }\n").contains("header:NAME"));
-        assert!(error("[[kafka]]\nbrokers = \"a:1\"\ntopic = \"t\"\nusername = \"u\"\n").contains("SASL needs"));
-        assert!(error("[[kafka]]\nbrokers = \"a:1\"\ntopic = \"t\"\nsource = \"s\"\n").contains("dataset too"));
+        assert!(
+            error("[[kafka]]\nbrokers = \"a:1\"\ntopic = \"t\"\nstart = \"soon\"\n")
+                .contains("earliest, latest")
+        );
+        assert!(
+            error("[[kafka]]\nbrokers = \"a:1\"\ntopic = \"t\"\ncolumns = { a = \"value\" }\n")
+                .contains("header:NAME")
+        );
+        assert!(
+            error("[[kafka]]\nbrokers = \"a:1\"\ntopic = \"t\"\nusername = \"u\"\n").contains("SASL needs")
+        );
+        assert!(
+            error("[[kafka]]\nbrokers = \"a:1\"\ntopic = \"t\"\nsource = \"s\"\n").contains("dataset too")
+        );
     }
 }

@@ -4,8 +4,8 @@
 //! manifests of the current folder, HTTP on loopback, anonymous clients allowed there only.
 //! A problem is one line naming the field.
 
-mod size;
 mod kafka;
+mod size;
 mod sync;
 
 use std::net::SocketAddr;
@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use size::Size;
 pub use kafka::KafkaConfig;
+pub use size::Size;
 pub use sync::SyncConfig;
 
 use crate::access::{AccessTable, GrantBinding, Grants, Identity, Template};

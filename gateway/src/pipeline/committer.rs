@@ -404,8 +404,12 @@ impl Committer {
     /// lost if the quarantine cannot be written), then commits.
     fn commit(&mut self, source: &str, entries: &[&Entry], state: SourcePosition) -> Result<(), Failure> {
         let messages = entries.iter().map(|entry| message(entry)).collect();
-        let request =
-            IngestRequest { source: Some(source.to_owned()), messages, event_time: None, source_state: Some(state) };
+        let request = IngestRequest {
+            source: Some(source.to_owned()),
+            messages,
+            event_time: None,
+            source_state: Some(state),
+        };
         let options = self.options();
         let (dataset, quarantine) = (self.dataset.clone(), self.quarantine.clone());
         let prepared = self.writer.prepare(request, &options).map_err(Failure::Commit)?;
@@ -433,8 +437,12 @@ impl Committer {
     /// Records the position alone (an AddData without data) past entries that were
     /// quarantined, so that a replay does not take them again.
     fn commit_position(&mut self, source: &str, state: SourcePosition) -> Result<(), IngestError> {
-        let request =
-            IngestRequest { source: Some(source.to_owned()), messages: Vec::new(), event_time: None, source_state: Some(state) };
+        let request = IngestRequest {
+            source: Some(source.to_owned()),
+            messages: Vec::new(),
+            event_time: None,
+            source_state: Some(state),
+        };
         self.writer.ingest(request, &self.options()).map(|_| ())
     }
 

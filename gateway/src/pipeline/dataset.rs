@@ -278,13 +278,8 @@ impl DatasetPipeline {
             }
         };
         let (reply, logged) = oneshot::channel();
-        let command = Command::Append {
-            entry,
-            records,
-            reserved: size,
-            durability: submission.durability,
-            reply,
-        };
+        let command =
+            Command::Append { entry, records, reserved: size, durability: submission.durability, reply };
         if commands.send(command).await.is_err() {
             return Err(SubmitError::Unavailable("the gateway is stopping".into()));
         }
@@ -342,8 +337,14 @@ impl DatasetPipeline {
         let quarantine_id = match rejected.is_empty() {
             true => None,
             false => Some(
-                self.quarantine_payload(submission, source.name.as_str(), &rejected, outcome.records, received)
-                    .await?,
+                self.quarantine_payload(
+                    submission,
+                    source.name.as_str(),
+                    &rejected,
+                    outcome.records,
+                    received,
+                )
+                .await?,
             ),
         };
         let refused_whole = source.is_snapshot() && !rejected.is_empty();
@@ -380,9 +381,9 @@ impl DatasetPipeline {
     fn to_committer(&self, work: Work) -> Result<(), SubmitError> {
         let queue = self.commands.lock().unwrap_or_else(|e| e.into_inner());
         match &*queue {
-            Queue::Open(_, committer) => committer
-                .send(work)
-                .map_err(|_| SubmitError::Unavailable("the gateway is stopping".into())),
+            Queue::Open(_, committer) => {
+                committer.send(work).map_err(|_| SubmitError::Unavailable("the gateway is stopping".into()))
+            }
             Queue::Waiting => Err(self.busy("the dataset is replaying its write-ahead log".into())),
             Queue::Closed => Err(SubmitError::Unavailable("the gateway is stopping".into())),
         }

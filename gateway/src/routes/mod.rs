@@ -319,7 +319,9 @@ mod tests {
     #[test]
     fn kafka_topics_are_split_on_dots() {
         let kafka = Some(vec![Transport::Kafka]);
-        let t = RouteTable::new(vec![Route::new("telemetry.{vendor}.gps", Some("gps".into()), None, kafka).unwrap()]);
+        let t = RouteTable::new(vec![
+            Route::new("telemetry.{vendor}.gps", Some("gps".into()), None, kafka).unwrap(),
+        ]);
         let r = t.resolve("telemetry.acme.gps", Transport::Kafka).unwrap();
         assert_eq!(r.columns, vec![("vendor".to_string(), "acme".to_string())]);
         assert!(t.resolve("telemetry/acme/gps", Transport::Mqtt).is_none(), "limited to Kafka");

@@ -20,9 +20,9 @@ use crate::pipeline::{Pipeline, PipelineError};
 use crate::query::Readers;
 use crate::store::{DataDir, StoreError};
 use crate::sync::{SyncBoard, SyncOptions};
-use crate::transport::kafka::{self, ConsumerBoard};
 use crate::transport::coap::CoapServer;
 use crate::transport::http::{self, HttpState};
+use crate::transport::kafka::{self, ConsumerBoard};
 use crate::transport::mqtt::{AckPolicy, Broker};
 use crate::transport::tls;
 
@@ -267,7 +267,9 @@ pub async fn run(
     pipeline.begin_stopping();
     for mut task in consumers {
         if tokio::time::timeout(CONSUMER_GRACE, &mut task).await.is_err() {
-            tracing::warn!("a kafka consumer did not stop in {CONSUMER_GRACE:?}: cut off (its records are read again at the next start)");
+            tracing::warn!(
+                "a kafka consumer did not stop in {CONSUMER_GRACE:?}: cut off (its records are read again at the next start)"
+            );
             task.abort();
         }
     }

@@ -78,7 +78,8 @@ impl ConsumerBoard {
     /// Takes (dataset, source) for `consumer`; the consumer that has it already if another.
     fn claim(&self, consumer: &str, dataset: &str, source: &str) -> Result<(), String> {
         let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
-        let holder = feeds.entry((dataset.to_owned(), source.to_owned())).or_insert_with(|| consumer.to_owned());
+        let holder =
+            feeds.entry((dataset.to_owned(), source.to_owned())).or_insert_with(|| consumer.to_owned());
         match holder == consumer {
             true => Ok(()),
             false => Err(holder.clone()),
@@ -214,8 +215,9 @@ async fn connect(options: &KafkaOptions) -> Result<Client, String> {
         base: 2.0,
         deadline: Some(Duration::from_secs(30)),
     };
-    let mut builder =
-        ClientBuilder::new(options.brokers.clone()).client_id(options.client_id.as_str()).backoff_config(backoff);
+    let mut builder = ClientBuilder::new(options.brokers.clone())
+        .client_id(options.client_id.as_str())
+        .backoff_config(backoff);
     if let Some(tls) = &options.tls {
         builder = builder.tls_config(client_config(tls)?);
     }

@@ -18,9 +18,9 @@ impl Offsets {
         let mut offsets = BTreeMap::new();
         for (topic, partitions) in topics {
             for (partition, offset) in partitions {
-                let partition: i32 = partition
-                    .parse()
-                    .map_err(|_| format!("the recorded Kafka offsets name partition '{partition}' of '{topic}'"))?;
+                let partition: i32 = partition.parse().map_err(|_| {
+                    format!("the recorded Kafka offsets name partition '{partition}' of '{topic}'")
+                })?;
                 if offset < 0 {
                     return Err(format!("the recorded Kafka offset of {topic}[{partition}] is {offset}"));
                 }

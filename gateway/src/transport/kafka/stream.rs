@@ -156,7 +156,9 @@ impl Fetch {
                         Err(e) => Err(e),
                     }
                 }
-                Err(e) => Err(format!("{}[{}]: cannot fetch: {e}", self.client.topic(), self.client.partition())),
+                Err(e) => {
+                    Err(format!("{}[{}]: cannot fetch: {e}", self.client.topic(), self.client.partition()))
+                }
             };
             let (failed, empty) = (chunk.is_err(), chunk.as_ref().is_ok_and(|c| c.records.is_empty()));
             if to_batcher.send(chunk).await.is_err() || failed {
@@ -186,12 +188,24 @@ impl Fetch {
         let latest = self.client.get_offset(OffsetAt::Latest).await.map_err(at)?;
         if self.next < earliest {
             let lost = earliest.saturating_sub(self.next);
-            tracing::error!(topic, partition, from = self.next, to = earliest, "{lost} record(s) were deleted by the topic's retention before they were consumed");
+            tracing::error!(
+                topic,
+                partition,
+                from = self.next,
+                to = earliest,
+                "{lost} record(s) were deleted by the topic's retention before they were consumed"
+            );
             metrics::counter!("odf_kafka_records_lost_total", "topic" => topic, "partition" => partition.to_string())
                 .increment(lost.max(0) as u64);
             self.next = earliest;
         } else {
-            tracing::error!(topic, partition, next = self.next, latest, "the recorded offset is beyond the partition's end (its log was cut back, or the topic made anew): consuming from its end");
+            tracing::error!(
+                topic,
+                partition,
+                next = self.next,
+                latest,
+                "the recorded offset is beyond the partition's end (its log was cut back, or the topic made anew): consuming from its end"
+            );
             self.next = latest;
             // Asked again at once, the same answer would make a busy loop.
             tokio::time::sleep(Duration::from_millis(self.max_wait_ms.max(0) as u64)).await;
@@ -287,7 +301,12 @@ impl Batcher {
             let kept = match value {
                 Some(value) => self.screen(&record, &topic, partition, Bytes::from(value), sender).await?,
                 None => {
-                    tracing::warn!(topic, partition, offset, "a record without a value (a tombstone) is passed");
+                    tracing::warn!(
+                        topic,
+                        partition,
+                        offset,
+                        "a record without a value (a tombstone) is passed"
+                    );
                     None
                 }
             };
@@ -364,7 +383,13 @@ impl Batcher {
     }
 
     /// A record whose declared format the gateway does not read.
-    async fn quarantine_whole(&self, payload: Bytes, topic: &str, sender: &str, reason: &str) -> Result<(), String> {
+    async fn quarantine_whole(
+        &self,
+        payload: Bytes,
+        topic: &str,
+        sender: &str,
+        reason: &str,
+    ) -> Result<(), String> {
         let dataset = self.target.dataset();
         dataset
             .quarantine_record(self.target.source().name.as_str(), topic, sender, payload, reason)
@@ -377,7 +402,9 @@ impl Batcher {
     fn record_columns(&self, record: &RecordAndOffset, topic: &str, partition: i32) -> Vec<(String, String)> {
         let field = |from: &RecordField| -> Option<String> {
             match from {
-                RecordField::Key => record.record.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
+                RecordField::Key => {
+                    record.record.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned())
+                }
                 RecordField::Timestamp => Some(record.record.timestamp.to_rfc3339()),
                 RecordField::Topic => Some(topic.to_owned()),
                 RecordField::Partition => Some(partition.to_string()),
@@ -449,7 +476,10 @@ impl Batcher {
         self.settled(result)
     }
 
-    fn settled(&mut self, result: Result<Result<(), SubmitError>, tokio::task::JoinError>) -> Result<(), String> {
+    fn settled(
+        &mut self,
+        result: Result<Result<(), SubmitError>, tokio::task::JoinError>,
+    ) -> Result<(), String> {
         let Some(flight) = self.in_flight.take() else { return Ok(()) };
         self.target.dataset().release(flight.reserved);
         match result {

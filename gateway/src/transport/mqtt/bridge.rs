@@ -196,4 +196,3 @@ enum Taken {
     Never(String),
     Later(String),
 }
-
