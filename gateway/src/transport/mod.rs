@@ -12,3 +12,8 @@ pub mod http;
 pub mod kafka;
 pub mod mqtt;
 pub mod tls;
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub async fn stopping(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|&stop| stop).await;
+}

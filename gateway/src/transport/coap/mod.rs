@@ -35,6 +35,7 @@ use self::resource::{Admission, Reply, Resources, Write};
 use crate::access::AccessTable;
 use crate::intake::Intake;
 use crate::pipeline::Pipeline;
+use crate::transport::stopping;
 
 /// RFC 7252 §4.8: ACK_TIMEOUT and MAX_RETRANSMIT, for the separate responses we send.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -397,10 +398,6 @@ impl Listener {
             tracing::debug!(%peer, "coap: cannot send: {e}");
         }
     }
-}
-
-async fn stopping(mut shutdown: watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|&stop| stop).await;
 }
 
 fn rand_u16() -> u16 {

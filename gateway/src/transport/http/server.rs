@@ -26,6 +26,7 @@ use tower::ServiceExt;
 use super::Peer;
 use super::body::{BodyPace, PacedBody};
 use super::connections::{Admitted, Connections};
+use crate::transport::stopping;
 
 /// How long requests in flight may take to finish at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -211,9 +212,4 @@ fn subject(der: &rustls_pki_types::CertificateDer<'_>) -> Option<(String, Option
     let subject = cert.subject();
     let common_name = subject.iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_owned);
     Some((subject.to_string(), common_name))
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-async fn stopping(mut shutdown: watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|&stop| stop).await;
 }

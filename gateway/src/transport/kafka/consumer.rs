@@ -15,10 +15,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::stream::{self, Plan};
-use super::{KafkaOptions, SaslMechanism, Topics, stopped};
+use super::{KafkaOptions, SaslMechanism, Topics};
 use crate::intake::{Intake, IntakeError};
 use crate::pipeline::{FlushPolicy, SubmitError};
 use crate::routes::Transport;
+use crate::transport::stopping;
 use crate::transport::tls::client_config;
 
 const RETRY_MIN: Duration = Duration::from_secs(1);
@@ -103,7 +104,7 @@ pub(super) async fn run(
     flush: FlushPolicy,
     intake: Arc<Intake>,
     board: Arc<ConsumerBoard>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let name = options.name.as_str();
     let mut pause = RETRY_MIN;
@@ -131,7 +132,7 @@ pub(super) async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = stopped(&mut shutdown) => break,
+            _ = stopping(shutdown.clone()) => break,
         }
         pause = (pause * 2).min(RETRY_MAX);
     }
@@ -149,7 +150,7 @@ async fn consume(
     flush: &FlushPolicy,
     intake: &Intake,
     board: &Arc<ConsumerBoard>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<Ended, String> {
     let client = Arc::new(connect(options).await?);
     let chosen = choose(options, &client).await?;
@@ -177,7 +178,7 @@ async fn consume(
     refresh.tick().await;
     let ended = loop {
         tokio::select! {
-            _ = stopped(&mut shutdown) => break Ok(Ended::Stopped),
+            _ = stopping(shutdown.clone()) => break Ok(Ended::Stopped),
             _ = refresh.tick() => match choose(options, &client).await {
                 Ok(now) if now != chosen => break Ok(Ended::Changed),
                 Ok(_) => {}

@@ -140,8 +140,3 @@ pub fn spawn(
 ) -> JoinHandle<()> {
     tokio::spawn(consumer::run(Arc::new(options), flush, intake, board, shutdown))
 }
-
-/// Resolves once `stop` turns true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|&stop| stop).await;
-}

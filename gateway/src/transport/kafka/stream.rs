@@ -21,9 +21,10 @@ use tokio::time::Instant;
 
 use super::consumer::{ConsumerBoard, PartitionStatus, REQUEST_TIMEOUT};
 use super::offsets::{Offsets, STATE_KIND};
-use super::{KafkaOptions, RecordField, StartAt, stopped};
+use super::{KafkaOptions, RecordField, StartAt};
 use crate::intake::{Parcel, Target, declared_format};
 use crate::pipeline::{Consumed, ConsumedRecord, Durability, FlushPolicy, Screened, SubmitError};
+use crate::transport::stopping;
 
 /// What a record costs in the budget besides its payload (its origin, columns, entry).
 const RECORD_OVERHEAD: usize = 256;
@@ -129,11 +130,11 @@ struct Fetch {
 }
 
 impl Fetch {
-    async fn run(mut self, to_batcher: mpsc::Sender<Result<Chunk, String>>, mut stop: watch::Receiver<bool>) {
+    async fn run(mut self, to_batcher: mpsc::Sender<Result<Chunk, String>>, stop: watch::Receiver<bool>) {
         loop {
             let asked = Instant::now();
             let fetched = tokio::select! {
-                _ = stopped(&mut stop) => return,
+                _ = stopping(stop.clone()) => return,
                 fetched = self.client.fetch_records(self.next, 1..self.bytes.max(2), self.max_wait_ms) => fetched,
             };
             let chunk = match fetched {
@@ -170,7 +171,7 @@ impl Fetch {
             let max_wait = Duration::from_millis(self.max_wait_ms as u64);
             if empty && asked.elapsed() < max_wait / 2 {
                 tokio::select! {
-                    _ = stopped(&mut stop) => return,
+                    _ = stopping(stop.clone()) => return,
                     _ = tokio::time::sleep(max_wait) => {}
                 }
             }
@@ -262,12 +263,12 @@ struct InFlight {
 
 impl Batcher {
     async fn run(&mut self, chunks: &mut mpsc::Receiver<Result<Chunk, String>>) -> Result<(), String> {
-        let mut stop = self.context.stop.clone();
+        let stop = self.context.stop.clone();
         loop {
             let deadline = self.batch.since.map(|since| since + self.context.flush.interval);
             tokio::select! {
                 biased;
-                _ = stopped(&mut stop) => {
+                _ = stopping(stop.clone()) => {
                     // What it holds is committed now rather than fetched again at the next start.
                     self.commit().await?;
                     return self.settle().await;

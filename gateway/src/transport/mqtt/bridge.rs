@@ -22,6 +22,7 @@ use crate::access::{Caller, Principal};
 use crate::intake::{Intake, IntakeError, Parcel};
 use crate::pipeline::{Durability, SubmitError};
 use crate::routes::Transport;
+use crate::transport::stopping;
 use crate::transport::tls::{ClientTls, client_config};
 
 /// Messages being ingested at once (acknowledgements may go out of order).
@@ -185,11 +186,6 @@ impl Bridge {
             Err(e) => Err(Taken::Never(e.to_string())),
         }
     }
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-async fn stopping(mut shutdown: watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|&stop| stop).await;
 }
 
 enum Taken {
