@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, Size, invalid};
+use super::{ConfigError, Size, client_tls, invalid};
 use crate::routes::Resolved;
 use crate::transport::kafka::{KafkaOptions, RecordField, Sasl, SaslMechanism, StartAt, Topics};
-use crate::transport::tls::ClientTls;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,19 +143,7 @@ pub fn check(entries: &[KafkaConfig]) -> Result<Vec<KafkaOptions>, ConfigError> 
                     .map_err(|e| invalid(field("columns"), e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if entry.tls_cert.is_some() != entry.tls_key.is_some() {
-            return Err(invalid(field("tls_key"), "give both tls_cert and tls_key, or neither"));
-        }
-        if entry.tls_cert.is_some() && entry.tls_ca.is_none() {
-            return Err(invalid(field("tls_ca"), "a client certificate needs TLS: give tls_ca"));
-        }
-        for (name, path) in
-            [("tls_ca", &entry.tls_ca), ("tls_cert", &entry.tls_cert), ("tls_key", &entry.tls_key)]
-        {
-            if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
-                return Err(invalid(field(name), format!("{} is not a file", path.display())));
-            }
-        }
+        let tls = client_tls(&field, &entry.tls_ca, &entry.tls_cert, &entry.tls_key)?;
         let sasl = match (&entry.sasl_mechanism, &entry.username, &entry.password) {
             (None, None, None) => None,
             (Some(mechanism), Some(username), Some(password)) => Some(Sasl {
@@ -183,11 +170,7 @@ pub fn check(entries: &[KafkaConfig]) -> Result<Vec<KafkaOptions>, ConfigError> 
             start,
             columns,
             client_id: entry.client_id.clone().unwrap_or_else(|| "odf-gateway".to_owned()),
-            tls: entry.tls_ca.clone().map(|ca| ClientTls {
-                ca,
-                cert: entry.tls_cert.clone(),
-                key: entry.tls_key.clone(),
-            }),
+            tls,
             sasl,
             max_wait: entry.max_wait,
             fetch_bytes: entry.fetch_bytes.0.min(i32::MAX as u64) as i32,

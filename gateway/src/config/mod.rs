@@ -446,6 +446,34 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
     ConfigError { field: field.into(), message: message.into() }
 }
 
+/// TLS to a server the gateway connects to (an MQTT bridge's upstream, Kafka), from the
+/// `tls_ca`, `tls_cert` and `tls_key` of an entry whose fields `field` names; `None` without
+/// a CA.
+fn client_tls(
+    field: &dyn Fn(&str) -> String,
+    ca: &Option<PathBuf>,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+) -> Result<Option<crate::transport::tls::ClientTls>, ConfigError> {
+    if cert.is_some() != key.is_some() {
+        return Err(invalid(field("tls_key"), "give both tls_cert and tls_key, or neither"));
+    }
+    for (name, path) in [("tls_ca", ca), ("tls_cert", cert), ("tls_key", key)] {
+        if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
+            return Err(invalid(field(name), format!("{} is not a file", path.display())));
+        }
+    }
+    if cert.is_some() && ca.is_none() {
+        return Err(invalid(field("tls_ca"), "a client certificate needs TLS: give tls_ca"));
+    }
+    let tls = |ca: &PathBuf| crate::transport::tls::ClientTls {
+        ca: ca.clone(),
+        cert: cert.clone(),
+        key: key.clone(),
+    };
+    Ok(ca.as_ref().map(tls))
+}
+
 /// The checked settings `serve` runs with.
 pub struct ServeConfig {
     pub raw: RawConfig,
@@ -725,7 +753,6 @@ impl RawConfig {
 
     fn check_bridges(&self) -> Result<Vec<crate::transport::mqtt::bridge::BridgeOptions>, ConfigError> {
         use crate::transport::mqtt::bridge::BridgeOptions;
-        use crate::transport::tls::ClientTls;
         let mut bridges = Vec::new();
         for (i, b) in self.mqtt.bridges.iter().enumerate() {
             let field = |f: &str| format!("mqtt.bridge[{i}] ({}).{f}", b.name);
@@ -738,17 +765,7 @@ impl RawConfig {
             if b.username.is_some() != b.password.is_some() {
                 return Err(invalid(field("password"), "give both username and password, or neither"));
             }
-            if b.tls_cert.is_some() != b.tls_key.is_some() {
-                return Err(invalid(field("tls_key"), "give both tls_cert and tls_key, or neither"));
-            }
-            for (name, path) in [("tls_ca", &b.tls_ca), ("tls_cert", &b.tls_cert), ("tls_key", &b.tls_key)] {
-                if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
-                    return Err(invalid(field(name), format!("{} is not a file", path.display())));
-                }
-            }
-            if b.tls_cert.is_some() && b.tls_ca.is_none() {
-                return Err(invalid(field("tls_ca"), "a client certificate needs TLS: give tls_ca"));
-            }
+            let tls = client_tls(&field, &b.tls_ca, &b.tls_cert, &b.tls_key)?;
             bridges.push(BridgeOptions {
                 name: b.name.clone(),
                 host: b.host.clone(),
@@ -756,11 +773,7 @@ impl RawConfig {
                 client_id: b.client_id.clone().unwrap_or_else(|| format!("odf-gateway-{}", b.name)),
                 username: b.username.clone(),
                 password: b.password.clone(),
-                tls: b.tls_ca.clone().map(|ca| ClientTls {
-                    ca,
-                    cert: b.tls_cert.clone(),
-                    key: b.tls_key.clone(),
-                }),
+                tls,
                 subscribe: b.subscribe.clone(),
                 qos: b.qos,
                 clean_session: b.clean_session,
