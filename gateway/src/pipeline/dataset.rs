@@ -249,7 +249,7 @@ impl DatasetPipeline {
         }
         let reservation = Reservation { shared: &self.shared, bytes: size };
         let received = Utc::now();
-        let screened = self.screen_counted(source, &submission, received, &counters).await?;
+        let screened = self.screen(source, &submission, received, &counters).await?;
         if screened.records == 0 {
             return Ok(Accepted {
                 dataset: self.name.clone(),
@@ -307,19 +307,8 @@ impl DatasetPipeline {
     /// Checks a payload against `source` and quarantines the records that do not fit. The
     /// records that do are counted in `Screened`; none fitting is an error (`Rejected`), as
     /// is a Snapshot payload with any bad record (without them it would retract their keys).
+    /// The counts go to `counters` (accepted, rejected); the caller counts the request.
     pub async fn screen(
-        &self,
-        source: &SourceInfo,
-        submission: &Submission,
-        received: DateTime<Utc>,
-    ) -> Result<Screened, SubmitError> {
-        let counters = self.counters.of(source.name.as_str(), submission.transport, &submission.route);
-        counters.requests.increment(1);
-        counters.bytes.increment(submission.payload.len() as u64);
-        self.screen_counted(source, submission, received, &counters).await
-    }
-
-    async fn screen_counted(
         &self,
         source: &SourceInfo,
         submission: &Submission,
@@ -356,6 +345,17 @@ impl DatasetPipeline {
             });
         }
         Ok(Screened { records: outcome.records, rejected, quarantine_id })
+    }
+
+    /// The request counters of (source, transport, route), for a sender that takes many
+    /// payloads through the same one (a Kafka stream) to resolve once.
+    pub fn request_counters(
+        &self,
+        source: &SourceName,
+        transport: Transport,
+        route: &str,
+    ) -> RequestCounters {
+        self.counters.of(source.as_str(), transport, route)
     }
 
     /// Commits records consumed from an event queue (they skip the log), with the queue's

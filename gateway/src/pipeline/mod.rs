@@ -43,6 +43,7 @@ pub use quarantine::{
     FOLDER as QUARANTINE_FOLDER, Quarantine, QuarantineEntry, QuarantineError, Summary, payload_for_people,
 };
 pub use rejection::Rejection;
+pub use request_metrics::RequestCounters;
 pub use shared::{Health, Phase};
 pub use wal::{Damage as LogDamage, LostSeqs};
 

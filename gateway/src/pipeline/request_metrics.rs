@@ -9,7 +9,7 @@ use crate::routes::Transport;
 
 /// The counters of requests through one (source, transport, route).
 #[derive(Clone)]
-pub(super) struct RequestCounters {
+pub struct RequestCounters {
     pub requests: metrics::Counter,
     pub bytes: metrics::Counter,
     pub busy: metrics::Counter,

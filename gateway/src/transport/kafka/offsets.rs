@@ -38,8 +38,20 @@ impl Offsets {
         self.0.insert((topic.to_owned(), partition), next);
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, i32, i64)> {
-        self.0.iter().map(|((topic, partition), next)| (topic.as_str(), *partition, *next))
+    /// These offsets moved on by `marks`, each (an index into `partitions`, the offset after
+    /// a record taken there): a partition's last mark wins.
+    pub fn advanced(&self, partitions: &[(String, i32)], marks: &[(usize, i64)]) -> Offsets {
+        let mut last: Vec<Option<i64>> = vec![None; partitions.len()];
+        for &(slot, next) in marks {
+            last[slot] = Some(next);
+        }
+        let mut offsets = self.clone();
+        for ((topic, partition), next) in partitions.iter().zip(last) {
+            if let Some(next) = next {
+                offsets.set(topic, *partition, next);
+            }
+        }
+        offsets
     }
 
     pub fn encode(&self) -> String {

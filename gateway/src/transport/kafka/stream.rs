@@ -23,7 +23,10 @@ use super::consumer::{ConsumerBoard, PartitionStatus, REQUEST_TIMEOUT};
 use super::offsets::{Offsets, STATE_KIND};
 use super::{KafkaOptions, RecordField, StartAt};
 use crate::intake::{Parcel, Target, declared_format};
-use crate::pipeline::{Consumed, ConsumedRecord, Durability, FlushPolicy, Screened, SubmitError};
+use crate::pipeline::{
+    Consumed, ConsumedRecord, Durability, FlushPolicy, RequestCounters, Screened, SubmitError,
+};
+use crate::routes::Transport;
 use crate::transport::stopping;
 
 /// What a record costs in the budget besides its payload (its origin, columns, entry).
@@ -100,7 +103,13 @@ pub async fn run(plan: Plan, context: Context) -> Result<(), String> {
         fetchers.spawn(fetch.run(to_batcher.clone(), context.stop.clone()));
     }
     drop(to_batcher);
+    let counters = dataset.request_counters(&source, Transport::Kafka, target.route());
+    let metrics = partitions
+        .iter()
+        .map(|(topic, partition)| PartitionMetrics::new(&context, &target, topic, *partition));
     let mut batcher = Batcher {
+        metrics: metrics.collect(),
+        counters,
         target,
         context,
         partitions: partitions.clone(),
@@ -250,8 +259,38 @@ struct Batcher {
     /// What the chain records, once the commit in flight is settled.
     committed: Offsets,
     high_watermarks: Vec<Option<i64>>,
+    /// Each partition's metrics, by slot, resolved once.
+    metrics: Vec<PartitionMetrics>,
+    /// The dataset's request counters for this source, transport and route.
+    counters: RequestCounters,
     batch: Batch,
     in_flight: Option<InFlight>,
+}
+
+struct PartitionMetrics {
+    records: metrics::Counter,
+    bytes: metrics::Counter,
+    quarantined: metrics::Counter,
+    lag: metrics::Gauge,
+}
+
+impl PartitionMetrics {
+    /// Labelled with the dataset's name, so that `/metrics` shows them to those who may read it.
+    fn new(context: &Context, target: &Target, topic: &str, partition: i32) -> PartitionMetrics {
+        let labels = [
+            ("consumer", context.options.name.clone()),
+            ("dataset", target.dataset().name().to_string()),
+            ("topic", topic.to_owned()),
+        ];
+        let mut by_partition = labels.to_vec();
+        by_partition.push(("partition", partition.to_string()));
+        PartitionMetrics {
+            records: metrics::counter!("odf_kafka_records_total", &labels),
+            bytes: metrics::counter!("odf_kafka_bytes_total", &labels),
+            quarantined: metrics::counter!("odf_kafka_quarantined_total", &labels),
+            lag: metrics::gauge!("odf_kafka_lag", &by_partition),
+        }
+    }
 }
 
 /// A batch handed to the committer: the offsets it records, the budget it holds.
@@ -287,10 +326,14 @@ impl Batcher {
     async fn take(&mut self, chunk: Chunk) -> Result<(), String> {
         self.high_watermarks[chunk.slot] = Some(chunk.high_watermark);
         let (topic, partition) = self.partitions[chunk.slot].clone();
-        let labels = self.labels(&topic);
         let bytes: usize = chunk.records.iter().map(|r| r.record.value.as_ref().map_or(0, Vec::len)).sum();
-        metrics::counter!("odf_kafka_records_total", &labels).increment(chunk.records.len() as u64);
-        metrics::counter!("odf_kafka_bytes_total", &labels).increment(bytes as u64);
+        let (records, bytes) = (chunk.records.len() as u64, bytes as u64);
+        let metrics = &self.metrics[chunk.slot];
+        metrics.records.increment(records);
+        metrics.bytes.increment(bytes);
+        self.counters.requests.increment(records);
+        self.counters.bytes.increment(bytes);
+        let slot = chunk.slot;
         for mut record in chunk.records {
             let offset = record.offset;
             let value = record.record.value.take();
@@ -300,7 +343,7 @@ impl Batcher {
             self.batch.reserved += size;
             let sender = format!("kafka {topic}[{partition}]@{offset}");
             let kept = match value {
-                Some(value) => self.screen(&record, &topic, partition, Bytes::from(value), sender).await?,
+                Some(value) => self.screen(&record, slot, Bytes::from(value), sender).await?,
                 None => {
                     tracing::warn!(
                         topic,
@@ -329,7 +372,7 @@ impl Batcher {
                 self.commit().await?;
             }
         }
-        self.show_progress();
+        self.show_partition(slot);
         Ok(())
     }
 
@@ -338,18 +381,18 @@ impl Batcher {
     async fn screen(
         &self,
         record: &RecordAndOffset,
-        topic: &str,
-        partition: i32,
+        slot: usize,
         payload: Bytes,
         sender: String,
     ) -> Result<Option<ConsumedRecord>, String> {
+        let (topic, partition) = (&self.partitions[slot].0, self.partitions[slot].1);
         let headers = &record.record.headers;
         let media_type = headers.get("content-type").map(|v| String::from_utf8_lossy(v).into_owned());
         let time = record.record.timestamp;
         let format = match declared_format(media_type.as_deref()) {
             Ok(format) => format,
             Err(e) => {
-                self.quarantine_whole(payload, topic, &sender, &e.to_string()).await?;
+                self.quarantine_whole(payload, slot, &sender, &e.to_string()).await?;
                 return Ok(None);
             }
         };
@@ -364,7 +407,7 @@ impl Batcher {
         };
         let submission = self.target.submission(parcel, columns);
         let dataset = self.target.dataset();
-        match dataset.screen(self.target.source(), &submission, time).await {
+        match dataset.screen(self.target.source(), &submission, time, &self.counters).await {
             Ok(Screened { records: 0, .. }) => Ok(None),
             Ok(_) => Ok(Some(ConsumedRecord {
                 payload: submission.payload,
@@ -376,7 +419,7 @@ impl Batcher {
                 time,
             })),
             Err(SubmitError::Rejected { .. }) => {
-                metrics::counter!("odf_kafka_quarantined_total", &self.labels(topic)).increment(1);
+                self.metrics[slot].quarantined.increment(1);
                 Ok(None)
             }
             Err(e) => Err(format!("{}: {e}", submission.sender)),
@@ -387,16 +430,17 @@ impl Batcher {
     async fn quarantine_whole(
         &self,
         payload: Bytes,
-        topic: &str,
+        slot: usize,
         sender: &str,
         reason: &str,
     ) -> Result<(), String> {
+        let topic = &self.partitions[slot].0;
         let dataset = self.target.dataset();
         dataset
             .quarantine_record(self.target.source().name.as_str(), topic, sender, payload, reason)
             .await
             .map_err(|e| e.to_string())?;
-        metrics::counter!("odf_kafka_quarantined_total", &self.labels(topic)).increment(1);
+        self.metrics[slot].quarantined.increment(1);
         Ok(())
     }
 
@@ -446,21 +490,12 @@ impl Batcher {
         if batch.marks.is_empty() {
             return Ok(());
         }
-        let mut offsets = self.committed.clone();
-        for &(slot, next) in &batch.marks {
-            let (topic, partition) = &self.partitions[slot];
-            offsets.set(topic, *partition, next);
-        }
+        let offsets = self.committed.advanced(&self.partitions, &batch.marks);
         let (base, partitions, marks, kept_at) =
             (self.committed.clone(), self.partitions.clone(), batch.marks, batch.kept_at);
         let state_after = move |kept: usize| {
             let upto = kept_at.get(kept).copied().unwrap_or(marks.len());
-            let mut offsets = base.clone();
-            for &(slot, next) in &marks[..upto] {
-                let (topic, partition) = &partitions[slot];
-                offsets.set(topic, *partition, next);
-            }
-            offsets.encode()
+            base.advanced(&partitions, &marks[..upto]).encode()
         };
         let source = self.target.source().name.clone();
         let consumed = Consumed::new(source, STATE_KIND, batch.records, state_after);
@@ -505,41 +540,29 @@ impl Batcher {
         Ok(())
     }
 
-    /// A topic's metric labels; with the dataset's, so that `/metrics` shows them to those
-    /// who may read it.
-    fn labels(&self, topic: &str) -> Vec<(&'static str, String)> {
-        vec![
-            ("consumer", self.context.options.name.clone()),
-            ("dataset", self.target.dataset().name().to_string()),
-            ("topic", topic.to_owned()),
-        ]
-    }
-
     /// Each partition's committed offset and lag, for `/readyz` and the metrics.
     fn show_progress(&self) {
-        let name = &self.context.options.name;
-        for (slot, (topic, partition)) in self.partitions.iter().enumerate() {
-            let committed = self.committed.get(topic, *partition);
-            let high_watermark = self.high_watermarks[slot];
-            let lag = high_watermark.map(|end| end.saturating_sub(committed.unwrap_or(0)).max(0));
-            if let Some(lag) = lag {
-                let mut labels = self.labels(topic);
-                labels.push(("partition", partition.to_string()));
-                metrics::gauge!("odf_kafka_lag", &labels).set(lag as f64);
-            }
-            self.context.board.set_partition(
-                name,
-                PartitionStatus {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    dataset: self.target.dataset().name().to_string(),
-                    source: self.target.source().name.to_string(),
-                    committed,
-                    high_watermark,
-                    lag,
-                },
-            );
+        (0..self.partitions.len()).for_each(|slot| self.show_partition(slot));
+    }
+
+    fn show_partition(&self, slot: usize) {
+        let (topic, partition) = &self.partitions[slot];
+        let committed = self.committed.get(topic, *partition);
+        let high_watermark = self.high_watermarks[slot];
+        let lag = high_watermark.map(|end| end.saturating_sub(committed.unwrap_or(0)).max(0));
+        if let Some(lag) = lag {
+            self.metrics[slot].lag.set(lag as f64);
         }
+        let status = PartitionStatus {
+            topic: topic.clone(),
+            partition: *partition,
+            dataset: self.target.dataset().name().to_string(),
+            source: self.target.source().name.to_string(),
+            committed,
+            high_watermark,
+            lag,
+        };
+        self.context.board.set_partition(&self.context.options.name, status);
     }
 }
 
